@@ -1,0 +1,46 @@
+//! Label, annotation and taint keys shared by every component.
+//!
+//! The `interlink.io/...` keys on remote objects are those of the Python
+//! interLink Kubernetes plugin, so existing tooling keeps working.
+
+/// Label on every remote object we create, value [`OFFLOADING_VALUE`].
+pub const LABEL_OFFLOADING: &str = "interlink.io";
+/// Value of [`LABEL_OFFLOADING`].
+pub const OFFLOADING_VALUE: &str = "offloading";
+/// Label on remote objects: the UID of the local pod they belong to.
+pub const LABEL_SOURCE_POD_UID: &str = "interlink.io/source.pod_uid";
+/// Our own managed-by label, so everything we own can be listed and swept.
+pub const LABEL_MANAGED_BY: &str = "app.kubernetes.io/managed-by";
+/// Value of [`LABEL_MANAGED_BY`] on objects created by the plugin.
+pub const MANAGED_BY_PLUGIN: &str = "offload-plugin";
+/// Value of [`LABEL_MANAGED_BY`] on objects created by the provider / gateway-manager.
+pub const MANAGED_BY_PROVIDER: &str = "offload-provider";
+
+/// Annotations on remote objects: identity of the local pod.
+pub const ANNOTATION_SOURCE_UID: &str = "interlink.io/source.uid";
+pub const ANNOTATION_SOURCE_NAME: &str = "interlink.io/source.name";
+pub const ANNOTATION_SOURCE_NAMESPACE: &str = "interlink.io/source.namespace";
+
+/// Annotation the interLink Virtual Kubelet writes on the local pod with the
+/// `PodJID` answered by create. Our provider writes the same key.
+pub const ANNOTATION_JOB_ID: &str = "JobID";
+
+/// Taint and label of the virtual node, compatible with interLink.
+pub const TAINT_NO_SCHEDULE: &str = "virtual-node.interlink/no-schedule";
+pub const LABEL_NODE_TYPE: &str = "virtual-node.interlink/type";
+pub const NODE_TYPE_VALUE: &str = "virtual-kubelet";
+
+/// Tunnel annotations on the local (virtual) pod, written by gateway-manager
+/// before create and read by the plugin. No secret material goes here: the
+/// host key is the gateway's *public* key.
+pub mod tunnel {
+    /// `host:port` of the gateway SSH server as seen from the remote cluster.
+    pub const GATEWAY_ADDRESS: &str = "tunnel.offload.dev/gateway-address";
+    /// The gateway's SSH host public key (OpenSSH one-line format), pinned by the bastion.
+    pub const GATEWAY_HOST_KEY: &str = "tunnel.offload.dev/gateway-host-key";
+    /// JSON object `{"<containerPort>": <gatewayPort>, ...}`.
+    pub const PORTS: &str = "tunnel.offload.dev/ports";
+    /// Set by users on a workload's pod template: name of the stable local
+    /// Service that load-balances every replica's tunnel.
+    pub const SERVICE: &str = "interlink.io/tunnel-service";
+}
