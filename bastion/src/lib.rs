@@ -1,0 +1,24 @@
+//! offload-bastion: the remote end of the tunnel.
+//!
+//! One process per remote cluster holds one SSH connection per gateway (a
+//! stock OpenSSH `sshd` in a local cluster, managed by gateway-manager) and a
+//! remote forward (`tcpip-forward`) per offloaded containerPort on it.
+//!
+//! - [`desired`]: pure: remote pods -> desired forwards; forward bookkeeping.
+//! - [`source`]: a kube-runtime reflector over the remote pods labelled
+//!   `interlink.io=offloading`; the plugin copies the local pod's tunnel
+//!   annotations onto them, so nothing else has to tell the bastion anything.
+//! - [`tunnel`]: one gateway connection: pinned host key, keepalive,
+//!   reconnect with backoff, every forward re-requested after a drop, refused
+//!   forwards retried.
+//! - [`supervisor`]: one tunnel task per gateway that has forwards.
+//! - [`admin`], [`metrics`]: `/metrics`, `/healthz`, `/readyz`.
+//! - [`harness`]: a real loopback OpenSSH gateway for tests and `bench`.
+
+pub mod admin;
+pub mod desired;
+pub mod harness;
+pub mod metrics;
+pub mod source;
+pub mod supervisor;
+pub mod tunnel;

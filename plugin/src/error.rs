@@ -1,0 +1,103 @@
+//! The HTTP error of the plugin API: a status code and a JSON body
+//! `{"error": "<code>", "message": "<what is wrong>"}`.
+
+use axum::{
+    Json,
+    http::StatusCode,
+    response::{IntoResponse, Response},
+};
+use serde::Serialize;
+
+use crate::{logs::LogOptsError, remote::RemoteError, translate::TranslateError};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub message: String,
+}
+
+#[derive(Serialize)]
+struct Body<'a> {
+    error: &'a str,
+    message: &'a str,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "bad_request", message)
+    }
+}
+
+impl std::fmt::Display for ApiError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} {}: {}",
+            self.status.as_u16(),
+            self.code,
+            self.message
+        )
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (
+            self.status,
+            Json(Body {
+                error: self.code,
+                message: &self.message,
+            }),
+        )
+            .into_response()
+    }
+}
+
+impl From<TranslateError> for ApiError {
+    fn from(e: TranslateError) -> Self {
+        let (status, code) = match &e {
+            TranslateError::Invalid(_) => (StatusCode::BAD_REQUEST, "invalid_pod"),
+            TranslateError::Missing { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "missing_object"),
+            TranslateError::Unsupported(_) => (StatusCode::UNPROCESSABLE_ENTITY, "unsupported"),
+            TranslateError::Policy(_) => (StatusCode::FORBIDDEN, "policy"),
+        };
+        Self::new(status, code, e.to_string())
+    }
+}
+
+impl From<LogOptsError> for ApiError {
+    fn from(e: LogOptsError) -> Self {
+        let status = match e {
+            LogOptsError::UnknownContainer { .. } => StatusCode::NOT_FOUND,
+            _ => StatusCode::BAD_REQUEST,
+        };
+        Self::new(status, "invalid_log_request", e.to_string())
+    }
+}
+
+impl From<RemoteError> for ApiError {
+    fn from(e: RemoteError) -> Self {
+        let (status, code) = match &e {
+            RemoteError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
+            RemoteError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
+            RemoteError::NamespaceNotReady(_) => {
+                (StatusCode::SERVICE_UNAVAILABLE, "namespace_not_ready")
+            }
+            RemoteError::Rejected { status, .. } if (400..500).contains(status) => {
+                (StatusCode::UNPROCESSABLE_ENTITY, "remote_rejected")
+            }
+            RemoteError::Rejected { .. } | RemoteError::Kube(_) => {
+                (StatusCode::BAD_GATEWAY, "remote_error")
+            }
+        };
+        Self::new(status, code, e.to_string())
+    }
+}

@@ -1,0 +1,105 @@
+//! Prometheus metrics (prometheus-client), served on `/metrics`.
+
+use prometheus_client::{
+    encoding::{EncodeLabelSet, text::encode},
+    metrics::{
+        counter::Counter,
+        family::Family,
+        gauge::Gauge,
+        histogram::{Histogram, exponential_buckets},
+    },
+    registry::Registry,
+};
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    pub endpoint: String,
+    pub code: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct EndpointLabels {
+    pub endpoint: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RemoteCallLabels {
+    pub op: &'static str,
+}
+
+/// Every metric of the plugin, prefixed `offload_plugin_`.
+pub struct Metrics {
+    registry: Registry,
+    pub requests: Family<RequestLabels, Counter>,
+    pub latency: Family<EndpointLabels, Histogram>,
+    pub pods_managed: Gauge,
+    pub remote_calls: Family<RemoteCallLabels, Counter>,
+    pub orphans_deleted: Counter,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("offload_plugin");
+        let requests = Family::<RequestLabels, Counter>::default();
+        registry.register(
+            "http_requests",
+            "Plugin API requests by endpoint and HTTP status code",
+            requests.clone(),
+        );
+        let latency = Family::<EndpointLabels, Histogram>::new_with_constructor(
+            (|| Histogram::new(exponential_buckets(0.0005, 2.0, 18))) as fn() -> Histogram,
+        );
+        // The constructor type must match the default `fn() -> M`.
+        let latency: Family<EndpointLabels, Histogram> = latency;
+        registry.register(
+            "http_request_duration_seconds",
+            "Plugin API request latency (until the response head; log streams run longer)",
+            latency.clone(),
+        );
+        let pods_managed = Gauge::default();
+        registry.register(
+            "pods_managed",
+            "Remote pods carrying our managed-by label, from the watch cache",
+            pods_managed.clone(),
+        );
+        let remote_calls = Family::<RemoteCallLabels, Counter>::default();
+        registry.register(
+            "remote_api_calls",
+            "Calls made to the remote Kubernetes API outside the watch, by operation",
+            remote_calls.clone(),
+        );
+        let orphans_deleted = Counter::default();
+        registry.register(
+            "orphans_deleted",
+            "Remote pods deleted by the orphan sweep",
+            orphans_deleted.clone(),
+        );
+        Self {
+            registry,
+            requests,
+            latency,
+            pods_managed,
+            remote_calls,
+            orphans_deleted,
+        }
+    }
+
+    pub fn remote_call(&self, op: &'static str) {
+        self.remote_calls
+            .get_or_create(&RemoteCallLabels { op })
+            .inc();
+    }
+
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        // Writing to a String cannot fail.
+        let _ = encode(&mut out, &self.registry);
+        out
+    }
+}

@@ -1,0 +1,435 @@
+//! Kubernetes I/O on the remote cluster: the thin layer around the pure logic.
+//!
+//! - remote pods are watched once (kube-runtime reflector, label-selected on
+//!   our managed-by label, plain list+watch: no streaming lists, which the
+//!   1.20 test apiserver lacks) and status is answered from that cache;
+//! - namespaces are created only when missing, with our labels, and never
+//!   deleted; create waits for the namespace's `default` ServiceAccount (and,
+//!   before 1.24, its token Secret), without which pods are refused;
+//! - the pod is *created* (POST), not applied: pods are immutable, a retried
+//!   create is answered from the existing pod (same source UID label), and a
+//!   plain create lets an older apiserver ignore fields it does not know,
+//!   where server-side apply fails with "field not declared in schema";
+//! - ConfigMaps/Secrets are server-side applied with one field manager and
+//!   owned by the remote pod, so the garbage collector removes them with it.
+
+use std::{
+    collections::HashSet,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use futures::{AsyncBufRead, StreamExt};
+use k8s_openapi::{
+    api::core::v1::{ConfigMap, Namespace, Pod, Secret, ServiceAccount},
+    apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference},
+};
+use kube::{
+    Api, Client,
+    api::{DeleteParams, ListParams, LogParams, Patch, PatchParams, PostParams},
+    runtime::{
+        WatchStreamExt,
+        reflector::{self, ObjectRef, Store},
+        watcher,
+    },
+};
+use offload_wire::keys;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use crate::{metrics::Metrics, translate::RemotePlan};
+
+/// Field manager of every write of the plugin.
+pub const FIELD_MANAGER: &str = "offload-plugin";
+
+#[derive(Debug, thiserror::Error)]
+pub enum RemoteError {
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error(
+        "remote namespace {0:?} is not ready (its default ServiceAccount did not appear in time); retry"
+    )]
+    NamespaceNotReady(String),
+    #[error("remote cluster refused {what}: {message}")]
+    Rejected {
+        what: String,
+        status: u16,
+        message: String,
+    },
+    #[error("remote cluster: {0}")]
+    Kube(#[from] kube::Error),
+}
+
+fn rejected(what: impl Into<String>, e: kube::Error) -> RemoteError {
+    match e {
+        kube::Error::Api(s) => RemoteError::Rejected {
+            what: what.into(),
+            status: s.code,
+            message: s.message,
+        },
+        other => RemoteError::Kube(other),
+    }
+}
+
+fn is_status(e: &kube::Error, code: u16) -> bool {
+    matches!(e, kube::Error::Api(s) if s.code == code)
+}
+
+/// Label selector of every object the plugin owns.
+pub fn managed_selector() -> String {
+    format!("{}={}", keys::LABEL_MANAGED_BY, keys::MANAGED_BY_PLUGIN)
+}
+
+/// The remote cluster as the plugin uses it.
+pub struct Remote {
+    client: Client,
+    pods: Store<Pod>,
+    ready_namespaces: Mutex<HashSet<String>>,
+    metrics: Arc<Metrics>,
+    remote_minor: u32,
+    namespace_ready_timeout: Duration,
+}
+
+impl Remote {
+    /// Starts the pod watch (stopped by `cancel`) and returns the handle.
+    pub fn start(
+        client: Client,
+        metrics: Arc<Metrics>,
+        remote_minor: u32,
+        namespace_ready_timeout: Duration,
+        cancel: CancellationToken,
+    ) -> (Arc<Self>, tokio::task::JoinHandle<()>) {
+        let api: Api<Pod> = Api::all(client.clone());
+        let (reader, writer) = reflector::store();
+        let cfg = watcher::Config::default().labels(&managed_selector());
+        let stream = reflector::reflector(writer, watcher(api, cfg))
+            .default_backoff()
+            .applied_objects();
+        let task = tokio::spawn(async move {
+            let mut stream = std::pin::pin!(stream);
+            loop {
+                tokio::select! {
+                    _ = cancel.cancelled() => break,
+                    item = stream.next() => match item {
+                        Some(Ok(_)) => {}
+                        Some(Err(e)) => warn!(error = %e, "remote pod watch error (retrying with backoff)"),
+                        None => break,
+                    }
+                }
+            }
+        });
+        (
+            Arc::new(Self {
+                client,
+                pods: reader,
+                ready_namespaces: Mutex::new(HashSet::new()),
+                metrics,
+                remote_minor,
+                namespace_ready_timeout,
+            }),
+            task,
+        )
+    }
+
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    pub fn store(&self) -> &Store<Pod> {
+        &self.pods
+    }
+
+    /// Waits (at most `timeout`) for the first full list of remote pods.
+    pub async fn wait_ready(&self, timeout: Duration) -> bool {
+        tokio::time::timeout(timeout, self.pods.wait_until_ready())
+            .await
+            .is_ok_and(|r| r.is_ok())
+    }
+
+    pub fn is_ready(&self) -> bool {
+        // `wait_until_ready` resolves immediately once ready.
+        futures::FutureExt::now_or_never(self.pods.wait_until_ready()).is_some_and(|r| r.is_ok())
+    }
+
+    /// The cached remote pod, if the watch has seen it.
+    pub fn cached(&self, namespace: &str, name: &str) -> Option<Arc<Pod>> {
+        self.pods.get(&ObjectRef::new(name).within(namespace))
+    }
+
+    /// The cached remote pod of a local pod UID (found by label), for pods
+    /// created under another configuration (e.g. a different prefix).
+    pub fn cached_by_uid(&self, uid: &str) -> Option<Arc<Pod>> {
+        self.pods.find(|p| {
+            p.metadata
+                .labels
+                .as_ref()
+                .and_then(|l| l.get(keys::LABEL_SOURCE_POD_UID))
+                .is_some_and(|v| v == uid)
+        })
+    }
+
+    /// The remote pod, from the cache or (if not there yet) the apiserver.
+    pub async fn get_pod(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> Result<Option<Arc<Pod>>, RemoteError> {
+        if let Some(p) = self.cached(namespace, name) {
+            return Ok(Some(p));
+        }
+        self.metrics.remote_call("get_pod");
+        let api: Api<Pod> = Api::namespaced(self.client.clone(), namespace);
+        Ok(api.get_opt(name).await?.map(Arc::new))
+    }
+
+    /// Makes sure the namespace exists and can take pods.
+    pub async fn ensure_namespace(&self, ns: &str) -> Result<(), RemoteError> {
+        if self
+            .ready_namespaces
+            .lock()
+            .map(|s| s.contains(ns))
+            .unwrap_or(false)
+        {
+            return Ok(());
+        }
+        let api: Api<Namespace> = Api::all(self.client.clone());
+        self.metrics.remote_call("get_namespace");
+        match api.get_opt(ns).await? {
+            Some(existing) => {
+                if existing.metadata.deletion_timestamp.is_some() {
+                    return Err(RemoteError::Conflict(format!(
+                        "remote namespace {ns:?} is being deleted; retry later"
+                    )));
+                }
+            }
+            None => {
+                let mut labels = std::collections::BTreeMap::new();
+                labels.insert(
+                    keys::LABEL_OFFLOADING.to_string(),
+                    keys::OFFLOADING_VALUE.to_string(),
+                );
+                labels.insert(
+                    keys::LABEL_MANAGED_BY.to_string(),
+                    keys::MANAGED_BY_PLUGIN.to_string(),
+                );
+                let obj = Namespace {
+                    metadata: ObjectMeta {
+                        name: Some(ns.to_string()),
+                        labels: Some(labels),
+                        ..Default::default()
+                    },
+                    ..Default::default()
+                };
+                self.metrics.remote_call("create_namespace");
+                let pp = PostParams {
+                    field_manager: Some(FIELD_MANAGER.into()),
+                    ..Default::default()
+                };
+                match api.create(&pp, &obj).await {
+                    Ok(_) => info!(namespace = ns, "created remote namespace"),
+                    Err(e) if is_status(&e, 409) => {}
+                    Err(e) => return Err(rejected(format!("namespace {ns:?}"), e)),
+                }
+            }
+        }
+        self.wait_service_account(ns).await?;
+        if let Ok(mut s) = self.ready_namespaces.lock() {
+            s.insert(ns.to_string());
+        }
+        Ok(())
+    }
+
+    async fn wait_service_account(&self, ns: &str) -> Result<(), RemoteError> {
+        let api: Api<ServiceAccount> = Api::namespaced(self.client.clone(), ns);
+        let needs_token_secret = self.remote_minor < 24;
+        let deadline = tokio::time::Instant::now() + self.namespace_ready_timeout;
+        loop {
+            self.metrics.remote_call("get_serviceaccount");
+            if let Some(sa) = api.get_opt("default").await? {
+                let has_secret = sa.secrets.as_ref().is_some_and(|s| !s.is_empty());
+                if !needs_token_secret || has_secret {
+                    return Ok(());
+                }
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(RemoteError::NamespaceNotReady(ns.to_string()));
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// Creates (or finds) the remote pod and applies its ConfigMaps/Secrets.
+    /// Returns the remote pod's UID.
+    pub async fn create(&self, plan: &RemotePlan) -> Result<String, RemoteError> {
+        self.ensure_namespace(&plan.namespace).await?;
+        let pods: Api<Pod> = Api::namespaced(self.client.clone(), &plan.namespace);
+        let name = plan.pod_name().to_string();
+        let pp = PostParams {
+            field_manager: Some(FIELD_MANAGER.into()),
+            ..Default::default()
+        };
+        let deadline = tokio::time::Instant::now() + self.namespace_ready_timeout;
+        let remote = loop {
+            self.metrics.remote_call("create_pod");
+            match pods.create(&pp, &plan.pod).await {
+                Ok(p) => {
+                    info!(pod = %name, namespace = %plan.namespace, "created remote pod");
+                    break p;
+                }
+                Err(e) if is_status(&e, 409) => {
+                    self.metrics.remote_call("get_pod");
+                    let existing = pods.get(&name).await?;
+                    let owner = existing
+                        .metadata
+                        .labels
+                        .as_ref()
+                        .and_then(|l| l.get(keys::LABEL_SOURCE_POD_UID))
+                        .cloned()
+                        .unwrap_or_default();
+                    if owner != plan.local.uid {
+                        return Err(RemoteError::Conflict(format!(
+                            "remote pod {}/{name} exists and belongs to another local pod",
+                            plan.namespace
+                        )));
+                    }
+                    if existing.metadata.deletion_timestamp.is_some() {
+                        return Err(RemoteError::Conflict(format!(
+                            "remote pod {}/{name} is being deleted; retry the create when it is gone",
+                            plan.namespace
+                        )));
+                    }
+                    debug!(pod = %name, "remote pod already exists (retried create)");
+                    break existing;
+                }
+                // A brand-new namespace may still miss its ServiceAccount token.
+                Err(kube::Error::Api(s))
+                    if (s.message.contains("service account")
+                        || s.message.contains("serviceaccount"))
+                        && tokio::time::Instant::now() < deadline =>
+                {
+                    debug!(message = %s.message, "namespace not ready for pods yet; retrying");
+                    tokio::time::sleep(Duration::from_millis(300)).await;
+                }
+                Err(e) => return Err(rejected(format!("pod {}/{name}", plan.namespace), e)),
+            }
+        };
+        let uid = remote.metadata.uid.clone().unwrap_or_default();
+        let owner = OwnerReference {
+            api_version: "v1".into(),
+            kind: "Pod".into(),
+            name: name.clone(),
+            uid: uid.clone(),
+            controller: Some(true),
+            block_owner_deletion: None,
+        };
+        let result = self.apply_data(plan, &owner).await;
+        if let Err(e) = result {
+            // Do not leave a pod waiting for data that will never come.
+            warn!(pod = %name, error = %e, "applying ConfigMaps/Secrets failed; deleting the remote pod");
+            let _ = self.delete(&plan.namespace, &name, &plan.local.uid).await;
+            return Err(e);
+        }
+        Ok(uid)
+    }
+
+    async fn apply_data(
+        &self,
+        plan: &RemotePlan,
+        owner: &OwnerReference,
+    ) -> Result<(), RemoteError> {
+        let params = PatchParams::apply(FIELD_MANAGER).force();
+        let cms: Api<ConfigMap> = Api::namespaced(self.client.clone(), &plan.namespace);
+        for cm in &plan.config_maps {
+            let mut cm = cm.clone();
+            cm.metadata.owner_references = Some(vec![owner.clone()]);
+            let name = cm.metadata.name.clone().unwrap_or_default();
+            self.metrics.remote_call("apply_configmap");
+            cms.patch(&name, &params, &Patch::Apply(&cm))
+                .await
+                .map_err(|e| rejected(format!("ConfigMap {name:?}"), e))?;
+        }
+        let secrets: Api<Secret> = Api::namespaced(self.client.clone(), &plan.namespace);
+        for s in &plan.secrets {
+            let mut s = s.clone();
+            s.metadata.owner_references = Some(vec![owner.clone()]);
+            let name = s.metadata.name.clone().unwrap_or_default();
+            self.metrics.remote_call("apply_secret");
+            secrets
+                .patch(&name, &params, &Patch::Apply(&s))
+                .await
+                // Never echo the object: the message is the apiserver's reason only.
+                .map_err(|e| rejected(format!("Secret {name:?}"), e))?;
+        }
+        Ok(())
+    }
+
+    /// Deletes the remote pod and whatever it owns. Idempotent; returns
+    /// whether a pod was there.
+    pub async fn delete(&self, ns: &str, name: &str, uid: &str) -> Result<bool, RemoteError> {
+        let pods: Api<Pod> = Api::namespaced(self.client.clone(), ns);
+        self.metrics.remote_call("delete_pod");
+        let existed = match pods.delete(name, &DeleteParams::default()).await {
+            Ok(_) => true,
+            Err(e) if is_status(&e, 404) => false,
+            Err(e) => return Err(rejected(format!("deleting pod {ns}/{name}"), e)),
+        };
+        // Owned objects go with the pod; this also catches any left by a
+        // create that failed half-way.
+        let lp = ListParams::default().labels(&format!(
+            "{},{}={uid}",
+            managed_selector(),
+            keys::LABEL_SOURCE_POD_UID
+        ));
+        let cms: Api<ConfigMap> = Api::namespaced(self.client.clone(), ns);
+        self.metrics.remote_call("delete_configmaps");
+        match cms.delete_collection(&DeleteParams::default(), &lp).await {
+            Ok(_) => {}
+            Err(e) if is_status(&e, 404) => {}
+            Err(e) => return Err(rejected("deleting ConfigMaps", e)),
+        }
+        let secrets: Api<Secret> = Api::namespaced(self.client.clone(), ns);
+        self.metrics.remote_call("delete_secrets");
+        match secrets
+            .delete_collection(&DeleteParams::default(), &lp)
+            .await
+        {
+            Ok(_) => {}
+            Err(e) if is_status(&e, 404) => {}
+            Err(e) => return Err(rejected("deleting Secrets", e)),
+        }
+        Ok(existed)
+    }
+
+    /// The log stream of a container.
+    pub async fn logs(
+        &self,
+        ns: &str,
+        name: &str,
+        params: &LogParams,
+    ) -> Result<impl AsyncBufRead + use<>, RemoteError> {
+        let pods: Api<Pod> = Api::namespaced(self.client.clone(), ns);
+        self.metrics.remote_call("logs");
+        pods.log_stream(name, params).await.map_err(|e| match e {
+            kube::Error::Api(s) if s.code == 404 => RemoteError::NotFound(s.message),
+            kube::Error::Api(s) if s.code == 400 => RemoteError::Rejected {
+                what: format!("logs of {ns}/{name}"),
+                status: 400,
+                message: s.message,
+            },
+            other => RemoteError::Kube(other),
+        })
+    }
+}
+
+/// Minor version of the remote apiserver ("20", "20+" -> 20).
+pub async fn remote_minor_version(client: &Client) -> Result<u32, RemoteError> {
+    let info = client.apiserver_version().await?;
+    let digits: String = info
+        .minor
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
+    Ok(digits.parse().unwrap_or(20))
+}

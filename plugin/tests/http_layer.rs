@@ -1,0 +1,272 @@
+//! The HTTP layer without a cluster: authentication, bad JSON, body limits,
+//! routing of GET-with-body, 200-only success, listeners (unix, TLS).
+//!
+//! The plugin gets a kube client pointing at a closed port: every request
+//! tested here must be answered before any remote call is needed (that is
+//! the point: bad input never reaches the remote cluster).
+
+use std::time::Duration;
+
+use offload_plugin::{Listen, PluginConfig, RunningPlugin, start};
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+
+fn install_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+fn dead_client() -> kube::Client {
+    let cfg = kube::Config::new("http://127.0.0.1:9".parse().expect("uri"));
+    kube::Client::try_from(cfg).expect("client")
+}
+
+fn offline_config() -> PluginConfig {
+    let mut c = PluginConfig::for_tests();
+    c.remote_minor_version = Some(20);
+    c
+}
+
+async fn plugin(config: PluginConfig) -> RunningPlugin {
+    install_provider();
+    start(config, dead_client()).await.expect("plugin starts")
+}
+
+fn http() -> reqwest::Client {
+    install_provider();
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(20))
+        .build()
+        .expect("reqwest client")
+}
+
+async fn call(
+    client: &reqwest::Client,
+    method: Method,
+    url: String,
+    body: impl Into<reqwest::Body>,
+) -> (StatusCode, Value) {
+    let resp = client
+        .request(method, url)
+        .header("Content-Type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .expect("request");
+    let status = resp.status();
+    let text = resp.text().await.expect("body");
+    let v = serde_json::from_str(&text).unwrap_or(Value::String(text));
+    (status, v)
+}
+
+fn pod_json(uid: &str) -> Value {
+    json!({"metadata":{"name":"p","namespace":"default","uid":uid},
+           "spec":{"containers":[{"name":"c","image":"busybox"}]}})
+}
+
+#[tokio::test]
+async fn auth_is_required_when_a_token_is_configured() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let token_path = dir.path().join("token");
+    std::fs::write(&token_path, "s3cret-token\n").expect("write token");
+    let mut cfg = offline_config();
+    cfg.insecure_no_auth = false;
+    cfg.token_file = Some(token_path);
+    let p = plugin(cfg).await;
+    let base = format!("http://{}", p.addr());
+    let c = http();
+
+    let (st, body) = call(&c, Method::GET, format!("{base}/status"), "[]").await;
+    assert_eq!(st, StatusCode::UNAUTHORIZED);
+    assert_eq!(body["error"], "unauthorized");
+
+    let resp = c
+        .get(format!("{base}/status"))
+        .bearer_auth("wrong")
+        .body("[]")
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
+
+    let resp = c
+        .get(format!("{base}/status"))
+        .bearer_auth("s3cret-token")
+        .body("[]")
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(resp.text().await.expect("text"), "[]");
+
+    // Probes stay reachable for the kubelet without the token.
+    let resp = c
+        .get(format!("{base}/healthz"))
+        .send()
+        .await
+        .expect("healthz");
+    assert_eq!(resp.status(), StatusCode::OK);
+    p.shutdown().await;
+}
+
+#[tokio::test]
+async fn refuses_to_start_without_token_or_explicit_insecure_flag() {
+    install_provider();
+    let mut cfg = offline_config();
+    cfg.insecure_no_auth = false;
+    cfg.token_file = None;
+    let err = start(cfg, dead_client()).await.err().expect("must refuse");
+    assert!(err.to_string().contains("--insecure-no-auth"), "{err}");
+}
+
+#[tokio::test]
+async fn status_ping_is_get_with_a_body_and_answers_200_fast() {
+    let p = plugin(offline_config()).await;
+    let base = format!("http://{}", p.addr());
+    let c = http();
+    for method in [Method::GET, Method::POST] {
+        let started = std::time::Instant::now();
+        let (st, body) = call(&c, method.clone(), format!("{base}/status"), "[]").await;
+        assert_eq!(st, StatusCode::OK, "{method}");
+        assert_eq!(body, json!([]));
+        assert!(started.elapsed() < Duration::from_secs(1));
+    }
+    let (st, body) = call(&c, Method::GET, format!("{base}/ping"), "").await;
+    assert_eq!(st, StatusCode::OK);
+    assert_eq!(body["status"], "ok");
+    p.shutdown().await;
+}
+
+#[tokio::test]
+async fn bad_input_gets_a_json_4xx_that_says_what_is_wrong() {
+    let mut cfg = offline_config();
+    cfg.body_limit = 4096;
+    let p = plugin(cfg).await;
+    let base = format!("http://{}", p.addr());
+    let c = http();
+    let uid = "6f1c1f1e-0000-4000-8000-00000000000a";
+
+    let cases: Vec<(Method, &str, String, u16, &str)> = vec![
+        (Method::POST, "/create", "{not json".into(), 400, "malformed JSON"),
+        (Method::POST, "/create", "".into(), 400, "empty"),
+        (Method::POST, "/create", pod_json(uid).to_string(), 400, "bare Pod"),
+        (Method::POST, "/create", json!({"container": []}).to_string(), 400, "pod"),
+        (Method::POST, "/create", json!([{"pod": pod_json(uid)}, {"pod": pod_json(uid)}]).to_string(), 400, "array of 2"),
+        (Method::POST, "/create", json!({"pod": {"metadata": {"name": "p", "namespace": "default"}, "spec": {"containers": [{"name": "c", "image": "i"}]}}}).to_string(), 400, "uid is missing"),
+        (Method::POST, "/create", json!({"pod": {"metadata": {"name": "p", "namespace": "default", "uid": uid}, "spec": {"containers": "nope"}}}).to_string(), 400, "pod.spec.containers"),
+        (Method::POST, "/create", json!({"pod": {"metadata": {"name": "p", "namespace": "default", "uid": uid, "spec": {}}}}).to_string(), 400, "pod.spec is missing"),
+        (Method::POST, "/create", json!({"pod": {"metadata": {"name": "p", "namespace": "default", "uid": uid}, "spec": {"hostNetwork": true, "containers": [{"name": "c", "image": "i"}]}}}).to_string(), 403, "hostNetwork"),
+        (Method::POST, "/create", json!({"pod": {"metadata": {"name": "p", "namespace": "default", "uid": uid}, "spec": {"containers": [{"name": "c", "image": "i", "envFrom": [{"configMapRef": {"name": "absent"}}]}]}}}).to_string(), 422, "ConfigMap \"absent\""),
+        (Method::POST, "/create", "x".repeat(5000), 413, "limit"),
+        (Method::GET, "/status", json!({"not": "an array"}).to_string(), 400, "unexpected JSON"),
+        (Method::GET, "/status", json!([{"metadata": {"name": "p"}}]).to_string(), 400, "pod [0]"),
+        (Method::POST, "/delete", json!({"metadata": {"name": "p", "namespace": "default"}}).to_string(), 400, "uid is missing"),
+        (Method::GET, "/getLogs", json!({"Namespace": "Bad_NS", "PodUID": uid, "PodName": "p"}).to_string(), 400, "Namespace"),
+        (Method::GET, "/getLogs", json!({"Namespace": "default", "PodUID": uid, "PodName": "p", "Opts": {"Tail": -5}}).to_string(), 400, "Opts.Tail"),
+        (Method::GET, "/getLogs", json!({"Namespace": "default", "PodUID": uid, "PodName": "p", "Opts": {"SinceTime": "yesterday"}}).to_string(), 400, "SinceTime"),
+        (Method::GET, "/nope", "".into(), 404, "no endpoint"),
+        (Method::GET, "/create", "".into(), 405, "not allowed"),
+    ];
+    for (method, path, body, want, needle) in cases {
+        let (st, v) = call(&c, method.clone(), format!("{base}{path}"), body).await;
+        assert_eq!(st.as_u16(), want, "{method} {path}: {v}");
+        let msg = v["message"].as_str().unwrap_or_default();
+        assert!(
+            v["error"].is_string(),
+            "{method} {path}: error code missing: {v}"
+        );
+        assert!(
+            msg.contains(needle),
+            "{method} {path}: {msg:?} lacks {needle:?}"
+        );
+    }
+
+    // Every request above is counted by endpoint and code.
+    let metrics = c
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    assert!(
+        metrics.contains("offload_plugin_http_requests_total{endpoint=\"/create\",code=\"400\"}"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("offload_plugin_http_requests_total{endpoint=\"/create\",code=\"413\"}"),
+        "{metrics}"
+    );
+    p.shutdown().await;
+}
+
+#[tokio::test]
+async fn readyz_reports_an_unsynced_cache() {
+    let p = plugin(offline_config()).await;
+    let c = http();
+    let resp = c
+        .get(format!("http://{}/readyz", p.addr()))
+        .send()
+        .await
+        .expect("readyz");
+    assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
+    p.shutdown().await;
+}
+
+#[tokio::test]
+async fn serves_on_a_unix_socket() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sock = dir.path().join("plugin.sock");
+    let mut cfg = offline_config();
+    cfg.listen = Listen::Unix(sock.clone());
+    let p = plugin(cfg).await;
+    let mut s = tokio::net::UnixStream::connect(&sock)
+        .await
+        .expect("connect");
+    s.write_all(b"GET /status HTTP/1.1\r\nHost: unix\r\nContent-Type: application/json\r\nContent-Length: 2\r\nConnection: close\r\n\r\n[]")
+        .await
+        .expect("write");
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.expect("read");
+    assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+    assert!(out.ends_with("[]"), "{out}");
+    p.shutdown().await;
+    assert!(!sock.exists(), "socket file removed on shutdown");
+}
+
+#[tokio::test]
+async fn serves_tls_when_configured() {
+    install_provider();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".into()]).expect("cert");
+    let cert_path = dir.path().join("tls.crt");
+    let key_path = dir.path().join("tls.key");
+    std::fs::write(&cert_path, cert.cert.pem()).expect("write cert");
+    std::fs::write(&key_path, cert.signing_key.serialize_pem()).expect("write key");
+    let mut cfg = offline_config();
+    cfg.tls_cert = Some(cert_path);
+    cfg.tls_key = Some(key_path);
+    let p = plugin(cfg).await;
+    let ca = reqwest::Certificate::from_pem(cert.cert.pem().as_bytes()).expect("ca");
+    let c = reqwest::Client::builder()
+        .tls_certs_only([ca])
+        .resolve("localhost", p.addr())
+        .build()
+        .expect("client");
+    let resp = c
+        .get(format!("https://localhost:{}/status", p.addr().port()))
+        .body("[]")
+        .send()
+        .await
+        .expect("tls request");
+    assert_eq!(resp.status(), StatusCode::OK);
+    // Plain HTTP on the TLS port does not get an answer.
+    let plain = http()
+        .get(format!("http://{}/status", p.addr()))
+        .body("[]")
+        .send()
+        .await;
+    assert!(plain.is_err() || plain.is_ok_and(|r| r.status() != StatusCode::OK));
+    p.shutdown().await;
+}

@@ -1,0 +1,311 @@
+//! The provider's one configuration struct (flags with environment fallbacks).
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Parser, ValueEnum};
+
+/// Parse `500ms`, `5s`, `2m`, `1h` or a plain number of seconds.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let (num, unit) = match s.find(|c: char| !(c.is_ascii_digit() || c == '.')) {
+        Some(i) => s.split_at(i),
+        None => (s, "s"),
+    };
+    let n: f64 = num
+        .parse()
+        .map_err(|_| format!("invalid duration {s:?} (use e.g. 500ms, 5s, 2m)"))?;
+    let secs = match unit {
+        "ms" => n / 1000.0,
+        "s" => n,
+        "m" => n * 60.0,
+        "h" => n * 3600.0,
+        _ => return Err(format!("invalid duration unit in {s:?} (ms, s, m, h)")),
+    };
+    if !secs.is_finite() || secs < 0.0 {
+        return Err(format!("invalid duration {s:?}"));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+/// A `key=value:Effect` taint.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TaintArg {
+    pub key: String,
+    pub value: String,
+    pub effect: String,
+}
+
+pub fn parse_taint(s: &str) -> Result<TaintArg, String> {
+    let (kv, effect) = s
+        .rsplit_once(':')
+        .ok_or_else(|| format!("taint {s:?} must be key[=value]:Effect"))?;
+    if !matches!(effect, "NoSchedule" | "PreferNoSchedule" | "NoExecute") {
+        return Err(format!(
+            "taint effect {effect:?} must be NoSchedule, PreferNoSchedule or NoExecute"
+        ));
+    }
+    let (key, value) = kv.split_once('=').unwrap_or((kv, ""));
+    if key.is_empty() {
+        return Err(format!("taint {s:?} has an empty key"));
+    }
+    Ok(TaintArg {
+        key: key.into(),
+        value: value.into(),
+        effect: effect.into(),
+    })
+}
+
+/// A `key=value` label.
+pub fn parse_label(s: &str) -> Result<(String, String), String> {
+    let (k, v) = s
+        .split_once('=')
+        .ok_or_else(|| format!("label {s:?} must be key=value"))?;
+    if k.is_empty() {
+        return Err(format!("label {s:?} has an empty key"));
+    }
+    Ok((k.into(), v.into()))
+}
+
+/// Which HTTP API the provider talks to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum PluginMode {
+    /// Our plugin (or any interLink plugin) directly: `RetrievedPodData` to
+    /// `POST /create`, `POST /delete`, `GET /status`, `GET /getLogs`.
+    Plugin,
+    /// An interLink API server in front of any plugin: `PodCreateRequests` to
+    /// `POST /create`, `DELETE /delete`, `POST /pinglink`.
+    Interlink,
+}
+
+#[derive(Clone, Debug, Parser)]
+#[command(
+    name = "offload-provider",
+    version,
+    about = "Virtual Kubelet: registers a virtual node in the local cluster and runs the pods bound \
+             to it on a remote cluster through the interLink plugin protocol."
+)]
+pub struct Config {
+    /// Name of the virtual node.
+    #[arg(long, env = "NODE_NAME", default_value = "virtual-node")]
+    pub node_name: String,
+
+    /// IP address the local apiserver uses to reach this provider's kubelet
+    /// API (node InternalIP). Default: the local address used to reach the
+    /// apiserver.
+    #[arg(long, env = "NODE_IP")]
+    pub node_ip: Option<IpAddr>,
+
+    /// Extra node labels, `key=value` (repeatable or comma separated).
+    /// `virtual-node.interlink/type=virtual-kubelet`, `kubernetes.io/role=agent`,
+    /// `kubernetes.io/hostname` and `kubernetes.io/os` are always set.
+    #[arg(long = "node-label", env = "NODE_LABELS", value_delimiter = ',', value_parser = parse_label)]
+    pub node_labels: Vec<(String, String)>,
+
+    /// Extra node taints, `key[=value]:Effect` (repeatable or comma separated).
+    #[arg(long = "node-taint", env = "NODE_TAINTS", value_delimiter = ',', value_parser = parse_taint)]
+    pub node_taints: Vec<TaintArg>,
+
+    /// Do not add the interLink taint `virtual-node.interlink/no-schedule=true:NoSchedule`.
+    #[arg(long, env = "NO_DEFAULT_TAINT")]
+    pub no_default_taint: bool,
+
+    /// Node CPU capacity (overridden by the plugin's ping answer when it reports one).
+    #[arg(long, env = "NODE_CPU", default_value = "100")]
+    pub cpu: String,
+
+    /// Node memory capacity.
+    #[arg(long, env = "NODE_MEMORY", default_value = "3000Gi")]
+    pub memory: String,
+
+    /// Node pod capacity.
+    #[arg(long, env = "NODE_PODS", default_value = "10000")]
+    pub pods: String,
+
+    /// Plugin or interLink API base URL: `http://host:port`, `https://...` or
+    /// `unix:///path/to.sock`.
+    #[arg(long, env = "PLUGIN_URL", default_value = "http://127.0.0.1:4000")]
+    pub plugin_url: String,
+
+    /// Protocol flavour of `--plugin-url`.
+    #[arg(long, env = "PLUGIN_MODE", value_enum, default_value_t = PluginMode::Plugin)]
+    pub plugin_mode: PluginMode,
+
+    /// File holding a bearer token sent to the plugin (re-read on every call,
+    /// so rotation works). Never logged.
+    #[arg(long, env = "PLUGIN_TOKEN_FILE")]
+    pub plugin_token_file: Option<PathBuf>,
+
+    /// PEM CA bundle to verify an `https://` plugin URL.
+    #[arg(long, env = "PLUGIN_CA_FILE")]
+    pub plugin_ca_file: Option<PathBuf>,
+
+    /// Timeout of one plugin call (log streams excepted).
+    #[arg(long, env = "PLUGIN_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
+    pub plugin_timeout: Duration,
+
+    /// Connect timeout for plugin calls.
+    #[arg(long, env = "PLUGIN_CONNECT_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
+    pub plugin_connect_timeout: Duration,
+
+    /// Retries of a plugin call that failed to connect.
+    #[arg(long, env = "PLUGIN_RETRIES", default_value_t = 3)]
+    pub plugin_retries: u32,
+
+    /// Interval between status polls (interLink's VK uses 5s).
+    #[arg(long, env = "STATUS_INTERVAL", default_value = "1s", value_parser = parse_duration)]
+    pub status_interval: Duration,
+
+    /// Pods per status request.
+    #[arg(long, env = "STATUS_BATCH", default_value_t = 100)]
+    pub status_batch: usize,
+
+    /// Interval between plugin pings (node readiness).
+    #[arg(long, env = "PING_INTERVAL", default_value = "5s", value_parser = parse_duration)]
+    pub ping_interval: Duration,
+
+    /// Consecutive failed pings before the node turns NotReady.
+    #[arg(long, env = "PING_FAILURES", default_value_t = 2)]
+    pub ping_failures: u32,
+
+    /// Maximum parallel plugin calls for create/delete (the work queue's workers).
+    #[arg(long, env = "WORKERS", default_value_t = 16)]
+    pub workers: usize,
+
+    /// How long a pod may wait for a missing ConfigMap/Secret before it fails.
+    #[arg(long, env = "MISSING_REF_TIMEOUT", default_value = "5m", value_parser = parse_duration)]
+    pub missing_ref_timeout: Duration,
+
+    /// How long plugin delete errors are retried before the pod is removed
+    /// locally anyway (with a warning event).
+    #[arg(long, env = "DELETE_TIMEOUT", default_value = "10m", value_parser = parse_duration)]
+    pub delete_timeout: Duration,
+
+    /// Backoff of retried pod operations: first delay.
+    #[arg(long, env = "RETRY_BASE", default_value = "500ms", value_parser = parse_duration)]
+    pub retry_base: Duration,
+
+    /// Backoff of retried pod operations: maximum delay.
+    #[arg(long, env = "RETRY_MAX", default_value = "30s", value_parser = parse_duration)]
+    pub retry_max: Duration,
+
+    /// Lease duration in kube-node-lease (renewed every quarter of it).
+    #[arg(long, env = "LEASE_DURATION", default_value_t = 40)]
+    pub lease_duration_seconds: i32,
+
+    /// Ship service-account token Secrets of the local cluster to the remote
+    /// side (off: they are local credentials; the remote cluster injects its own).
+    #[arg(long, env = "SHIP_SERVICE_ACCOUNT_TOKENS")]
+    pub ship_service_account_tokens: bool,
+
+    /// Delete the Node object on shutdown (default: leave it NotReady).
+    #[arg(long, env = "DELETE_NODE_ON_SHUTDOWN")]
+    pub delete_node_on_shutdown: bool,
+
+    /// Address of the kubelet HTTPS API (logs, healthz, metrics).
+    #[arg(long, env = "KUBELET_ADDR", default_value = "0.0.0.0:10250")]
+    pub kubelet_addr: SocketAddr,
+
+    /// Port advertised in the node's daemonEndpoints (default: the port of
+    /// --kubelet-addr, or the bound port when it is 0).
+    #[arg(long, env = "KUBELET_ADVERTISED_PORT")]
+    pub kubelet_advertised_port: Option<u16>,
+
+    /// Serving certificate (PEM). Without it a self-signed one is made at start.
+    #[arg(long, env = "TLS_CERT_FILE", requires = "tls_key_file")]
+    pub tls_cert_file: Option<PathBuf>,
+
+    /// Serving key (PEM).
+    #[arg(long, env = "TLS_KEY_FILE", requires = "tls_cert_file")]
+    pub tls_key_file: Option<PathBuf>,
+
+    /// CA bundle (PEM) whose client certificates are accepted on the kubelet
+    /// API (the one that signs the apiserver's --kubelet-client-certificate).
+    #[arg(long, env = "CLIENT_CA_FILE")]
+    pub client_ca_file: Option<PathBuf>,
+
+    /// Check bearer tokens on the kubelet API with TokenReview.
+    #[arg(long, env = "TOKEN_REVIEW", default_value_t = true, action = clap::ArgAction::Set)]
+    pub token_review: bool,
+
+    /// Plain-HTTP admin server: /metrics, /healthz, /readyz (empty: off).
+    #[arg(long, env = "ADMIN_ADDR", default_value = "127.0.0.1:9099")]
+    pub admin_addr: Option<SocketAddr>,
+
+    /// Log as JSON.
+    #[arg(long, env = "LOG_JSON")]
+    pub log_json: bool,
+}
+
+impl Config {
+    /// A config with all defaults and the given node and plugin, for tests
+    /// and embedding.
+    pub fn for_node(node_name: &str, plugin_url: &str) -> Config {
+        let mut c = Config::parse_from(["offload-provider"]);
+        c.node_name = node_name.into();
+        c.plugin_url = plugin_url.into();
+        c
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("5s"), Ok(Duration::from_secs(5)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("3"), Ok(Duration::from_secs(3)));
+        assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
+        assert!(parse_duration("5 parsecs").is_err());
+        assert!(parse_duration("x").is_err());
+    }
+
+    #[test]
+    fn taints_and_labels() {
+        assert_eq!(
+            parse_taint("a=b:NoSchedule"),
+            Ok(TaintArg {
+                key: "a".into(),
+                value: "b".into(),
+                effect: "NoSchedule".into()
+            })
+        );
+        assert_eq!(
+            parse_taint("gpu:NoExecute").map(|t| t.value),
+            Ok(String::new())
+        );
+        assert!(parse_taint("a=b").is_err());
+        assert!(parse_taint("a=b:Sometimes").is_err());
+        assert_eq!(parse_label("x=y"), Ok(("x".into(), "y".into())));
+        assert!(parse_label("xy").is_err());
+    }
+
+    #[test]
+    fn defaults_are_interlink_compatible_and_every_flag_documented() {
+        let c = Config::parse_from(["offload-provider"]);
+        assert_eq!(c.node_name, "virtual-node");
+        assert!(!c.no_default_taint);
+        assert!(c.status_interval < Duration::from_secs(5));
+        assert_eq!(c.kubelet_addr.port(), 10250);
+        Config::command().debug_assert();
+        for a in Config::command().get_arguments() {
+            assert!(a.get_help().is_some(), "flag {} lacks help", a.get_id());
+        }
+        let c = Config::parse_from([
+            "offload-provider",
+            "--node-label=a=b,c=d",
+            "--node-taint",
+            "x=y:NoSchedule",
+            "--plugin-mode",
+            "interlink",
+        ]);
+        assert_eq!(c.node_labels.len(), 2);
+        assert_eq!(c.node_taints.len(), 1);
+        assert_eq!(c.plugin_mode, PluginMode::Interlink);
+    }
+}

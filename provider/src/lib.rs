@@ -1,0 +1,21 @@
+//! offload-provider: a Virtual Kubelet that registers a virtual node in the
+//! local cluster and runs the pods bound to it through the interLink plugin
+//! protocol (our plugin directly, or an interLink API server).
+//!
+//! Pure logic (status mapping, node building, log queries, payload gathering,
+//! queue bookkeeping) lives in modules without a `kube::Client`; the
+//! controllers and servers are thin I/O layers around them.
+
+pub mod client;
+pub mod config;
+pub mod controller;
+pub mod kubelet_api;
+pub mod logs;
+pub mod metrics;
+pub mod node;
+pub mod node_controller;
+pub mod payload;
+pub mod provider;
+pub mod queue;
+pub mod status;
+pub mod tls;

@@ -1,0 +1,233 @@
+//! Pure parsing of the kubelet `containerLogs` query into the interLink
+//! `LogStruct`, with the kubelet's validation rules.
+
+use offload_wire::{ContainerLogOpts, GO_ZERO_TIME, LogStruct};
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum LogQueryError {
+    #[error("invalid value {value:?} for query parameter {name}")]
+    Invalid { name: String, value: String },
+    #[error("{0}")]
+    Conflict(&'static str),
+}
+
+/// The options `kubectl logs` can send to the kubelet.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct LogQuery {
+    pub follow: bool,
+    pub previous: bool,
+    pub timestamps: bool,
+    pub tail_lines: Option<i64>,
+    pub limit_bytes: Option<i64>,
+    pub since_seconds: Option<i64>,
+    /// RFC 3339, normalised to UTC seconds.
+    pub since_time: Option<String>,
+}
+
+fn parse_bool(name: &str, v: &str) -> Result<bool, LogQueryError> {
+    // Go's strconv.ParseBool, which the kubelet uses.
+    match v {
+        "1" | "t" | "T" | "true" | "TRUE" | "True" | "" => Ok(true),
+        "0" | "f" | "F" | "false" | "FALSE" | "False" => Ok(false),
+        _ => Err(LogQueryError::Invalid {
+            name: name.into(),
+            value: v.into(),
+        }),
+    }
+}
+
+fn parse_int(name: &str, v: &str, min: i64) -> Result<i64, LogQueryError> {
+    v.parse::<i64>()
+        .ok()
+        .filter(|n| *n >= min)
+        .ok_or_else(|| LogQueryError::Invalid {
+            name: name.into(),
+            value: v.into(),
+        })
+}
+
+/// Percent-decoding of one query component (`+` is a space).
+fn decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < bytes.len() => {
+                let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).unwrap_or("");
+                match u8::from_str_radix(hex, 16) {
+                    Ok(b) => {
+                        out.push(b);
+                        i += 2;
+                    }
+                    Err(_) => out.push(b'%'),
+                }
+            }
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+impl LogQuery {
+    /// Parse a raw query string (`follow=true&tailLines=10...`). Unknown
+    /// parameters are ignored, like the kubelet does.
+    pub fn parse(query: &str) -> Result<LogQuery, LogQueryError> {
+        let mut q = LogQuery::default();
+        for pair in query.split('&').filter(|p| !p.is_empty()) {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            let (k, v) = (decode(k), decode(v));
+            match k.as_str() {
+                "follow" => q.follow = parse_bool(&k, &v)?,
+                "previous" => q.previous = parse_bool(&k, &v)?,
+                "timestamps" => q.timestamps = parse_bool(&k, &v)?,
+                "tailLines" => q.tail_lines = Some(parse_int(&k, &v, 0)?),
+                "limitBytes" => q.limit_bytes = Some(parse_int(&k, &v, 1)?),
+                "sinceSeconds" => q.since_seconds = Some(parse_int(&k, &v, 1)?),
+                "sinceTime" => {
+                    let t: jiff::Timestamp = v.parse().map_err(|_| LogQueryError::Invalid {
+                        name: k.clone(),
+                        value: v.clone(),
+                    })?;
+                    q.since_time = Some(t.strftime("%Y-%m-%dT%H:%M:%SZ").to_string());
+                }
+                _ => {}
+            }
+        }
+        if q.since_seconds.is_some() && q.since_time.is_some() {
+            return Err(LogQueryError::Conflict(
+                "at most one of sinceTime or sinceSeconds may be specified",
+            ));
+        }
+        Ok(q)
+    }
+
+    /// `tailLines=0` without follow asks for nothing at all; the wire format
+    /// cannot say it (0 means "unset"), so the caller answers it directly.
+    pub fn wants_nothing(&self) -> bool {
+        self.tail_lines == Some(0) && !self.follow
+    }
+
+    /// The wire options, as interLink's Virtual Kubelet would send them
+    /// (zero means unset; `SinceTime` is Go's zero time when unset).
+    pub fn to_opts(&self) -> ContainerLogOpts {
+        ContainerLogOpts {
+            tail: self.tail_lines.unwrap_or(0),
+            limit_bytes: self.limit_bytes.unwrap_or(0),
+            timestamps: self.timestamps,
+            follow: self.follow,
+            previous: self.previous,
+            since_seconds: self.since_seconds.unwrap_or(0),
+            since_time: Some(
+                self.since_time
+                    .clone()
+                    .unwrap_or_else(|| GO_ZERO_TIME.to_string()),
+            ),
+        }
+    }
+}
+
+/// The `/getLogs` body for a container of a local pod.
+pub fn log_request(
+    namespace: &str,
+    pod: &str,
+    pod_uid: &str,
+    container: &str,
+    q: &LogQuery,
+) -> LogStruct {
+    LogStruct {
+        namespace: namespace.to_string(),
+        pod_uid: pod_uid.to_string(),
+        pod_name: pod.to_string(),
+        container_name: container.to_string(),
+        opts: q.to_opts(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pretty_assertions::assert_eq;
+
+    #[test]
+    fn parses_every_kubectl_option() {
+        let q = LogQuery::parse(
+            "follow=true&tailLines=10&timestamps=1&previous=false&limitBytes=500&sinceTime=2026-01-02T03%3A04%3A05%2B01%3A00",
+        )
+        .expect("parses");
+        assert_eq!(
+            q,
+            LogQuery {
+                follow: true,
+                previous: false,
+                timestamps: true,
+                tail_lines: Some(10),
+                limit_bytes: Some(500),
+                since_seconds: None,
+                since_time: Some("2026-01-02T02:04:05Z".into()),
+            }
+        );
+        let l = log_request("ns", "p", "uid", "c", &q);
+        let v = serde_json::to_value(&l).expect("json");
+        assert_eq!(
+            v,
+            serde_json::json!({"Namespace":"ns","PodUID":"uid","PodName":"p","ContainerName":"c",
+                "Opts":{"Tail":10,"Bytes":500,"Timestamps":true,"Follow":true,"Previous":false,
+                        "SinceSeconds":0,"SinceTime":"2026-01-02T02:04:05Z"}})
+        );
+    }
+
+    #[test]
+    fn empty_query_means_defaults_and_zero_time() {
+        let q = LogQuery::parse("").expect("parses");
+        let o = q.to_opts();
+        assert_eq!(o.tail, 0);
+        assert_eq!(o.since_time.as_deref(), Some(GO_ZERO_TIME));
+        assert_eq!(o.since_time_set(), None);
+        assert!(!q.wants_nothing());
+    }
+
+    #[test]
+    fn since_seconds_and_previous() {
+        let q = LogQuery::parse("sinceSeconds=30&previous=true&unknown=x").expect("parses");
+        assert_eq!(q.since_seconds, Some(30));
+        assert!(q.previous);
+    }
+
+    #[test]
+    fn rejects_bad_values() {
+        assert!(LogQuery::parse("tailLines=-1").is_err());
+        assert!(LogQuery::parse("tailLines=abc").is_err());
+        assert!(LogQuery::parse("limitBytes=0").is_err());
+        assert!(LogQuery::parse("sinceSeconds=0").is_err());
+        assert!(LogQuery::parse("follow=maybe").is_err());
+        assert!(LogQuery::parse("sinceTime=yesterday").is_err());
+        assert_eq!(
+            LogQuery::parse("sinceSeconds=5&sinceTime=2026-01-01T00:00:00Z"),
+            Err(LogQueryError::Conflict(
+                "at most one of sinceTime or sinceSeconds may be specified"
+            ))
+        );
+    }
+
+    #[test]
+    fn tail_zero_without_follow_wants_nothing() {
+        assert!(
+            LogQuery::parse("tailLines=0")
+                .expect("parses")
+                .wants_nothing()
+        );
+        assert!(
+            !LogQuery::parse("tailLines=0&follow=true")
+                .expect("parses")
+                .wants_nothing()
+        );
+    }
+
+    #[test]
+    fn decodes_percent_and_plus() {
+        assert_eq!(decode("a%20b+c%zz%4"), "a b c%zz%4");
+    }
+}

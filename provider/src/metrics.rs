@@ -1,0 +1,214 @@
+//! Prometheus metrics (prometheus-client), prefixed `offload_provider_`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+use crate::client::PluginError;
+use crate::status::Phase;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OpLabels {
+    pub op: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ErrorLabels {
+    pub op: String,
+    pub error: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PhaseLabels {
+    pub phase: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct EventLabels {
+    pub reason: String,
+}
+
+/// All metrics, cheap to clone.
+#[derive(Clone)]
+pub struct Metrics {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    registry: Registry,
+    plugin_latency: Family<OpLabels, Histogram>,
+    plugin_errors: Family<ErrorLabels, Counter>,
+    pods: Family<PhaseLabels, Gauge>,
+    queue_depth: Gauge,
+    in_flight: Gauge,
+    events: Family<EventLabels, Counter>,
+    status_writes: Counter,
+    node_ready: Gauge,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Metrics")
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("offload_provider");
+        let plugin_latency = Family::<OpLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new(exponential_buckets(0.001, 2.0, 16))
+        });
+        registry.register(
+            "plugin_call_duration_seconds",
+            "Latency of plugin calls by operation",
+            plugin_latency.clone(),
+        );
+        let plugin_errors = Family::<ErrorLabels, Counter>::default();
+        registry.register(
+            "plugin_call_errors",
+            "Failed plugin calls by operation and kind of error",
+            plugin_errors.clone(),
+        );
+        let pods = Family::<PhaseLabels, Gauge>::default();
+        registry.register(
+            "pods",
+            "Pods on the virtual node by local phase",
+            pods.clone(),
+        );
+        let queue_depth = Gauge::default();
+        registry.register(
+            "queue_depth",
+            "Pods waiting in the work queue",
+            queue_depth.clone(),
+        );
+        let in_flight = Gauge::default();
+        registry.register(
+            "queue_in_flight",
+            "Pods being worked on (bounded by --workers)",
+            in_flight.clone(),
+        );
+        let events = Family::<EventLabels, Counter>::default();
+        registry.register("events", "Events emitted by reason", events.clone());
+        let status_writes = Counter::default();
+        registry.register("status_writes", "Pod status writes", status_writes.clone());
+        let node_ready = Gauge::default();
+        registry.register(
+            "node_ready",
+            "1 when the virtual node is Ready",
+            node_ready.clone(),
+        );
+        Metrics {
+            inner: Arc::new(Inner {
+                registry,
+                plugin_latency,
+                plugin_errors,
+                pods,
+                queue_depth,
+                in_flight,
+                events,
+                status_writes,
+                node_ready,
+            }),
+        }
+    }
+
+    pub fn observe_plugin_call(&self, op: &str, took: Duration, err: Option<&PluginError>) {
+        self.inner
+            .plugin_latency
+            .get_or_create(&OpLabels { op: op.into() })
+            .observe(took.as_secs_f64());
+        if let Some(e) = err {
+            self.inner
+                .plugin_errors
+                .get_or_create(&ErrorLabels {
+                    op: op.into(),
+                    error: e.metric_label().into(),
+                })
+                .inc();
+        }
+    }
+
+    pub fn set_pods(&self, counts: &[(Phase, i64)]) {
+        for p in Phase::ALL {
+            let n = counts
+                .iter()
+                .find(|(q, _)| *q == p)
+                .map(|(_, n)| *n)
+                .unwrap_or(0);
+            self.inner
+                .pods
+                .get_or_create(&PhaseLabels {
+                    phase: p.as_str().into(),
+                })
+                .set(n);
+        }
+    }
+
+    pub fn set_queue(&self, depth: usize, in_flight: usize) {
+        self.inner.queue_depth.set(depth as i64);
+        self.inner.in_flight.set(in_flight as i64);
+    }
+
+    pub fn event(&self, reason: &str) {
+        self.inner
+            .events
+            .get_or_create(&EventLabels {
+                reason: reason.into(),
+            })
+            .inc();
+    }
+
+    pub fn status_write(&self) {
+        self.inner.status_writes.inc();
+    }
+
+    pub fn node_ready(&self, ready: bool) {
+        self.inner.node_ready.set(i64::from(ready));
+    }
+
+    /// Text exposition format.
+    pub fn encode(&self) -> String {
+        let mut s = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut s, &self.inner.registry);
+        s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn encodes_prefixed_metrics() {
+        let m = Metrics::new();
+        m.observe_plugin_call(
+            "create",
+            Duration::from_millis(3),
+            Some(&PluginError::Timeout),
+        );
+        m.set_pods(&[(Phase::Running, 2)]);
+        m.set_queue(5, 1);
+        let text = m.encode();
+        assert!(
+            text.contains("offload_provider_plugin_call_duration_seconds_count{op=\"create\"} 1")
+        );
+        assert!(text.contains(
+            "offload_provider_plugin_call_errors_total{op=\"create\",error=\"timeout\"} 1"
+        ));
+        assert!(text.contains("offload_provider_pods{phase=\"Running\"} 2"));
+        assert!(text.contains("offload_provider_queue_depth 5"));
+    }
+}

@@ -1,0 +1,487 @@
+//! Pure building of the virtual Node and its Lease.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+
+use jiff::Timestamp;
+use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
+use k8s_openapi::api::core::v1::{
+    DaemonEndpoint, Node, NodeAddress, NodeCondition, NodeDaemonEndpoints, NodeSpec, NodeStatus,
+    NodeSystemInfo, Taint,
+};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta, OwnerReference, Time};
+use offload_wire::PingResponse;
+use offload_wire::keys::{LABEL_NODE_TYPE, NODE_TYPE_VALUE, TAINT_NO_SCHEDULE};
+
+use crate::config::Config;
+
+/// What the node object is built from.
+#[derive(Clone, Debug, PartialEq)]
+pub struct NodeSpecInput {
+    pub name: String,
+    pub ip: IpAddr,
+    pub kubelet_port: u16,
+    pub labels: Vec<(String, String)>,
+    /// (key, value, effect)
+    pub taints: Vec<(String, String, String)>,
+    pub default_taint: bool,
+    pub capacity: BTreeMap<String, String>,
+}
+
+impl NodeSpecInput {
+    pub fn from_config(c: &Config, ip: IpAddr, kubelet_port: u16) -> Self {
+        NodeSpecInput {
+            name: c.node_name.clone(),
+            ip,
+            kubelet_port,
+            labels: c.node_labels.clone(),
+            taints: c
+                .node_taints
+                .iter()
+                .map(|t| (t.key.clone(), t.value.clone(), t.effect.clone()))
+                .collect(),
+            default_taint: !c.no_default_taint,
+            capacity: [
+                ("cpu".to_string(), c.cpu.clone()),
+                ("memory".to_string(), c.memory.clone()),
+                ("pods".to_string(), c.pods.clone()),
+            ]
+            .into(),
+        }
+    }
+}
+
+/// Plugin reachability as the node shows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Reachability {
+    /// Not pinged yet.
+    Unknown,
+    Reachable,
+    Unreachable {
+        error: String,
+    },
+    /// The provider is shutting down.
+    Stopped,
+}
+
+pub fn labels(input: &NodeSpecInput) -> BTreeMap<String, String> {
+    let mut l: BTreeMap<String, String> = [
+        ("kubernetes.io/hostname", input.name.as_str()),
+        ("kubernetes.io/os", "linux"),
+        ("kubernetes.io/role", "agent"),
+        ("type", "virtual-kubelet"),
+        (LABEL_NODE_TYPE, NODE_TYPE_VALUE),
+        (
+            "alpha.service-controller.kubernetes.io/exclude-balancer",
+            "true",
+        ),
+        (
+            "node.kubernetes.io/exclude-from-external-load-balancers",
+            "true",
+        ),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    // interLink's VK labels `kubernetes.io/os=virtual-kubelet`, which keeps
+    // DaemonSets away; we say linux (pods run on Linux nodes remotely) and rely
+    // on the taint to keep ordinary workloads off. Users may override.
+    for (k, v) in &input.labels {
+        l.insert(k.clone(), v.clone());
+    }
+    l
+}
+
+pub fn taints(input: &NodeSpecInput, extra: &[(String, String, String)]) -> Vec<Taint> {
+    let mut t: Vec<Taint> = vec![];
+    if input.default_taint {
+        t.push(Taint {
+            key: TAINT_NO_SCHEDULE.into(),
+            value: Some("true".into()),
+            effect: "NoSchedule".into(),
+            time_added: None,
+        });
+    }
+    for (k, v, e) in input.taints.iter().chain(extra) {
+        if t.iter().any(|x| &x.key == k && &x.effect == e) {
+            continue;
+        }
+        t.push(Taint {
+            key: k.clone(),
+            value: (!v.is_empty()).then(|| v.clone()),
+            effect: e.clone(),
+            time_added: None,
+        });
+    }
+    t
+}
+
+/// Capacity from config, overridden by what the plugin reports.
+pub fn capacity(input: &NodeSpecInput, ping: Option<&PingResponse>) -> BTreeMap<String, Quantity> {
+    let mut c: BTreeMap<String, Quantity> = input
+        .capacity
+        .iter()
+        .map(|(k, v)| (k.clone(), Quantity(v.clone())))
+        .collect();
+    if let Some(r) = ping.and_then(|p| p.resources.as_ref()) {
+        for (k, v) in [("cpu", &r.cpu), ("memory", &r.memory), ("pods", &r.pods)] {
+            if let Some(v) = v.as_ref().filter(|v| valid_quantity(v)) {
+                c.insert(k.to_string(), Quantity(v.clone()));
+            }
+        }
+        for a in &r.accelerators {
+            if !a.resource_type.is_empty() && valid_quantity(&a.available) {
+                c.insert(a.resource_type.clone(), Quantity(a.available.clone()));
+            }
+        }
+    }
+    c
+}
+
+/// A loose check of Kubernetes quantity syntax (digits, optional decimal,
+/// optional suffix), so a bad plugin answer cannot make the node invalid.
+pub fn valid_quantity(s: &str) -> bool {
+    let num_end = s
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(s.len());
+    let (num, suffix) = s.split_at(num_end);
+    !num.is_empty()
+        && num.parse::<f64>().is_ok()
+        && matches!(
+            suffix,
+            "" | "m" | "k" | "M" | "G" | "T" | "P" | "E" | "Ki" | "Mi" | "Gi" | "Ti" | "Pi" | "Ei"
+        )
+}
+
+/// Metadata and spec of the node (written once at start).
+pub fn node_object(input: &NodeSpecInput, ping: Option<&PingResponse>) -> Node {
+    let extra: Vec<(String, String, String)> = ping
+        .and_then(|p| p.taints.as_ref())
+        .into_iter()
+        .flatten()
+        .map(|t| (t.key.clone(), t.value.clone(), t.effect.clone()))
+        .collect();
+    Node {
+        metadata: ObjectMeta {
+            name: Some(input.name.clone()),
+            labels: Some(labels(input)),
+            ..Default::default()
+        },
+        spec: Some(NodeSpec {
+            provider_id: Some(format!("external:///{}", input.name)),
+            taints: Some(taints(input, &extra)),
+            ..Default::default()
+        }),
+        status: None,
+    }
+}
+
+fn condition(
+    old: &[NodeCondition],
+    type_: &str,
+    status: &str,
+    reason: &str,
+    message: &str,
+    now: Timestamp,
+) -> NodeCondition {
+    let transition = old
+        .iter()
+        .find(|c| c.type_ == type_ && c.status == status)
+        .and_then(|c| c.last_transition_time.clone())
+        .unwrap_or(Time(now));
+    NodeCondition {
+        type_: type_.into(),
+        status: status.into(),
+        reason: Some(reason.into()),
+        message: Some(message.into()),
+        last_heartbeat_time: Some(Time(now)),
+        last_transition_time: Some(transition),
+    }
+}
+
+/// Node status: conditions following plugin reachability, capacity,
+/// addresses, daemon endpoint and the ten NodeSystemInfo strings.
+pub fn node_status(
+    input: &NodeSpecInput,
+    reach: &Reachability,
+    ping: Option<&PingResponse>,
+    old: &[NodeCondition],
+    now: Timestamp,
+) -> NodeStatus {
+    let (ready, reason, message) = match reach {
+        Reachability::Reachable => (
+            "True",
+            "PluginReachable",
+            "plugin answered the last ping".to_string(),
+        ),
+        Reachability::Unknown => (
+            "Unknown",
+            "PluginNotPinged",
+            "plugin not pinged yet".to_string(),
+        ),
+        Reachability::Unreachable { error } => (
+            "False",
+            "PluginUnreachable",
+            format!("plugin unreachable: {}", truncate(error, 800)),
+        ),
+        Reachability::Stopped => (
+            "False",
+            "ProviderStopped",
+            "offload-provider stopped".to_string(),
+        ),
+    };
+    let cap = capacity(input, ping);
+    let ok = |t: &str, r: &str, m: &str| condition(old, t, "False", r, m, now);
+    NodeStatus {
+        conditions: Some(vec![
+            condition(old, "Ready", ready, reason, &message, now),
+            ok(
+                "MemoryPressure",
+                "KubeletHasSufficientMemory",
+                "virtual node",
+            ),
+            ok("DiskPressure", "KubeletHasNoDiskPressure", "virtual node"),
+            ok("PIDPressure", "KubeletHasSufficientPID", "virtual node"),
+            ok("NetworkUnavailable", "RouteCreated", "virtual node"),
+        ]),
+        addresses: Some(vec![
+            NodeAddress {
+                type_: "InternalIP".into(),
+                address: input.ip.to_string(),
+            },
+            NodeAddress {
+                type_: "Hostname".into(),
+                address: input.name.clone(),
+            },
+        ]),
+        daemon_endpoints: Some(NodeDaemonEndpoints {
+            kubelet_endpoint: Some(DaemonEndpoint {
+                port: i32::from(input.kubelet_port),
+            }),
+        }),
+        allocatable: Some(cap.clone()),
+        capacity: Some(cap),
+        node_info: Some(NodeSystemInfo {
+            architecture: "amd64".into(),
+            boot_id: String::new(),
+            container_runtime_version: "offload://remote".into(),
+            kernel_version: String::new(),
+            kube_proxy_version: String::new(),
+            kubelet_version: format!("v1.20.2-offload-{}", env!("CARGO_PKG_VERSION")),
+            machine_id: String::new(),
+            operating_system: "linux".into(),
+            os_image: "offload-provider".into(),
+            system_uuid: String::new(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+fn truncate(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+/// The node's Lease in `kube-node-lease`, owned by the Node like the kubelet's.
+pub fn lease(node: &str, node_uid: Option<&str>, duration_seconds: i32, now: Timestamp) -> Lease {
+    Lease {
+        metadata: ObjectMeta {
+            name: Some(node.into()),
+            namespace: Some("kube-node-lease".into()),
+            owner_references: node_uid.map(|uid| {
+                vec![OwnerReference {
+                    api_version: "v1".into(),
+                    kind: "Node".into(),
+                    name: node.into(),
+                    uid: uid.into(),
+                    ..Default::default()
+                }]
+            }),
+            ..Default::default()
+        },
+        spec: Some(LeaseSpec {
+            holder_identity: Some(node.into()),
+            lease_duration_seconds: Some(duration_seconds),
+            renew_time: Some(MicroTime(now)),
+            ..Default::default()
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+    use offload_wire::{PingAccelerator, PingResources, PingTaint};
+    use pretty_assertions::assert_eq;
+
+    fn input() -> NodeSpecInput {
+        let c = Config::parse_from([
+            "offload-provider",
+            "--node-name=vn",
+            "--node-label=zone=remote",
+            "--node-taint=gpu=yes:NoSchedule",
+        ]);
+        NodeSpecInput::from_config(&c, "10.0.0.5".parse().expect("ip"), 10250)
+    }
+
+    fn now() -> Timestamp {
+        "2026-01-01T00:00:00Z".parse().expect("ts")
+    }
+
+    #[test]
+    fn node_has_interlink_label_and_taint() {
+        let n = node_object(&input(), None);
+        let l = n.metadata.labels.expect("labels");
+        assert_eq!(
+            l.get("virtual-node.interlink/type").map(String::as_str),
+            Some("virtual-kubelet")
+        );
+        assert_eq!(
+            l.get("kubernetes.io/hostname").map(String::as_str),
+            Some("vn")
+        );
+        assert_eq!(l.get("zone").map(String::as_str), Some("remote"));
+        let t = n.spec.expect("spec").taints.expect("taints");
+        assert_eq!(t[0].key, "virtual-node.interlink/no-schedule");
+        assert_eq!(t[0].effect, "NoSchedule");
+        assert_eq!(t[1].key, "gpu");
+        assert!(n.status.is_none());
+    }
+
+    #[test]
+    fn status_points_at_kubelet_api_and_fills_system_info() {
+        let s = node_status(&input(), &Reachability::Reachable, None, &[], now());
+        let a = s.addresses.expect("addresses");
+        assert_eq!(a[0].type_, "InternalIP");
+        assert_eq!(a[0].address, "10.0.0.5");
+        assert_eq!(
+            s.daemon_endpoints
+                .and_then(|d| d.kubelet_endpoint)
+                .map(|e| e.port),
+            Some(10250)
+        );
+        let info = serde_json::to_value(s.node_info.expect("info")).expect("json");
+        for k in [
+            "architecture",
+            "bootID",
+            "containerRuntimeVersion",
+            "kernelVersion",
+            "kubeProxyVersion",
+            "kubeletVersion",
+            "machineID",
+            "operatingSystem",
+            "osImage",
+            "systemUUID",
+        ] {
+            assert!(info.get(k).is_some_and(|v| v.is_string()), "{k} missing");
+        }
+        assert_eq!(
+            info.as_object().map(|o| o.len()),
+            Some(10),
+            "no fields newer than 1.20"
+        );
+        assert_eq!(
+            s.capacity.expect("cap").get("cpu"),
+            Some(&Quantity("100".into()))
+        );
+    }
+
+    #[test]
+    fn ready_follows_reachability_with_reason() {
+        let s = node_status(
+            &input(),
+            &Reachability::Unreachable {
+                error: "connection refused".into(),
+            },
+            None,
+            &[],
+            now(),
+        );
+        let c = &s.conditions.expect("conds")[0];
+        assert_eq!((c.type_.as_str(), c.status.as_str()), ("Ready", "False"));
+        assert_eq!(c.reason.as_deref(), Some("PluginUnreachable"));
+        assert!(
+            c.message
+                .as_deref()
+                .is_some_and(|m| m.contains("connection refused"))
+        );
+        let old = vec![c.clone()];
+        let later: Timestamp = "2026-01-01T00:05:00Z".parse().expect("ts");
+        let s2 = node_status(
+            &input(),
+            &Reachability::Unreachable { error: "x".into() },
+            None,
+            &old,
+            later,
+        );
+        let c2 = &s2.conditions.expect("conds")[0];
+        assert_eq!(c2.last_transition_time, c.last_transition_time);
+        assert_eq!(c2.last_heartbeat_time, Some(Time(later)));
+        let s3 = node_status(&input(), &Reachability::Reachable, None, &old, later);
+        assert_eq!(
+            s3.conditions.expect("conds")[0].last_transition_time,
+            Some(Time(later))
+        );
+    }
+
+    #[test]
+    fn ping_resources_and_taints_override_config() {
+        let ping = PingResponse {
+            status: "ok".into(),
+            resources: Some(PingResources {
+                cpu: Some("8".into()),
+                memory: Some("not a quantity".into()),
+                pods: None,
+                accelerators: vec![PingAccelerator {
+                    resource_type: "nvidia.com/gpu".into(),
+                    available: "2".into(),
+                }],
+            }),
+            taints: Some(vec![PingTaint {
+                key: "remote".into(),
+                value: "x".into(),
+                effect: "NoSchedule".into(),
+            }]),
+        };
+        let c = capacity(&input(), Some(&ping));
+        assert_eq!(c.get("cpu"), Some(&Quantity("8".into())));
+        assert_eq!(c.get("memory"), Some(&Quantity("3000Gi".into())));
+        assert_eq!(c.get("nvidia.com/gpu"), Some(&Quantity("2".into())));
+        let n = node_object(&input(), Some(&ping));
+        assert_eq!(n.spec.and_then(|s| s.taints).map(|t| t.len()), Some(3));
+    }
+
+    #[test]
+    fn quantities() {
+        assert!(valid_quantity("100"));
+        assert!(valid_quantity("49Gi"));
+        assert!(valid_quantity("500m"));
+        assert!(!valid_quantity("lots"));
+        assert!(!valid_quantity("5XB"));
+    }
+
+    #[test]
+    fn lease_is_owned_by_node() {
+        let l = lease("vn", Some("node-uid"), 40, now());
+        assert_eq!(l.metadata.namespace.as_deref(), Some("kube-node-lease"));
+        assert_eq!(
+            l.metadata
+                .owner_references
+                .as_ref()
+                .map(|o| o[0].uid.as_str()),
+            Some("node-uid")
+        );
+        let spec = l.spec.expect("spec");
+        assert_eq!(spec.holder_identity.as_deref(), Some("vn"));
+        assert_eq!(spec.lease_duration_seconds, Some(40));
+    }
+}

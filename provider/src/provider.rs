@@ -1,0 +1,209 @@
+//! Wiring: every long-running task under one supervisor, stopped together.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+
+use k8s_openapi::api::core::v1::Pod;
+use kube::runtime::reflector;
+use tokio::net::TcpListener;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tracing::info;
+
+use crate::client::{ClientSettings, PluginClient, PluginError};
+use crate::config::Config;
+use crate::controller::{self, Context};
+use crate::kubelet_api::{self, KubeletState};
+use crate::metrics::Metrics;
+use crate::node::NodeSpecInput;
+use crate::node_controller::NodeController;
+use crate::tls::{self, TlsError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProviderError {
+    #[error(transparent)]
+    Plugin(#[from] PluginError),
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+/// A running provider.
+pub struct RunningProvider {
+    kubelet_addr: SocketAddr,
+    admin_addr: Option<SocketAddr>,
+    cancel: CancellationToken,
+    tasks: JoinSet<()>,
+    pub metrics: Metrics,
+    pub pods: reflector::Store<Pod>,
+}
+
+impl RunningProvider {
+    /// Where the kubelet API listens.
+    pub fn kubelet_addr(&self) -> SocketAddr {
+        self.kubelet_addr
+    }
+
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin_addr
+    }
+
+    pub fn cancel_token(&self) -> CancellationToken {
+        self.cancel.clone()
+    }
+
+    /// Stop every task and wait for them (the node is left NotReady).
+    pub async fn shutdown(mut self) {
+        self.cancel.cancel();
+        while self.tasks.join_next().await.is_some() {}
+    }
+
+    /// Wait until every task ended (after the token was cancelled elsewhere).
+    pub async fn wait(mut self) {
+        while self.tasks.join_next().await.is_some() {}
+    }
+}
+
+/// The local address used to reach `host:port` (no packet is sent).
+pub fn local_ip_towards(host: &str, port: u16) -> Option<IpAddr> {
+    use std::net::ToSocketAddrs;
+    let target = (host, port).to_socket_addrs().ok()?.next()?;
+    let bind: SocketAddr = if target.is_ipv4() {
+        "0.0.0.0:0".parse().ok()?
+    } else {
+        "[::]:0".parse().ok()?
+    };
+    let sock = std::net::UdpSocket::bind(bind).ok()?;
+    sock.connect(target).ok()?;
+    sock.local_addr().ok().map(|a| a.ip())
+}
+
+/// Start the provider against the local cluster `client`.
+pub async fn start(
+    config: Config,
+    client: kube::Client,
+    node_ip: IpAddr,
+) -> Result<RunningProvider, ProviderError> {
+    let config = Arc::new(config);
+    let cancel = CancellationToken::new();
+    let metrics = Metrics::new();
+    let plugin = PluginClient::new(ClientSettings::from_config(&config), Some(metrics.clone()))?;
+    let mut tasks = JoinSet::new();
+
+    // Kubelet API first: the node must advertise the bound port.
+    let listener = TcpListener::bind(config.kubelet_addr)
+        .await
+        .map_err(|source| ProviderError::Listen {
+            addr: config.kubelet_addr,
+            source,
+        })?;
+    let kubelet_addr = listener
+        .local_addr()
+        .map_err(|source| ProviderError::Listen {
+            addr: config.kubelet_addr,
+            source,
+        })?;
+    let (certs, key) = match (&config.tls_cert_file, &config.tls_key_file) {
+        (Some(c), Some(k)) => (tls::load_certs(c)?, tls::load_key(k)?),
+        _ => tls::self_signed(&[
+            config.node_name.clone(),
+            node_ip.to_string(),
+            "localhost".into(),
+        ])?,
+    };
+    let server_tls = tls::server_config(certs, key, config.client_ca_file.as_deref())?;
+
+    let (store, writer) = reflector::store::<Pod>();
+    let ctx = Context::new(
+        client.clone(),
+        plugin.clone(),
+        Arc::clone(&config),
+        metrics.clone(),
+        store.clone(),
+        node_ip.to_string(),
+        cancel.clone(),
+    );
+
+    let kstate = KubeletState::new(
+        config.node_name.clone(),
+        store.clone(),
+        plugin.clone(),
+        metrics.clone(),
+        config.token_review.then(|| client.clone()),
+    );
+    tasks.spawn(kubelet_api::serve_tls(
+        listener,
+        server_tls,
+        kubelet_api::router(kstate),
+        cancel.clone(),
+    ));
+
+    let ready = Arc::new(AtomicBool::new(false));
+    let mut admin_addr = None;
+    if let Some(addr) = config.admin_addr {
+        let l = TcpListener::bind(addr)
+            .await
+            .map_err(|source| ProviderError::Listen { addr, source })?;
+        admin_addr = l.local_addr().ok();
+        let app = kubelet_api::admin_router(metrics.clone(), Arc::clone(&ready));
+        let c = cancel.clone();
+        tasks.spawn(async move {
+            let _ = axum::serve(l, app)
+                .with_graceful_shutdown(async move { c.cancelled().await })
+                .await;
+        });
+    }
+
+    let advertised = config
+        .kubelet_advertised_port
+        .unwrap_or(kubelet_addr.port());
+    let node = Arc::new(NodeController {
+        client: client.clone(),
+        plugin: plugin.clone(),
+        input: NodeSpecInput::from_config(&config, node_ip, advertised),
+        metrics: metrics.clone(),
+        ping_interval: config.ping_interval,
+        ping_failures: config.ping_failures,
+        lease_duration: config.lease_duration_seconds,
+        delete_on_shutdown: config.delete_node_on_shutdown,
+    });
+    tasks.spawn(node.run(cancel.clone()));
+    tasks.spawn(controller::run_watcher(
+        Arc::clone(&ctx),
+        writer,
+        cancel.clone(),
+    ));
+    tasks.spawn(controller::run_workers(Arc::clone(&ctx)));
+    {
+        let ctx = Arc::clone(&ctx);
+        let c = cancel.clone();
+        let store = store.clone();
+        let ready = Arc::clone(&ready);
+        tasks.spawn(async move {
+            tokio::select! {
+                _ = controller::wait_ready(&store) => {}
+                _ = c.cancelled() => return,
+            }
+            ready.store(true, std::sync::atomic::Ordering::Relaxed);
+            info!(
+                pods = store.state().len(),
+                "pod cache synced; state rebuilt from the node's pods"
+            );
+            controller::run_status_poller(ctx, c).await;
+        });
+    }
+    info!(node = %config.node_name, %kubelet_addr, %node_ip, "provider started");
+    Ok(RunningProvider {
+        kubelet_addr,
+        admin_addr,
+        cancel,
+        tasks,
+        metrics,
+        pods: store,
+    })
+}

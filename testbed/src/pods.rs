@@ -1,0 +1,195 @@
+//! Small helpers for test pods.
+
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{Api, LogParams};
+
+use crate::images;
+use crate::wait::wait_for;
+
+/// A busybox pod running `sh -c script` once (restartPolicy Never), image pulled from
+/// nowhere (the image is pre-imported). Only 1.20 fields are set.
+pub fn busybox_pod(name: &str, script: &str) -> Pod {
+    // Built from JSON so it reads like the manifest a user would write; the struct is
+    // statically valid, so the conversion cannot fail on our own input.
+    serde_json::from_value(serde_json::json!({
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": { "name": name, "labels": { "app": name } },
+        "spec": {
+            "restartPolicy": "Never",
+            // `sh` as PID 1 ignores SIGTERM; do not wait the default 30 s on delete.
+            "terminationGracePeriodSeconds": 1,
+            "containers": [{
+                "name": "main",
+                "image": images::BUSYBOX,
+                "imagePullPolicy": "IfNotPresent",
+                "command": ["sh", "-c", script],
+            }],
+        },
+    }))
+    .unwrap_or_default()
+}
+
+/// Waits until the pod reaches `phase` and returns it. Fails early, with the container
+/// states, when the pod ends in another terminal phase or cannot start its containers.
+pub async fn wait_for_pod_phase(
+    client: &kube::Client,
+    namespace: &str,
+    name: &str,
+    phase: &str,
+    timeout: Duration,
+) -> anyhow::Result<Pod> {
+    let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
+    wait_for(
+        &format!("pod {namespace}/{name} to be {phase}"),
+        timeout,
+        || async {
+            let Some(pod) = pods.get_opt(name).await? else {
+                return Ok(None);
+            };
+            let current = pod_phase(&pod);
+            if current == phase {
+                return Ok(Some(pod));
+            }
+            if matches!(current, "Succeeded" | "Failed") {
+                bail!(
+                    "pod {namespace}/{name} ended {current} instead of {phase}: {}",
+                    describe(&pod)
+                );
+            }
+            if let Some(reason) = stuck_reason(&pod) {
+                bail!(
+                    "pod {namespace}/{name} cannot start ({reason}): {}",
+                    describe(&pod)
+                );
+            }
+            Ok(None)
+        },
+    )
+    .await
+}
+
+/// Waits until the pod is Running with every container ready.
+pub async fn wait_for_pod_running(
+    client: &kube::Client,
+    namespace: &str,
+    name: &str,
+    timeout: Duration,
+) -> anyhow::Result<Pod> {
+    let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
+    wait_for(
+        &format!("pod {namespace}/{name} to be Running and ready"),
+        timeout,
+        || async {
+            let Some(pod) = pods.get_opt(name).await? else {
+                return Ok(None);
+            };
+            if matches!(pod_phase(&pod), "Succeeded" | "Failed") {
+                bail!(
+                    "pod {namespace}/{name} ended {}: {}",
+                    pod_phase(&pod),
+                    describe(&pod)
+                );
+            }
+            if let Some(reason) = stuck_reason(&pod) {
+                bail!(
+                    "pod {namespace}/{name} cannot start ({reason}): {}",
+                    describe(&pod)
+                );
+            }
+            let ready = pod
+                .status
+                .as_ref()
+                .and_then(|s| s.container_statuses.as_ref())
+                .is_some_and(|cs| !cs.is_empty() && cs.iter().all(|c| c.ready));
+            Ok((pod_phase(&pod) == "Running" && ready).then_some(pod))
+        },
+    )
+    .await
+}
+
+/// The pod's (first container's) log.
+pub async fn pod_logs(
+    client: &kube::Client,
+    namespace: &str,
+    name: &str,
+) -> anyhow::Result<String> {
+    let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
+    pods.logs(name, &LogParams::default())
+        .await
+        .with_context(|| format!("reading the log of pod {namespace}/{name}"))
+}
+
+fn pod_phase(pod: &Pod) -> &str {
+    pod.status
+        .as_ref()
+        .and_then(|s| s.phase.as_deref())
+        .unwrap_or("")
+}
+
+/// Waiting reasons that never resolve by themselves in the test ground (no registry).
+fn stuck_reason(pod: &Pod) -> Option<String> {
+    let statuses = pod.status.as_ref()?.container_statuses.as_ref()?;
+    statuses.iter().find_map(|c| {
+        let waiting = c.state.as_ref()?.waiting.as_ref()?;
+        let reason = waiting.reason.as_deref()?;
+        matches!(
+            reason,
+            "ErrImagePull"
+                | "ImagePullBackOff"
+                | "ErrImageNeverPull"
+                | "InvalidImageName"
+                | "CreateContainerConfigError"
+                | "CreateContainerError"
+        )
+        .then(|| {
+            format!(
+                "{}: {reason} {}",
+                c.name,
+                waiting.message.as_deref().unwrap_or("")
+            )
+        })
+    })
+}
+
+fn describe(pod: &Pod) -> String {
+    pod.status
+        .as_ref()
+        .map(|s| serde_json::to_string(s).unwrap_or_default())
+        .unwrap_or_else(|| "no status".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn busybox_pod_is_a_one_shot_pod_of_the_local_image() {
+        let pod = busybox_pod("hello", "echo hi");
+        assert_eq!(pod.metadata.name.as_deref(), Some("hello"));
+        let spec = pod.spec.expect("spec");
+        assert_eq!(spec.restart_policy.as_deref(), Some("Never"));
+        let c = &spec.containers[0];
+        assert_eq!(c.image.as_deref(), Some(images::BUSYBOX));
+        assert_eq!(
+            c.command.as_deref(),
+            Some(&["sh".to_string(), "-c".into(), "echo hi".into()][..])
+        );
+    }
+
+    #[test]
+    fn image_pull_errors_are_stuck() {
+        let pod: Pod = serde_json::from_value(serde_json::json!({
+            "status": { "phase": "Pending", "containerStatuses": [{
+                "name": "main", "image": "x", "imageID": "", "ready": false, "restartCount": 0,
+                "state": { "waiting": { "reason": "ErrImageNeverPull", "message": "no image" } }
+            }]}
+        }))
+        .expect("valid pod");
+        let reason = stuck_reason(&pod).expect("stuck");
+        assert!(reason.contains("ErrImageNeverPull"), "{reason}");
+    }
+}
