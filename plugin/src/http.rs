@@ -14,12 +14,12 @@ use axum::{
     Json, Router,
     body::{Body, Bytes},
     extract::{DefaultBodyLimit, FromRequest, MatchedPath, Request, State},
-    http::{HeaderMap, HeaderValue, StatusCode, header},
+    http::{HeaderValue, StatusCode, header},
     middleware::{self, Next},
     response::{IntoResponse, Response},
     routing::{get, post},
 };
-use futures::TryStreamExt;
+use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::Pod;
 use offload_wire::{CreateBody, CreateStruct, LogStruct, PingResponse, PodStatus};
 use serde::de::DeserializeOwned;
@@ -45,6 +45,8 @@ pub struct AppState {
     pub token: Option<String>,
     pub tracker: Arc<Mutex<Tracker>>,
     pub body_limit: usize,
+    /// Cancelled on shutdown; ends open log streams so shutdown is prompt.
+    pub shutdown: tokio_util::sync::CancellationToken,
 }
 
 impl AppState {
@@ -295,11 +297,14 @@ async fn create(
             )));
         }
         Err(_) => {
-            // Re-parse as the object form for a precise error path.
-            let e = parse_json::<offload_wire::RetrievedPodData>(&bytes)
-                .err()
-                .unwrap_or_else(|| ApiError::bad_request("unexpected JSON shape"));
-            return Err(e);
+            // Untagged enums lose the error path: re-parse as the form the
+            // caller used to say precisely what is wrong.
+            let e = if body.is_array() {
+                parse_json::<Vec<offload_wire::RetrievedPodData>>(&bytes).err()
+            } else {
+                parse_json::<offload_wire::RetrievedPodData>(&bytes).err()
+            };
+            return Err(e.unwrap_or_else(|| ApiError::bad_request("unexpected JSON shape")));
         }
     };
     let plan = translate::translate(&data, &state.translate)?;
@@ -333,7 +338,15 @@ async fn delete(
     let (id, ns, name) = translate::remote_ref(&pod, state.namespaces())?;
     let span = info_span!("delete", pod = %id.name, namespace = %id.namespace, uid = %id.uid);
     async move {
-        let existed = state.remote.delete(&ns, &name, &id.uid).await?;
+        let mut existed = state.remote.delete(&ns, &name, &id.uid).await?;
+        // Created under another configuration (e.g. another prefix): find it by label.
+        if !existed
+            && let Some(p) = state.remote.cached_by_uid(&id.uid)
+            && let (Some(pns), Some(pname)) =
+                (p.metadata.namespace.as_deref(), p.metadata.name.as_deref())
+        {
+            existed = state.remote.delete(pns, pname, &id.uid).await?;
+        }
         if let Ok(mut t) = state.tracker.lock() {
             t.forget(&id.uid);
         }
@@ -393,10 +406,8 @@ fn lookup(state: &AppState, id: &LocalIdentity) -> Option<Arc<Pod>> {
 
 async fn get_logs(
     State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
     JsonBody(req): JsonBody<LogStruct>,
 ) -> Result<Response, ApiError> {
-    let _ = headers;
     logs::validate(&req)?;
     // Option errors are the caller's, whatever the remote pod looks like.
     logs::log_params(&req, String::new())?;
@@ -430,10 +441,13 @@ async fn get_logs(
         let container = logs::choose_container(&pod, &req.container_name)?;
         let params = logs::log_params(&req, container)?;
         let reader = state.remote.logs(&rns, &rname, &params).await?;
-        let stream = ReaderStream::new(reader.compat()).map_err(|e| {
-            warn!(error = %e, "log stream ended with an error");
-            e
-        });
+        let shutdown = state.shutdown.clone().cancelled_owned();
+        let stream = ReaderStream::new(reader.compat())
+            .map_err(|e| {
+                warn!(error = %e, "log stream ended with an error");
+                e
+            })
+            .take_until(shutdown);
         Ok(Response::builder()
             .status(StatusCode::OK)
             .header(header::CONTENT_TYPE, "text/plain; charset=utf-8")

@@ -140,6 +140,7 @@ pub async fn start(config: PluginConfig, remote: Client) -> Result<RunningPlugin
         token,
         tracker: tracker.clone(),
         body_limit: config.body_limit,
+        shutdown: cancel.clone(),
     });
     let app = http::router(state);
     let bound = serve::Bound::bind(&config.listen).await?;
@@ -205,7 +206,11 @@ async fn sweeper(
         let infos: Vec<RemotePodInfo> = pods.iter().filter_map(|p| pod_info(p)).collect();
         let orphans = match tracker.lock() {
             Ok(mut t) => {
-                t.retain(&infos);
+                t.retain(
+                    &infos,
+                    Instant::now(),
+                    policy.active_after.min(policy.finished_after),
+                );
                 t.orphans(&infos, &policy, Instant::now())
             }
             Err(_) => continue,

@@ -14,7 +14,7 @@
 //!   owned by the remote pod, so the garbage collector removes them with it.
 
 use std::{
-    collections::HashSet,
+    collections::{HashMap, HashSet},
     sync::{Arc, Mutex},
     time::Duration,
 };
@@ -87,6 +87,9 @@ pub struct Remote {
     client: Client,
     pods: Store<Pod>,
     ready_namespaces: Mutex<HashSet<String>>,
+    /// One in-flight namespace setup per namespace: concurrent creates in a
+    /// new namespace wait for the first instead of racing it.
+    namespace_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     metrics: Arc<Metrics>,
     remote_minor: u32,
     namespace_ready_timeout: Duration,
@@ -125,6 +128,7 @@ impl Remote {
                 client,
                 pods: reader,
                 ready_namespaces: Mutex::new(HashSet::new()),
+                namespace_locks: Mutex::new(HashMap::new()),
                 metrics,
                 remote_minor,
                 namespace_ready_timeout,
@@ -186,12 +190,21 @@ impl Remote {
 
     /// Makes sure the namespace exists and can take pods.
     pub async fn ensure_namespace(&self, ns: &str) -> Result<(), RemoteError> {
-        if self
-            .ready_namespaces
-            .lock()
-            .map(|s| s.contains(ns))
-            .unwrap_or(false)
-        {
+        let is_ready = || {
+            self.ready_namespaces
+                .lock()
+                .map(|s| s.contains(ns))
+                .unwrap_or(false)
+        };
+        if is_ready() {
+            return Ok(());
+        }
+        let lock = match self.namespace_locks.lock() {
+            Ok(mut m) => m.entry(ns.to_string()).or_default().clone(),
+            Err(_) => Arc::new(tokio::sync::Mutex::new(())),
+        };
+        let _guard = lock.lock().await;
+        if is_ready() {
             return Ok(());
         }
         let api: Api<Namespace> = Api::all(self.client.clone());
@@ -237,6 +250,9 @@ impl Remote {
         self.wait_service_account(ns).await?;
         if let Ok(mut s) = self.ready_namespaces.lock() {
             s.insert(ns.to_string());
+        }
+        if let Ok(mut m) = self.namespace_locks.lock() {
+            m.remove(ns);
         }
         Ok(())
     }

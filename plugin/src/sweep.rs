@@ -102,10 +102,14 @@ impl Tracker {
             .collect()
     }
 
-    /// Drops entries of pods that no longer exist remotely.
-    pub fn retain(&mut self, live: &[RemotePodInfo]) {
+    /// Drops entries of pods that no longer exist remotely. Recent entries
+    /// stay even then: a pod created a moment ago may not be in the watch
+    /// cache yet, and losing its entry would make it look unmentioned.
+    pub fn retain(&mut self, live: &[RemotePodInfo], now: Instant, keep_recent: Duration) {
         let live: std::collections::HashSet<&str> = live.iter().map(|p| p.uid.as_str()).collect();
-        self.last_seen.retain(|uid, _| live.contains(uid.as_str()));
+        self.last_seen.retain(|uid, seen| {
+            live.contains(uid.as_str()) || now.saturating_duration_since(*seen) <= keep_recent
+        });
     }
 }
 
@@ -167,13 +171,33 @@ mod tests {
     }
 
     #[test]
-    fn forget_and_retain_drop_entries() {
+    fn forget_and_retain_drop_entries_but_keep_fresh_ones() {
         let t0 = Instant::now();
         let mut t = Tracker::new(t0);
         t.touch("a", t0);
         t.touch("b", t0);
+        let now = t0 + Duration::from_secs(100);
+        t.touch("just-created", now);
         t.forget("a");
-        t.retain(&[pod("c", false)]);
-        assert!(t.last_seen.is_empty());
+        t.retain(&[pod("c", false)], now, Duration::from_secs(60));
+        assert_eq!(t.last_seen.keys().collect::<Vec<_>>(), vec!["just-created"]);
+    }
+
+    #[test]
+    fn a_pod_created_long_after_start_is_not_swept_before_its_grace() {
+        // Created after the plugin ran for hours, not yet in the cache when a
+        // sweep ran: it must keep its creation time, not fall back to start.
+        let t0 = Instant::now();
+        let mut t = Tracker::new(t0);
+        let created = t0 + Duration::from_secs(10_000);
+        t.touch("new", created);
+        t.retain(
+            &[],
+            created + Duration::from_secs(1),
+            Duration::from_secs(60),
+        );
+        let now = created + Duration::from_secs(2);
+        t.status_call(now);
+        assert!(t.orphans(&[pod("new", false)], &policy(), now).is_empty());
     }
 }

@@ -15,7 +15,7 @@
 //! - fields the remote apiserver is too old for are dropped when harmless and
 //!   refused when dropping them would change what the pod does.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 
 use k8s_openapi::{
     ByteString,
@@ -992,14 +992,6 @@ pub fn remote_ref(
     let ns = namespaces.remote(&id.namespace);
     let name = remote_name(NameKind::Pod, &id.name, &id.uid);
     Ok((id, ns, name))
-}
-
-/// Counts of what a plan creates, for logs (never values).
-pub fn plan_summary(plan: &RemotePlan) -> HashMap<&'static str, usize> {
-    HashMap::from([
-        ("configmaps", plan.config_maps.len()),
-        ("secrets", plan.secrets.len()),
-    ])
 }
 
 #[cfg(test)]

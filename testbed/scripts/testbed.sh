@@ -10,7 +10,9 @@
 #   testbed.sh run      up, print how to use it, wait for Ctrl-C, then down
 #
 # Env: OFFLOAD_TESTBED_DIR (state, default <repo>/.state/testbed),
-#      OFFLOAD_CACHE (binaries and images, default $HOME/.cache/offload).
+#      OFFLOAD_CACHE (binaries and images, default $HOME/.cache/offload),
+#      OFFLOAD_TESTBED_VERBOSE=1 (print the steps with timings),
+#      OFFLOAD_TESTBED_LOCK_HELD=1 (the caller holds $STATE/.lock; see lock()).
 #
 # Layout (one testbed per machine: addresses, ports and link names are fixed):
 #   etcd 127.0.0.1:22379, one for both clusters with prefixes /offload-local, /offload-remote
@@ -69,6 +71,10 @@ REMOTE_VETH_HOST=offl-rh
 REMOTE_VETH_NODE=offl-rn
 
 log() { echo "testbed: $*" >&2; }
+# step NAME: with OFFLOAD_TESTBED_VERBOSE=1, say which step starts and when (ms since the
+# command started), to see where time goes.
+T_START=$(date +%s%3N)
+step() { [ "${OFFLOAD_TESTBED_VERBOSE:-0}" = 1 ] && echo "testbed: +$(($(date +%s%3N) - T_START)) ms: $*" >&2 || true; }
 die() {
   echo "testbed: ERROR: $*" >&2
   exit 1
@@ -105,8 +111,10 @@ alive() {
   local name=$1 pid comm
   pid=$(cat "$STATE/pids/$name.pid" 2>/dev/null) || return 1
   comm=$(cat "$STATE/pids/$name.comm" 2>/dev/null) || return 1
-  [ -r "/proc/$pid/cmdline" ] || return 1
-  tr '\0' '\n' <"/proc/$pid/cmdline" 2>/dev/null | head -1 | grep -q -- "$comm\$"
+  local first=
+  # The first NUL-terminated word of the command line (read returns 1 at the NUL).
+  IFS= read -r -d '' first <"/proc/$pid/cmdline" 2>/dev/null || true
+  [ "${first##*/}" = "$comm" ]
 }
 
 # daemons: every daemon name of a complete testbed.
@@ -157,7 +165,8 @@ api_ready() { curl -sf -m 2 --cacert "$C/pki/ca.crt" "https://$API_ADDR:$API_POR
 node_ready() {
   [ "$(kc "$1" get node "$2" -o 'jsonpath={.status.conditions[?(@.type=="Ready")].status}' 2>/dev/null)" = True ]
 }
-default_sa() { kc "$1" -n default get serviceaccount default >/dev/null 2>&1; }
+# The account and its token secret: 1.20's ServiceAccount admission refuses pods before both exist.
+default_sa() { [ -n "$(kc "$1" -n default get serviceaccount default -o 'jsonpath={.secrets[0].name}' 2>/dev/null)" ]; }
 
 # ---------------------------------------------------------------- checks
 
@@ -194,8 +203,10 @@ preflight() {
   done
 }
 
-# healthy: every daemon alive, both apiservers ready, both nodes Ready.
-healthy() {
+# running: a complete testbed of this layout runs (every daemon alive, both apiservers
+# ready). A node that is not Ready does not count against it: under load a node can miss
+# a heartbeat, and restarting everything would break the tests using the clusters.
+running() {
   [ "$(cat "$STATE/layout" 2>/dev/null)" = "$LAYOUT_VERSION" ] || return 1
   [ -f "$STATE/info.json" ] || return 1
   local d cl
@@ -203,18 +214,27 @@ healthy() {
   for cl in "${CLUSTERS[@]}"; do
     cluster_vars "$cl"
     api_ready || return 1
-    node_ready "$cl" "$NODE_NAME" || return 1
   done
 }
 
-# anything_left: some trace of a testbed (process, mount, link) exists.
-anything_left() {
+wait_nodes_ready() {
+  local cl
+  for cl in "${CLUSTERS[@]}"; do
+    cluster_vars "$cl"
+    node_ready "$cl" "$NODE_NAME" && continue
+    step "up: waiting for node $NODE_NAME"
+    wait_for "node $NODE_NAME of $cl to be Ready" "$1" "$cl-kubelet" node_ready "$cl" "$NODE_NAME"
+  done
+}
+
+# ours_left: this state dir's testbed (complete or not) left something to clean up. Only
+# state-dir evidence counts: the fixed link names may belong to a testbed of another
+# state dir, which must not be torn down from here.
+ours_left() {
+  [ -f "$STATE/layout" ] && return 0
   local d
   for d in $(daemons); do alive "$d" && return 0; done
   grep -q " $STATE/" /proc/mounts && return 0
-  ip link show $LOCAL_NODE_LINK >/dev/null 2>&1 && return 0
-  ip link show $REMOTE_VETH_HOST >/dev/null 2>&1 && return 0
-  ip link show offl-lcni0 >/dev/null 2>&1 && return 0
   return 1
 }
 
@@ -332,25 +352,28 @@ setup_host_network() {
 }
 
 setup_namespaces() {
-  mkdir -p "$C/ns" "$C/varlog/pods" "$C/varlog/containers" "$C/varlibkubelet" "$C/kubelet"
+  mkdir -p "$C/ns" "$C/kubelet"
   # The ns files must sit on a private mount, or the new mount namespace would contain
   # (and pin) itself.
   mountpoint -q "$C/ns" || {
     mount --bind "$C/ns" "$C/ns"
     mount --make-private "$C/ns"
   }
+  touch "$C/ns/mnt"
+  unshare --mount="$C/ns/mnt" --propagation slave true
+  # Host paths the node's daemons hard-code, replaced inside its mount namespace by
+  # per-cluster dirs: the kubelet's (see above), the CNI result cache and containerd's
+  # shim sockets. Nothing of a cluster then lands in, or collides in, the host's dirs.
   local d
-  for d in /var/log/pods /var/log/containers /var/lib/kubelet; do
+  for d in /var/log/pods /var/log/containers /var/lib/kubelet /var/lib/cni /run/containerd; do
     # Mount points must exist on the host; remember the ones we create, `down` removes them.
     [ -d "$d" ] || {
       mkdir -p "$d"
       echo "$d" >>"$STATE/created-dirs"
     }
+    mkdir -p "$C/host$d"
+    nsenter --mount="$C/ns/mnt" -- mount --bind "$C/host$d" "$d"
   done
-  touch "$C/ns/mnt"
-  unshare --mount="$C/ns/mnt" --propagation slave true
-  nsenter --mount="$C/ns/mnt" -- sh -c "mount --bind '$C/varlog/pods' /var/log/pods &&
-    mount --bind '$C/varlog/containers' /var/log/containers && mount --bind '$C/varlibkubelet' /var/lib/kubelet"
   NSENTER=(--mount="$C/ns/mnt")
   if [ "$NETNS" = 1 ]; then
     touch "$C/ns/net"
@@ -465,6 +488,9 @@ print_env() {
 
 lock() {
   mkdir -p "$STATE"
+  # For wrappers that hold $STATE/.lock themselves around several commands
+  # (e.g. `flock $STATE/.lock sh -c 'testbed.sh down && check'`).
+  [ "${OFFLOAD_TESTBED_LOCK_HELD:-0}" = 1 ] && return 0
   exec 9>"$STATE/.lock"
   # Several test processes may call `up` at once (nextest); one brings the clusters up,
   # the others wait here and then find them healthy.
@@ -473,11 +499,12 @@ lock() {
 
 cmd_up() {
   lock
-  if healthy; then
+  if running; then
+    wait_nodes_ready 120
     log "already up ($STATE)"
     return 0
   fi
-  if anything_left; then
+  if ours_left; then
     log "found a stopped or partly running testbed in $STATE; cleaning it up first"
     do_down
   fi
@@ -516,6 +543,7 @@ cmd_up() {
     start_daemon "$cl-containerd" ${nsargs[$cl]} -- containerd --config "$C/containerd/config.toml"
   done
 
+  step "up: waiting for etcd"
   wait_for "etcd to be healthy" 30 etcd curl -sf -m 1 "http://127.0.0.1:$ETCD_PORT/health"
   for cl in "${CLUSTERS[@]}"; do
     cluster_vars "$cl"
@@ -523,18 +551,20 @@ cmd_up() {
   done
   for cl in "${CLUSTERS[@]}"; do
     cluster_vars "$cl"
+    step "up: images into $cl"
     wait_for "containerd of $cl to listen on $SOCK" 30 "$cl-containerd" test -S "$SOCK"
     "$HERE/images.sh" import "$SOCK" || fail_with_log "importing images into $cl failed" "$LOGS/$cl-containerd.log"
   done
   for cl in "${CLUSTERS[@]}"; do
     cluster_vars "$cl"
+    step "up: waiting for the $cl apiserver"
     wait_for "the $cl apiserver to be ready (https://$API_ADDR:$API_PORT/readyz)" 120 "$cl-apiserver" api_ready
     read -r -a NSENTER <<<"${nsargs[$cl]}"
     start_node_and_controllers
   done
+  wait_nodes_ready 180
   for cl in "${CLUSTERS[@]}"; do
     cluster_vars "$cl"
-    wait_for "node $NODE_NAME of $cl to be Ready" 180 "$cl-kubelet" node_ready "$cl" "$NODE_NAME"
     wait_for "the default ServiceAccount in $cl (made by the controller-manager)" 60 "$cl-controller-manager" default_sa "$cl"
   done
   for cl in "${CLUSTERS[@]}"; do
@@ -553,16 +583,18 @@ proxy_healthy() {
   fi
 }
 
-# kill_wait PID...: SIGTERM, wait up to 10 s, then SIGKILL.
+# kill_wait TENTHS PID...: SIGTERM, wait up to TENTHS/10 s, then SIGKILL.
 kill_wait() {
+  local tenths=$1
+  shift
   local pids=("$@") p i
   [ ${#pids[@]} -gt 0 ] || return 0
   kill -TERM "${pids[@]}" 2>/dev/null || true
-  for i in $(seq 50); do
+  for i in $(seq "$tenths"); do
     local any=0
     for p in "${pids[@]}"; do [ -e "/proc/$p" ] && any=1; done
     [ $any = 0 ] && return 0
-    sleep 0.2
+    sleep 0.1
   done
   kill -KILL "${pids[@]}" 2>/dev/null || true
   sleep 0.2
@@ -576,47 +608,38 @@ pids_of() {
 }
 
 do_down() {
-  local cl d
-  # 1. Everything that talks to the runtimes, then the control planes.
+  local cl d p
+  # Everything of a testbed is thrown away (state dir wiped, namespaces freed, rules
+  # removed), so nothing needs a graceful shutdown: a short SIGTERM grace, then SIGKILL.
+  step "down: stopping daemons"
   # shellcheck disable=SC2046
-  kill_wait $(pids_of local-kubelet remote-kubelet local-proxy remote-proxy)
-  # shellcheck disable=SC2046
-  kill_wait $(pids_of local-controller-manager remote-controller-manager local-scheduler remote-scheduler)
-  # shellcheck disable=SC2046
-  kill_wait $(pids_of local-apiserver remote-apiserver etcd)
-  # 2. Containers: kill and delete every task through its own containerd, so the shims
-  #    exit cleanly; then stop containerd.
+  kill_wait 20 $(pids_of $(daemons))
+  # Whatever survived: shims of each containerd (they carry its socket path on their
+  # command line) and every process left in the cluster's cgroups (the containers).
+  step "down: killing shims and containers"
+  local killed=()
   for cl in "${CLUSTERS[@]}"; do
     cluster_vars "$cl"
-    if alive "$cl-containerd" && [ -S "$SOCK" ]; then
-      local t
-      for t in $(ctr -a "$SOCK" -n k8s.io tasks ls -q 2>/dev/null); do
-        ctr -a "$SOCK" -n k8s.io tasks kill -s SIGKILL "$t" >/dev/null 2>&1 || true
-      done
-      sleep 0.3
-      for t in $(ctr -a "$SOCK" -n k8s.io tasks ls -q 2>/dev/null); do
-        timeout 10 ctr -a "$SOCK" -n k8s.io tasks delete -f "$t" >/dev/null 2>&1 || true
-      done
-    fi
-    # shellcheck disable=SC2046
-    kill_wait $(pids_of "$cl-containerd")
-    # 3. Whatever survived: shims of this containerd (they carry its socket path on their
-    #    command line) and any process left in the cluster's cgroups.
-    local p
-    # shellcheck disable=SC2046
-    kill_wait $(pgrep -f -- "-address $SOCK( |\$)" || true)
-    for p in $(find "/sys/fs/cgroup/pids$CGROUP_ROOT" -name cgroup.procs -exec cat {} + 2>/dev/null); do
-      kill -KILL "$p" 2>/dev/null || true
+    for p in $(pgrep -f -- "-address $SOCK( |\$)" || true) \
+      $(find "/sys/fs/cgroup/pids$CGROUP_ROOT" -name cgroup.procs -exec cat {} + 2>/dev/null); do
+      kill -KILL "$p" 2>/dev/null && killed+=("$p")
     done
   done
-  sleep 0.3
-  # 4. Mounts under the state dir (ns files, anything bind-mounted), deepest first;
-  #    unmounting the ns files frees the namespaces and all mounts inside them.
+  # Until they are gone from the process table (reaped), not just out of their cgroups.
+  for i in $(seq 100); do
+    local any=0
+    for p in "${killed[@]}"; do [ -e "/proc/$p" ] && any=1; done
+    [ $any = 0 ] && break
+    sleep 0.1
+  done
+  step "down: unmounting"
+  # Mounts under the state dir (ns files, anything bind-mounted), deepest first;
+  # unmounting the ns files frees the namespaces and all mounts inside them.
   local m
   for m in $(awk -v s="$STATE/" 'index($2, s) == 1 {print $2}' /proc/mounts | sort -r); do
     umount "$m" 2>/dev/null || umount -l "$m" 2>/dev/null || true
   done
-  # 5. cgroups, deepest first (empty by now).
+  # cgroups, deepest first (empty by now).
   for cl in "${CLUSTERS[@]}"; do
     cluster_vars "$cl"
     local h
@@ -624,28 +647,50 @@ do_down() {
       [ -d "$h" ] && find "$h" -depth -type d -exec rmdir {} + 2>/dev/null || true
     done
   done
-  # 6. Links (the veth's peer and the remote netns bridge vanish with the netns) and routes.
+  step "down: network and host settings"
+  # Links (the veth's peer and the remote netns bridge vanish with the netns) and routes.
   ip link del $LOCAL_NODE_LINK 2>/dev/null || true
   ip link del offl-lcni0 2>/dev/null || true
   ip link del $REMOTE_VETH_HOST 2>/dev/null || true
   ip route del 10.245.0.0/24 2>/dev/null || true
   ip route del 10.97.0.0/16 2>/dev/null || true
-  # 7. iptables rules in the host netns: kube-proxy's and the kubelet's KUBE-* chains (only
-  #    our local node runs them here) and the CNI chains of our network (comment `name:
-  #    "offload-local"`), nothing else.
+  # iptables rules in the host netns: kube-proxy's and the kubelet's KUBE-* chains (only
+  # our local node runs them here) and the CNI chains of our network (comment `name:
+  # "offload-local"`), nothing else.
   clean_iptables iptables
   clean_iptables ip6tables
-  # 8. Host-wide settings and directories we changed or created.
+  # Host-wide settings and directories we changed or created.
   if [ -f "$STATE/sysctls" ]; then
     local kv
     while read -r kv; do sysctl -qw "$kv" 2>/dev/null || true; done <"$STATE/sysctls"
     rm -f "$STATE/sysctls"
   fi
   if [ -f "$STATE/created-dirs" ]; then
-    while read -r d; do rm -rf "$d"; done <"$STATE/created-dirs"
+    # Only if empty: our daemons wrote to per-cluster dirs mounted over them, so anything
+    # inside belongs to someone else.
+    while read -r d; do rmdir "$d" 2>/dev/null || [ ! -e "$d" ] || log "WARNING: $d is not empty, left in place"; done <"$STATE/created-dirs"
     rm -f "$STATE/created-dirs"
   fi
   rm -rf "$STATE/etcd" "$STATE/pids" "$STATE/local" "$STATE/remote" "$STATE/info.json" "$STATE/layout"
+  step "down: done"
+}
+
+# leftovers: prints every trace of a testbed that is still on the machine.
+leftovers() {
+  local p cmd h
+  for p in /proc/[0-9]*; do
+    cmd=$(tr '\0' ' ' 2>/dev/null <"$p/cmdline") || continue
+    case $cmd in *"$STATE/"*) echo "process ${p#/proc/}: ${cmd:0:160}" ;; esac
+  done
+  for h in /sys/fs/cgroup/*/offload-local /sys/fs/cgroup/*/offload-remote; do
+    [ -d "$h" ] && echo "cgroup $h"
+  done
+  awk -v s="$STATE/" 'index($2, s) == 1 {print "mount " $2}' /proc/mounts
+  ip -br link 2>/dev/null | awk '$1 ~ /^offl-/ {print "link " $1}'
+  ip route 2>/dev/null | awk '$1 == "10.245.0.0/24" || $1 == "10.97.0.0/16" {print "route " $0}'
+  iptables-save 2>/dev/null | grep -E 'KUBE-|offload-(local|remote)' | sed 's/^/iptables /' | head -5
+  ip6tables-save 2>/dev/null | grep -E 'KUBE-|offload-(local|remote)' | sed 's/^/ip6tables /' | head -5
+  return 0
 }
 
 clean_iptables() {
@@ -662,7 +707,17 @@ clean_iptables() {
 
 cmd_down() {
   lock
+  if ! ours_left; then
+    log "down: no testbed in $STATE, nothing to do"
+    return 0
+  fi
   do_down
+  local left
+  left=$(leftovers)
+  if [ -n "$left" ]; then
+    echo "$left" | sed 's/^/  left behind: /' >&2
+    die "down could not remove everything (listed above); logs in $LOGS"
+  fi
   log "down: everything stopped and removed (logs kept in $LOGS)"
 }
 

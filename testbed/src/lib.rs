@@ -166,7 +166,7 @@ impl Cluster {
     }
 
     /// Creates a fresh namespace named `<prefix>-<random>` and waits for its default
-    /// ServiceAccount.
+    /// ServiceAccount (and its token), so pods can be created in it right away.
     pub async fn fresh_namespace(&self, prefix: &str) -> anyhow::Result<String> {
         let client = self.client().await?;
         let name = namespace_name(prefix)?;
@@ -182,7 +182,14 @@ impl Cluster {
         wait_for(
             &format!("ServiceAccount {name}/default in cluster {}", self.name),
             SERVICE_ACCOUNT_TIMEOUT,
-            || async { Ok(accounts.get_opt("default").await?.map(|_| ())) },
+            // 1.20's ServiceAccount admission also refuses pods until the token
+            // controller has added the account's token secret.
+            || async {
+                let account = accounts.get_opt("default").await?;
+                Ok(account
+                    .is_some_and(|a| a.secrets.is_some_and(|s| !s.is_empty()))
+                    .then_some(()))
+            },
         )
         .await?;
         Ok(name)

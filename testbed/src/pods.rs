@@ -10,8 +10,12 @@ use crate::images;
 use crate::wait::wait_for;
 
 /// A busybox pod running `sh -c script` once (restartPolicy Never), image pulled from
-/// nowhere (the image is pre-imported). Only 1.20 fields are set.
+/// nowhere (the image is pre-imported), labelled `app: <name>`. Only 1.20 fields are set.
+///
+/// `script` reaches `sh` verbatim: every `$` is escaped as `$$`, since Kubernetes
+/// would otherwise expand `$(VAR)` and turn `$$` into `$` in commands.
 pub fn busybox_pod(name: &str, script: &str) -> Pod {
+    let script = script.replace('$', "$$");
     // Built from JSON so it reads like the manifest a user would write; the struct is
     // statically valid, so the conversion cannot fail on our own input.
     serde_json::from_value(serde_json::json!({
@@ -177,6 +181,16 @@ mod tests {
         assert_eq!(
             c.command.as_deref(),
             Some(&["sh".to_string(), "-c".into(), "echo hi".into()][..])
+        );
+    }
+
+    #[test]
+    fn busybox_pod_script_is_protected_from_kubernetes_expansion() {
+        let pod = busybox_pod("x", "echo $$ $(hostname) $HOME");
+        let command = pod.spec.expect("spec").containers[0].command.clone();
+        assert_eq!(
+            command.expect("command")[2],
+            "echo $$$$ $$(hostname) $$HOME"
         );
     }
 

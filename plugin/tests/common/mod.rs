@@ -10,7 +10,7 @@ use offload_plugin::{PluginConfig, RunningPlugin, start};
 use offload_wire::PodStatus;
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
-use testbed::{Testbed, TestNamespace};
+use testbed::{TestNamespace, Testbed};
 
 pub const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures");
 
@@ -96,7 +96,12 @@ pub fn pod_of(create_body: &str) -> anyhow::Result<Value> {
     Ok(one["pod"].clone())
 }
 
-pub async fn send(env: &Env, method: Method, url: String, body: String) -> anyhow::Result<(StatusCode, String)> {
+pub async fn send(
+    env: &Env,
+    method: Method,
+    url: String,
+    body: String,
+) -> anyhow::Result<(StatusCode, String)> {
     let resp = env
         .http
         .request(method, url)
@@ -145,14 +150,20 @@ pub async fn logs(env: &Env, p: &Plugin, body: String) -> anyhow::Result<(Status
 }
 
 /// State of a container status: ("running"|"waiting"|"terminated", reason, exit code).
-pub fn state_of(s: &k8s_openapi::api::core::v1::ContainerStatus) -> (&'static str, Option<String>, Option<i32>) {
+pub fn state_of(
+    s: &k8s_openapi::api::core::v1::ContainerStatus,
+) -> (&'static str, Option<String>, Option<i32>) {
     match s.state.as_ref() {
         Some(st) if st.running.is_some() => ("running", None, None),
         Some(st) if st.terminated.is_some() => {
             let t = st.terminated.as_ref().expect("checked");
             ("terminated", t.reason.clone(), Some(t.exit_code))
         }
-        Some(st) if st.waiting.is_some() => ("waiting", st.waiting.as_ref().and_then(|w| w.reason.clone()), None),
+        Some(st) if st.waiting.is_some() => (
+            "waiting",
+            st.waiting.as_ref().and_then(|w| w.reason.clone()),
+            None,
+        ),
         _ => ("none", None, None),
     }
 }
@@ -174,19 +185,32 @@ pub async fn wait_status(
 }
 
 /// Remote objects carrying the source UID label.
-pub async fn remote_objects(env: &Env, uid: &str) -> anyhow::Result<(Vec<Pod>, Vec<ConfigMap>, Vec<Secret>)> {
+pub async fn remote_objects(
+    env: &Env,
+    uid: &str,
+) -> anyhow::Result<(Vec<Pod>, Vec<ConfigMap>, Vec<Secret>)> {
     let lp = ListParams::default().labels(&format!("interlink.io/source.pod_uid={uid}"));
     let pods: Vec<Pod> = Api::<Pod>::all(env.remote.clone()).list(&lp).await?.items;
-    let cms = Api::<ConfigMap>::all(env.remote.clone()).list(&lp).await?.items;
-    let secrets = Api::<Secret>::all(env.remote.clone()).list(&lp).await?.items;
+    let cms = Api::<ConfigMap>::all(env.remote.clone())
+        .list(&lp)
+        .await?
+        .items;
+    let secrets = Api::<Secret>::all(env.remote.clone())
+        .list(&lp)
+        .await?
+        .items;
     Ok((pods, cms, secrets))
 }
 
 /// Waits until no remote object of `uid` is left (the GC removes owned ones).
 pub async fn wait_gone(env: &Env, uid: &str) -> anyhow::Result<()> {
-    testbed::wait_for(&format!("remote objects of {uid} to be gone"), Duration::from_secs(90), || async {
-        let (p, c, s) = remote_objects(env, uid).await?;
-        Ok((p.is_empty() && c.is_empty() && s.is_empty()).then_some(()))
-    })
+    testbed::wait_for(
+        &format!("remote objects of {uid} to be gone"),
+        Duration::from_secs(90),
+        || async {
+            let (p, c, s) = remote_objects(env, uid).await?;
+            Ok((p.is_empty() && c.is_empty() && s.is_empty()).then_some(()))
+        },
+    )
     .await
 }

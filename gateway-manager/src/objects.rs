@@ -1,0 +1,488 @@
+//! The Kubernetes objects of the gateway and of the tunnels, built as plain
+//! values (no client here, unit-tested). Only fields Kubernetes 1.20 knows.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec, DeploymentStrategy};
+use k8s_openapi::api::core::v1::{
+    ConfigMap, ConfigMapVolumeSource, Container, ContainerPort as KContainerPort, EmptyDirVolumeSource,
+    EndpointAddress, EndpointPort, EndpointSubset, Endpoints, PodSecurityContext, PodSpec,
+    PodTemplateSpec, Probe, ResourceRequirements, SecretVolumeSource, SecurityContext, Service,
+    ServicePort, ServiceSpec, TCPSocketAction, Capabilities, Volume, VolumeMount,
+};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use offload_wire::keys;
+use sha2::{Digest, Sha256};
+
+use crate::ports::{ContainerPort, GatewayPort, PortMap};
+use crate::render::GATEWAY_USER;
+
+/// Label on every object gateway-manager owns, value [`COMPONENT_VALUE`].
+pub const LABEL_COMPONENT: &str = "app.kubernetes.io/component";
+pub const COMPONENT_VALUE: &str = "offload-tunnel";
+pub const LABEL_NAME: &str = "app.kubernetes.io/name";
+pub const LABEL_INSTANCE: &str = "app.kubernetes.io/instance";
+/// On local tunnel Services: `pod` (per-pod Service) or `workload`.
+pub const LABEL_TUNNEL_KIND: &str = "tunnel.offload.dev/kind";
+/// Pod-template annotation: hash of the config, so a change restarts sshd.
+pub const ANNOTATION_CONFIG_HASH: &str = "tunnel.offload.dev/config-hash";
+
+pub const GATEWAY_UID: i64 = 1000;
+pub const SSH_PORT_NAME: &str = "ssh";
+
+/// Where and how the gateway runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GatewaySpec {
+    pub namespace: String,
+    pub name: String,
+    pub image: String,
+    pub image_pull_policy: String,
+    /// Port of the ClusterIP Service (targets sshd's 2222).
+    pub service_port: u16,
+    /// NodePort of the NodePort Service; `None`: no NodePort Service.
+    pub node_port: Option<u16>,
+}
+
+impl GatewaySpec {
+    pub fn host_key_secret(&self) -> String {
+        format!("{}-host-key", self.name)
+    }
+    pub fn nodeport_service(&self) -> String {
+        format!("{}-nodeport", self.name)
+    }
+    pub fn selector(&self) -> BTreeMap<String, String> {
+        BTreeMap::from([
+            (LABEL_NAME.to_owned(), "offload-gateway".to_owned()),
+            (LABEL_INSTANCE.to_owned(), self.name.clone()),
+        ])
+    }
+    fn labels(&self) -> BTreeMap<String, String> {
+        let mut l = self.selector();
+        l.insert(LABEL_COMPONENT.into(), COMPONENT_VALUE.into());
+        l.insert(keys::LABEL_MANAGED_BY.into(), keys::MANAGED_BY_PROVIDER.into());
+        l
+    }
+    fn meta(&self, name: String) -> ObjectMeta {
+        ObjectMeta {
+            name: Some(name),
+            namespace: Some(self.namespace.clone()),
+            labels: Some(self.labels()),
+            ..Default::default()
+        }
+    }
+
+    pub fn config_map(&self, sshd_config: &str, authorized_keys: &str) -> ConfigMap {
+        ConfigMap {
+            metadata: self.meta(self.name.clone()),
+            data: Some(BTreeMap::from([
+                ("sshd_config".to_owned(), sshd_config.to_owned()),
+                ("authorized_keys".to_owned(), authorized_keys.to_owned()),
+            ])),
+            ..Default::default()
+        }
+    }
+
+    pub fn host_key_secret_object(&self, private: &str, public: &str) -> k8s_openapi::api::core::v1::Secret {
+        k8s_openapi::api::core::v1::Secret {
+            metadata: self.meta(self.host_key_secret()),
+            type_: Some("Opaque".into()),
+            string_data: Some(BTreeMap::from([
+                ("ssh_host_ed25519_key".to_owned(), private.to_owned()),
+                ("ssh_host_ed25519_key.pub".to_owned(), format!("{public}\n")),
+            ])),
+            ..Default::default()
+        }
+    }
+
+    /// One replica, `Recreate`: two sshd pods would each hold half the
+    /// forwards; the old one must be gone (its ports with it) first.
+    pub fn deployment(&self, config_hash: &str) -> Deployment {
+        let tcp = |port: i32| Probe {
+            tcp_socket: Some(TCPSocketAction {
+                port: IntOrString::Int(port),
+                host: None,
+            }),
+            period_seconds: Some(5),
+            ..Default::default()
+        };
+        let q = |s: &str| Quantity(s.to_owned());
+        let container = Container {
+            name: "sshd".into(),
+            image: Some(self.image.clone()),
+            image_pull_policy: Some(self.image_pull_policy.clone()),
+            command: Some(vec![
+                "/usr/sbin/sshd".into(),
+                "-D".into(),
+                "-e".into(),
+                "-f".into(),
+                "/etc/ssh/gateway/config/sshd_config".into(),
+            ]),
+            ports: Some(vec![KContainerPort {
+                name: Some(SSH_PORT_NAME.into()),
+                container_port: 2222,
+                protocol: Some("TCP".into()),
+                ..Default::default()
+            }]),
+            readiness_probe: Some(tcp(2222)),
+            liveness_probe: Some(Probe {
+                initial_delay_seconds: Some(5),
+                ..tcp(2222)
+            }),
+            resources: Some(ResourceRequirements {
+                requests: Some(BTreeMap::from([("cpu".into(), q("50m")), ("memory".into(), q("32Mi"))])),
+                limits: Some(BTreeMap::from([("memory".into(), q("512Mi"))])),
+                ..Default::default()
+            }),
+            security_context: Some(SecurityContext {
+                allow_privilege_escalation: Some(false),
+                read_only_root_filesystem: Some(true),
+                run_as_non_root: Some(true),
+                capabilities: Some(Capabilities {
+                    drop: Some(vec!["ALL".into()]),
+                    add: None,
+                }),
+                ..Default::default()
+            }),
+            volume_mounts: Some(vec![
+                VolumeMount {
+                    name: "config".into(),
+                    mount_path: "/etc/ssh/gateway/config".into(),
+                    read_only: Some(true),
+                    ..Default::default()
+                },
+                VolumeMount {
+                    name: "hostkey".into(),
+                    mount_path: "/etc/ssh/gateway/hostkey".into(),
+                    read_only: Some(true),
+                    ..Default::default()
+                },
+                VolumeMount {
+                    name: "tmp".into(),
+                    mount_path: "/tmp".into(),
+                    ..Default::default()
+                },
+            ]),
+            ..Default::default()
+        };
+        let mut template_annotations = BTreeMap::new();
+        template_annotations.insert(ANNOTATION_CONFIG_HASH.to_owned(), config_hash.to_owned());
+        Deployment {
+            metadata: self.meta(self.name.clone()),
+            spec: Some(DeploymentSpec {
+                replicas: Some(1),
+                selector: LabelSelector {
+                    match_labels: Some(self.selector()),
+                    ..Default::default()
+                },
+                strategy: Some(DeploymentStrategy {
+                    type_: Some("Recreate".into()),
+                    rolling_update: None,
+                }),
+                template: PodTemplateSpec {
+                    metadata: Some(ObjectMeta {
+                        labels: Some(self.labels()),
+                        annotations: Some(template_annotations),
+                        ..Default::default()
+                    }),
+                    spec: Some(PodSpec {
+                        automount_service_account_token: Some(false),
+                        enable_service_links: Some(false),
+                        security_context: Some(PodSecurityContext {
+                            run_as_user: Some(GATEWAY_UID),
+                            run_as_group: Some(GATEWAY_UID),
+                            run_as_non_root: Some(true),
+                            // Secret files are root-owned; group-readable by us.
+                            fs_group: Some(GATEWAY_UID),
+                            ..Default::default()
+                        }),
+                        containers: vec![container],
+                        volumes: Some(vec![
+                            Volume {
+                                name: "config".into(),
+                                config_map: Some(ConfigMapVolumeSource {
+                                    name: self.name.clone(),
+                                    default_mode: Some(0o444),
+                                    ..Default::default()
+                                }),
+                                ..Default::default()
+                            },
+                            Volume {
+                                name: "hostkey".into(),
+                                secret: Some(SecretVolumeSource {
+                                    secret_name: Some(self.host_key_secret()),
+                                    default_mode: Some(0o440),
+                                    ..Default::default()
+                                }),
+                                ..Default::default()
+                            },
+                            Volume {
+                                name: "tmp".into(),
+                                empty_dir: Some(EmptyDirVolumeSource {
+                                    medium: Some("Memory".into()),
+                                    size_limit: Some(q("1Mi")),
+                                }),
+                                ..Default::default()
+                            },
+                        ]),
+                        ..Default::default()
+                    }),
+                },
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    fn ssh_port(&self, node_port: Option<u16>) -> ServicePort {
+        ServicePort {
+            name: Some(SSH_PORT_NAME.into()),
+            port: i32::from(self.service_port),
+            target_port: Some(IntOrString::Int(2222)),
+            node_port: node_port.map(i32::from),
+            protocol: Some("TCP".into()),
+            ..Default::default()
+        }
+    }
+
+    pub fn cluster_service(&self) -> Service {
+        Service {
+            metadata: self.meta(self.name.clone()),
+            spec: Some(ServiceSpec {
+                type_: Some("ClusterIP".into()),
+                selector: Some(self.selector()),
+                ports: Some(vec![self.ssh_port(None)]),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    pub fn nodeport_service_object(&self) -> Option<Service> {
+        let np = self.node_port?;
+        Some(Service {
+            metadata: self.meta(self.nodeport_service()),
+            spec: Some(ServiceSpec {
+                type_: Some("NodePort".into()),
+                selector: Some(self.selector()),
+                ports: Some(vec![self.ssh_port(Some(np))]),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+    }
+}
+
+/// Hash of the rendered config (goes on the pod template).
+pub fn config_hash(parts: &[&str]) -> String {
+    let mut h = Sha256::new();
+    for p in parts {
+        h.update(p.as_bytes());
+        h.update([0]);
+    }
+    hex::encode(&h.finalize()[..8])
+}
+
+/// Name of the per-pod tunnel Service: `<pod>-tunnel`, shortened with a hash
+/// suffix when it would exceed 63 characters.
+pub fn pod_service_name(pod_name: &str) -> String {
+    let full = format!("{pod_name}-tunnel");
+    if full.len() <= 63 && is_dns_label(&full) {
+        return full;
+    }
+    let hash = hex::encode(&Sha256::digest(pod_name.as_bytes())[..4]);
+    let mut prefix: String = pod_name
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '-' })
+        .take(63 - 1 - 8 - 7)
+        .collect();
+    while prefix.ends_with('-') {
+        prefix.pop();
+    }
+    let prefix = prefix.trim_start_matches(|c: char| !c.is_ascii_alphabetic());
+    if prefix.is_empty() {
+        format!("t{hash}-tunnel")
+    } else {
+        format!("{prefix}-{hash}-tunnel")
+    }
+}
+
+/// A Service name must be an RFC 1035 label.
+pub fn is_dns_label(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && s.starts_with(|c: char| c.is_ascii_lowercase())
+        && !s.ends_with('-')
+        && s.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+}
+
+pub fn port_name(cp: ContainerPort) -> String {
+    format!("p{cp}")
+}
+
+fn tunnel_labels(kind: &str) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        (LABEL_COMPONENT.to_owned(), COMPONENT_VALUE.to_owned()),
+        (keys::LABEL_MANAGED_BY.to_owned(), keys::MANAGED_BY_PROVIDER.to_owned()),
+        (LABEL_TUNNEL_KIND.to_owned(), kind.to_owned()),
+    ])
+}
+
+/// A selectorless Service: its Endpoints are written by gateway-manager and
+/// point at the gateway pod on gateway ports (Services cannot select pods of
+/// another namespace, and the gateway port is not the containerPort).
+pub fn tunnel_service(
+    namespace: &str,
+    name: &str,
+    kind: &str,
+    container_ports: impl IntoIterator<Item = ContainerPort>,
+    owner: Option<OwnerReference>,
+) -> Service {
+    Service {
+        metadata: ObjectMeta {
+            name: Some(name.to_owned()),
+            namespace: Some(namespace.to_owned()),
+            labels: Some(tunnel_labels(kind)),
+            owner_references: owner.map(|o| vec![o]),
+            ..Default::default()
+        },
+        spec: Some(ServiceSpec {
+            type_: Some("ClusterIP".into()),
+            ports: Some(
+                container_ports
+                    .into_iter()
+                    .map(|cp| ServicePort {
+                        name: Some(port_name(cp)),
+                        port: i32::from(cp),
+                        target_port: Some(IntOrString::Int(i32::from(cp))),
+                        protocol: Some("TCP".into()),
+                        ..Default::default()
+                    })
+                    .collect(),
+            ),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// One replica's up ports: gateway pod IPs x (containerPort -> gateway port).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpTunnel {
+    pub ports: BTreeMap<ContainerPort, GatewayPort>,
+}
+
+/// Endpoints of a tunnel Service: one subset per replica (each replica has its
+/// own gateway ports), listing only its ports that are up.
+pub fn tunnel_endpoints(
+    namespace: &str,
+    name: &str,
+    kind: &str,
+    gateway_ips: &[String],
+    replicas: &[PortMap],
+) -> Endpoints {
+    let subsets: Vec<EndpointSubset> = if gateway_ips.is_empty() {
+        Vec::new()
+    } else {
+        replicas
+            .iter()
+            .filter(|r| !r.is_empty())
+            .map(|r| EndpointSubset {
+                addresses: Some(
+                    gateway_ips
+                        .iter()
+                        .map(|ip| EndpointAddress {
+                            ip: ip.clone(),
+                            ..Default::default()
+                        })
+                        .collect(),
+                ),
+                ports: Some(
+                    r.iter()
+                        .map(|(cp, gw)| EndpointPort {
+                            name: Some(port_name(*cp)),
+                            port: i32::from(*gw),
+                            protocol: Some("TCP".into()),
+                            ..Default::default()
+                        })
+                        .collect(),
+                ),
+                ..Default::default()
+            })
+            .collect()
+    };
+    Endpoints {
+        metadata: ObjectMeta {
+            name: Some(name.to_owned()),
+            namespace: Some(namespace.to_owned()),
+            labels: Some(tunnel_labels(kind)),
+            ..Default::default()
+        },
+        subsets: Some(subsets),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec() -> GatewaySpec {
+        GatewaySpec {
+            namespace: "offload-system".into(),
+            name: "offload-gateway".into(),
+            image: "localhost/offload-gateway:local".into(),
+            image_pull_policy: "IfNotPresent".into(),
+            service_port: 2222,
+            node_port: Some(30222),
+        }
+    }
+
+    #[test]
+    fn gateway_objects() {
+        let s = spec();
+        let d = s.deployment("abc");
+        let pod = d.spec.as_ref().and_then(|s| s.template.spec.as_ref()).expect("pod spec");
+        assert_eq!(pod.security_context.as_ref().and_then(|s| s.run_as_user), Some(1000));
+        assert_eq!(
+            d.spec.as_ref().and_then(|s| s.strategy.as_ref()).and_then(|s| s.type_.as_deref()),
+            Some("Recreate")
+        );
+        let np = s.nodeport_service_object().expect("nodeport");
+        let port = &np.spec.as_ref().and_then(|s| s.ports.clone()).expect("ports")[0];
+        assert_eq!(port.node_port, Some(30222));
+        assert_eq!(port.protocol.as_deref(), Some("TCP"));
+        assert!(GatewaySpec { node_port: None, ..spec() }.nodeport_service_object().is_none());
+        assert_eq!(GATEWAY_USER, "tunnel");
+    }
+
+    #[test]
+    fn service_names() {
+        assert_eq!(pod_service_name("web-0"), "web-0-tunnel");
+        let long = "a".repeat(70);
+        let n = pod_service_name(&long);
+        assert!(n.len() <= 63 && is_dns_label(&n), "{n}");
+        assert_ne!(pod_service_name(&"a".repeat(71)), n);
+        let odd = pod_service_name("1.2.3");
+        assert!(is_dns_label(&odd), "{odd}");
+    }
+
+    #[test]
+    fn endpoints_per_replica_only_up_ports() {
+        let ips = vec!["10.244.0.5".to_owned()];
+        let e = tunnel_endpoints(
+            "ns",
+            "web",
+            "workload",
+            &ips,
+            &[PortMap::from([(80, 40000)]), PortMap::new(), PortMap::from([(80, 40007)])],
+        );
+        let subsets = e.subsets.expect("subsets");
+        assert_eq!(subsets.len(), 2);
+        let port = |i: usize| subsets[i].ports.as_ref().map(|p| (p[0].name.clone(), p[0].port));
+        assert_eq!(port(0), Some((Some("p80".into()), 40000)));
+        assert_eq!(port(1), Some((Some("p80".into()), 40007)));
+        let none = tunnel_endpoints("ns", "web", "workload", &[], &[PortMap::from([(80, 1)])]);
+        assert_eq!(none.subsets, Some(vec![]));
+    }
+}
