@@ -193,7 +193,13 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let (s50, s99) = latency(ssh_echo, args.connections).await?;
 
     let (om, sm) = (median(ours), median(theirs));
-    println!("bench: loopback sshd {}, cipher aes256-gcm@openssh.com, {} MiB x {} runs, {} connections", gw.address(), args.mib, args.runs, args.connections);
+    println!(
+        "bench: loopback sshd {}, cipher aes256-gcm@openssh.com, {} MiB x {} runs, {} connections",
+        gw.address(),
+        args.mib,
+        args.runs,
+        args.connections
+    );
     println!("| path | throughput MB/s (median) | connect+echo p50 ms | p99 ms |");
     println!("|---|---|---|---|");
     println!("| direct (no tunnel) | - | {d50:.3} | {d99:.3} |");

@@ -110,7 +110,10 @@ where
         ) {
             continue;
         }
-        let Some(ip) = status.and_then(|s| s.pod_ip.as_deref()).filter(|ip| !ip.is_empty()) else {
+        let Some(ip) = status
+            .and_then(|s| s.pod_ip.as_deref())
+            .filter(|ip| !ip.is_empty())
+        else {
             continue;
         };
         let gateway = Gateway {

@@ -121,8 +121,9 @@ pub fn free_port() -> Result<u16, HarnessError> {
 pub fn free_range(len: u16) -> Result<PortRange, HarnessError> {
     for _ in 0..50 {
         let first: u16 = 20000 + rand::random::<u16>() % (12000 - len);
-        let all_free = (first..first + len)
-            .all(|p| TcpListener::bind(("127.0.0.1", p)).is_ok() && TcpListener::bind(("0.0.0.0", p)).is_ok());
+        let all_free = (first..first + len).all(|p| {
+            TcpListener::bind(("127.0.0.1", p)).is_ok() && TcpListener::bind(("0.0.0.0", p)).is_ok()
+        });
         if all_free {
             return PortRange::new(first, first + len - 1).map_err(|e| setup(e.to_string()));
         }
@@ -278,7 +279,10 @@ impl TestGateway {
     /// `ssh` options for a plain OpenSSH client with the same key and pinning.
     pub fn ssh_args(&self) -> Result<Vec<String>, HarnessError> {
         let known = self.dir.join("known_hosts_client");
-        fs::write(&known, format!("[127.0.0.1]:{} {}\n", self.port, self.host_key))?;
+        fs::write(
+            &known,
+            format!("[127.0.0.1]:{} {}\n", self.port, self.host_key),
+        )?;
         Ok(vec![
             "-N".into(),
             "-p".into(),
@@ -319,7 +323,11 @@ fn descendants(root: u32) -> Vec<u32> {
             let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else {
                 continue;
             };
-            if let Some(ppid) = rest.split_whitespace().nth(1).and_then(|s| s.parse::<u32>().ok()) {
+            if let Some(ppid) = rest
+                .split_whitespace()
+                .nth(1)
+                .and_then(|s| s.parse::<u32>().ok())
+            {
                 parent_of.push((pid, ppid));
             }
         }

@@ -66,7 +66,11 @@ struct RunArgs {
     #[arg(long, env = "BASTION_NAMESPACE")]
     namespace: Option<String>,
     /// Which pods carry tunnels.
-    #[arg(long, env = "BASTION_LABEL_SELECTOR", default_value = "interlink.io=offloading")]
+    #[arg(
+        long,
+        env = "BASTION_LABEL_SELECTOR",
+        default_value = "interlink.io=offloading"
+    )]
     label_selector: String,
     /// Instead of watching pods, read the desired forwards from this JSON file
     /// (re-read when it changes): `[{"gateway": "host:port", "hostKey":
@@ -107,7 +111,8 @@ fn init_tracing(json: bool) {
 fn keygen(out: &Path, force: bool) -> anyhow::Result<()> {
     use std::os::unix::fs::OpenOptionsExt;
     if out.exists() && !force {
-        let key = std::fs::read_to_string(out).with_context(|| format!("read {}", out.display()))?;
+        let key =
+            std::fs::read_to_string(out).with_context(|| format!("read {}", out.display()))?;
         let public = gateway_manager::render::public_of_private(&key)?;
         println!("{public}");
         return Ok(());
@@ -215,8 +220,7 @@ fn parse_forwards_file(text: &str) -> anyhow::Result<Desired> {
         let mut f = Forwards::new();
         for (port, target) in e.forwards {
             let port: u16 = port.parse().with_context(|| format!("port {port:?}"))?;
-            let Some((host, tport)) = gateway_manager::annotations::split_host_port(&target)
-            else {
+            let Some((host, tport)) = gateway_manager::annotations::split_host_port(&target) else {
                 bail!("target {target:?} is not host:port");
             };
             f.insert(

@@ -31,6 +31,10 @@ use tracing::{debug, info, warn};
 use crate::desired::{Forwards, Gateway, Plan, Target};
 use crate::metrics::{BytesLabels, Direction, Metrics};
 
+/// Messages (each at most one SSH packet, 32 KiB) queued per tunneled
+/// connection before the session loop waits for it.
+pub const CHANNEL_QUEUE: usize = 1024;
+
 /// How the bastion talks to gateways. One per process.
 #[derive(Debug, Clone)]
 pub struct TunnelConfig {
@@ -83,6 +87,11 @@ impl TunnelConfig {
             keepalive_interval: Some(self.keepalive_interval),
             keepalive_max: self.keepalive_max,
             nodelay: true,
+            // russh 0.65 re-opens the SSH window as soon as data arrives and
+            // then blocks the whole session loop while one channel's queue is
+            // full. A deep queue keeps one slow or echo-style target (which
+            // writes back before it reads on) from stalling every forward.
+            channel_buffer_size: CHANNEL_QUEUE,
             ..Default::default()
         }
     }
@@ -213,12 +222,9 @@ impl client::Handler for Handler {
         reply: ChannelOpenHandle,
         _session: &mut Session,
     ) -> Result<(), Self::Error> {
-        let target = u16::try_from(connected_port).ok().and_then(|p| {
-            self.targets
-                .read()
-                .ok()
-                .and_then(|t| t.get(&p).cloned())
-        });
+        let target = u16::try_from(connected_port)
+            .ok()
+            .and_then(|p| self.targets.read().ok().and_then(|t| t.get(&p).cloned()));
         let Some(target) = target else {
             debug!(gateway = %self.gateway, port = connected_port, "no target for forwarded port");
             reply.reject(ChannelOpenFailure::ConnectFailed).await;
@@ -226,32 +232,35 @@ impl client::Handler for Handler {
         };
         reply.accept().await;
         let labels = Metrics::gateway(&self.gateway);
-        self.metrics.tunneled_connections.get_or_create(&labels).inc();
+        self.metrics
+            .tunneled_connections
+            .get_or_create(&labels)
+            .inc();
+        // One statement each: a Family guard held across a second
+        // get_or_create of a new label set deadlocks (read then write lock).
+        let to_pod = self
+            .metrics
+            .bytes
+            .get_or_create(&BytesLabels {
+                gateway: self.gateway.clone(),
+                direction: Direction::ToPod,
+            })
+            .clone();
+        let from_pod = self
+            .metrics
+            .bytes
+            .get_or_create(&BytesLabels {
+                gateway: self.gateway.clone(),
+                direction: Direction::FromPod,
+            })
+            .clone();
+        let failures = self.metrics.target_failures.get_or_create(&labels).clone();
         let counters = Counters {
-            to_pod: self
-                .metrics
-                .bytes
-                .get_or_create(&BytesLabels {
-                    gateway: self.gateway.clone(),
-                    direction: Direction::ToPod,
-                })
-                .clone(),
-            from_pod: self
-                .metrics
-                .bytes
-                .get_or_create(&BytesLabels {
-                    gateway: self.gateway.clone(),
-                    direction: Direction::FromPod,
-                })
-                .clone(),
-            failures: self.metrics.target_failures.get_or_create(&labels).clone(),
+            to_pod,
+            from_pod,
+            failures,
         };
-        tokio::spawn(pipe(
-            channel,
-            target,
-            counters,
-            self.target_connect_timeout,
-        ));
+        tokio::spawn(pipe(channel, target, counters, self.target_connect_timeout));
         Ok(())
     }
 
@@ -300,10 +309,12 @@ async fn pipe(channel: Channel<Msg>, target: Target, c: Counters, timeout: Durat
     let _ = tcp.set_nodelay(true);
     let (mut cr, mut cw) = tokio::io::split(channel.into_stream());
     let (mut tr, mut tw) = tcp.into_split();
-    let _ = tokio::try_join!(
+    if let Err(e) = tokio::try_join!(
         copy_counted(&mut cr, &mut tw, &c.to_pod),
         copy_counted(&mut tr, &mut cw, &c.from_pod),
-    );
+    ) {
+        debug!(host = %target.host, port = target.port, error = %e, "tunneled connection ended with an error");
+    }
 }
 
 async fn copy_counted<R, W>(r: &mut R, w: &mut W, counter: &Counter) -> std::io::Result<()>
@@ -428,7 +439,14 @@ async fn run_gateway(
         });
         let since = Instant::now();
         let ended = serve(
-            &gateway, &handle, &mut desired, &config, &metrics, &targets, &state, &closed,
+            &gateway,
+            &handle,
+            &mut desired,
+            &config,
+            &metrics,
+            &targets,
+            &state,
+            &closed,
         )
         .await;
         metrics.connected.get_or_create(&labels).set(0);

@@ -72,6 +72,10 @@ async fn echo_through(port: u16, payload: &[u8]) -> anyhow::Result<Vec<u8>> {
 }
 
 fn start(len: u16) -> TestGateway {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
     let range = free_range(len).expect("free range");
     TestGateway::start(range, "127.0.0.1").expect("start sshd (apt-get install openssh-server)")
 }
@@ -95,7 +99,9 @@ async fn forward_carries_real_bytes_and_is_counted() {
     assert!(st.connected && st.refused.is_empty());
 
     let payload: Vec<u8> = (0..1_000_000u32).map(|i| (i * 7 % 251) as u8).collect();
-    let got = echo_through(port, &payload).await.expect("echo through tunnel");
+    let got = echo_through(port, &payload)
+        .await
+        .unwrap_or_else(|e| panic!("echo through tunnel: {e}; sshd log:\n{}", gw.log()));
     assert_eq!(got.len(), payload.len());
     assert!(got == payload, "bytes differ");
     // Several at once.
@@ -110,16 +116,28 @@ async fn forward_carries_real_bytes_and_is_counted() {
     let mut reg = prometheus_client::registry::Registry::default();
     metrics.register(&mut reg);
     prometheus_client::encoding::text::encode(&mut text, &reg).expect("encode");
-    assert!(text.contains("offload_bastion_forwards{gateway=\""), "{text}");
     assert!(
-        text.contains("offload_bastion_bytes_total{gateway=") && text.contains("direction=\"ToPod\""),
+        text.contains("offload_bastion_forwards{gateway=\""),
         "{text}"
     );
-    assert!(metrics.tunneled_connections.get_or_create(&Metrics::gateway(&gw.address())).get() >= 21);
+    assert!(
+        text.contains("offload_bastion_bytes_total{gateway=")
+            && text.contains("direction=\"ToPod\""),
+        "{text}"
+    );
+    assert!(
+        metrics
+            .tunneled_connections
+            .get_or_create(&Metrics::gateway(&gw.address()))
+            .get()
+            >= 21
+    );
 
     // Removing the forward closes the port on the gateway.
     task.forwards.send_replace(Forwards::new());
-    task.wait_for(WAIT, |s| s.active.is_empty()).await.expect("cancelled");
+    task.wait_for(WAIT, |s| s.active.is_empty())
+        .await
+        .expect("cancelled");
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert!(TcpStream::connect(("127.0.0.1", port)).await.is_err());
     task.stop().await;
@@ -145,7 +163,11 @@ async fn wrong_host_key_is_refused() {
     assert!(!st.connected);
     let err = st.last_error.unwrap_or_default();
     assert!(err.contains("pinned host key"), "{err}");
-    assert!(TcpStream::connect(("127.0.0.1", gw.range.first())).await.is_err());
+    assert!(
+        TcpStream::connect(("127.0.0.1", gw.range.first()))
+            .await
+            .is_err()
+    );
     task.stop().await;
 }
 
@@ -186,7 +208,9 @@ async fn port_outside_permitlisten_is_refused_others_work() {
         Arc::new(Metrics::default()),
     );
     let st = task
-        .wait_for(WAIT, |s| s.active.contains(&inside) && s.refused.contains(&outside))
+        .wait_for(WAIT, |s| {
+            s.active.contains(&inside) && s.refused.contains(&outside)
+        })
         .await
         .unwrap_or_else(|| panic!("expected one granted one refused; log:\n{}", gw.log()));
     assert!(!st.active.contains(&outside));
@@ -225,7 +249,10 @@ async fn two_hundred_forwards_on_one_connection() {
         .wait_for(WAIT, |s| s.active.len() == 200)
         .await
         .unwrap_or_else(|| panic!("200 forwards not up; log tail:\n{}", gw.log()));
-    eprintln!("200 forwards up in {:?} (connect + auth + requests)", t.elapsed());
+    eprintln!(
+        "200 forwards up in {:?} (connect + auth + requests)",
+        t.elapsed()
+    );
     assert_eq!(st.connections, 1);
     let ok = futures::future::join_all(gw.range.iter().map(|p| async move {
         echo_through(p, format!("port {p}").as_bytes())
@@ -239,9 +266,15 @@ async fn two_hundred_forwards_on_one_connection() {
     let keep: Forwards = all.iter().take(100).map(|(p, t)| (*p, t.clone())).collect();
     let t = Instant::now();
     task.forwards.send_replace(keep);
-    task.wait_for(WAIT, |s| s.active.len() == 100).await.expect("100 left");
+    task.wait_for(WAIT, |s| s.active.len() == 100)
+        .await
+        .expect("100 left");
     eprintln!("100 forwards cancelled in {:?}", t.elapsed());
-    assert!(TcpStream::connect(("127.0.0.1", gw.range.last())).await.is_err());
+    assert!(
+        TcpStream::connect(("127.0.0.1", gw.range.last()))
+            .await
+            .is_err()
+    );
     assert!(echo_through(gw.range.first(), b"x").await.is_ok());
     task.stop().await;
 }
@@ -253,12 +286,20 @@ async fn forwards_come_back_after_sshd_restart() {
     let all: Forwards = gw.range.iter().map(|p| (p, local(echo))).collect();
     let metrics = Arc::new(Metrics::default());
     let mut task = GatewayTask::spawn(gateway(&gw), all, config(&gw), Arc::clone(&metrics));
-    task.wait_for(WAIT, |s| s.active.len() == 20).await.expect("up");
+    task.wait_for(WAIT, |s| s.active.len() == 20)
+        .await
+        .expect("up");
 
     // Kill the whole sshd tree (listener and the session holding the ports).
     gw.kill();
-    task.wait_for(WAIT, |s| !s.connected).await.expect("drop noticed");
-    assert!(TcpStream::connect(("127.0.0.1", gw.range.first())).await.is_err());
+    task.wait_for(WAIT, |s| !s.connected)
+        .await
+        .expect("drop noticed");
+    assert!(
+        TcpStream::connect(("127.0.0.1", gw.range.first()))
+            .await
+            .is_err()
+    );
     tokio::time::sleep(Duration::from_millis(500)).await;
     let t = Instant::now();
     gw.restart().expect("restart sshd");
@@ -270,7 +311,10 @@ async fn forwards_come_back_after_sshd_restart() {
     assert!(t.elapsed() < Duration::from_secs(10));
     assert_eq!(st.connections, 2);
     assert_eq!(
-        metrics.reconnects.get_or_create(&Metrics::gateway(&gw.address())).get(),
+        metrics
+            .reconnects
+            .get_or_create(&Metrics::gateway(&gw.address()))
+            .get(),
         1
     );
     for p in gw.range.iter() {
@@ -296,10 +340,16 @@ async fn slow_target_does_not_stall_other_channels() {
         config(&gw),
         Arc::new(Metrics::default()),
     );
-    task.wait_for(WAIT, |s| s.active.len() == 2).await.expect("up");
+    task.wait_for(WAIT, |s| s.active.len() == 2)
+        .await
+        .expect("up");
     let mut hanging = Vec::new();
     for _ in 0..5 {
-        hanging.push(TcpStream::connect(("127.0.0.1", slow)).await.expect("gateway accepts"));
+        hanging.push(
+            TcpStream::connect(("127.0.0.1", slow))
+                .await
+                .expect("gateway accepts"),
+        );
     }
     let t = Instant::now();
     assert_eq!(echo_through(fast, b"quick").await.expect("echo"), b"quick");
@@ -317,7 +367,10 @@ async fn supervisor_follows_desired_and_goes_idle() {
     let (stx, srx) = watch::channel(false);
     let run = tokio::spawn(sup.run(drx, srx));
     let p = gw.range.first();
-    dtx.send_replace(BTreeMap::from([(gateway(&gw), Forwards::from([(p, local(echo))]))]));
+    dtx.send_replace(BTreeMap::from([(
+        gateway(&gw),
+        Forwards::from([(p, local(echo))]),
+    )]));
     tokio::time::timeout(WAIT, ready.wait_for(|r| *r))
         .await
         .expect("ready in time")
@@ -331,7 +384,10 @@ async fn supervisor_follows_desired_and_goes_idle() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     // And comes back when a pod returns.
-    dtx.send_replace(BTreeMap::from([(gateway(&gw), Forwards::from([(p, local(echo))]))]));
+    dtx.send_replace(BTreeMap::from([(
+        gateway(&gw),
+        Forwards::from([(p, local(echo))]),
+    )]));
     let t = Instant::now();
     while echo_through(p, b"again").await.is_err() {
         assert!(t.elapsed() < WAIT, "not back");

@@ -78,14 +78,19 @@ impl TunnelAnnotations {
 
     /// Read the tunnel annotations of a pod. `Ok(None)` when the pod has no
     /// tunnel (no `PORTS` annotation).
-    pub fn from_map(annotations: &BTreeMap<String, String>) -> Result<Option<Self>, AnnotationError> {
+    pub fn from_map(
+        annotations: &BTreeMap<String, String>,
+    ) -> Result<Option<Self>, AnnotationError> {
         let Some(ports) = annotations.get(tunnel::PORTS) else {
             return Ok(None);
         };
         let ports = decode_ports(ports)?;
         let gateway_address = annotations
             .get(tunnel::GATEWAY_ADDRESS)
-            .ok_or(AnnotationError::Missing(tunnel::GATEWAY_ADDRESS, tunnel::PORTS))?
+            .ok_or(AnnotationError::Missing(
+                tunnel::GATEWAY_ADDRESS,
+                tunnel::PORTS,
+            ))?
             .clone();
         if split_host_port(&gateway_address).is_none() {
             return Err(AnnotationError::Invalid {
@@ -95,7 +100,10 @@ impl TunnelAnnotations {
         }
         let gateway_host_key = annotations
             .get(tunnel::GATEWAY_HOST_KEY)
-            .ok_or(AnnotationError::Missing(tunnel::GATEWAY_HOST_KEY, tunnel::PORTS))?
+            .ok_or(AnnotationError::Missing(
+                tunnel::GATEWAY_HOST_KEY,
+                tunnel::PORTS,
+            ))?
             .clone();
         if gateway_host_key.split_whitespace().count() < 2 {
             return Err(AnnotationError::Invalid {
@@ -142,7 +150,13 @@ mod tests {
     #[test]
     fn absent_and_broken() {
         assert_eq!(TunnelAnnotations::from_map(&BTreeMap::new()), Ok(None));
-        for bad in [r#"{"x":1}"#, r#"{"80":0}"#, r#"{"80":70000}"#, "[1]", "nope"] {
+        for bad in [
+            r#"{"x":1}"#,
+            r#"{"80":0}"#,
+            r#"{"80":70000}"#,
+            "[1]",
+            "nope",
+        ] {
             assert!(decode_ports(bad).is_err(), "{bad}");
         }
         let only_ports = BTreeMap::from([(tunnel::PORTS.to_owned(), "{}".to_owned())]);

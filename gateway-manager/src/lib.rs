@@ -1,5 +1,70 @@
 //! gateway-manager: the local half of the tunnel.
+//!
+//! It owns the one SSH gateway of a local cluster (a stock OpenSSH `sshd`
+//! Deployment listening on 2222, a ClusterIP and a NodePort Service, its
+//! config and an ed25519 host key kept in a Secret), allocates one gateway
+//! port per TCP `containerPort` of each offloaded pod, writes the tunnel
+//! annotations the plugin and the bastion read, and keeps local Services whose
+//! Endpoints point at the gateway pod on those ports while the tunnels are up.
+//!
+//! # API for the provider
+//!
+//! ```ignore
+//! use gateway_manager::{GatewayManager, Settings, objects::GatewaySpec};
+//!
+//! // Once at start-up: apply the gateway objects, then rebuild the port
+//! // allocations from the annotations of live pods (the source of truth).
+//! let mut settings = Settings::new(
+//!     GatewaySpec {
+//!         namespace: "offload-system".into(),
+//!         name: "offload-gateway".into(),
+//!         image: "localhost/offload/gateway:1.0".into(),
+//!         image_pull_policy: "IfNotPresent".into(),
+//!         service_port: 2222,
+//!         node_port: Some(30222),
+//!     },
+//!     "10.201.0.1:30222", // how the remote side reaches the gateway
+//! );
+//! settings.bastion_public_key = Some(key_from_plugin); // or later: set_bastion_key()
+//! let gm = GatewayManager::start(client.clone(), settings).await?;
+//! tokio::spawn(gm.clone().run(Duration::from_secs(1), shutdown_rx)); // probes + Endpoints
+//!
+//! // Before the plugin's create (idempotent; Ok(None) when the pod has no TCP port):
+//! //   allocates ports, merges the tunnel annotations into the pod, applies the
+//! //   pod's Service `<pod>-tunnel` (and `interlink.io/tunnel-service` if set).
+//! //   Send the *returned* annotations along with the pod to the plugin.
+//! //   Err(Error::Alloc(..)) = range exhausted: a Warning event is on the pod;
+//! //   do not offload it yet, retry later.
+//! let tunnel = gm.prepare_pod(&pod).await?;
+//!
+//! // Status: gm.tunnel_up(uid) -> Option<bool>; manager::tunnel_condition(up)
+//! // is the pod condition (`tunnel.offload.dev/Up`) to merge into the status.
+//!
+//! // On delete (after the plugin's delete): releases ports, deletes Services.
+//! gm.release_pod(&pod).await?;
+//! ```
+//!
+//! # Modules
+//! - [`ports`]: the allocator (pure): range, next-fit, all-or-nothing,
+//!   idempotent per pod UID, rebuilt from live pods' annotations.
+//! - [`annotations`]: encode/decode of the tunnel annotations
+//!   (keys in [`offload_wire::keys::tunnel`]).
+//! - [`render`]: hardened `sshd_config`, `authorized_keys` (one
+//!   `permitlisten` per port of the range, `command="/bin/false"`), ed25519
+//!   key generation.
+//! - [`objects`]: the Deployment, Services, ConfigMap, Secret and tunnel
+//!   Endpoints as plain values (fields Kubernetes 1.20 knows only).
+//! - [`pod`]: the TCP containerPorts of a pod.
+//! - [`manager`]: the Kubernetes I/O around all of the above.
+//!
+//! Standalone mode (a mutating webhook next to another Virtual Kubelet) is
+//! not implemented yet; it would call the same `prepare_pod` at admission.
+
 pub mod annotations;
+pub mod manager;
+pub mod objects;
 pub mod pod;
 pub mod ports;
 pub mod render;
+
+pub use manager::{Error, GatewayManager, Settings, TunnelPod};

@@ -5,10 +5,10 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec, DeploymentStrategy};
 use k8s_openapi::api::core::v1::{
-    ConfigMap, ConfigMapVolumeSource, Container, ContainerPort as KContainerPort, EmptyDirVolumeSource,
-    EndpointAddress, EndpointPort, EndpointSubset, Endpoints, PodSecurityContext, PodSpec,
-    PodTemplateSpec, Probe, ResourceRequirements, SecretVolumeSource, SecurityContext, Service,
-    ServicePort, ServiceSpec, TCPSocketAction, Capabilities, Volume, VolumeMount,
+    Capabilities, ConfigMap, ConfigMapVolumeSource, Container, ContainerPort as KContainerPort,
+    EmptyDirVolumeSource, EndpointAddress, EndpointPort, EndpointSubset, Endpoints,
+    PodSecurityContext, PodSpec, PodTemplateSpec, Probe, ResourceRequirements, SecretVolumeSource,
+    SecurityContext, Service, ServicePort, ServiceSpec, TCPSocketAction, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
@@ -17,7 +17,6 @@ use offload_wire::keys;
 use sha2::{Digest, Sha256};
 
 use crate::ports::{ContainerPort, GatewayPort, PortMap};
-use crate::render::GATEWAY_USER;
 
 /// Label on every object gateway-manager owns, value [`COMPONENT_VALUE`].
 pub const LABEL_COMPONENT: &str = "app.kubernetes.io/component";
@@ -61,7 +60,10 @@ impl GatewaySpec {
     fn labels(&self) -> BTreeMap<String, String> {
         let mut l = self.selector();
         l.insert(LABEL_COMPONENT.into(), COMPONENT_VALUE.into());
-        l.insert(keys::LABEL_MANAGED_BY.into(), keys::MANAGED_BY_PROVIDER.into());
+        l.insert(
+            keys::LABEL_MANAGED_BY.into(),
+            keys::MANAGED_BY_PROVIDER.into(),
+        );
         l
     }
     fn meta(&self, name: String) -> ObjectMeta {
@@ -84,7 +86,11 @@ impl GatewaySpec {
         }
     }
 
-    pub fn host_key_secret_object(&self, private: &str, public: &str) -> k8s_openapi::api::core::v1::Secret {
+    pub fn host_key_secret_object(
+        &self,
+        private: &str,
+        public: &str,
+    ) -> k8s_openapi::api::core::v1::Secret {
         k8s_openapi::api::core::v1::Secret {
             metadata: self.meta(self.host_key_secret()),
             type_: Some("Opaque".into()),
@@ -131,7 +137,10 @@ impl GatewaySpec {
                 ..tcp(2222)
             }),
             resources: Some(ResourceRequirements {
-                requests: Some(BTreeMap::from([("cpu".into(), q("50m")), ("memory".into(), q("32Mi"))])),
+                requests: Some(BTreeMap::from([
+                    ("cpu".into(), q("50m")),
+                    ("memory".into(), q("32Mi")),
+                ])),
                 limits: Some(BTreeMap::from([("memory".into(), q("512Mi"))])),
                 ..Default::default()
             }),
@@ -294,7 +303,13 @@ pub fn pod_service_name(pod_name: &str) -> String {
     let hash = hex::encode(&Sha256::digest(pod_name.as_bytes())[..4]);
     let mut prefix: String = pod_name
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '-' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '-'
+            }
+        })
         .take(63 - 1 - 8 - 7)
         .collect();
     while prefix.ends_with('-') {
@@ -314,7 +329,8 @@ pub fn is_dns_label(s: &str) -> bool {
         && s.len() <= 63
         && s.starts_with(|c: char| c.is_ascii_lowercase())
         && !s.ends_with('-')
-        && s.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        && s.chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
 }
 
 pub fn port_name(cp: ContainerPort) -> String {
@@ -324,7 +340,10 @@ pub fn port_name(cp: ContainerPort) -> String {
 fn tunnel_labels(kind: &str) -> BTreeMap<String, String> {
     BTreeMap::from([
         (LABEL_COMPONENT.to_owned(), COMPONENT_VALUE.to_owned()),
-        (keys::LABEL_MANAGED_BY.to_owned(), keys::MANAGED_BY_PROVIDER.to_owned()),
+        (
+            keys::LABEL_MANAGED_BY.to_owned(),
+            keys::MANAGED_BY_PROVIDER.to_owned(),
+        ),
         (LABEL_TUNNEL_KIND.to_owned(), kind.to_owned()),
     ])
 }
@@ -426,6 +445,7 @@ pub fn tunnel_endpoints(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::render::GATEWAY_USER;
 
     fn spec() -> GatewaySpec {
         GatewaySpec {
@@ -442,17 +462,38 @@ mod tests {
     fn gateway_objects() {
         let s = spec();
         let d = s.deployment("abc");
-        let pod = d.spec.as_ref().and_then(|s| s.template.spec.as_ref()).expect("pod spec");
-        assert_eq!(pod.security_context.as_ref().and_then(|s| s.run_as_user), Some(1000));
+        let pod = d
+            .spec
+            .as_ref()
+            .and_then(|s| s.template.spec.as_ref())
+            .expect("pod spec");
         assert_eq!(
-            d.spec.as_ref().and_then(|s| s.strategy.as_ref()).and_then(|s| s.type_.as_deref()),
+            pod.security_context.as_ref().and_then(|s| s.run_as_user),
+            Some(1000)
+        );
+        assert_eq!(
+            d.spec
+                .as_ref()
+                .and_then(|s| s.strategy.as_ref())
+                .and_then(|s| s.type_.as_deref()),
             Some("Recreate")
         );
         let np = s.nodeport_service_object().expect("nodeport");
-        let port = &np.spec.as_ref().and_then(|s| s.ports.clone()).expect("ports")[0];
+        let port = &np
+            .spec
+            .as_ref()
+            .and_then(|s| s.ports.clone())
+            .expect("ports")[0];
         assert_eq!(port.node_port, Some(30222));
         assert_eq!(port.protocol.as_deref(), Some("TCP"));
-        assert!(GatewaySpec { node_port: None, ..spec() }.nodeport_service_object().is_none());
+        assert!(
+            GatewaySpec {
+                node_port: None,
+                ..spec()
+            }
+            .nodeport_service_object()
+            .is_none()
+        );
         assert_eq!(GATEWAY_USER, "tunnel");
     }
 
@@ -475,11 +516,20 @@ mod tests {
             "web",
             "workload",
             &ips,
-            &[PortMap::from([(80, 40000)]), PortMap::new(), PortMap::from([(80, 40007)])],
+            &[
+                PortMap::from([(80, 40000)]),
+                PortMap::new(),
+                PortMap::from([(80, 40007)]),
+            ],
         );
         let subsets = e.subsets.expect("subsets");
         assert_eq!(subsets.len(), 2);
-        let port = |i: usize| subsets[i].ports.as_ref().map(|p| (p[0].name.clone(), p[0].port));
+        let port = |i: usize| {
+            subsets[i]
+                .ports
+                .as_ref()
+                .map(|p| (p[0].name.clone(), p[0].port))
+        };
         assert_eq!(port(0), Some((Some("p80".into()), 40000)));
         assert_eq!(port(1), Some((Some("p80".into()), 40007)));
         let none = tunnel_endpoints("ns", "web", "workload", &[], &[PortMap::from([(80, 1)])]);

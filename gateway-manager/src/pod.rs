@@ -39,7 +39,11 @@ mod tests {
                 containers: vec![
                     Container {
                         name: "a".into(),
-                        ports: Some(vec![port(80, None), port(53, Some("UDP")), port(8080, Some("TCP"))]),
+                        ports: Some(vec![
+                            port(80, None),
+                            port(53, Some("UDP")),
+                            port(8080, Some("TCP")),
+                        ]),
                         ..Default::default()
                     },
                     Container {

@@ -180,11 +180,7 @@ impl Allocator {
                 .values()
                 .find_map(|p| this.owner.get(p).map(|holder| (*p, holder.clone())));
             if let Some((port, held_by)) = clash {
-                conflicts.push(Conflict {
-                    pod,
-                    port,
-                    held_by,
-                });
+                conflicts.push(Conflict { pod, port, held_by });
                 continue;
             }
             for gw in ports.values() {
@@ -404,9 +400,18 @@ mod tests {
             a.allocate("old", &set(&[80, 81])),
             Ok(PortMap::from([(80, 40003), (81, 40004)]))
         );
-        assert_eq!(a.allocate("young", &set(&[80])), Ok(PortMap::from([(80, 40005)])));
-        assert_eq!(a.allocate("new", &set(&[80])), Ok(PortMap::from([(80, 40000)])));
-        assert_eq!(a.allocate("new2", &set(&[80])), Ok(PortMap::from([(80, 40002)])));
+        assert_eq!(
+            a.allocate("young", &set(&[80])),
+            Ok(PortMap::from([(80, 40005)]))
+        );
+        assert_eq!(
+            a.allocate("new", &set(&[80])),
+            Ok(PortMap::from([(80, 40000)]))
+        );
+        assert_eq!(
+            a.allocate("new2", &set(&[80])),
+            Ok(PortMap::from([(80, 40002)]))
+        );
         assert!(a.allocate("new3", &set(&[80])).is_err());
     }
 

@@ -63,11 +63,7 @@ impl SshdConfig {
         let _ = writeln!(s, "PidFile {}", self.pid_file);
         let _ = writeln!(s, "AuthorizedKeysFile {}", self.authorized_keys_path);
         let _ = writeln!(s, "AllowUsers {}", self.user);
-        let _ = writeln!(
-            s,
-            "ClientAliveInterval {}",
-            self.client_alive_interval_secs
-        );
+        let _ = writeln!(s, "ClientAliveInterval {}", self.client_alive_interval_secs);
         let _ = writeln!(s, "ClientAliveCountMax {}", self.client_alive_count_max);
         s.push_str(HARDENING);
         s
@@ -118,7 +114,8 @@ pub enum KeyError {
 /// Parse and normalise a public key line (`type base64 [comment]`): the
 /// comment is dropped, so nothing but the key reaches authorized_keys.
 pub fn normalise_public_key(line: &str) -> Result<String, KeyError> {
-    let key = PublicKey::from_openssh(line.trim()).map_err(|e| KeyError::PublicKey(e.to_string()))?;
+    let key =
+        PublicKey::from_openssh(line.trim()).map_err(|e| KeyError::PublicKey(e.to_string()))?;
     let mut key = key;
     key.set_comment("");
     key.to_openssh()
@@ -165,8 +162,8 @@ pub fn generate_ed25519(comment: &str) -> Result<(String, String), KeyError> {
 
 /// The public key line of an OpenSSH private key.
 pub fn public_of_private(private_openssh: &str) -> Result<String, KeyError> {
-    let key =
-        PrivateKey::from_openssh(private_openssh).map_err(|e| KeyError::PublicKey(e.to_string()))?;
+    let key = PrivateKey::from_openssh(private_openssh)
+        .map_err(|e| KeyError::PublicKey(e.to_string()))?;
     let line = key
         .public_key()
         .to_openssh()

@@ -406,9 +406,16 @@ async fn killed_in_the_middle_of_50_creates_offloads_each_pod_exactly_once() {
                 "300ms",
             ])
             .env("KUBECONFIG", kubeconfig())
-            .env("RUST_LOG", std::env::var("PROVIDER_LOG").unwrap_or_else(|_| "warn".into()))
+            .env(
+                "RUST_LOG",
+                std::env::var("PROVIDER_LOG").unwrap_or_else(|_| "warn".into()),
+            )
             .stderr(std::process::Stdio::from(
-                std::fs::OpenOptions::new().create(true).append(true).open(std::env::temp_dir().join("offload-provider-kill-test.log")).expect("log file"),
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(std::env::temp_dir().join("offload-provider-kill-test.log"))
+                    .expect("log file"),
             ))
             .spawn()
             .expect("spawn provider")

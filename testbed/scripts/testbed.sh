@@ -85,8 +85,9 @@ now_ms() { date +%s%3N; }
 
 # start_daemon NAME [nsenter args...] -- CMD...
 # Detached (setsid, stdin from /dev/null, output to a log) so it outlives this script and
-# the test process that ran it, and never holds a caller's pipe open. `9>&-` drops the
-# lock fd so a daemon cannot keep the testbed lock held.
+# the test process that ran it, and never holds a caller's pipe open. Every other
+# inherited fd is closed: a daemon holding the lock fd (ours, or a wrapper's
+# `flock FILE cmd`) would keep the testbed locked for as long as it runs.
 start_daemon() {
   local name=$1
   shift
@@ -96,14 +97,17 @@ start_daemon() {
     shift
   done
   shift
-  if [ ${#pre[@]} -gt 0 ]; then
-    setsid nsenter "${pre[@]}" -- "$@" </dev/null >"$LOGS/$name.log" 2>&1 9>&- &
-  else
-    setsid "$@" </dev/null >"$LOGS/$name.log" 2>&1 9>&- &
-  fi
-  echo $! >"$STATE/pids/$name.pid"
-  # The command name, to tell our daemon from a recycled pid.
+  # The command name, to tell our daemon from a recycled pid (nsenter execs it).
   basename "$1" >"$STATE/pids/$name.comm"
+  [ ${#pre[@]} -gt 0 ] && set -- nsenter "${pre[@]}" -- "$@"
+  (
+    for fd in /proc/$BASHPID/fd/*; do
+      fd=${fd##*/}
+      [ "$fd" -gt 2 ] && eval "exec $fd>&-"
+    done
+    exec setsid "$@" </dev/null >"$LOGS/$name.log" 2>&1
+  ) &
+  echo $! >"$STATE/pids/$name.pid"
 }
 
 # alive NAME: its pid file names a running process with the expected command.
@@ -113,8 +117,10 @@ alive() {
   comm=$(cat "$STATE/pids/$name.comm" 2>/dev/null) || return 1
   local first=
   # The first NUL-terminated word of the command line (read returns 1 at the NUL).
-  IFS= read -r -d '' first <"/proc/$pid/cmdline" 2>/dev/null || true
-  [ "${first##*/}" = "$comm" ]
+  IFS= read -r -d '' first 2>/dev/null <"/proc/$pid/cmdline" || true
+  [ "${first##*/}" = "$comm" ] && return 0
+  # Just started: still the launcher (bash closing fds, setsid, nsenter) before its exec.
+  [ -n "$first" ] && [ -n "$(find "$STATE/pids/$name.pid" -newermt '-10 seconds' 2>/dev/null)" ]
 }
 
 # daemons: every daemon name of a complete testbed.
@@ -232,9 +238,9 @@ wait_nodes_ready() {
 # state dir, which must not be torn down from here.
 ours_left() {
   [ -f "$STATE/layout" ] && return 0
-  local d
-  for d in $(daemons); do alive "$d" && return 0; done
+  [ -d "$STATE/pids" ] && return 0
   grep -q " $STATE/" /proc/mounts && return 0
+  [ -n "$(state_pids)" ] && return 0
   return 1
 }
 
@@ -587,10 +593,10 @@ proxy_healthy() {
 kill_wait() {
   local tenths=$1
   shift
-  local pids=("$@") p i
+  local pids=("$@") p
   [ ${#pids[@]} -gt 0 ] || return 0
   kill -TERM "${pids[@]}" 2>/dev/null || true
-  for i in $(seq "$tenths"); do
+  for _ in $(seq "$tenths"); do
     local any=0
     for p in "${pids[@]}"; do [ -e "/proc/$p" ] && any=1; done
     [ $any = 0 ] && return 0
@@ -614,6 +620,9 @@ do_down() {
   step "down: stopping daemons"
   # shellcheck disable=SC2046
   kill_wait 20 $(pids_of $(daemons))
+  # Daemons whose pid files were lost (an interrupted up): they name our state dir.
+  # shellcheck disable=SC2046
+  kill_wait 20 $(state_pids)
   # Whatever survived: shims of each containerd (they carry its socket path on their
   # command line) and every process left in the cluster's cgroups (the containers).
   step "down: killing shims and containers"
@@ -626,7 +635,7 @@ do_down() {
     done
   done
   # Until they are gone from the process table (reaped), not just out of their cgroups.
-  for i in $(seq 100); do
+  for _ in $(seq 100); do
     local any=0
     for p in "${killed[@]}"; do [ -e "/proc/$p" ] && any=1; done
     [ $any = 0 ] && break
@@ -673,6 +682,17 @@ do_down() {
   fi
   rm -rf "$STATE/etcd" "$STATE/pids" "$STATE/local" "$STATE/remote" "$STATE/info.json" "$STATE/layout"
   step "down: done"
+}
+
+# state_pids: processes whose command line names this state dir (our daemons and shims,
+# also ones whose pid files are gone).
+state_pids() {
+  local p cmd
+  for p in /proc/[0-9]*; do
+    [ "${p#/proc/}" = "$$" ] && continue
+    cmd=$(tr '\0' ' ' 2>/dev/null <"$p/cmdline") || continue
+    case $cmd in *"$STATE/"*) echo "${p#/proc/}" ;; esac
+  done
 }
 
 # leftovers: prints every trace of a testbed that is still on the machine.
@@ -784,15 +804,24 @@ EOF
   while true; do sleep 3600 & wait $!; done
 }
 
-case ${1:-} in
-  up) cmd_up; print_env ;;
-  down) cmd_down ;;
-  status) cmd_status ;;
-  env) cmd_env ;;
-  info) cmd_info ;;
-  run) cmd_run ;;
-  *)
-    echo "usage: $0 up|down|status|env|info|run" >&2
-    exit 2
-    ;;
-esac
+main() {
+  case ${1:-} in
+    up)
+      cmd_up # not in an && list: that would switch off set -e inside it
+      print_env
+      ;;
+    down) cmd_down ;;
+    status) cmd_status ;;
+    env) cmd_env ;;
+    info) cmd_info ;;
+    run) cmd_run ;;
+    *)
+      echo "usage: $0 up|down|status|env|info|run" >&2
+      exit 2
+      ;;
+  esac
+}
+
+# One line, so bash has read the whole file before running anything: editing the script
+# while a (long) `up` runs cannot change what that run executes.
+main "$@"; exit

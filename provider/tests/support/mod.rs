@@ -90,9 +90,11 @@ async fn handle(State(fake): State<FakePlugin>, method: Method, uri: Uri, body: 
             let uid = data.pod.metadata.uid.clone().unwrap_or_default();
             let mut st = fake.state.lock().expect("lock");
             *st.creates.entry(uid.clone()).or_default() += 1;
-            st.pods
-                .entry(uid.clone())
-                .or_insert((data.pod, Instant::now(), jiff::Timestamp::now()));
+            st.pods.entry(uid.clone()).or_insert((
+                data.pod,
+                Instant::now(),
+                jiff::Timestamp::now(),
+            ));
             axum::Json(CreateStruct {
                 pod_uid: uid.clone(),
                 pod_jid: format!("job-{uid}"),

@@ -1,3 +1,4 @@
+# shellcheck disable=SC2034 # the variables are read by images.sh, which sources this file
 # Image recipe: the pod sandbox ("pause") image, compiled from the Kubernetes source's
 # own build/pause/linux/pause.c (build-k8s.sh keeps a copy next to the binaries).
 IMAGE_REPO=localhost/offload/pause
@@ -9,7 +10,7 @@ PAUSE_C=$OFFLOAD_CACHE/kubernetes-1.20.2/src/pause.c
 
 image_inputs() {
   [ -f "$PAUSE_C" ] || { echo "images.sh: $PAUSE_C is missing; run testbed/scripts/build-k8s.sh first" >&2; return 1; }
-  sha256sum "$PAUSE_C"
+  sha256sum <"$PAUSE_C"
   gcc --version | head -1
 }
 
