@@ -19,8 +19,42 @@ use serde_json::json;
 
 const RUN: Duration = Duration::from_secs(120);
 
+/// Everything the process logs (plugin at trace, the rest at debug), to check
+/// that no secret value is ever printed.
+fn captured_logs() -> std::sync::Arc<std::sync::Mutex<Vec<u8>>> {
+    use std::sync::{Arc, Mutex, OnceLock};
+    static LOGS: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
+    LOGS.get_or_init(|| {
+        let buf = Arc::new(Mutex::new(Vec::new()));
+        let writer_buf = buf.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new("debug,offload_plugin=trace"))
+            .with_ansi(false)
+            .with_writer(move || LogWriter(writer_buf.clone()))
+            .finish();
+        let _ = tracing::subscriber::set_global_default(subscriber);
+        buf
+    })
+    .clone()
+}
+
+struct LogWriter(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for LogWriter {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        if let Ok(mut v) = self.0.lock() {
+            v.extend_from_slice(b);
+        }
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn full_pod_through_every_endpoint() -> anyhow::Result<()> {
+    let logs_seen = captured_logs();
     let env = env().await?;
     let scope = scope(&env, "plugin-full")?;
     let p = Plugin::start(&env, PluginConfig::for_tests()).await?;
@@ -247,6 +281,13 @@ async fn full_pod_through_every_endpoint() -> anyhow::Result<()> {
         Some("offload-plugin")
     );
     p.stop().await;
+
+    // The secret values went through create, status and logs; none was logged.
+    let text = String::from_utf8_lossy(&logs_seen.lock().map(|v| v.clone()).unwrap_or_default()).to_string();
+    assert!(text.contains("pod offloaded"), "log capture works");
+    for secret in ["hunter2", "aHVudGVyMg==", "local-sa-token", "must-not-cross"] {
+        assert!(!text.contains(secret), "{secret:?} appears in the logs");
+    }
     Ok(())
 }
 
@@ -409,7 +450,11 @@ async fn orphan_sweep_deletes_pods_nobody_asks_about() -> anyhow::Result<()> {
     cfg.caller_alive_within = Duration::from_secs(60);
     let p = Plugin::start(&env, cfg).await?;
     let (kept, orphan) = (uid(), uid());
-    let kept_body = fixture("create_restarting.json", &scope.local_ns, &kept)?;
+    let mut kept_body: serde_json::Value =
+        serde_json::from_str(&fixture("create_hello.json", &scope.local_ns, &kept)?)?;
+    kept_body["pod"]["metadata"]["name"] = json!("kept");
+    kept_body["pod"]["spec"]["containers"][0]["command"] = json!(["sleep", "3600"]);
+    let kept_body = kept_body.to_string();
     let orphan_body = fixture("create_hello.json", &scope.local_ns, &orphan)?;
     create(&env, &p, &kept_body).await?;
     create(&env, &p, &orphan_body).await?;

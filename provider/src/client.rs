@@ -232,6 +232,7 @@ impl PluginClient {
         };
         let token = self.token()?;
         let started = Instant::now();
+        tracing::debug!(op, %url, "plugin call");
         let mut attempt = 0;
         let result = loop {
             let mut req = self

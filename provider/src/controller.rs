@@ -229,6 +229,7 @@ pub async fn reconcile(ctx: &Arc<Context>, key: &Key) {
 async fn handle_create(ctx: &Arc<Context>, key: &Key, pod: &Pod) {
     let pod_uid = uid(pod);
     let first_seen = ctx.track(&pod_uid, |t| *t.first_seen.get_or_insert_with(Instant::now));
+    debug!(attempt = ctx.queue.failures(key), "create");
 
     // A pod that existed before we started may have been created remotely by
     // a previous run that died before recording the job id: ask first, so

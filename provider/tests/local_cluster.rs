@@ -410,7 +410,7 @@ async fn killed_in_the_middle_of_50_creates_offloads_each_pod_exactly_once() {
                 "RUST_LOG",
                 std::env::var("PROVIDER_LOG").unwrap_or_else(|_| "warn".into()),
             )
-            .stderr(std::process::Stdio::from(
+            .stdout(std::process::Stdio::from(
                 std::fs::OpenOptions::new()
                     .create(true)
                     .append(true)

@@ -206,7 +206,8 @@ pub async fn remote_objects(
 pub async fn wait_gone(env: &Env, uid: &str) -> anyhow::Result<()> {
     testbed::wait_for(
         &format!("remote objects of {uid} to be gone"),
-        Duration::from_secs(90),
+        // A 1.20 kubelet can take a minute to remove a pod in crash back-off.
+        Duration::from_secs(180),
         || async {
             let (p, c, s) = remote_objects(env, uid).await?;
             Ok((p.is_empty() && c.is_empty() && s.is_empty()).then_some(()))
