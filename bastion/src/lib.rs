@@ -13,11 +13,14 @@
 //!   forwards retried.
 //! - [`supervisor`]: one tunnel task per gateway that has forwards.
 //! - [`admin`], [`metrics`]: `/metrics`, `/healthz`, `/readyz`.
+//! - [`install`]: the bastion Deployment, key Secret and least-privilege
+//!   RBAC on the remote cluster, applied with server-side apply.
 //! - [`harness`]: a real loopback OpenSSH gateway for tests and `bench`.
 
 pub mod admin;
 pub mod desired;
 pub mod harness;
+pub mod install;
 pub mod metrics;
 pub mod source;
 pub mod supervisor;

@@ -131,7 +131,12 @@ impl GatewaySpec {
                 protocol: Some("TCP".into()),
                 ..Default::default()
             }]),
-            readiness_probe: Some(tcp(2222)),
+            // Every second: the NodePort lists the pod only once it is ready,
+            // and the bastion's reconnect waits for that after a restart.
+            readiness_probe: Some(Probe {
+                period_seconds: Some(1),
+                ..tcp(2222)
+            }),
             liveness_probe: Some(Probe {
                 initial_delay_seconds: Some(5),
                 ..tcp(2222)

@@ -44,6 +44,9 @@ pub struct AppState {
     pub translate: TranslateConfig,
     pub token: Option<String>,
     pub tracker: Arc<Mutex<Tracker>>,
+    /// Local pod UID -> remote pod UID, for pods whose remote pod this process
+    /// has seen in the cache; a seen pod missing later has vanished.
+    pub observed: Mutex<std::collections::HashMap<String, String>>,
     pub body_limit: usize,
     /// Cancelled on shutdown; ends open log streams so shutdown is prompt.
     pub shutdown: tokio_util::sync::CancellationToken,
@@ -286,6 +289,7 @@ async fn create(
             "expected {\"pod\": <Pod>, \"container\": [...]} (interLink RetrievedPodData), got a bare Pod",
         ));
     }
+    misplaced_fields(&body)?;
     let bytes = serde_json::to_vec(&body).map_err(|e| ApiError::bad_request(e.to_string()))?;
     let data = match parse_json::<CreateBody>(&bytes) {
         Ok(CreateBody::One(d)) => *d,
@@ -331,6 +335,76 @@ async fn create(
     .await
 }
 
+/// Unknown fields are ignored (newer interLink versions add some), but
+/// fields that belong somewhere else are a caller bug worth a clear 400: e.g.
+/// the VK's `PodCreateRequests` (`configmaps`, `projectedvolumesmaps`) sent
+/// where the plugin's `RetrievedPodData` is expected.
+fn misplaced_fields(body: &serde_json::Value) -> Result<(), ApiError> {
+    const TOP: &[(&str, &str)] = &[
+        ("spec", "pod.spec"),
+        ("status", "pod.status"),
+        (
+            "containers",
+            "pod.spec.containers (or the per-container list \"container\")",
+        ),
+        ("configMaps", "container[].configMaps"),
+        (
+            "configmaps",
+            "container[].configMaps (this is the VK->interLink PodCreateRequests shape)",
+        ),
+        ("secrets", "container[].secrets"),
+        ("projectedvolumemaps", "container[].projectedvolumemaps"),
+        (
+            "projectedvolumesmaps",
+            "container[].projectedvolumemaps (this is the VK->interLink PodCreateRequests shape)",
+        ),
+        ("emptyDirs", "container[].emptyDirs"),
+    ];
+    const PER_CONTAINER: &[(&str, &str)] = &[
+        ("configmaps", "configMaps"),
+        ("projectedvolumesmaps", "projectedvolumemaps"),
+        ("projectedVolumeMaps", "projectedvolumemaps"),
+        ("emptydirs", "emptyDirs"),
+    ];
+    let items: Vec<&serde_json::Value> = match body {
+        serde_json::Value::Array(v) => v.iter().collect(),
+        other => vec![other],
+    };
+    for (i, item) in items.into_iter().enumerate() {
+        let at = if body.is_array() {
+            format!("[{i}].")
+        } else {
+            String::new()
+        };
+        let Some(obj) = item.as_object() else {
+            continue;
+        };
+        for (key, belongs) in TOP {
+            if obj.contains_key(*key) {
+                return Err(ApiError::bad_request(format!(
+                    "field {at}{key:?} does not belong at the top level of a create body; it belongs in {belongs}. Expected {{\"pod\", \"container\", \"jobConfig\", \"jobScript\"}}"
+                )));
+            }
+        }
+        for (j, c) in obj
+            .get("container")
+            .and_then(|c| c.as_array())
+            .into_iter()
+            .flatten()
+            .enumerate()
+        {
+            for (key, right) in PER_CONTAINER {
+                if c.get(*key).is_some() {
+                    return Err(ApiError::bad_request(format!(
+                        "field {at}container[{j}].{key:?} is misspelled for this API: interLink sends {right:?}"
+                    )));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
 async fn delete(
     State(state): State<Arc<AppState>>,
     JsonBody(pod): JsonBody<Pod>,
@@ -349,6 +423,9 @@ async fn delete(
         }
         if let Ok(mut t) = state.tracker.lock() {
             t.forget(&id.uid);
+        }
+        if let Ok(mut seen) = state.observed.lock() {
+            seen.remove(&id.uid);
         }
         info!(existed, "remote pod deleted");
         Ok(Json(serde_json::json!({
@@ -390,6 +467,19 @@ async fn status_handler(
     for (p, id) in pods.iter().zip(ids) {
         state.touch(&id.uid);
         let remote = lookup(&state, &id);
+        let mut observed = state.observed.lock().ok();
+        match (&remote, observed.as_mut()) {
+            (Some(r), Some(seen)) => {
+                seen.insert(id.uid.clone(), r.metadata.uid.clone().unwrap_or_default());
+            }
+            (None, Some(seen)) if seen.contains_key(&id.uid) => {
+                let jid = seen.get(&id.uid).cloned().unwrap_or_default();
+                warn!(pod = %id.name, namespace = %id.namespace, uid = %id.uid, "remote pod vanished without a delete");
+                out.push(status::vanished_status(&id, Some(p), &jid));
+                continue;
+            }
+            _ => {}
+        }
         out.push(status::pod_status(&id, Some(p), remote.as_deref()));
     }
     Ok(Json(out))

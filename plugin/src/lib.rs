@@ -139,6 +139,7 @@ pub async fn start(config: PluginConfig, remote: Client) -> Result<RunningPlugin
         translate: config.translate_config(remote_minor),
         token,
         tracker: tracker.clone(),
+        observed: Mutex::new(std::collections::HashMap::new()),
         body_limit: config.body_limit,
         shutdown: cancel.clone(),
     });

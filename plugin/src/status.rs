@@ -206,6 +206,44 @@ pub fn pod_status(id: &LocalIdentity, local: Option<&Pod>, remote: Option<&Pod>)
     }
 }
 
+/// The status of a pod whose remote pod was seen before and has disappeared
+/// without a `/delete` (deleted or evicted on the remote cluster, namespace
+/// removed): every container terminated, so the local pod fails instead of
+/// showing its last state forever.
+pub fn vanished_status(id: &LocalIdentity, local: Option<&Pod>, jid: &str) -> PodStatus {
+    let spec = local.and_then(|p| p.spec.as_ref());
+    let gone = |c: &Container| {
+        synthesized(
+            c,
+            ContainerState {
+                terminated: Some(ContainerStateTerminated {
+                    exit_code: 137,
+                    reason: Some("RemotePodDeleted".into()),
+                    message: Some(
+                        "the remote pod disappeared (deleted or evicted on the remote cluster)"
+                            .into(),
+                    ),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+        )
+    };
+    PodStatus {
+        name: id.name.clone(),
+        uid: id.uid.clone(),
+        namespace: id.namespace.clone(),
+        jid: jid.to_string(),
+        containers: spec
+            .map(|s| s.containers.iter().map(gone).collect())
+            .unwrap_or_default(),
+        init_containers: spec
+            .and_then(|s| s.init_containers.as_ref())
+            .map(|v| v.iter().map(gone).collect())
+            .unwrap_or_default(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -442,6 +480,17 @@ mod tests {
         remote.status.as_mut().expect("status").reason = Some("Evicted".into());
         let st = pod_status(&id(), Some(&local_pod(&["a"], &[])), Some(&remote));
         assert_eq!(reason(&st.containers[0]), ("terminated", Some("Evicted")));
+    }
+
+    #[test]
+    fn vanished_pod_is_terminated_for_every_container() {
+        let st = vanished_status(&id(), Some(&local_pod(&["a", "b"], &["i"])), "j");
+        assert_eq!(st.containers.len(), 2);
+        assert_eq!(st.init_containers.len(), 1);
+        for c in st.containers.iter().chain(&st.init_containers) {
+            assert_eq!(reason(c), ("terminated", Some("RemotePodDeleted")));
+        }
+        assert_eq!(st.jid, "j");
     }
 
     #[test]

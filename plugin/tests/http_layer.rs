@@ -150,6 +150,8 @@ async fn bad_input_gets_a_json_4xx_that_says_what_is_wrong() {
         (Method::POST, "/create", "".into(), 400, "empty"),
         (Method::POST, "/create", pod_json(uid).to_string(), 400, "bare Pod"),
         (Method::POST, "/create", json!({"container": []}).to_string(), 400, "pod"),
+        (Method::POST, "/create", json!({"pod": pod_json(uid), "configmaps": [], "projectedvolumesmaps": [], "jobscriptURL": ""}).to_string(), 400, "PodCreateRequests"),
+        (Method::POST, "/create", json!({"pod": pod_json(uid), "container": [{"name": "c", "projectedvolumesmaps": []}]}).to_string(), 400, "container[0].\"projectedvolumesmaps\""),
         (Method::POST, "/create", json!([{"pod": pod_json(uid)}, {"pod": pod_json(uid)}]).to_string(), 400, "array of 2"),
         (Method::POST, "/create", json!({"pod": {"metadata": {"name": "p", "namespace": "default"}, "spec": {"containers": [{"name": "c", "image": "i"}]}}}).to_string(), 400, "uid is missing"),
         (Method::POST, "/create", json!({"pod": {"metadata": {"name": "p", "namespace": "default", "uid": uid}, "spec": {"containers": "nope"}}}).to_string(), 400, "pod.spec.containers"),
@@ -268,5 +270,74 @@ async fn serves_tls_when_configured() {
         .send()
         .await;
     assert!(plain.is_err() || plain.is_ok_and(|r| r.status() != StatusCode::OK));
+    p.shutdown().await;
+}
+
+/// No input makes the plugin panic (a panic would surface as 500) or answer
+/// without a JSON error: truncations and byte flips of a real interLink create
+/// body, sent to every endpoint.
+#[tokio::test]
+async fn mangled_bodies_never_panic_and_always_get_a_json_error() {
+    let p = plugin(offline_config()).await;
+    let base = format!("http://{}", p.addr());
+    let c = http();
+    let full = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/create_full.json"
+    ))
+    .expect("fixture")
+    .replace("__NS__", "default")
+    .replace("__UID__", "6f1c1f1e-0000-4000-8000-00000000000b")
+    .replace("__IMAGE__", "busybox");
+    let bytes = full.as_bytes();
+    let mut bodies: Vec<Vec<u8>> = (0..bytes.len())
+        .step_by(53)
+        .map(|n| bytes[..n].to_vec())
+        .collect();
+    for i in (0..bytes.len()).step_by(61) {
+        let mut b = bytes.to_vec();
+        b[i] = match b[i] {
+            b'"' => b'}',
+            b'{' => b'[',
+            b':' => b',',
+            x => x.wrapping_add(1),
+        };
+        bodies.push(b);
+    }
+    bodies.push(vec![0xff, 0xfe, 0x00]);
+    bodies.push(b"null".to_vec());
+    bodies.push(b"[null]".to_vec());
+    bodies.push(b"{\"pod\":null}".to_vec());
+    assert!(bodies.len() > 100);
+    let mut seen = std::collections::BTreeMap::new();
+    for body in bodies {
+        for (method, path) in [
+            (Method::POST, "/create"),
+            (Method::GET, "/status"),
+            (Method::POST, "/delete"),
+            (Method::GET, "/getLogs"),
+        ] {
+            let (st, v) = call(&c, method.clone(), format!("{base}{path}"), body.clone()).await;
+            *seen.entry((path, st.as_u16())).or_insert(0u32) += 1;
+            assert_ne!(st, StatusCode::INTERNAL_SERVER_ERROR, "{path}: {v}");
+            if st != StatusCode::OK {
+                assert!(v["error"].is_string(), "{path} {st}: {v}");
+            }
+        }
+    }
+    eprintln!("status codes by endpoint: {seen:?}");
+    // The flips that keep the JSON valid reach the (unreachable) remote: 502;
+    // everything else is refused as 4xx.
+    assert!(
+        seen.keys()
+            .all(|(_, code)| (400..500).contains(code) || *code == 502 || *code == 200),
+        "{seen:?}"
+    );
+    let alive = c
+        .get(format!("{base}/healthz"))
+        .send()
+        .await
+        .expect("still serving");
+    assert_eq!(alive.status(), StatusCode::OK);
     p.shutdown().await;
 }

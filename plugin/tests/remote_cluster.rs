@@ -28,7 +28,9 @@ fn captured_logs() -> std::sync::Arc<std::sync::Mutex<Vec<u8>>> {
         let buf = Arc::new(Mutex::new(Vec::new()));
         let writer_buf = buf.clone();
         let subscriber = tracing_subscriber::fmt()
-            .with_env_filter(tracing_subscriber::EnvFilter::new("debug,offload_plugin=trace"))
+            .with_env_filter(tracing_subscriber::EnvFilter::new(
+                "debug,offload_plugin=trace",
+            ))
             .with_ansi(false)
             .with_writer(move || LogWriter(writer_buf.clone()))
             .finish();
@@ -283,9 +285,17 @@ async fn full_pod_through_every_endpoint() -> anyhow::Result<()> {
     p.stop().await;
 
     // The secret values went through create, status and logs; none was logged.
-    let text = String::from_utf8_lossy(&logs_seen.lock().map(|v| v.clone()).unwrap_or_default()).to_string();
+    let text = String::from_utf8_lossy(&logs_seen.lock().map(|v| v.clone()).unwrap_or_default())
+        .to_string();
     assert!(text.contains("pod offloaded"), "log capture works");
-    for secret in ["hunter2", "aHVudGVyMg==", "local-sa-token", "must-not-cross"] {
+    // (also as the byte list a Debug print of a k8s ByteString would show)
+    for secret in [
+        "hunter2",
+        "aHVudGVyMg==",
+        "104, 117, 110, 116, 101, 114, 50",
+        "local-sa-token",
+        "must-not-cross",
+    ] {
         assert!(!text.contains(secret), "{secret:?} appears in the logs");
     }
     Ok(())
@@ -600,5 +610,42 @@ async fn bad_inputs_get_4xx_and_leave_nothing_behind() -> anyhow::Result<()> {
     assert!(secrets.is_empty());
     p.stop().await;
     p_sel.stop().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn remote_pod_deleted_out_of_band_is_reported_failed() -> anyhow::Result<()> {
+    let env = env().await?;
+    let scope = scope(&env, "plugin-gone")?;
+    let p = Plugin::start(&env, PluginConfig::for_tests()).await?;
+    let uid = uid();
+    let mut body: serde_json::Value =
+        serde_json::from_str(&fixture("create_hello.json", &scope.local_ns, &uid)?)?;
+    body["pod"]["spec"]["containers"][0]["command"] = json!(["sleep", "3600"]);
+    create(&env, &p, &body.to_string()).await?;
+    let pod = body["pod"].clone();
+    wait_status(&env, &p, &pod, "running", RUN, |s| {
+        state_of(&s.containers[0]).0 == "running"
+    })
+    .await?;
+    // Someone deletes it on the remote cluster, without the plugin.
+    let pods: Api<Pod> = Api::namespaced(env.remote.clone(), &scope.remote_ns);
+    pods.delete(
+        &format!("hello-{uid}"),
+        &kube::api::DeleteParams::default().grace_period(0),
+    )
+    .await?;
+    let st = wait_status(&env, &p, &pod, "the loss to be reported", RUN, |s| {
+        state_of(&s.containers[0]).0 == "terminated"
+    })
+    .await?;
+    assert_eq!(
+        state_of(&st.containers[0]),
+        ("terminated", Some("RemotePodDeleted".into()), Some(137))
+    );
+    let (code, _) = send(&env, Method::POST, p.url("/delete"), pod.to_string()).await?;
+    assert_eq!(code, StatusCode::OK);
+    wait_gone(&env, &uid).await?;
+    p.stop().await;
     Ok(())
 }

@@ -26,8 +26,8 @@ use kube::runtime::{WatchStreamExt, watcher};
 
 #[derive(Parser, Debug)]
 struct Args {
-    /// Kubeconfig of the local cluster.
-    #[arg(long, env = "OFFLOAD_LOCAL_KUBECONFIG")]
+    /// Kubeconfig of the local cluster (taken from the testbed with --testbed).
+    #[arg(long, env = "OFFLOAD_LOCAL_KUBECONFIG", default_value = "")]
     kubeconfig: String,
     /// Pods per round (repeatable: --count 100 --count 300).
     #[arg(long, default_values_t = vec![100usize])]
@@ -41,6 +41,10 @@ struct Args {
     /// Run the provider binary against an in-memory plugin.
     #[arg(long)]
     fake_plugin: bool,
+    /// Use the two test clusters (testbed) and the real plugin (in-process,
+    /// against the remote cluster); the provider binary runs as a subprocess.
+    #[arg(long, conflicts_with = "fake_plugin")]
+    testbed: bool,
     /// Image of the pods.
     #[arg(long, default_value = "localhost/busybox:local")]
     image: String,
@@ -230,29 +234,51 @@ async fn round(
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let args = Args::parse();
+    let mut args = Args::parse();
+    let mut _plugin = None;
+    let mut plugin_url = None;
+    let mut node_ip = "127.0.0.1".to_string();
+    if args.testbed {
+        let tb = testbed::testbed().await?;
+        args.kubeconfig = tb.local.kubeconfig.display().to_string();
+        if args.image == "localhost/busybox:local" {
+            args.image = testbed::images::BUSYBOX.into();
+        }
+        node_ip = tb.local.node_ip.to_string();
+        let remote = tb.remote.client().await?;
+        let p = offload_plugin::start(offload_plugin::PluginConfig::for_tests(), remote).await?;
+        p.wait_ready(Duration::from_secs(60)).await;
+        plugin_url = Some(format!("http://{}", p.addr()));
+        _plugin = Some(p);
+    }
     let kc = kube::config::Kubeconfig::read_from(&args.kubeconfig)?;
     let cfg = kube::Config::from_custom_kubeconfig(kc, &Default::default()).await?;
     let client = kube::Client::try_from(cfg)?;
     let mut child = None;
     let mut _fake_handle = None;
-    let (node, pid) = if args.fake_plugin {
-        let fake = support::FakePlugin::default();
-        let (addr, h) = fake.serve("127.0.0.1:0".parse()?).await;
-        _fake_handle = Some((fake, h));
+    let (node, pid) = if args.fake_plugin || args.testbed {
+        let addr = match plugin_url.clone() {
+            Some(u) => u,
+            None => {
+                let fake = support::FakePlugin::default();
+                let (addr, h) = fake.serve("127.0.0.1:0".parse()?).await;
+                _fake_handle = Some((fake, h));
+                format!("http://{addr}")
+            }
+        };
         let node = format!("bench-{}", &uuid::Uuid::new_v4().simple().to_string()[..6]);
         let c = std::process::Command::new(env!("CARGO_BIN_EXE_offload-provider"))
             .args([
                 "--node-name",
                 &node,
                 "--plugin-url",
-                &format!("http://{addr}"),
+                &addr,
                 "--node-ip",
-                "127.0.0.1",
+                &node_ip,
             ])
             .args([
                 "--kubelet-addr",
-                "127.0.0.1:0",
+                "0.0.0.0:0",
                 "--admin-addr",
                 "127.0.0.1:0",
             ])

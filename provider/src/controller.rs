@@ -514,17 +514,26 @@ pub async fn run_watcher(
     let cfg = watcher::Config::default().fields(&format!("spec.nodeName={}", ctx.config.node_name));
     let stream = watcher(api, cfg).default_backoff().reflect(writer);
     let mut stream = std::pin::pin!(stream);
+    // The reflector only publishes a (re)list into the store at `InitDone`:
+    // keys seen during the list are queued then, or workers would find
+    // nothing in the store and drop them (fatal for pods that get no later
+    // event, e.g. never-created pods after a restart).
+    let mut listed: Vec<Key> = vec![];
     loop {
         let ev = tokio::select! {
             ev = stream.try_next() => ev,
             _ = cancel.cancelled() => return,
         };
         match ev {
-            Ok(Some(watcher::Event::Apply(p) | watcher::Event::InitApply(p))) => {
-                ctx.queue.add(ObjectRef::from_obj(&p));
+            Ok(Some(watcher::Event::Apply(p))) => ctx.queue.add(ObjectRef::from_obj(&p)),
+            Ok(Some(watcher::Event::InitApply(p))) => listed.push(ObjectRef::from_obj(&p)),
+            Ok(Some(watcher::Event::Init)) => listed.clear(),
+            Ok(Some(watcher::Event::InitDone)) => {
+                for k in listed.drain(..) {
+                    ctx.queue.add(k);
+                }
             }
             Ok(Some(watcher::Event::Delete(p))) => on_vanished(&ctx, p),
-            Ok(Some(watcher::Event::Init | watcher::Event::InitDone)) => {}
             Ok(None) => return,
             Err(e) => warn!(error = %e, "pod watch error"),
         }

@@ -467,3 +467,66 @@ async fn killed_in_the_middle_of_50_creates_offloads_each_pod_exactly_once() {
         .delete(&node, &DeleteParams::default())
         .await;
 }
+
+/// `kubectl logs` through the real apiserver: apiserver -> provider kubelet
+/// API (client certificate checked against the cluster CA) -> plugin.
+/// Needs `OFFLOAD_LOCAL_CLIENT_CA` (the CA that signs the apiserver's
+/// `--kubelet-client-certificate`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs a local cluster: OFFLOAD_LOCAL_KUBECONFIG, OFFLOAD_LOCAL_CLIENT_CA"]
+async fn kubectl_logs_through_the_apiserver() {
+    let c = client().await;
+    let node = format!("vn-{}", suffix());
+    let fake = FakePlugin::default();
+    let (addr, _h) = fake.serve("127.0.0.1:0".parse().expect("addr")).await;
+    let mut cfg = config(&node, addr);
+    cfg.client_ca_file = Some(
+        std::env::var("OFFLOAD_LOCAL_CLIENT_CA")
+            .expect("OFFLOAD_LOCAL_CLIENT_CA")
+            .into(),
+    );
+    let prov = start(cfg, c.clone(), "127.0.0.1".parse().expect("ip"))
+        .await
+        .expect("provider");
+    let ns = namespace(&c, "prov").await;
+    let pods: Api<Pod> = Api::namespaced(c.clone(), &ns);
+    create_pod(&pods, &pod("talker", &node, &[], true)).await;
+    wait_for("talker Running", Duration::from_secs(20), async || {
+        (phase(&pods.get("talker").await.ok()?) == "Running").then_some(())
+    })
+    .await;
+    let kubectl = |args: &[&str]| {
+        let out = std::process::Command::new("kubectl")
+            .arg("--kubeconfig")
+            .arg(kubeconfig())
+            .args(["-n", &ns])
+            .args(args)
+            .output()
+            .expect("kubectl");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (ok, out, err) = kubectl(&["logs", "talker", "-c", "main", "--tail=3"]);
+    assert!(ok, "kubectl logs failed: {err}");
+    assert_eq!(out, "hello from main (tail 3)\n");
+    let (ok, out, err) = kubectl(&["logs", "talker", "-c", "init"]);
+    assert!(ok, "{err}");
+    assert_eq!(out, "hello from init (tail 0)\n");
+    let (ok, out, err) = kubectl(&["logs", "-f", "talker", "-c", "main"]);
+    assert!(ok, "{err}");
+    assert_eq!(out.lines().count(), 5, "{out}");
+    // The apiserver relays the refused upgrade without our message (1.20);
+    // the message itself is checked in tests/kubelet_api.rs.
+    let (ok, _, _) = kubectl(&["exec", "talker", "-c", "main", "--", "true"]);
+    assert!(!ok, "exec must fail on a virtual node");
+    prov.shutdown().await;
+    let _ = Api::<Node>::all(c.clone())
+        .delete(&node, &DeleteParams::default())
+        .await;
+    let _ = Api::<Namespace>::all(c.clone())
+        .delete(&ns, &DeleteParams::default())
+        .await;
+}

@@ -24,10 +24,12 @@ case "${1:-all}" in
   *) echo "usage: $0 [runtime|build|all]" >&2; exit 2 ;;
 esac
 
+# One dpkg-query for all (fast when everything is there); the status line, because a
+# removed-but-not-purged package is still "known" to dpkg.
+installed=$(dpkg-query -W -f='${Package} ${Status}\n' "${want[@]}" 2>/dev/null | awk '/ install ok installed$/ {print $1}' || true)
 missing=()
 for p in "${want[@]}"; do
-  # dpkg -s succeeds for removed-but-not-purged packages too; check the status line.
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+  grep -qx -- "$p" <<<"$installed" || missing+=("$p")
 done
 if [ ${#missing[@]} -eq 0 ]; then
   exit 0

@@ -8,6 +8,7 @@
 #   testbed.sh env      print `export KUBECONFIG_LOCAL=... KUBECONFIG_REMOTE=...`
 #   testbed.sh info     print the layout as JSON (used by the Rust crate `testbed`)
 #   testbed.sh run      up, print how to use it, wait for Ctrl-C, then down
+#   testbed.sh images   (re)build the images and import them into the running clusters
 #
 # Env: OFFLOAD_TESTBED_DIR (state, default <repo>/.state/testbed),
 #      OFFLOAD_CACHE (binaries and images, default $HOME/.cache/offload),
@@ -492,19 +493,29 @@ print_env() {
 
 # ---------------------------------------------------------------- commands
 
+# lock [-s]: exclusive (default) or shared lock on $STATE/.lock, held until exit.
+# Several test processes may call `up` at once (nextest: one per test); while the clusters
+# run they all pass with a shared lock in parallel, while one brings them up (exclusive)
+# the others wait and then find them up.
 lock() {
   mkdir -p "$STATE"
   # For wrappers that hold $STATE/.lock themselves around several commands
   # (e.g. `flock $STATE/.lock sh -c 'testbed.sh down && check'`).
   [ "${OFFLOAD_TESTBED_LOCK_HELD:-0}" = 1 ] && return 0
-  exec 9>"$STATE/.lock"
-  # Several test processes may call `up` at once (nextest); one brings the clusters up,
-  # the others wait here and then find them healthy.
-  flock -w 600 9 || die "timed out after 600 s waiting for the lock $STATE/.lock (another testbed.sh stuck?)"
+  [ -e /proc/self/fd/9 ] || exec 9>"$STATE/.lock"
+  flock "${1:--x}" -w 600 9 || die "timed out after 600 s waiting for the lock $STATE/.lock (another testbed.sh stuck?)"
 }
 
 cmd_up() {
-  lock
+  lock -s
+  if running; then
+    wait_nodes_ready 120
+    log "already up ($STATE)"
+    return 0
+  fi
+  # Not (completely) up: take the lock exclusively and look again, someone may have
+  # brought the clusters up in between.
+  lock -x
   if running; then
     wait_nodes_ready 120
     log "already up ($STATE)"
@@ -619,20 +630,15 @@ do_down() {
   # removed), so nothing needs a graceful shutdown: a short SIGTERM grace, then SIGKILL.
   step "down: stopping daemons"
   # shellcheck disable=SC2046
-  kill_wait 20 $(pids_of $(daemons))
-  # Daemons whose pid files were lost (an interrupted up): they name our state dir.
-  # shellcheck disable=SC2046
-  kill_wait 20 $(state_pids)
-  # Whatever survived: shims of each containerd (they carry its socket path on their
-  # command line) and every process left in the cluster's cgroups (the containers).
+  kill_wait 10 $(pids_of $(daemons))
+  # Whatever survived: every process naming our state dir (the shims carry their
+  # containerd's socket path; daemons whose pid files an interrupted `up` lost) and every
+  # process left in the clusters' cgroups (the containers).
   step "down: killing shims and containers"
   local killed=()
-  for cl in "${CLUSTERS[@]}"; do
-    cluster_vars "$cl"
-    for p in $(pgrep -f -- "-address $SOCK( |\$)" || true) \
-      $(find "/sys/fs/cgroup/pids$CGROUP_ROOT" -name cgroup.procs -exec cat {} + 2>/dev/null); do
-      kill -KILL "$p" 2>/dev/null && killed+=("$p")
-    done
+  for p in $(state_pids) $(find /sys/fs/cgroup/pids/offload-local /sys/fs/cgroup/pids/offload-remote \
+    -name cgroup.procs -exec cat {} + 2>/dev/null); do
+    kill -KILL "$p" 2>/dev/null && killed+=("$p")
   done
   # Until they are gone from the process table (reaped), not just out of their cgroups.
   for _ in $(seq 100); do
@@ -774,6 +780,18 @@ cmd_status() {
   return $ok
 }
 
+cmd_images() {
+  lock
+  running || die "the testbed is not up; run: $0 up (it imports the images itself)"
+  "$HERE/images.sh" build || die "building the images failed; run testbed/scripts/images.sh to see why"
+  local cl
+  for cl in "${CLUSTERS[@]}"; do
+    cluster_vars "$cl"
+    "$HERE/images.sh" import "$SOCK" || fail_with_log "importing images into $cl failed" "$LOGS/$cl-containerd.log"
+  done
+  log "images imported into both clusters: $("$HERE/images.sh" list | paste -sd' ' -)"
+}
+
 cmd_env() {
   [ -f "$STATE/info.json" ] || log "WARNING: the testbed is not up; run: $0 up"
   print_env
@@ -800,8 +818,14 @@ Use them from another shell:
 Logs: $LOGS
 Press Ctrl-C to stop both clusters and clean up.
 EOF
-  trap 'echo; cmd_down; exit 0' INT TERM
-  while true; do sleep 3600 & wait $!; done
+  local sleeper=
+  # The sleeper must not hold our stdout: whoever reads it would wait for EOF forever.
+  trap 'echo; [ -z "$sleeper" ] || kill "$sleeper" 2>/dev/null; cmd_down; exit 0' INT TERM
+  while true; do
+    sleep 3600 >/dev/null 2>&1 &
+    sleeper=$!
+    wait $sleeper || true
+  done
 }
 
 main() {
@@ -815,8 +839,9 @@ main() {
     env) cmd_env ;;
     info) cmd_info ;;
     run) cmd_run ;;
+    images) cmd_images ;;
     *)
-      echo "usage: $0 up|down|status|env|info|run" >&2
+      echo "usage: $0 up|down|status|env|info|run|images" >&2
       exit 2
       ;;
   esac

@@ -53,6 +53,15 @@ pub fn script() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/testbed.sh")
 }
 
+/// The testbed's state dir (kubeconfigs, logs), as the script computes it:
+/// `$OFFLOAD_TESTBED_DIR`, else `<repo>/.state/testbed`.
+pub fn state_dir() -> PathBuf {
+    match std::env::var_os("OFFLOAD_TESTBED_DIR") {
+        Some(dir) => PathBuf::from(dir),
+        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../.state/testbed"),
+    }
+}
+
 /// Both clusters, as brought up for this machine.
 #[derive(Debug, Clone)]
 pub struct Testbed {
@@ -103,13 +112,14 @@ async fn bring_up() -> anyhow::Result<Testbed> {
     let up = run_script(&script, "up", UP_TIMEOUT).await?;
     if !up.status.success() {
         bail!(
-            "`{} up` failed ({}); its output:\n{}{}\nThe daemons' logs are in the testbed state dir \
-             (default <repo>/.state/testbed/logs); run the script by hand to reproduce. \
-             Missing binaries: testbed/scripts/install-deps.sh and testbed/scripts/build-k8s.sh.",
+            "`{} up` failed ({}); its output:\n{}{}\nThe daemons' logs are in {}; run the script \
+             by hand to reproduce. Missing binaries: testbed/scripts/install-deps.sh and \
+             testbed/scripts/build-k8s.sh.",
             script.display(),
             up.status,
             String::from_utf8_lossy(&up.stdout),
             String::from_utf8_lossy(&up.stderr),
+            state_dir().join("logs").display(),
         );
     }
     let info = run_script(&script, "info", Duration::from_secs(30)).await?;
@@ -138,10 +148,10 @@ async fn run_script(
     match tokio::time::timeout(timeout, cmd.output()).await {
         Ok(out) => out.with_context(|| format!("running `{} {command}`", script.display())),
         Err(_) => bail!(
-            "`{} {command}` did not finish within {}s; see its logs in the testbed state dir \
-             (default <repo>/.state/testbed/logs)",
+            "`{} {command}` did not finish within {}s; see the logs in {}",
             script.display(),
-            timeout.as_secs()
+            timeout.as_secs(),
+            state_dir().join("logs").display(),
         ),
     }
 }
