@@ -91,6 +91,11 @@ impl From<RemoteError> for ApiError {
             RemoteError::NamespaceNotReady(_) => {
                 (StatusCode::SERVICE_UNAVAILABLE, "namespace_not_ready")
             }
+            // 401/403 from the remote apiserver are the plugin's own missing
+            // credentials or RBAC, not the caller's fault.
+            RemoteError::Rejected { status, .. } if *status == 401 || *status == 403 => {
+                (StatusCode::BAD_GATEWAY, "remote_forbidden")
+            }
             RemoteError::Rejected { status, .. } if (400..500).contains(status) => {
                 (StatusCode::UNPROCESSABLE_ENTITY, "remote_rejected")
             }
