@@ -276,12 +276,7 @@ async fn main() -> anyhow::Result<()> {
                 "--node-ip",
                 &node_ip,
             ])
-            .args([
-                "--kubelet-addr",
-                "0.0.0.0:0",
-                "--admin-addr",
-                "127.0.0.1:0",
-            ])
+            .args(["--kubelet-addr", "0.0.0.0:0", "--admin-addr", "127.0.0.1:0"])
             .env("KUBECONFIG", &args.kubeconfig)
             .env("RUST_LOG", "warn")
             .spawn()

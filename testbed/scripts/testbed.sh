@@ -18,11 +18,11 @@
 # Layout (one testbed per machine: addresses, ports and link names are fixed):
 #   etcd 127.0.0.1:22379, one for both clusters with prefixes /offload-local, /offload-remote
 #   local:  node local-node, IP 10.201.0.1 on the empty bridge offl-lnode in the host netns,
-#           apiserver https://10.201.0.1:26443, pods 10.244.0.0/24 (bridge offl-lcni0),
+#           apiserver https://10.201.0.1:26443, pods 10.244.0.0/16 (bridge offl-lcni0),
 #           services 10.96.0.0/16, NodePorts 30000-31499
 #   remote: node remote-node in its own network namespace, IP 10.202.0.1 on veth offl-rn,
 #           host end offl-rh 10.202.0.254 where its apiserver listens (port 26444),
-#           pods 10.245.0.0/24 (bridge offl-rcni0 inside that netns), services 10.97.0.0/16,
+#           pods 10.245.0.0/16 (bridge offl-rcni0 inside that netns), services 10.97.0.0/16,
 #           NodePorts 31500-32767; the host routes both CIDRs into the netns.
 # Why the remote node has its own netns: two iptables kube-proxies in one netns delete each
 # other's rules. Why each node has its own mount namespace: kubelet 1.20 hard-codes
@@ -51,13 +51,13 @@ cluster_vars() {
   case $CL in
     local)
       NODE_NAME=local-node NODE_IP=10.201.0.1 API_ADDR=10.201.0.1 API_PORT=26443
-      POD_CIDR=10.244.0.0/24 SVC_CIDR=10.96.0.0/16 SVC_API_IP=10.96.0.1 NODEPORTS=30000-31499
+      POD_CIDR=10.244.0.0/16 SVC_CIDR=10.96.0.0/16 SVC_API_IP=10.96.0.1 NODEPORTS=30000-31499
       CNI_BRIDGE=offl-lcni0 KUBELET_PORT=11250 KUBELET_HEALTHZ=11248 PROXY_HEALTHZ=11256 PROXY_METRICS=11249
       NETNS=0
       ;;
     remote)
       NODE_NAME=remote-node NODE_IP=10.202.0.1 API_ADDR=10.202.0.254 API_PORT=26444
-      POD_CIDR=10.245.0.0/24 SVC_CIDR=10.97.0.0/16 SVC_API_IP=10.97.0.1 NODEPORTS=31500-32767
+      POD_CIDR=10.245.0.0/16 SVC_CIDR=10.97.0.0/16 SVC_API_IP=10.97.0.1 NODEPORTS=31500-32767
       CNI_BRIDGE=offl-rcni0 KUBELET_PORT=12250 KUBELET_HEALTHZ=12248 PROXY_HEALTHZ=12256 PROXY_METRICS=12249
       NETNS=1
       ;;
@@ -436,6 +436,8 @@ start_node_and_controllers() {
   # --oom-score-adj=0: no CAP_SYS_RESOURCE, a negative value is refused.
   # --node-status-update-frequency=4s: the node turns Ready one status update after
   # registering; the default 10 s would make every cold start 6 s slower.
+  # --max-pods=250 (default 110): many engineers' tests share the node at once; the pod
+  # CIDR (/16) has room, each pod costs ~15 MiB (shim + pause).
   start_daemon "$CL-kubelet" "${NSENTER[@]}" -- "$K8S_BIN/kubelet" \
     --kubeconfig="$C/kubelet.kubeconfig" --hostname-override="$NODE_NAME" \
     --container-runtime=remote --container-runtime-endpoint="unix://$SOCK" \
@@ -444,7 +446,7 @@ start_node_and_controllers() {
     --root-dir="$C/kubelet" --cert-dir="$C/kubelet/pki" --volume-plugin-dir="$C/kubelet/volume-plugins" \
     --node-ip="$NODE_IP" --address="$NODE_IP" --port="$KUBELET_PORT" --read-only-port=0 \
     --healthz-bind-address=127.0.0.1 --healthz-port="$KUBELET_HEALTHZ" \
-    --oom-score-adj=0 --fail-swap-on=false --node-status-update-frequency=4s \
+    --oom-score-adj=0 --fail-swap-on=false --node-status-update-frequency=4s --max-pods=250 \
     --image-gc-high-threshold=100 --image-gc-low-threshold=99 \
     --eviction-hard='memory.available<100Mi,nodefs.available<1%,imagefs.available<1%' \
     --v=1
@@ -667,8 +669,9 @@ do_down() {
   ip link del $LOCAL_NODE_LINK 2>/dev/null || true
   ip link del offl-lcni0 2>/dev/null || true
   ip link del $REMOTE_VETH_HOST 2>/dev/null || true
-  ip route del 10.245.0.0/24 2>/dev/null || true
-  ip route del 10.97.0.0/16 2>/dev/null || true
+  cluster_vars remote
+  ip route del "$POD_CIDR" 2>/dev/null || true
+  ip route del "$SVC_CIDR" 2>/dev/null || true
   # iptables rules in the host netns: kube-proxy's and the kubelet's KUBE-* chains (only
   # our local node runs them here) and the CNI chains of our network (comment `name:
   # "offload-local"`), nothing else.
@@ -713,7 +716,8 @@ leftovers() {
   done
   awk -v s="$STATE/" 'index($2, s) == 1 {print "mount " $2}' /proc/mounts
   ip -br link 2>/dev/null | awk '$1 ~ /^offl-/ {print "link " $1}'
-  ip route 2>/dev/null | awk '$1 == "10.245.0.0/24" || $1 == "10.97.0.0/16" {print "route " $0}'
+  cluster_vars remote
+  ip route 2>/dev/null | awk -v p="$POD_CIDR" -v s="$SVC_CIDR" '$1 == p || $1 == s {print "route " $0}'
   iptables-save 2>/dev/null | grep -E 'KUBE-|offload-(local|remote)' | sed 's/^/iptables /' | head -5
   ip6tables-save 2>/dev/null | grep -E 'KUBE-|offload-(local|remote)' | sed 's/^/ip6tables /' | head -5
   return 0

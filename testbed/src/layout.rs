@@ -110,7 +110,7 @@ mod tests {
           "server": "https://10.201.0.1:26443",
           "node_name": "local-node",
           "node_ip": "10.201.0.1",
-          "pod_cidr": "10.244.0.0/24",
+          "pod_cidr": "10.244.0.0/16",
           "service_cidr": "10.96.0.0/16",
           "node_port_range": "30000-31499",
           "logs": "/x/.state/testbed/logs"
@@ -121,7 +121,7 @@ mod tests {
           "server": "https://10.202.0.254:26444",
           "node_name": "remote-node",
           "node_ip": "10.202.0.1",
-          "pod_cidr": "10.245.0.0/24",
+          "pod_cidr": "10.245.0.0/16",
           "service_cidr": "10.97.0.0/16",
           "node_port_range": "31500-32767",
           "logs": "/x/.state/testbed/logs"

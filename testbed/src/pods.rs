@@ -1,5 +1,6 @@
 //! Small helpers for test pods.
 
+use std::sync::Mutex;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
@@ -47,6 +48,7 @@ pub async fn wait_for_pod_phase(
     timeout: Duration,
 ) -> anyhow::Result<Pod> {
     let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
+    let last = Mutex::new(String::from("pod not found"));
     wait_for(
         &format!("pod {namespace}/{name} to be {phase}"),
         timeout,
@@ -54,6 +56,7 @@ pub async fn wait_for_pod_phase(
             let Some(pod) = pods.get_opt(name).await? else {
                 return Ok(None);
             };
+            remember(&last, &pod);
             let current = pod_phase(&pod);
             if current == phase {
                 return Ok(Some(pod));
@@ -74,6 +77,7 @@ pub async fn wait_for_pod_phase(
         },
     )
     .await
+    .with_context(|| last_seen(&last))
 }
 
 /// Waits until the pod is Running with every container ready.
@@ -84,6 +88,7 @@ pub async fn wait_for_pod_running(
     timeout: Duration,
 ) -> anyhow::Result<Pod> {
     let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
+    let last = Mutex::new(String::from("pod not found"));
     wait_for(
         &format!("pod {namespace}/{name} to be Running and ready"),
         timeout,
@@ -91,6 +96,7 @@ pub async fn wait_for_pod_running(
             let Some(pod) = pods.get_opt(name).await? else {
                 return Ok(None);
             };
+            remember(&last, &pod);
             if matches!(pod_phase(&pod), "Succeeded" | "Failed") {
                 bail!(
                     "pod {namespace}/{name} ended {}: {}",
@@ -113,6 +119,56 @@ pub async fn wait_for_pod_running(
         },
     )
     .await
+    .with_context(|| last_seen(&last))
+}
+
+/// Keeps a one-line summary of the pod's state for the timeout message: "timed out"
+/// alone does not say whether the pod was unschedulable (node full?), or waiting for
+/// its containers.
+fn remember(last: &Mutex<String>, pod: &Pod) {
+    let status = pod.status.as_ref();
+    let conditions = status
+        .and_then(|s| s.conditions.as_ref())
+        .map(|cs| {
+            cs.iter()
+                .filter(|c| c.status != "True")
+                .map(|c| {
+                    format!(
+                        "{}={} {}",
+                        c.type_,
+                        c.status,
+                        c.message.as_deref().unwrap_or("")
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join("; ")
+        })
+        .unwrap_or_default();
+    let waiting = status
+        .and_then(|s| s.container_statuses.as_ref())
+        .map(|cs| {
+            cs.iter()
+                .filter_map(|c| {
+                    let w = c.state.as_ref()?.waiting.as_ref()?;
+                    Some(format!(
+                        "{} waiting: {}",
+                        c.name,
+                        w.reason.as_deref().unwrap_or("?")
+                    ))
+                })
+                .collect::<Vec<_>>()
+                .join("; ")
+        })
+        .unwrap_or_default();
+    let summary = format!("phase {:?}; {conditions}; {waiting}", pod_phase(pod));
+    if let Ok(mut l) = last.lock() {
+        *l = summary;
+    }
+}
+
+fn last_seen(last: &Mutex<String>) -> String {
+    let seen = last.lock().map(|l| l.clone()).unwrap_or_default();
+    format!("last seen: {seen}")
 }
 
 /// The pod's (first container's) log.
