@@ -3,8 +3,8 @@
 //! lifecycle and status writes (SSA on 1.20), delete, restart safety with a
 //! killed provider process, plugin outage.
 //!
-//! Needs `OFFLOAD_LOCAL_KUBECONFIG` (a kubeconfig of the local cluster);
-//! run with `cargo test -p offload-provider --test local_cluster -- --ignored`.
+//! Runs on the testbed's local cluster, or on the cluster of
+//! `OFFLOAD_LOCAL_KUBECONFIG` when set.
 
 mod support;
 
@@ -20,9 +20,22 @@ use offload_provider::config::Config;
 use offload_provider::provider::{RunningProvider, start};
 use support::FakePlugin;
 
+/// The local cluster: `OFFLOAD_LOCAL_KUBECONFIG` if set, else the testbed's.
 fn kubeconfig() -> String {
-    std::env::var("OFFLOAD_LOCAL_KUBECONFIG")
-        .expect("set OFFLOAD_LOCAL_KUBECONFIG to the local cluster's kubeconfig")
+    static KC: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    KC.get_or_init(|| match std::env::var("OFFLOAD_LOCAL_KUBECONFIG") {
+        Ok(k) => k,
+        Err(_) => std::thread::spawn(|| {
+            let rt = tokio::runtime::Runtime::new().expect("runtime");
+            rt.block_on(async {
+                let tb = testbed::testbed().await.expect("testbed");
+                tb.local.kubeconfig.display().to_string()
+            })
+        })
+        .join()
+        .expect("testbed thread"),
+    })
+    .clone()
 }
 
 async fn client() -> kube::Client {
@@ -153,7 +166,6 @@ async fn node_ready(c: &kube::Client, node: &str) -> Option<(String, String)> {
 }
 
 #[tokio::test]
-#[ignore = "needs a local cluster: OFFLOAD_LOCAL_KUBECONFIG"]
 async fn node_lease_and_pod_lifecycle() {
     let c = client().await;
     let node = format!("vn-{}", suffix());
@@ -322,7 +334,6 @@ async fn node_lease_and_pod_lifecycle() {
 }
 
 #[tokio::test]
-#[ignore = "needs a local cluster: OFFLOAD_LOCAL_KUBECONFIG"]
 async fn plugin_outage_turns_node_not_ready_and_resumes() {
     let c = client().await;
     let node = format!("vn-{}", suffix());
@@ -378,7 +389,6 @@ async fn plugin_outage_turns_node_not_ready_and_resumes() {
 }
 
 #[tokio::test]
-#[ignore = "needs a local cluster: OFFLOAD_LOCAL_KUBECONFIG"]
 async fn killed_in_the_middle_of_50_creates_offloads_each_pod_exactly_once() {
     let c = client().await;
     let node = format!("vn-{}", suffix());
@@ -473,7 +483,7 @@ async fn killed_in_the_middle_of_50_creates_offloads_each_pod_exactly_once() {
 /// Needs `OFFLOAD_LOCAL_CLIENT_CA` (the CA that signs the apiserver's
 /// `--kubelet-client-certificate`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs a local cluster: OFFLOAD_LOCAL_KUBECONFIG, OFFLOAD_LOCAL_CLIENT_CA"]
+#[ignore = "needs an apiserver with --kubelet-client-certificate (the testbed has none yet) and OFFLOAD_LOCAL_CLIENT_CA: see provider/README.md"]
 async fn kubectl_logs_through_the_apiserver() {
     let c = client().await;
     let node = format!("vn-{}", suffix());

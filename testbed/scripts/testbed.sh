@@ -181,10 +181,10 @@ preflight() {
   [ "$(id -u)" = 0 ] || die "testbed.sh needs root (network namespaces, mounts, cgroups, iptables)"
   local b
   for b in kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy kubectl; do
-    [ -x "$K8S_BIN/$b" ] || die "$K8S_BIN/$b is missing; run testbed/scripts/build-k8s.sh (first time about 5-10 min)"
+    [ -x "$K8S_BIN/$b" ] || die "$K8S_BIN/$b is missing; run testbed/scripts/build-k8s.sh (first time 5-15 min)"
   done
   for b in etcd containerd containerd-shim-runc-v2 runc ctr umoci iptables iptables-save iptables-restore ip nsenter unshare \
-    setsid flock mountpoint curl openssl conntrack; do
+    setsid flock mountpoint curl openssl conntrack ss sysctl; do
     command -v "$b" >/dev/null || die "'$b' not found; run testbed/scripts/install-deps.sh"
   done
   [ -x /usr/lib/cni/bridge ] && [ -x /usr/lib/cni/host-local ] && [ -x /usr/lib/cni/portmap ] ||
