@@ -151,7 +151,10 @@ async fn round(
                 for _ in 0..50 {
                     match pods.create(&PostParams::default(), &p).await {
                         Ok(_) => return Ok((name, Instant::now())),
-                        Err(kube::Error::Api(e)) if e.message.contains("serviceaccount") => {
+                        Err(kube::Error::Api(e))
+                            if (e.message.contains("serviceaccount")
+                                || e.message.contains("service account")) =>
+                        {
                             tokio::time::sleep(Duration::from_millis(200)).await
                         }
                         Err(e) => return Err(e),
@@ -169,16 +172,18 @@ async fn round(
     }
     let created_in = t0.elapsed();
     let mut running: BTreeMap<String, Instant> = BTreeMap::new();
+    let mut failure = None;
     let mut peak = rss_kib(pid.unwrap_or(0)).map(|r| r.0).unwrap_or(0);
     let deadline = Instant::now() + Duration::from_secs(args.timeout);
     while running.len() < n {
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
-            bail!(
+            failure = Some(format!(
                 "only {} of {n} pods Running after {}s",
                 running.len(),
                 args.timeout
-            );
+            ));
+            break;
         }
         if let Ok(Some((name, at))) =
             tokio::time::timeout(left.min(Duration::from_secs(1)), rx.recv()).await
@@ -228,7 +233,10 @@ async fn round(
     let _ = Api::<Namespace>::all(client.clone())
         .delete(&ns, &DeleteParams::default())
         .await;
-    Ok(())
+    match failure {
+        Some(f) => bail!(f),
+        None => Ok(()),
+    }
 }
 
 #[tokio::main]

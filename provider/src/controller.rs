@@ -76,6 +76,8 @@ pub struct Context {
     tracks: Mutex<HashMap<String, Track>>,
     /// UIDs we removed ourselves (their watch Delete needs no plugin call).
     removed: Mutex<HashSet<String>>,
+    /// UIDs whose remote delete is in flight.
+    deleting: Mutex<HashSet<String>>,
 }
 
 type Key = ObjectRef<Pod>;
@@ -123,6 +125,7 @@ impl Context {
             started: Timestamp::now(),
             tracks: Mutex::default(),
             removed: Mutex::default(),
+            deleting: Mutex::default(),
         })
     }
 
@@ -411,7 +414,30 @@ async fn handle_delete(ctx: &Arc<Context>, key: &Key, pod: &Pod) {
         .unwrap_or(0)
         .max(0) as u64;
     let waited = since.saturating_add(Duration::from_secs(grace));
-    let remote = match ctx.plugin.delete(pod).await {
+    // Already deleted remotely by an earlier pass (the store can lag behind
+    // our own local delete): only make sure the local pod is gone.
+    let done_remotely = ctx
+        .removed
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .contains(&pod_uid);
+    let remote = if done_remotely {
+        Ok(())
+    } else {
+        // A terminal pod is removed by the apiserver at once: its watch
+        // Delete must not send a second delete while this one is in flight.
+        ctx.deleting
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(pod_uid.clone());
+        let r = ctx.plugin.delete(pod).await;
+        ctx.deleting
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&pod_uid);
+        r
+    };
+    let remote = match remote {
         Ok(()) => true,
         Err(e) => {
             if waited < ctx.config.delete_timeout {
@@ -478,12 +504,17 @@ async fn handle_delete(ctx: &Arc<Context>, key: &Key, pod: &Pod) {
 fn on_vanished(ctx: &Arc<Context>, pod: Pod) {
     let pod_uid = uid(&pod);
     ctx.untrack(&pod_uid);
-    if ctx
+    let ours = ctx
         .removed
         .lock()
         .unwrap_or_else(|e| e.into_inner())
-        .remove(&pod_uid)
-    {
+        .remove(&pod_uid);
+    let in_flight = ctx
+        .deleting
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .contains(&pod_uid);
+    if ours || in_flight {
         return;
     }
     let ctx = Arc::clone(ctx);

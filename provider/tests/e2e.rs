@@ -112,7 +112,7 @@ async fn pods_run_remotely_with_status_logs_and_delete() {
             "ok",
             &node,
             Some(container("init", "echo init-done")),
-            container("main", "echo hello-remote; sleep 4; echo bye"),
+            container("main", "echo hello-remote; sleep 10; echo bye"),
         ),
     )
     .await
@@ -124,7 +124,7 @@ async fn pods_run_remotely_with_status_logs_and_delete() {
     .await
     .expect("create fail");
 
-    let running = wait_for("ok Running", Duration::from_secs(120), async || {
+    let running = wait_for("ok Running", Duration::from_secs(300), async || {
         let p = pods.get("ok").await.ok()?;
         (phase(&p) == "Running").then_some(p)
     })
@@ -188,7 +188,7 @@ async fn pods_run_remotely_with_status_logs_and_delete() {
         .expect("http");
     assert_eq!(anon.get(&url).send().await.expect("anon").status(), 401);
 
-    let done = wait_for("ok Succeeded", Duration::from_secs(120), async || {
+    let done = wait_for("ok Succeeded", Duration::from_secs(300), async || {
         let p = pods.get("ok").await.ok()?;
         (phase(&p) == "Succeeded").then_some(p)
     })
@@ -202,7 +202,7 @@ async fn pods_run_remotely_with_status_logs_and_delete() {
         .and_then(|s| s.terminated)
         .expect("terminated");
     assert_eq!(t.exit_code, 0);
-    let failed = wait_for("fail Failed", Duration::from_secs(120), async || {
+    let failed = wait_for("fail Failed", Duration::from_secs(300), async || {
         let p = pods.get("fail").await.ok()?;
         (phase(&p) == "Failed").then_some(p)
     })

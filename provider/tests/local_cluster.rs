@@ -125,7 +125,10 @@ async fn create_pod(api: &Api<Pod>, p: &Pod) -> Pod {
     for _ in 0..50 {
         match api.create(&PostParams::default(), p).await {
             Ok(p) => return p,
-            Err(kube::Error::Api(e)) if e.message.contains("serviceaccount") => {
+            Err(kube::Error::Api(e))
+                if e.message.contains("serviceaccount")
+                    || e.message.contains("service account") =>
+            {
                 tokio::time::sleep(Duration::from_millis(200)).await
             }
             Err(e) => panic!("create pod: {e}"),
@@ -430,7 +433,7 @@ async fn killed_in_the_middle_of_50_creates_offloads_each_pod_exactly_once() {
             .spawn()
             .expect("spawn provider")
     };
-    let mut child = spawn();
+    let mut child = KillOnDrop(spawn());
     let ns = namespace(&c, "prov").await;
     let pods: Api<Pod> = Api::namespaced(c.clone(), &ns);
     for i in 0..50 {
@@ -441,10 +444,10 @@ async fn killed_in_the_middle_of_50_creates_offloads_each_pod_exactly_once() {
         (fake.creates().len() >= 5).then_some(())
     })
     .await;
-    child.kill().expect("kill");
-    let _ = child.wait();
+    child.0.kill().expect("kill");
+    let _ = child.0.wait();
     let at_kill = fake.creates().len();
-    let mut child = spawn();
+    let mut child = KillOnDrop(spawn());
     wait_for("all 50 offloaded", Duration::from_secs(90), async || {
         let l = pods.list(&Default::default()).await.ok()?;
         l.items
@@ -458,8 +461,8 @@ async fn killed_in_the_middle_of_50_creates_offloads_each_pod_exactly_once() {
             .then_some(())
     })
     .await;
-    child.kill().expect("kill");
-    let _ = child.wait();
+    child.0.kill().expect("kill");
+    let _ = child.0.wait();
     let creates = fake.creates();
     assert_eq!(creates.len(), 50, "every pod created remotely");
     assert!(
@@ -539,4 +542,14 @@ async fn kubectl_logs_through_the_apiserver() {
     let _ = Api::<Namespace>::all(c.clone())
         .delete(&ns, &DeleteParams::default())
         .await;
+}
+
+/// Kills the provider subprocess even when the test panics.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
