@@ -483,21 +483,20 @@ async fn killed_in_the_middle_of_50_creates_offloads_each_pod_exactly_once() {
 
 /// `kubectl logs` through the real apiserver: apiserver -> provider kubelet
 /// API (client certificate checked against the cluster CA) -> plugin.
-/// Needs `OFFLOAD_LOCAL_CLIENT_CA` (the CA that signs the apiserver's
-/// `--kubelet-client-certificate`).
+/// `OFFLOAD_LOCAL_CLIENT_CA` overrides the CA that signs the apiserver's
+/// `--kubelet-client-certificate`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs an apiserver with --kubelet-client-certificate (the testbed has none yet) and OFFLOAD_LOCAL_CLIENT_CA: see provider/README.md"]
 async fn kubectl_logs_through_the_apiserver() {
     let c = client().await;
     let node = format!("vn-{}", suffix());
     let fake = FakePlugin::default();
     let (addr, _h) = fake.serve("127.0.0.1:0".parse().expect("addr")).await;
     let mut cfg = config(&node, addr);
-    cfg.client_ca_file = Some(
-        std::env::var("OFFLOAD_LOCAL_CLIENT_CA")
-            .expect("OFFLOAD_LOCAL_CLIENT_CA")
-            .into(),
-    );
+    // The testbed's local CA signs the apiserver's kubelet client certificate.
+    cfg.client_ca_file = Some(match std::env::var("OFFLOAD_LOCAL_CLIENT_CA") {
+        Ok(ca) => ca.into(),
+        Err(_) => testbed::state_dir().join("local/pki/ca.crt"),
+    });
     let prov = start(cfg, c.clone(), "127.0.0.1".parse().expect("ip"))
         .await
         .expect("provider");
@@ -509,7 +508,7 @@ async fn kubectl_logs_through_the_apiserver() {
     })
     .await;
     let kubectl = |args: &[&str]| {
-        let out = std::process::Command::new("kubectl")
+        let out = std::process::Command::new(testbed::kubectl_binary())
             .arg("--kubeconfig")
             .arg(kubeconfig())
             .args(["-n", &ns])

@@ -270,6 +270,9 @@ extendedKeyUsage=serverAuth"
   sign admin "/O=system:masters/CN=admin" "extendedKeyUsage=clientAuth"
   sign kubelet "/O=system:nodes/CN=system:node:$NODE_NAME" "extendedKeyUsage=clientAuth"
   sign proxy "/CN=system:kube-proxy" "extendedKeyUsage=clientAuth"
+  # The apiserver's identity towards kubelets (kubectl logs/exec), so a
+  # kubelet API that authenticates clients (our provider's) accepts it.
+  sign apiserver-kubelet-client "/O=system:masters/CN=kube-apiserver-kubelet-client" "extendedKeyUsage=clientAuth"
   openssl genrsa -out "$d/sa.key" 2048 2>/dev/null
   openssl rsa -in "$d/sa.key" -pubout -out "$d/sa.pub" 2>/dev/null
 }
@@ -421,6 +424,8 @@ start_apiserver() {
     --service-cluster-ip-range="$SVC_CIDR" --service-node-port-range="$NODEPORTS" \
     --authorization-mode=Node,RBAC --allow-privileged=true \
     --kubelet-preferred-address-types=InternalIP \
+    --kubelet-client-certificate="$C/pki/apiserver-kubelet-client.crt" \
+    --kubelet-client-key="$C/pki/apiserver-kubelet-client.key" \
     --profiling=false --v=1
 }
 

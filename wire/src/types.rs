@@ -83,7 +83,11 @@ pub struct PodStatus {
     pub jid: String,
     #[serde(rename = "containers", default, deserialize_with = "null_as_default")]
     pub containers: Vec<ContainerStatus>,
-    #[serde(rename = "initContainers", default, deserialize_with = "null_as_default")]
+    #[serde(
+        rename = "initContainers",
+        default,
+        deserialize_with = "null_as_default"
+    )]
     pub init_containers: Vec<ContainerStatus>,
 }
 
