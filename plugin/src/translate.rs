@@ -259,31 +259,19 @@ impl Ctx<'_> {
         key: Option<&str>,
         by: &str,
     ) -> Result<String> {
-        match self.payload.config_maps.get(name) {
-            Some(cm) => {
-                if let Some(k) = key {
-                    let has = cm.data.as_ref().is_some_and(|d| d.contains_key(k))
-                        || cm.binary_data.as_ref().is_some_and(|d| d.contains_key(k));
-                    if !has && !optional {
-                        return Err(TranslateError::Missing {
-                            what: format!("key {k:?} of ConfigMap {name:?}"),
-                            by: by.into(),
-                        });
-                    }
-                }
-                self.used.config_maps.insert(name.into());
-            }
-            None if optional => {}
-            None => {
-                return Err(TranslateError::Missing {
-                    what: format!("ConfigMap {name:?}"),
-                    by: by.into(),
-                });
-            }
+        let found = self.payload.config_maps.get(name).map(|cm| {
+            key.is_none_or(|k| {
+                cm.data.as_ref().is_some_and(|d| d.contains_key(k))
+                    || cm.binary_data.as_ref().is_some_and(|d| d.contains_key(k))
+            })
+        });
+        if check_reference("ConfigMap", name, found, optional, key, by)? {
+            self.used.config_maps.insert(name.into());
         }
         Ok(self.cm_name(name))
     }
 
+    /// Rewrites a reference to a Secret; fails if it is required and absent.
     fn use_secret(
         &mut self,
         name: &str,
@@ -291,29 +279,41 @@ impl Ctx<'_> {
         key: Option<&str>,
         by: &str,
     ) -> Result<String> {
-        match self.payload.secrets.get(name) {
-            Some(s) => {
-                if let Some(k) = key {
-                    let has = s.data.as_ref().is_some_and(|d| d.contains_key(k))
-                        || s.string_data.as_ref().is_some_and(|d| d.contains_key(k));
-                    if !has && !optional {
-                        return Err(TranslateError::Missing {
-                            what: format!("key {k:?} of Secret {name:?}"),
-                            by: by.into(),
-                        });
-                    }
-                }
-                self.used.secrets.insert(name.into());
-            }
-            None if optional => {}
-            None => {
-                return Err(TranslateError::Missing {
-                    what: format!("Secret {name:?}"),
-                    by: by.into(),
-                });
-            }
+        let found = self.payload.secrets.get(name).map(|s| {
+            key.is_none_or(|k| {
+                s.data.as_ref().is_some_and(|d| d.contains_key(k))
+                    || s.string_data.as_ref().is_some_and(|d| d.contains_key(k))
+            })
+        });
+        if check_reference("Secret", name, found, optional, key, by)? {
+            self.used.secrets.insert(name.into());
         }
         Ok(self.secret_name(name))
+    }
+}
+
+/// The rule shared by ConfigMap and Secret references. `found` is `None` when
+/// the object is not in the payload, else whether it holds the referenced key
+/// (true when no key is referenced). Answers whether the object is present.
+fn check_reference(
+    kind: &str,
+    name: &str,
+    found: Option<bool>,
+    optional: bool,
+    key: Option<&str>,
+    by: &str,
+) -> Result<bool> {
+    match (found, key) {
+        (Some(false), Some(k)) if !optional => Err(TranslateError::Missing {
+            what: format!("key {k:?} of {kind} {name:?}"),
+            by: by.into(),
+        }),
+        (Some(_), _) => Ok(true),
+        (None, _) if optional => Ok(false),
+        (None, _) => Err(TranslateError::Missing {
+            what: format!("{kind} {name:?}"),
+            by: by.into(),
+        }),
     }
 }
 
