@@ -243,7 +243,7 @@ async fn full_pod_through_every_endpoint() -> anyhow::Result<()> {
     let mut stream = resp.bytes_stream();
     let mut ticks: Vec<(std::time::Instant, String)> = Vec::new();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    while ticks.len() < 3 {
+    while ticks.len() < 4 {
         let chunk = tokio::time::timeout_at(deadline, stream.next())
             .await
             .map_err(|_| anyhow::anyhow!("follow stream went quiet; got {ticks:?}"))?
@@ -252,8 +252,11 @@ async fn full_pod_through_every_endpoint() -> anyhow::Result<()> {
             ticks.push((std::time::Instant::now(), line.to_string()));
         }
     }
+    // The first (tail) line may be delayed by a loaded machine and arrive just
+    // before the next one; lines printed later must still arrive spread out
+    // (about 2 s between the second and the fourth), not in one burst at the end.
     assert!(
-        ticks[2].0.duration_since(ticks[0].0) >= Duration::from_millis(1500),
+        ticks[3].0.duration_since(ticks[1].0) >= Duration::from_millis(1000),
         "lines must arrive as printed (1/s), not all at once: {ticks:?}"
     );
     drop(stream);
