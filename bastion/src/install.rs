@@ -13,9 +13,9 @@ use std::collections::BTreeMap;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec, DeploymentStrategy};
 use k8s_openapi::api::core::v1::{
-    Capabilities, Container, ContainerPort, EnvVar, HTTPGetAction, PodSecurityContext, PodSpec,
-    PodTemplateSpec, Probe, ResourceRequirements, Secret, SecretVolumeSource, SecurityContext,
-    ServiceAccount, Volume, VolumeMount,
+    Capabilities, Container, ContainerPort, EnvVar, EnvVarSource, HTTPGetAction,
+    ObjectFieldSelector, PodSecurityContext, PodSpec, PodTemplateSpec, Probe, ResourceRequirements,
+    Secret, SecretVolumeSource, SecurityContext, ServiceAccount, Volume, VolumeMount,
 };
 use k8s_openapi::api::rbac::v1::{
     ClusterRole, ClusterRoleBinding, PolicyRule, Role, RoleBinding, RoleRef, Subject,
@@ -37,6 +37,10 @@ const PUBLIC_FILE: &str = "id_ed25519.pub";
 const LABEL_COMPONENT: &str = "app.kubernetes.io/component";
 const COMPONENT_VALUE: &str = "offload-bastion";
 const LABEL_INSTANCE: &str = "app.kubernetes.io/instance";
+/// Pod-template annotation: the bastion's public key. The bastion reads its
+/// key once at start, so a new key (rotation) must restart the pod; this
+/// annotation changing does that.
+pub const ANNOTATION_PUBLIC_KEY: &str = "bastion.offload.dev/public-key";
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -75,6 +79,10 @@ pub struct BastionSpec {
     /// Admin server port (`/metrics`, `/healthz`, `/readyz`).
     pub admin_port: u16,
     pub field_manager: String,
+    /// Replicas of the Deployment. Above 1, the replicas elect a leader over
+    /// a Lease named like the Deployment (see `leader.rs`): only the holder
+    /// connects to the gateways, the others stand by.
+    pub replicas: i32,
 }
 
 impl BastionSpec {
@@ -88,7 +96,53 @@ impl BastionSpec {
             label_selector: format!("{}={}", keys::LABEL_OFFLOADING, keys::OFFLOADING_VALUE),
             admin_port: 9090,
             field_manager: "offload-bastion-installer".into(),
+            replicas: 1,
         }
+    }
+
+    /// Whether the replicas elect a leader (more than one replica).
+    pub fn leader_election(&self) -> bool {
+        self.replicas > 1
+    }
+
+    /// Name of the Lease, and of the Role/RoleBinding that lets the bastion
+    /// use it (in the bastion's namespace).
+    pub fn lease_name(&self) -> String {
+        format!("{}-leader", self.name)
+    }
+
+    /// The Lease permission (only with leader election): create Leases in the
+    /// bastion's namespace (`create` cannot be limited to a name), read and
+    /// renew only its own.
+    pub fn lease_role(&self) -> Option<(Role, RoleBinding)> {
+        if !self.leader_election() {
+            return None;
+        }
+        let name = self.lease_name();
+        let leases = |verbs: &[&str], names: Option<Vec<String>>| PolicyRule {
+            api_groups: Some(vec!["coordination.k8s.io".into()]),
+            resources: Some(vec!["leases".into()]),
+            resource_names: names,
+            verbs: verbs.iter().map(|v| (*v).to_owned()).collect(),
+            ..Default::default()
+        };
+        let role = Role {
+            metadata: self.meta(name.clone(), true),
+            rules: Some(vec![
+                leases(&["create"], None),
+                leases(&["get", "update"], Some(vec![name.clone()])),
+            ]),
+        };
+        let binding = RoleBinding {
+            metadata: self.meta(name.clone(), true),
+            role_ref: RoleRef {
+                api_group: "rbac.authorization.k8s.io".into(),
+                kind: "Role".into(),
+                name,
+            },
+            subjects: Some(vec![self.subject()]),
+        };
+        Some((role, binding))
     }
 
     pub fn key_secret(&self) -> String {
@@ -216,8 +270,23 @@ impl BastionSpec {
         }
     }
 
-    /// One replica, `Recreate`: two bastions would fight over the same
-    /// gateway ports, so the old one must be gone first.
+    /// [`deployment`](Self::deployment) whose pod template names the
+    /// bastion's public key, so a rotated key restarts the pod.
+    pub fn deployment_for_key(&self, public_key: &str) -> Deployment {
+        let mut d = self.deployment();
+        if let Some(meta) = d.spec.as_mut().and_then(|s| s.template.metadata.as_mut()) {
+            meta.annotations.get_or_insert_with(BTreeMap::new).insert(
+                ANNOTATION_PUBLIC_KEY.to_owned(),
+                public_key.trim().to_owned(),
+            );
+        }
+        d
+    }
+
+    /// `Recreate`: two *active* bastions would fight over the same gateway
+    /// ports, so the old ones must be gone first. With `replicas` > 1 the
+    /// replicas elect a leader over a Lease and only the leader is active
+    /// (a stopping leader releases the Lease, so the hand-over is quick).
     pub fn deployment(&self) -> Deployment {
         let mut args = vec![
             "run".to_owned(),
@@ -228,6 +297,26 @@ impl BastionSpec {
         ];
         if let Some(ns) = &self.watch_namespace {
             args.extend(["--namespace".to_owned(), ns.clone()]);
+        }
+        let mut lease_env = Vec::new();
+        if self.leader_election() {
+            args.extend([
+                "--lease-name".to_owned(),
+                self.lease_name(),
+                "--lease-namespace".to_owned(),
+                self.namespace.clone(),
+            ]);
+            lease_env.push(EnvVar {
+                name: "POD_NAME".into(),
+                value_from: Some(EnvVarSource {
+                    field_ref: Some(ObjectFieldSelector {
+                        field_path: "metadata.name".into(),
+                        api_version: None,
+                    }),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            });
         }
         let http = |path: &str| Probe {
             http_get: Some(HTTPGetAction {
@@ -245,18 +334,23 @@ impl BastionSpec {
             image_pull_policy: Some(self.image_pull_policy.clone()),
             command: Some(vec!["/usr/bin/offload-bastion".into()]),
             args: Some(args),
-            env: Some(vec![
-                EnvVar {
-                    name: "BASTION_KEY_FILE".into(),
-                    value: Some(format!("{KEY_DIR}/{KEY_FILE}")),
-                    ..Default::default()
-                },
-                EnvVar {
-                    name: "RUST_LOG".into(),
-                    value: Some("info,russh=warn".into()),
-                    ..Default::default()
-                },
-            ]),
+            env: Some(
+                vec![
+                    EnvVar {
+                        name: "BASTION_KEY_FILE".into(),
+                        value: Some(format!("{KEY_DIR}/{KEY_FILE}")),
+                        ..Default::default()
+                    },
+                    EnvVar {
+                        name: "RUST_LOG".into(),
+                        value: Some("info,russh=warn".into()),
+                        ..Default::default()
+                    },
+                ]
+                .into_iter()
+                .chain(lease_env)
+                .collect(),
+            ),
             ports: Some(vec![ContainerPort {
                 name: Some("admin".into()),
                 container_port: i32::from(self.admin_port),
@@ -296,7 +390,7 @@ impl BastionSpec {
         Deployment {
             metadata: self.meta(self.name.clone(), true),
             spec: Some(DeploymentSpec {
-                replicas: Some(1),
+                replicas: Some(self.replicas.max(1)),
                 selector: LabelSelector {
                     match_labels: Some(self.selector()),
                     ..Default::default()
@@ -372,8 +466,21 @@ pub async fn apply(client: &Client, spec: &BastionSpec) -> Result<String, Error>
             .patch(&name, &pp, &Patch::Apply(&binding))
             .await?;
     }
+    if let Some((role, binding)) = spec.lease_role() {
+        let name = spec.lease_name();
+        Api::<Role>::namespaced(client.clone(), ns)
+            .patch(&name, &pp, &Patch::Apply(&role))
+            .await?;
+        Api::<RoleBinding>::namespaced(client.clone(), ns)
+            .patch(&name, &pp, &Patch::Apply(&binding))
+            .await?;
+    }
     Api::<Deployment>::namespaced(client.clone(), ns)
-        .patch(&spec.name, &pp, &Patch::Apply(&spec.deployment()))
+        .patch(
+            &spec.name,
+            &pp,
+            &Patch::Apply(&spec.deployment_for_key(&public)),
+        )
         .await?;
     Ok(public)
 }
@@ -437,6 +544,9 @@ pub async fn uninstall(client: &Client, spec: &BastionSpec) -> Result<(), Error>
         delete_ignoring_404(&Api::<RoleBinding>::namespaced(client.clone(), wns), &name).await?;
         delete_ignoring_404(&Api::<Role>::namespaced(client.clone(), wns), &name).await?;
     }
+    let lease = spec.lease_name();
+    delete_ignoring_404(&Api::<RoleBinding>::namespaced(client.clone(), ns), &lease).await?;
+    delete_ignoring_404(&Api::<Role>::namespaced(client.clone(), ns), &lease).await?;
     let name = spec.cluster_rbac_name();
     delete_ignoring_404(&Api::<ClusterRoleBinding>::all(client.clone()), &name).await?;
     delete_ignoring_404(&Api::<ClusterRole>::all(client.clone()), &name).await?;
@@ -457,6 +567,55 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn standby_replicas_elect_a_leader_over_their_own_lease() {
+        let single = BastionSpec::new("remote-ns", "img");
+        assert!(single.lease_role().is_none());
+        let args = single
+            .deployment()
+            .spec
+            .and_then(|s| s.template.spec)
+            .map(|p| p.containers[0].args.clone().unwrap_or_default())
+            .unwrap_or_default();
+        assert!(!args.contains(&"--lease-name".to_owned()));
+
+        let mut ha = BastionSpec::new("remote-ns", "img");
+        ha.replicas = 2;
+        let (role, binding) = ha.lease_role().expect("lease role");
+        assert_eq!(role.metadata.namespace.as_deref(), Some("remote-ns"));
+        let rules = role.rules.expect("rules");
+        assert!(rules.iter().all(|r| r.api_groups.as_deref()
+            == Some(&["coordination.k8s.io".to_owned()][..])
+            && r.resources.as_deref() == Some(&["leases".to_owned()][..])));
+        // Only create is unscoped; reads and renewals are for its own Lease.
+        assert_eq!(rules[0].verbs, ["create"]);
+        assert_eq!(rules[1].verbs, ["get", "update"]);
+        assert_eq!(
+            rules[1].resource_names.as_deref(),
+            Some(&[ha.lease_name()][..])
+        );
+        assert_eq!(binding.role_ref.name, ha.lease_name());
+        let d = ha.deployment();
+        let spec = d.spec.expect("spec");
+        assert_eq!(spec.replicas, Some(2));
+        let c = &spec.template.spec.expect("pod").containers[0];
+        let args = c.args.clone().unwrap_or_default();
+        let at = args
+            .iter()
+            .position(|a| a == "--lease-name")
+            .expect("--lease-name");
+        assert_eq!(args[at + 1], ha.lease_name());
+        let pod_name = c
+            .env
+            .iter()
+            .flatten()
+            .find(|e| e.name == "POD_NAME")
+            .and_then(|e| e.value_from.as_ref())
+            .and_then(|v| v.field_ref.as_ref())
+            .map(|f| f.field_path.clone());
+        assert_eq!(pod_name.as_deref(), Some("metadata.name"));
+    }
 
     #[test]
     fn namespaced_watch_gets_a_role_only() {
@@ -495,6 +654,15 @@ mod tests {
         let (role, binding) = s.cluster_role().expect("cluster role");
         assert_eq!(role.metadata.namespace, None);
         assert_eq!(binding.role_ref.name, s.cluster_rbac_name());
+        let keyed = s.deployment_for_key("ssh-ed25519 AAAAkey offload-bastion\n");
+        let ann = keyed
+            .spec
+            .as_ref()
+            .and_then(|s| s.template.metadata.as_ref())
+            .and_then(|m| m.annotations.as_ref())
+            .and_then(|a| a.get(ANNOTATION_PUBLIC_KEY))
+            .cloned();
+        assert_eq!(ann.as_deref(), Some("ssh-ed25519 AAAAkey offload-bastion"));
         let d = s.deployment();
         let pod = d.spec.expect("spec").template.spec.expect("pod");
         assert_eq!(pod.service_account_name.as_deref(), Some("offload-bastion"));

@@ -15,12 +15,15 @@
 //! - [`admin`], [`metrics`]: `/metrics`, `/healthz`, `/readyz`.
 //! - [`install`]: the bastion Deployment, key Secret and least-privilege
 //!   RBAC on the remote cluster, applied with server-side apply.
+//! - [`leader`]: Lease-based leader election (a standby replica takes over
+//!   when the holder's Lease expires); only the leader holds tunnels.
 //! - [`harness`]: a real loopback OpenSSH gateway for tests and `bench`.
 
 pub mod admin;
 pub mod desired;
 pub mod harness;
 pub mod install;
+pub mod leader;
 pub mod metrics;
 pub mod source;
 pub mod supervisor;

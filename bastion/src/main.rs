@@ -14,6 +14,7 @@ use tokio::sync::watch;
 use tracing::{info, warn};
 
 use offload_bastion::desired::{Desired, Forwards, Gateway, Target};
+use offload_bastion::leader::{self, LeaderMetrics, LeaseConfig};
 use offload_bastion::metrics::Metrics;
 use offload_bastion::supervisor::Supervisor;
 use offload_bastion::tunnel::TunnelConfig;
@@ -34,7 +35,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Cmd {
     /// Hold the tunnels: one SSH connection per gateway, one forward per port.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Create the bastion key (OpenSSH ed25519) if absent and print its public key.
     Keygen {
         /// Where the private key is written (0600).
@@ -83,6 +84,21 @@ struct RunArgs {
     /// Unanswered keepalives before the connection counts as dropped.
     #[arg(long, env = "BASTION_KEEPALIVE_MAX", default_value_t = 2)]
     keepalive_max: usize,
+    /// Run as one of several replicas: only the holder of this
+    /// coordination.k8s.io/v1 Lease holds the tunnels, the others stand by and
+    /// take over when its Lease expires. Unset: no election, always active.
+    #[arg(long, env = "BASTION_LEASE_NAME")]
+    lease_name: Option<String>,
+    /// Namespace of the Lease (the bastion's own namespace).
+    #[arg(long, env = "BASTION_LEASE_NAMESPACE", default_value = "default")]
+    lease_namespace: String,
+    /// Seconds a Lease stays valid without renewal (a standby takes over that
+    /// long after the leader died; a clean stop hands over at once).
+    #[arg(long, env = "BASTION_LEASE_DURATION_SECS", default_value_t = 15)]
+    lease_duration_secs: u64,
+    /// This replica's identity in the Lease (unique per replica).
+    #[arg(long, env = "POD_NAME")]
+    identity: Option<String>,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -91,7 +107,7 @@ fn main() -> anyhow::Result<()> {
     init_tracing(cli.log_json);
     let rt = tokio::runtime::Runtime::new()?;
     match cli.command {
-        Cmd::Run(args) => rt.block_on(run(args)),
+        Cmd::Run(args) => rt.block_on(run(*args)),
         Cmd::Keygen { out, force } => keygen(&out, force),
         Cmd::Bench(args) => rt.block_on(bench::run(args)),
     }
@@ -144,18 +160,34 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     config.keepalive_max = args.keepalive_max.max(1);
 
     let metrics = Arc::new(Metrics::default());
+    let leader_metrics = Arc::new(LeaderMetrics::default());
     let mut registry = Registry::default();
     metrics.register(&mut registry);
+    leader_metrics.register(&mut registry);
 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    // The source writes what should be forwarded; the gate passes it on to
+    // the supervisor only while this replica leads.
+    let (source_tx, source_rx) = watch::channel(Desired::new());
     let (desired_tx, desired_rx) = watch::channel(Desired::new());
+    let (leader_tx, leader_rx) = watch::channel(args.lease_name.is_none());
+    leader_metrics
+        .leader
+        .set(i64::from(args.lease_name.is_none()));
+    let gate = tokio::spawn(leader::gate(source_rx, leader_rx.clone(), desired_tx));
     let (supervisor, ready) = Supervisor::new(Arc::new(config), Arc::clone(&metrics));
 
     let listener = tokio::net::TcpListener::bind(args.admin_addr)
         .await
         .with_context(|| format!("bind admin {}", args.admin_addr))?;
     info!(addr = %args.admin_addr, "admin server listening");
-    let app = admin::router(Arc::new(registry), ready);
+    let app = admin::router(Arc::new(registry), ready).route(
+        "/leader",
+        axum::routing::get(move || {
+            let leading = *leader_rx.borrow();
+            async move { if leading { "leader" } else { "standby" } }
+        }),
+    );
     let mut admin_shutdown = shutdown_rx.clone();
     let admin = tokio::spawn(async move {
         axum::serve(listener, app)
@@ -165,19 +197,44 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             .await
     });
 
-    let source = match args.forwards_file {
-        Some(path) => tokio::spawn(watch_file(path, desired_tx)),
-        None => {
-            let client = kube::Client::try_default()
+    let needs_client = args.forwards_file.is_none() || args.lease_name.is_some();
+    let client = if needs_client {
+        Some(
+            kube::Client::try_default()
                 .await
-                .context("kube client (in-cluster or KUBECONFIG)")?;
-            tokio::spawn(source::watch_pods(
-                client,
-                args.namespace,
-                args.label_selector,
-                desired_tx,
-            ))
+                .context("kube client (in-cluster or KUBECONFIG)")?,
+        )
+    } else {
+        None
+    };
+    let election = match (&args.lease_name, &client) {
+        (Some(name), Some(client)) => {
+            let identity = match args.identity.clone().filter(|i| !i.is_empty()) {
+                Some(i) => i,
+                None => default_identity(),
+            };
+            info!(lease = %name, namespace = %args.lease_namespace, %identity, "leader election on");
+            let cfg = LeaseConfig::new(args.lease_namespace.clone(), name.clone(), identity)
+                .with_lease_duration(Duration::from_secs(args.lease_duration_secs.max(2)));
+            Some(tokio::spawn(leader::run(
+                client.clone(),
+                cfg,
+                leader_tx,
+                Arc::clone(&leader_metrics),
+                shutdown_rx.clone(),
+            )))
         }
+        _ => None,
+    };
+    let source = match (args.forwards_file, client) {
+        (Some(path), _) => tokio::spawn(watch_file(path, source_tx)),
+        (None, Some(client)) => tokio::spawn(source::watch_pods(
+            client,
+            args.namespace,
+            args.label_selector,
+            source_tx,
+        )),
+        (None, None) => bail!("no source of forwards"),
     };
     let sup = tokio::spawn(supervisor.run(desired_rx, shutdown_rx));
 
@@ -185,9 +242,24 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     info!("stopping: cancelling forwards");
     let _ = shutdown_tx.send(true);
     source.abort();
+    if let Some(e) = election {
+        // Releases the Lease, so the standby takes over at once.
+        let _ = tokio::time::timeout(Duration::from_secs(5), e).await;
+    }
+    gate.abort();
     let _ = tokio::time::timeout(Duration::from_secs(10), sup).await;
     let _ = admin.await;
     Ok(())
+}
+
+/// `<hostname>-<random>`: unique even for two processes on one host.
+fn default_identity() -> String {
+    let host = std::fs::read_to_string("/etc/hostname")
+        .ok()
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "bastion".to_owned());
+    format!("{host}-{:08x}", rand::random::<u32>())
 }
 
 async fn shutdown_signal() {

@@ -1,9 +1,12 @@
 # shellcheck disable=SC2034 # the variables are read by build.sh, which sources this file
 # Image recipe: the bastion, our offload-bastion binary (release build) and
-# the libraries it links, running as uid 65532. Built by deploy/images/build.sh;
+# the libraries it links, running as uid 65532. Tag: the workspace version. Built by deploy/images/build.sh;
 # BASTION_BIN overrides the binary (default: target/release/offload-bastion).
+# shellcheck source=lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 IMAGE_REPO=localhost/offload/bastion
-IMAGE_TAG=0.1.0
+# The workspace version (Cargo.toml), like the provider and plugin images.
+IMAGE_TAG=$(workspace_version)
 IMAGE_CONFIG=(--config.env PATH=/usr/bin:/bin --config.user 65532:65532
   --config.entrypoint /usr/bin/offload-bastion --config.cmd run --config.workingdir /)
 

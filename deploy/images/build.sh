@@ -1,16 +1,20 @@
 #!/usr/bin/env bash
-# Builds the tunnel images (gateway, bastion) without any registry, like
-# testbed/scripts/images.sh does for the test images, and imports them.
+# Builds the images of the project without any registry or Docker, like
+# testbed/scripts/images.sh does for the test images, and imports them:
+# gateway (Debian's OpenSSH sshd, non-root), and our release binaries bastion,
+# provider and plugin (tag: the workspace version). deploy/docker/ holds the
+# equivalent Dockerfiles for users who build with Docker.
 #
-#   deploy/images/build.sh [build] [NAME...]   build (cached by recipe + inputs)
-#   deploy/images/build.sh import SOCKET       import into a containerd (namespace k8s.io)
-#   deploy/images/build.sh list                image references
+#   deploy/images/build.sh [build] [NAME...]   build (cached by recipe + inputs; default: all)
+#   deploy/images/build.sh import SOCKET [NAME...]  import the built ones into a containerd (namespace k8s.io)
+#   deploy/images/build.sh list                references of the built images
+#   deploy/images/build.sh ref NAME            the reference NAME gets (built or not)
 # Cache: $OFFLOAD_CACHE/images/<name>/{image.tar,key,ref,repo} (default ~/.cache/offload).
 set -euo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 export OFFLOAD_CACHE=${OFFLOAD_CACHE:-$HOME/.cache/offload}
 IMAGES=$OFFLOAD_CACHE/images
-RECIPES=(gateway bastion)
+RECIPES=(gateway bastion provider plugin)
 
 build_one() (
   local name=$1 recipe key dir work
@@ -60,12 +64,21 @@ case $cmd in
     names=("$@"); [ ${#names[@]} -gt 0 ] || names=("${RECIPES[@]}")
     for n in "${names[@]}"; do build_one "$n"; done ;;
   list)
-    for n in "${RECIPES[@]}"; do cat "$IMAGES/$n/ref"; done ;;
-  import)
-    sock=${1:?usage: build.sh import CONTAINERD_SOCKET}
     for n in "${RECIPES[@]}"; do
+      [ -f "$IMAGES/$n/ref" ] && cat "$IMAGES/$n/ref"
+    done
+    true ;;
+  ref)
+    n=${1:?usage: build.sh ref NAME}
+    # shellcheck source=/dev/null
+    ( source "$HERE/$n.sh" && echo "$IMAGE_REPO:$IMAGE_TAG" ) ;;
+  import)
+    sock=${1:?usage: build.sh import CONTAINERD_SOCKET [NAME...]}
+    shift
+    names=("$@"); [ ${#names[@]} -gt 0 ] || names=("${RECIPES[@]}")
+    for n in "${names[@]}"; do
       [ -f "$IMAGES/$n/image.tar" ] || continue
       ctr -a "$sock" -n k8s.io images import --base-name "$(cat "$IMAGES/$n/repo")" "$IMAGES/$n/image.tar" >/dev/null
     done ;;
-  *) echo "usage: $0 [build [NAME...]|list|import SOCKET]" >&2; exit 2 ;;
+  *) echo "usage: $0 [build [NAME...]|list|ref NAME|import SOCKET [NAME...]]" >&2; exit 2 ;;
 esac

@@ -13,3 +13,34 @@ copy_with_libs() {
     done
   done
 }
+
+# workspace_version: the `version` of `[workspace.package]` in the root
+# Cargo.toml, the tag of the images of our binaries.
+workspace_version() {
+  local here
+  here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+  awk '/^\[workspace.package\]/ {p=1; next} /^\[/ {p=0} p && $1 == "version" {gsub(/"/, "", $3); print $3; exit}' "$here/../../Cargo.toml"
+}
+
+# release_bin NAME: our release binary NAME; NAME_BIN (upper case, dashes as
+# underscores, e.g. OFFLOAD_PROVIDER_BIN) overrides it, else
+# $CARGO_TARGET_DIR/release/NAME (default target/).
+release_bin() {
+  local name=$1 var repo
+  var=$(echo "${name}_BIN" | tr 'a-z-' 'A-Z_')
+  repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+  echo "${!var:-${CARGO_TARGET_DIR:-$repo/target}/release/$name}"
+}
+
+# binary_rootfs ROOT BIN NAME UID USER: a minimal rootfs holding our binary BIN
+# as /usr/bin/NAME, the libraries it links, and an account USER with uid/gid UID.
+binary_rootfs() {
+  local root=$1 bin=$2 name=$3 uid=$4 user=$5
+  [ -x "$bin" ] || { echo "$name: $bin missing: cargo build --release -p $name" >&2; return 1; }
+  mkdir -p "$root"/{usr/bin,etc,tmp,proc,sys,dev}
+  chmod 1777 "$root/tmp"
+  copy_with_libs "$root" "$bin"
+  [ "$bin" = "/usr/bin/$name" ] || mv "$root$bin" "$root/usr/bin/$name"
+  printf 'root:x:0:0:root:/root:/bin/false\n%s:x:%s:%s:%s:/nonexistent:/bin/false\n' "$user" "$uid" "$uid" "$user" > "$root/etc/passwd"
+  printf 'root:x:0:\n%s:x:%s:\n' "$user" "$uid" > "$root/etc/group"
+}

@@ -57,8 +57,11 @@
 //! - [`pod`]: the TCP containerPorts of a pod.
 //! - [`manager`]: the Kubernetes I/O around all of the above.
 //!
-//! Standalone mode (a mutating webhook next to another Virtual Kubelet) is
-//! not implemented yet; it would call the same `prepare_pod` at admission.
+//! - [`webhook`]: standalone mode, next to another Virtual Kubelet: a
+//!   mutating admission webhook that reserves ports and writes the same
+//!   annotations at pod creation, and a pod watcher that hands reservations
+//!   over to the created pods (`prepare_pod`) and releases them on delete.
+//!   The `gateway-manager` binary (`src/main.rs`) runs it.
 
 pub mod annotations;
 pub mod manager;
@@ -66,5 +69,6 @@ pub mod objects;
 pub mod pod;
 pub mod ports;
 pub mod render;
+pub mod webhook;
 
 pub use manager::{Error, GatewayManager, Settings, TunnelPod};

@@ -252,6 +252,7 @@ impl GatewayManager {
     /// pods (the source of truth). Call once before serving.
     pub async fn rebuild(&self) -> Result<Vec<Conflict>, Error> {
         let pods: Api<Pod> = Api::all(self.client.clone());
+        let host_key = self.host_key();
         let mut live = Vec::new();
         let mut continue_token: Option<String> = None;
         loop {
@@ -261,6 +262,11 @@ impl GatewayManager {
             }
             let page = pods.list(&lp).await?;
             for p in page.items {
+                // Pods another gateway annotated (another provider, another
+                // test) hold ports on *that* gateway, not on ours.
+                if !annotated_by(&p, host_key.as_deref()) {
+                    continue;
+                }
                 if let Some(t) = tunnel_pod(&p) {
                     let created = p.metadata.creation_timestamp.clone();
                     live.push((created, t));
@@ -429,13 +435,18 @@ impl GatewayManager {
                 .remove(&(ns.to_owned(), svc.to_owned()));
             return Ok(());
         }
-        svcs.patch(
-            svc,
-            &self.pp(),
-            &Patch::Apply(&objects::tunnel_service(ns, svc, "workload", ports, None)),
-        )
-        .await?;
-        Ok(())
+        let obj = objects::tunnel_service(ns, svc, "workload", ports, None);
+        match svcs.patch(svc, &self.pp(), &Patch::Apply(&obj)).await {
+            Ok(_) => Ok(()),
+            // Two replicas prepared at once both create the Service: the
+            // loser's apply-create fails with AlreadyExists; applying again
+            // updates the one the winner made.
+            Err(kube::Error::Api(e)) if e.code == 409 => {
+                svcs.patch(svc, &self.pp(), &Patch::Apply(&obj)).await?;
+                Ok(())
+            }
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// On delete: give the ports back and remove the pod's Service (and the
@@ -472,6 +483,11 @@ impl GatewayManager {
             self.apply_workload_service(&ns, &w).await?;
         }
         Ok(())
+    }
+
+    /// Whether gateway-manager holds ports for this pod UID.
+    pub fn knows(&self, uid: &str) -> bool {
+        lock(&self.index).pods.contains_key(uid) || lock(&self.alloc).get(uid).is_some()
     }
 
     /// Whether the pod's tunnel answered at the last [`sync`](Self::sync).
@@ -633,6 +649,24 @@ where
     }
 }
 
+/// Whether the pod's tunnel annotations were written by the gateway whose
+/// host public key is `host_key` (`None`: any gateway). The host key names a
+/// gateway: it is generated once per gateway and kept in its Secret.
+pub fn annotated_by(p: &Pod, host_key: Option<&str>) -> bool {
+    let Some(want) = host_key else {
+        return true;
+    };
+    fn key(s: &str) -> Vec<&str> {
+        s.split_whitespace().take(2).collect()
+    }
+    let same = |a: &str, b: &str| key(a) == key(b);
+    p.metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(tunnel::GATEWAY_HOST_KEY))
+        .is_some_and(|k| same(k, want))
+}
+
 /// A pod's tunnel as recorded in its annotations (live pods only).
 pub fn tunnel_pod(p: &Pod) -> Option<TunnelPod> {
     // A terminating pod still holds its ports until the provider releases
@@ -659,3 +693,39 @@ pub fn tunnel_pod(p: &Pod) -> Option<TunnelPod> {
             .cloned(),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+
+    fn pod_with_key(key: Option<&str>) -> Pod {
+        Pod {
+            metadata: ObjectMeta {
+                annotations: key
+                    .map(|k| BTreeMap::from([(tunnel::GATEWAY_HOST_KEY.to_owned(), k.to_owned())])),
+                ..Default::default()
+            },
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn pods_of_another_gateway_are_not_ours() {
+        let ours = "ssh-ed25519 AAAAours";
+        assert!(annotated_by(&pod_with_key(Some(ours)), Some(ours)));
+        // The comment is not part of the key.
+        assert!(annotated_by(
+            &pod_with_key(Some("ssh-ed25519 AAAAours offload-gateway")),
+            Some(ours)
+        ));
+        assert!(!annotated_by(
+            &pod_with_key(Some("ssh-ed25519 AAAAtheirs")),
+            Some(ours)
+        ));
+        assert!(!annotated_by(&pod_with_key(None), Some(ours)));
+        assert!(annotated_by(&pod_with_key(None), None));
+    }
+}
+
+mod standalone;

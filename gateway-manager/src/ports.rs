@@ -253,6 +253,25 @@ impl Allocator {
         Ok(ports)
     }
 
+    /// Hand every port `from` holds over to `to` (which must hold none), keeping
+    /// the port numbers: a reservation made before the pod had a UID (at
+    /// admission) becomes the pod's own. Returns whether anything moved.
+    pub fn transfer(&mut self, from: &str, to: &str) -> bool {
+        if from == to || self.by_pod.contains_key(to) {
+            return false;
+        }
+        let Some(ports) = self.by_pod.remove(from) else {
+            return false;
+        };
+        for gw in ports.values() {
+            if self.owner.get(gw).is_some_and(|o| o == from) {
+                self.owner.insert(*gw, to.to_owned());
+            }
+        }
+        self.by_pod.insert(to.to_owned(), ports);
+        true
+    }
+
     /// Give back every port of `pod`. Returns what it held.
     pub fn release(&mut self, pod: &str) -> Option<PortMap> {
         let ports = self.by_pod.remove(pod)?;
@@ -298,6 +317,30 @@ mod tests {
 
     fn range(a: u16, b: u16) -> PortRange {
         PortRange::new(a, b).expect("valid range")
+    }
+
+    #[test]
+    fn transfer_keeps_ports_and_moves_ownership() {
+        let mut a = Allocator::new(range(40000, 40009));
+        let held = a
+            .allocate("admission:ns/web", &set(&[80, 8080]))
+            .expect("alloc");
+        let other = a.allocate("uid-other", &set(&[80])).expect("alloc");
+        assert!(a.transfer("admission:ns/web", "uid-web"));
+        assert_eq!(a.get("uid-web"), Some(&held));
+        assert_eq!(a.get("admission:ns/web"), None);
+        for gw in held.values() {
+            assert_eq!(a.owner_of(*gw), Some("uid-web"));
+        }
+        // Idempotent allocation under the new owner: same ports.
+        assert_eq!(a.allocate("uid-web", &set(&[80, 8080])), Ok(held.clone()));
+        // Never onto an owner that already holds ports, never from nothing.
+        assert!(!a.transfer("uid-web", "uid-other"));
+        assert_eq!(a.get("uid-other"), Some(&other));
+        assert!(!a.transfer("nobody", "uid-new"));
+        // Releasing the new owner frees the ports.
+        a.release("uid-web");
+        assert_eq!(a.free(), 9);
     }
 
     #[test]

@@ -15,6 +15,7 @@ use std::{
 
 use clap::{ArgAction, CommandFactory, FromArgMatches, Parser};
 use k8s_openapi::api::core::v1::Toleration;
+use offload_bastion::install::BastionSpec;
 
 use crate::{
     naming::NamespaceMapper, policy::Policy, sweep::SweepPolicy, translate::TranslateConfig,
@@ -167,6 +168,12 @@ pub fn parse_size(s: &str) -> Result<usize, String> {
     Ok(n.saturating_mul(mult))
 }
 
+/// `--help` section of the bastion flags.
+const BASTION: &str = "Bastion (the remote end of the tunnels, installed and kept by the plugin)";
+/// The bastion image of this release (`deploy/images/bastion.sh` builds it).
+pub const DEFAULT_BASTION_IMAGE: &str =
+    concat!("localhost/offload/bastion:", env!("CARGO_PKG_VERSION"));
+
 /// offload-plugin: the interLink plugin API (create, delete, status, getLogs)
 /// in front of a remote Kubernetes cluster.
 ///
@@ -307,6 +314,40 @@ pub struct PluginConfig {
     /// Log as JSON lines (filter with RUST_LOG, default info).
     #[arg(long, env = "OFFLOAD_PLUGIN_LOG_JSON", action = ArgAction::SetTrue)]
     pub log_json: bool,
+
+    /// Do not install or keep the bastion (then no tunnel reaches pods on
+    /// this cluster, and GET /bastion/publicKey answers 404).
+    #[arg(long, env = "OFFLOAD_PLUGIN_NO_BASTION", action = ArgAction::SetTrue, help_heading = BASTION)]
+    pub no_bastion: bool,
+
+    /// Image of the bastion (the offload-bastion binary).
+    #[arg(long, env = "OFFLOAD_PLUGIN_BASTION_IMAGE", default_value = DEFAULT_BASTION_IMAGE, help_heading = BASTION)]
+    pub bastion_image: String,
+
+    /// imagePullPolicy of the bastion container.
+    #[arg(long, env = "OFFLOAD_PLUGIN_BASTION_IMAGE_PULL_POLICY", default_value = "IfNotPresent", help_heading = BASTION)]
+    pub bastion_image_pull_policy: String,
+
+    /// Remote namespace of the bastion (Deployment, key Secret, ServiceAccount),
+    /// created if missing. Default: the plugin's own namespace when it runs
+    /// in the remote cluster, else `offload-system`.
+    #[arg(long, env = "OFFLOAD_PLUGIN_BASTION_NAMESPACE", help_heading = BASTION)]
+    pub bastion_namespace: Option<String>,
+
+    /// Name of the bastion Deployment (and prefix of its other objects).
+    #[arg(long, env = "OFFLOAD_PLUGIN_BASTION_NAME", default_value = "offload-bastion", help_heading = BASTION)]
+    pub bastion_name: String,
+
+    /// Forward only pods of this remote namespace (RBAC: a Role there).
+    /// Default: every namespace (a ClusterRole that can read pods).
+    #[arg(long, env = "OFFLOAD_PLUGIN_BASTION_WATCH_NAMESPACE", help_heading = BASTION)]
+    pub bastion_watch_namespace: Option<String>,
+
+    /// How often the bastion's objects are applied again (what was deleted
+    /// comes back; an existing key Secret is never overwritten, a deleted one
+    /// means a new key: that is how the key is rotated).
+    #[arg(long, env = "OFFLOAD_PLUGIN_BASTION_RESYNC_INTERVAL", value_parser = parse_duration, default_value = "30s", help_heading = BASTION)]
+    pub bastion_resync_interval: Duration,
 }
 
 fn file_values(path: &PathBuf) -> Result<BTreeMap<String, String>, ConfigError> {
@@ -409,6 +450,7 @@ impl PluginConfig {
         c.node_selector = KeyValues::default();
         c.node_tolerations = Tolerations::default();
         c.no_sweep = true;
+        c.no_bastion = true;
         c.token_file = None;
         c.tls_cert = None;
         c.tls_key = None;
@@ -465,6 +507,27 @@ impl PluginConfig {
             policy: self.policy(),
             remote_minor,
         }
+    }
+
+    /// The bastion to install, `None` with `--no-bastion`.
+    pub fn bastion_spec(&self) -> Option<BastionSpec> {
+        if self.no_bastion {
+            return None;
+        }
+        let namespace = self
+            .bastion_namespace
+            .clone()
+            .filter(|n| !n.is_empty())
+            .or_else(crate::bastion::own_namespace)
+            .unwrap_or_else(|| crate::bastion::DEFAULT_NAMESPACE.to_owned());
+        let mut spec = BastionSpec::new(namespace, self.bastion_image.clone());
+        spec.name = self.bastion_name.clone();
+        spec.image_pull_policy = self.bastion_image_pull_policy.clone();
+        spec.watch_namespace = self
+            .bastion_watch_namespace
+            .clone()
+            .filter(|n| !n.is_empty());
+        Some(spec)
     }
 
     pub fn sweep_policy(&self) -> SweepPolicy {
@@ -529,6 +592,35 @@ mod tests {
         assert!(matches!(c.auth_token(), Err(ConfigError::NoAuth)));
         let c = PluginConfig::load(["offload-plugin", "--insecure-no-auth"]).expect("parses");
         assert!(matches!(c.auth_token(), Ok(None)));
+    }
+
+    #[test]
+    fn bastion_flags() {
+        let c = PluginConfig::load(["offload-plugin", "--insecure-no-auth"]).expect("parses");
+        let spec = c.bastion_spec().expect("on by default");
+        assert_eq!(spec.image, DEFAULT_BASTION_IMAGE);
+        assert_eq!(spec.name, "offload-bastion");
+        assert_eq!(spec.watch_namespace, None);
+        let c = PluginConfig::load([
+            "offload-plugin",
+            "--bastion-namespace",
+            "tunnels",
+            "--bastion-watch-namespace",
+            "work",
+            "--bastion-image",
+            "reg/b:2",
+        ])
+        .expect("parses");
+        let spec = c.bastion_spec().expect("on");
+        assert_eq!(
+            (spec.namespace.as_str(), spec.image.as_str()),
+            ("tunnels", "reg/b:2")
+        );
+        assert_eq!(spec.watch_namespace.as_deref(), Some("work"));
+        let c = PluginConfig::load(["offload-plugin", "--no-bastion"]).expect("parses");
+        assert!(c.bastion_spec().is_none());
+        assert!(PluginConfig::for_tests().bastion_spec().is_none());
+        PluginConfig::command().debug_assert();
     }
 
     #[test]

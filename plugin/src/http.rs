@@ -27,6 +27,7 @@ use tokio_util::{compat::FuturesAsyncReadCompatExt, io::ReaderStream};
 use tracing::{Instrument, info, info_span, warn};
 
 use crate::{
+    bastion::{BastionKey, KeyState},
     error::ApiError,
     logs,
     metrics::{EndpointLabels, Metrics, RequestLabels},
@@ -50,6 +51,8 @@ pub struct AppState {
     pub body_limit: usize,
     /// Cancelled on shutdown; ends open log streams so shutdown is prompt.
     pub shutdown: tokio_util::sync::CancellationToken,
+    /// The bastion's public key (`GET /bastion/publicKey`).
+    pub bastion: Arc<BastionKey>,
 }
 
 impl AppState {
@@ -123,6 +126,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/status", get(status_handler).post(status_handler))
         .route("/getLogs", get(get_logs).post(get_logs))
         .route("/ping", get(ping).post(ping))
+        .route("/bastion/publicKey", get(bastion_public_key))
         .route_layer(middleware::from_fn_with_state(state.clone(), auth));
     let admin = Router::new()
         .route("/healthz", get(|| async { "ok" }))
@@ -270,6 +274,35 @@ async fn metrics_handler(State(state): State<Arc<AppState>>) -> Response {
         state.metrics.encode(),
     )
         .into_response()
+}
+
+/// The bastion's public key, for the provider's gateway to authorize:
+/// `{"publicKey": "ssh-ed25519 AAAA…"}`. Only a public key ever leaves.
+async fn bastion_public_key(
+    State(state): State<Arc<AppState>>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    match state.bastion.get() {
+        KeyState::Ready { key, namespace } => Ok(Json(serde_json::json!({
+            "publicKey": key,
+            "namespace": namespace,
+        }))),
+        KeyState::Pending { namespace, error } => Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "bastion_not_ready",
+            match error {
+                Some(e) => format!("the bastion is not installed yet ({e}); retry"),
+                None => format!(
+                    "the bastion is being installed in remote namespace {namespace:?}; retry"
+                ),
+            },
+        )),
+        KeyState::Disabled => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "bastion_disabled",
+            "this plugin keeps no bastion (--no-bastion): give the provider the bastion's key \
+             with --bastion-public-key, or run the plugin without --no-bastion",
+        )),
+    }
 }
 
 async fn ping() -> Json<PingResponse> {

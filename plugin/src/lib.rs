@@ -2,7 +2,7 @@
 //!
 //! The remote half of pod offloading: an HTTP server speaking the interLink
 //! plugin API (`/create`, `/delete`, `/status`, `/getLogs`, plus `/ping`,
-//! `/healthz`, `/readyz`, `/metrics`) that runs the pods on a remote
+//! `/bastion/publicKey`, `/healthz`, `/readyz`, `/metrics`) that runs the pods on a remote
 //! Kubernetes cluster through kube-rs. Drop-in for the Python interLink
 //! Kubernetes plugin (same endpoints, same JSON), see `plugin/README.md`.
 //!
@@ -29,6 +29,9 @@
 //! - [`RunningPlugin::addr`] is the bound TCP address (`0.0.0.0:0` for a unix
 //!   socket); [`RunningPlugin::shutdown`] stops server, watch and sweeper.
 //! - [`RunningPlugin::wait_ready`] waits until the remote pod cache is synced.
+//! - Unless `--no-bastion` ([`PluginConfig::for_tests`] sets it), [`start`]
+//!   also installs and keeps the bastion on the remote cluster ([`bastion`]);
+//!   its public key is served on `GET /bastion/publicKey`.
 //!
 //! ## Layout
 //! Pure logic, no `kube::Client` in sight, unit-tested: [`naming`],
@@ -36,6 +39,7 @@
 //! [`logs`] (log options), [`sweep`] (orphan decision), [`config`].
 //! Thin I/O: [`remote`] (kube-rs), [`http`] (axum), [`serve`] (listeners).
 
+pub mod bastion;
 pub mod config;
 pub mod error;
 pub mod http;
@@ -133,6 +137,11 @@ pub async fn start(config: PluginConfig, remote: Client) -> Result<RunningPlugin
         cancel.clone(),
     );
     let tracker = Arc::new(Mutex::new(Tracker::new(Instant::now())));
+    let bastion_spec = config.bastion_spec();
+    let bastion_key = Arc::new(match &bastion_spec {
+        Some(spec) => bastion::BastionKey::pending(&spec.namespace),
+        None => bastion::BastionKey::disabled(),
+    });
     let state = Arc::new(http::AppState {
         remote: remote.clone(),
         metrics: metrics.clone(),
@@ -142,12 +151,24 @@ pub async fn start(config: PluginConfig, remote: Client) -> Result<RunningPlugin
         observed: Mutex::new(std::collections::HashMap::new()),
         body_limit: config.body_limit,
         shutdown: cancel.clone(),
+        bastion: bastion_key.clone(),
     });
     let app = http::router(state);
     let bound = serve::Bound::bind(&config.listen).await?;
     let addr = bound.addr();
     let server = tokio::spawn(serve::run(bound, tls, app, cancel.clone()));
     let mut tasks = vec![server, watch_task];
+    if let Some(spec) = bastion_spec {
+        info!(namespace = %spec.namespace, image = %spec.image, "keeping the bastion");
+        tasks.push(tokio::spawn(bastion::keep(
+            remote.client().clone(),
+            spec,
+            bastion_key,
+            config.bastion_resync_interval,
+            metrics.clone(),
+            cancel.clone(),
+        )));
+    }
     if !config.no_sweep {
         tasks.push(tokio::spawn(sweeper(
             remote.clone(),

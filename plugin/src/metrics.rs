@@ -23,6 +23,11 @@ pub struct EndpointLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabels {
+    pub result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RemoteCallLabels {
     pub op: &'static str,
 }
@@ -35,6 +40,7 @@ pub struct Metrics {
     pub pods_managed: Gauge,
     pub remote_calls: Family<RemoteCallLabels, Counter>,
     pub orphans_deleted: Counter,
+    pub bastion_applies: Family<ResultLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -80,6 +86,12 @@ impl Metrics {
             "Remote pods deleted by the orphan sweep",
             orphans_deleted.clone(),
         );
+        let bastion_applies = Family::<ResultLabels, Counter>::default();
+        registry.register(
+            "bastion_applies",
+            "Installs of the bastion (at start and on every resync), by result (ok, error)",
+            bastion_applies.clone(),
+        );
         Self {
             registry,
             requests,
@@ -87,7 +99,16 @@ impl Metrics {
             pods_managed,
             remote_calls,
             orphans_deleted,
+            bastion_applies,
         }
+    }
+
+    pub fn bastion_apply(&self, ok: bool) {
+        self.bastion_applies
+            .get_or_create(&ResultLabels {
+                result: if ok { "ok" } else { "error" },
+            })
+            .inc();
     }
 
     pub fn remote_call(&self, op: &'static str) {

@@ -163,29 +163,36 @@ pub fn pod_status(id: &LocalIdentity, local: Option<&Pod>, remote: Option<&Pod>)
             .is_some_and(|t| t.exit_code == 0)
     });
 
+    // The pod ended (evicted, deadline exceeded, ...) while a container had
+    // not run or had not terminated: failed, with the pod's reason.
+    let ended = || {
+        let reason = status
+            .and_then(|s| s.reason.clone())
+            .unwrap_or_else(|| phase.to_string());
+        ContainerState {
+            terminated: Some(ContainerStateTerminated {
+                exit_code: if phase == "Succeeded" { 0 } else { 1 },
+                reason: Some(reason),
+                message: status.and_then(|s| s.message.clone()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    };
     let map = |c: &Container, found: &[ContainerStatus], init: bool| -> ContainerStatus {
         match found.iter().find(|s| s.name == c.name) {
-            Some(s) if s.state.is_some() => map_container(s, restart_policy, pod_terminal, init),
-            _ if pod_terminal => {
-                // The pod ended (evicted, deadline exceeded, ...) before this
-                // container ever ran: report it as failed, with the pod's reason.
-                let reason = status
-                    .and_then(|s| s.reason.clone())
-                    .unwrap_or_else(|| phase.to_string());
-                let message = status.and_then(|s| s.message.clone());
-                synthesized(
-                    c,
-                    ContainerState {
-                        terminated: Some(ContainerStateTerminated {
-                            exit_code: if phase == "Succeeded" { 0 } else { 1 },
-                            reason: Some(reason),
-                            message,
-                            ..Default::default()
-                        }),
-                        ..Default::default()
-                    },
-                )
+            Some(s) if s.state.is_some() => {
+                let mut out = map_container(s, restart_policy, pod_terminal, init);
+                // Kubelet 1.20 leaves the last `running` state of a container it
+                // killed for activeDeadlineSeconds in the Failed pod's status
+                // forever; reporting it would keep the local pod running.
+                if pod_terminal && out.state.as_ref().is_some_and(|st| st.running.is_some()) {
+                    out.state = Some(ended());
+                    out.ready = false;
+                }
+                out
             }
+            _ if pod_terminal => synthesized(c, ended()),
             _ => synthesized(c, pending_reason(remote, init, inits_done)),
         }
     };
@@ -480,6 +487,37 @@ mod tests {
         remote.status.as_mut().expect("status").reason = Some("Evicted".into());
         let st = pod_status(&id(), Some(&local_pod(&["a"], &[])), Some(&remote));
         assert_eq!(reason(&st.containers[0]), ("terminated", Some("Evicted")));
+    }
+
+    #[test]
+    fn terminal_pod_with_a_stale_running_container_reports_it_terminated() {
+        let mut remote = remote_pod("Never", "Failed", vec![], vec![running("a")], &["a"], &[]);
+        remote.status.as_mut().expect("status").reason = Some("DeadlineExceeded".into());
+        let st = pod_status(&id(), Some(&local_pod(&["a"], &[])), Some(&remote));
+        assert_eq!(
+            reason(&st.containers[0]),
+            ("terminated", Some("DeadlineExceeded"))
+        );
+        assert!(!st.containers[0].ready);
+        assert_eq!(st.containers[0].restart_count, 2, "the rest is kept");
+
+        // A container that never started (its init container failed) stays
+        // waiting, as the kubelet shows it.
+        let mut waiting_main = running("a");
+        waiting_main.state = Some(waiting("PodInitializing", ""));
+        let remote = remote_pod(
+            "Never",
+            "Failed",
+            vec![terminated("i", 7)],
+            vec![waiting_main],
+            &["a"],
+            &["i"],
+        );
+        let st = pod_status(&id(), Some(&local_pod(&["a"], &["i"])), Some(&remote));
+        assert_eq!(
+            reason(&st.containers[0]),
+            ("waiting", Some("PodInitializing"))
+        );
     }
 
     #[test]

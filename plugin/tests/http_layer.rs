@@ -341,3 +341,52 @@ async fn mangled_bodies_never_panic_and_always_get_a_json_error() {
     assert_eq!(alive.status(), StatusCode::OK);
     p.shutdown().await;
 }
+
+#[tokio::test]
+async fn bastion_public_key_is_authenticated_and_says_why_it_is_missing() {
+    let c = http();
+    // --no-bastion (the test default): 404 with what to do instead.
+    let p = plugin(offline_config()).await;
+    let base = format!("http://{}", p.addr());
+    let (st, body) = call(&c, Method::GET, format!("{base}/bastion/publicKey"), "").await;
+    assert_eq!(st, StatusCode::NOT_FOUND, "{body}");
+    assert_eq!(body["error"], "bastion_disabled");
+    assert!(
+        body["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("--bastion-public-key")),
+        "{body}"
+    );
+    p.shutdown().await;
+
+    // A bastion that cannot be installed (the remote apiserver is
+    // unreachable): 503 until it is, behind the same bearer token as the rest.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let token_path = dir.path().join("token");
+    std::fs::write(&token_path, "s3cret-token\n").expect("write token");
+    let mut cfg = offline_config();
+    cfg.no_bastion = false;
+    cfg.bastion_namespace = Some("tunnels".into());
+    cfg.insecure_no_auth = false;
+    cfg.token_file = Some(token_path);
+    let p = plugin(cfg).await;
+    let url = format!("http://{}/bastion/publicKey", p.addr());
+    let (st, _) = call(&c, Method::GET, url.clone(), "").await;
+    assert_eq!(st, StatusCode::UNAUTHORIZED);
+    let resp = c
+        .get(&url)
+        .bearer_auth("s3cret-token")
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let body: Value = resp.json().await.expect("json");
+    assert_eq!(body["error"], "bastion_not_ready");
+    assert!(
+        body["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("tunnels")),
+        "{body}"
+    );
+    p.shutdown().await;
+}

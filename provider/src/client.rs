@@ -381,6 +381,33 @@ impl PluginClient {
             .and_then(|v| serde_json::from_value::<PingResponse>(v).ok()))
     }
 
+    /// The bastion's SSH public key from our plugin (`GET /bastion/publicKey`
+    /// -> `{"publicKey": "ssh-ed25519 ..."}`): 503 while the plugin is still
+    /// installing the bastion, 404 when it keeps none. Not part of the
+    /// interLink protocol.
+    pub async fn bastion_public_key(&self) -> Result<String, PluginError> {
+        #[derive(serde::Deserialize)]
+        struct Answer {
+            #[serde(rename = "publicKey")]
+            public_key: String,
+        }
+        let resp = self
+            .call::<()>(
+                "bastion_key",
+                Method::GET,
+                "/bastion/publicKey",
+                None,
+                Some(self.ping_timeout()),
+            )
+            .await?;
+        let a: Answer = Self::json(resp).await?;
+        let key = a.public_key.trim().to_owned();
+        if key.is_empty() {
+            return Err(PluginError::Decode("empty publicKey".into()));
+        }
+        Ok(key)
+    }
+
     fn timeout(&self) -> Duration {
         self.inner.timeout
     }

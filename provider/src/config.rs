@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
+use gateway_manager::ports::PortRange;
 
 /// Parse `500ms`, `5s`, `2m`, `1h` or a plain number of seconds.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -236,7 +237,61 @@ pub struct Config {
     /// Log as JSON.
     #[arg(long, env = "LOG_JSON")]
     pub log_json: bool,
+
+    /// HOST[:PORT] at which the remote cluster's bastion reaches the gateway's
+    /// SSH server: a local node's IP (the port defaults to --gateway-node-port)
+    /// or a load balancer. Setting it turns the tunnel on: every TCP
+    /// containerPort of an offloaded pod is then reachable locally through the
+    /// Service `<pod>-tunnel`, and pods annotated `interlink.io/tunnel-service:
+    /// <name>` through the Service `<name>`.
+    #[arg(long, env = "GATEWAY_ADDRESS", value_name = "HOST[:PORT]", help_heading = TUNNEL)]
+    pub gateway_address: Option<String>,
+
+    /// Namespace of the gateway (Deployment, Services, host-key Secret),
+    /// created if missing. Default: the provider's own namespace when it runs
+    /// in the cluster, else `offload-system`.
+    #[arg(long, env = "GATEWAY_NAMESPACE", help_heading = TUNNEL)]
+    pub gateway_namespace: Option<String>,
+
+    /// Name of the gateway Deployment and Services.
+    #[arg(long, env = "GATEWAY_NAME", default_value = "offload-gateway", help_heading = TUNNEL)]
+    pub gateway_name: String,
+
+    /// Image of the gateway (OpenSSH sshd, non-root; deploy/images/gateway.sh).
+    #[arg(long, env = "GATEWAY_IMAGE", default_value = DEFAULT_GATEWAY_IMAGE, help_heading = TUNNEL)]
+    pub gateway_image: String,
+
+    /// imagePullPolicy of the gateway container.
+    #[arg(long, env = "GATEWAY_IMAGE_PULL_POLICY", default_value = "IfNotPresent", help_heading = TUNNEL)]
+    pub gateway_image_pull_policy: String,
+
+    /// NodePort of the gateway's SSH Service (0: no NodePort Service; then
+    /// --gateway-address must name a port that reaches the gateway).
+    #[arg(long, env = "GATEWAY_NODE_PORT", default_value_t = 30222, help_heading = TUNNEL)]
+    pub gateway_node_port: u16,
+
+    /// Gateway ports handed out to offloaded containerPorts, FIRST-LAST (at
+    /// most 4096, none below 1024). A pod that finds it exhausted waits, with
+    /// a warning event, until ports are released.
+    #[arg(long, env = "GATEWAY_PORT_RANGE", default_value = "40000-40999", help_heading = TUNNEL)]
+    pub gateway_port_range: PortRange,
+
+    /// How often tunnels are probed (pod condition `tunnel.offload.dev/Up`,
+    /// Service Endpoints list only tunnels that answer).
+    #[arg(long, env = "GATEWAY_SYNC_INTERVAL", default_value = "1s", value_parser = parse_duration, help_heading = TUNNEL)]
+    pub gateway_sync_interval: Duration,
+
+    /// The bastion's SSH public key (`ssh-ed25519 AAAA...`), authorized on the
+    /// gateway. Without it the provider asks our plugin (`GET
+    /// /bastion/publicKey`); required with --plugin-mode interlink.
+    #[arg(long, env = "BASTION_PUBLIC_KEY", value_name = "KEY", help_heading = TUNNEL)]
+    pub bastion_public_key: Option<String>,
 }
+
+/// `--help` section of the tunnel flags.
+const TUNNEL: &str = "Tunnel (off unless --gateway-address is set)";
+/// The gateway image of this release (`deploy/images/gateway.sh` builds it).
+pub const DEFAULT_GATEWAY_IMAGE: &str = "localhost/offload/gateway:1.0";
 
 impl Config {
     /// A config with all defaults and the given node and plugin, for tests

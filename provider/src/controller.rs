@@ -4,7 +4,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use futures::{StreamExt, TryStreamExt};
 use jiff::Timestamp;
@@ -24,6 +24,8 @@ use crate::metrics::Metrics;
 use crate::payload::{self, Fetched, MissingRef};
 use crate::queue::{Backoff, WorkQueue};
 use crate::status::{self, Phase};
+use crate::tunnel;
+use gateway_manager::GatewayManager;
 
 /// The field manager of the provider for objects (node, lease, pod annotations).
 pub const FIELD_MANAGER: &str = "offload-provider";
@@ -78,6 +80,11 @@ pub struct Context {
     removed: Mutex<HashSet<String>>,
     /// UIDs whose remote delete is in flight.
     deleting: Mutex<HashSet<String>>,
+    /// The tunnel's local half (`--gateway-address`), if on.
+    pub tunnel: Option<Arc<GatewayManager>>,
+    /// Pods waiting for a free gateway port: queued again as soon as a pod
+    /// gives its ports back, not only at their next backoff retry.
+    port_waiters: Mutex<HashSet<Key>>,
 }
 
 type Key = ObjectRef<Pod>;
@@ -96,6 +103,7 @@ pub fn job_id(p: &Pod) -> Option<&str> {
 }
 
 impl Context {
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         client: kube::Client,
         plugin: PluginClient,
@@ -104,6 +112,7 @@ impl Context {
         pods: Store<Pod>,
         host_ip: String,
         cancel: CancellationToken,
+        tunnel: Option<Arc<GatewayManager>>,
     ) -> Arc<Self> {
         let recorder = Recorder::new(
             client.clone(),
@@ -126,6 +135,8 @@ impl Context {
             tracks: Mutex::default(),
             removed: Mutex::default(),
             deleting: Mutex::default(),
+            tunnel,
+            port_waiters: Mutex::default(),
         })
     }
 
@@ -220,7 +231,10 @@ pub async fn reconcile(ctx: &Arc<Context>, key: &Key) {
         if pod.metadata.deletion_timestamp.is_some() {
             handle_delete(ctx, key, &pod).await;
         } else if status::local_phase(&pod).is_terminal() {
-            // Final: nothing to do until it is deleted.
+            // Final: nothing serves on its ports any more.
+            if ctx.tunnel.as_ref().is_some_and(|gm| gm.knows(&uid(&pod))) {
+                release_tunnel(ctx, &pod).await;
+            }
         } else if job_id(&pod).is_none() {
             handle_create(ctx, key, &pod).await;
         }
@@ -260,6 +274,16 @@ async fn handle_create(ctx: &Arc<Context>, key: &Key, pod: &Pod) {
         return;
     }
 
+    // Tunnel first: the annotations must travel with the pod to the plugin.
+    let tunneled;
+    let pod = match prepare_tunnel(ctx, key, pod).await {
+        Some(Some(p)) => {
+            tunneled = p;
+            &tunneled
+        }
+        Some(None) => pod,
+        None => return,
+    };
     let ns = pod.namespace().unwrap_or_default();
     let refs = payload::references(pod);
     let fetched = match ctx.fetch(&ns, &refs).await {
@@ -383,6 +407,81 @@ async fn handle_create(ctx: &Arc<Context>, key: &Key, pod: &Pod) {
     }
 }
 
+/// Gateway ports, annotations and Services for the pod before it is
+/// offloaded. `Some(Some(pod))`: send this annotated pod; `Some(None)`: no
+/// tunnel (off, or no TCP port); `None`: not now, the pod was requeued (ports
+/// exhausted: a Warning event and a waiting status say so).
+async fn prepare_tunnel(ctx: &Arc<Context>, key: &Key, pod: &Pod) -> Option<Option<Pod>> {
+    let Some(gm) = &ctx.tunnel else {
+        return Some(None);
+    };
+    let result = gm.prepare_pod(pod).await;
+    if !matches!(result, Err(gateway_manager::Error::Alloc(_))) {
+        ctx.port_waiters
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(key);
+    }
+    match result {
+        Ok(Some(t)) => Some(Some(tunnel::annotated(pod, &t))),
+        Ok(None) => Some(None),
+        Err(gateway_manager::Error::Alloc(e)) => {
+            ctx.port_waiters
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(key.clone());
+            // gateway-manager recorded the Warning event on the pod.
+            ctx.metrics.event("TunnelPortsExhausted");
+            let msg = format!("waiting for gateway ports: {e}");
+            let new = ctx.track(&uid(pod), |t| {
+                let new = t.missing_reported.as_deref() != Some(msg.as_str());
+                t.missing_reported = Some(msg.clone());
+                new
+            });
+            let delay = ctx.queue.retry(key.clone());
+            warn!(error = %e, retry_in = ?delay, "no gateway ports for the pod");
+            if new {
+                let st =
+                    status::waiting_status(pod, "TunnelPortsExhausted", &msg, Timestamp::now());
+                if let Err(e) = ctx.write_status(pod, &st).await {
+                    warn!(error = %e, "cannot write status");
+                }
+            }
+            None
+        }
+        Err(e) => {
+            let delay = ctx.queue.retry(key.clone());
+            warn!(error = %e, retry_in = ?delay, "cannot prepare the tunnel");
+            None
+        }
+    }
+}
+
+/// Give the pod's gateway ports back and remove its tunnel Services.
+async fn release_tunnel(ctx: &Arc<Context>, pod: &Pod) {
+    if let Some(gm) = &ctx.tunnel
+        && tunnel::has_tunnel(gm, pod)
+    {
+        match gm.release_pod(pod).await {
+            Ok(()) => wake_port_waiters(ctx),
+            Err(e) => warn!(pod = %pod.name_any(), error = %e, "cannot release the tunnel"),
+        }
+    }
+}
+
+/// Ports were given back: pods waiting for some try again now.
+fn wake_port_waiters(ctx: &Context) {
+    let waiting: Vec<Key> = ctx
+        .port_waiters
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .drain()
+        .collect();
+    for k in waiting {
+        ctx.queue.add(k);
+    }
+}
+
 async fn fail_pod(ctx: &Arc<Context>, pod: &Pod, reason: &str, msg: &str) {
     warn!(reason, %msg, "pod failed before offload");
     let st = status::failed_status(pod, reason, msg, Timestamp::now());
@@ -401,19 +500,19 @@ async fn fail_pod(ctx: &Arc<Context>, pod: &Pod, reason: &str, msg: &str) {
 
 async fn handle_delete(ctx: &Arc<Context>, key: &Key, pod: &Pod) {
     let pod_uid = uid(pod);
-    let since = pod
+    // Kubernetes' deletionTimestamp is "request + grace": count from the request.
+    let waited = pod
         .metadata
         .deletion_timestamp
         .as_ref()
-        .map(|t| Timestamp::now().duration_since(t.0).unsigned_abs())
+        .map(|t| {
+            status::deletion_requested_ago(
+                t.0,
+                pod.metadata.deletion_grace_period_seconds.unwrap_or(0),
+                Timestamp::now(),
+            )
+        })
         .unwrap_or_default();
-    // Kubernetes' deletionTimestamp is "now + grace": count from when it was set.
-    let grace = pod
-        .metadata
-        .deletion_grace_period_seconds
-        .unwrap_or(0)
-        .max(0) as u64;
-    let waited = since.saturating_add(Duration::from_secs(grace));
     // Already deleted remotely by an earlier pass (the store can lag behind
     // our own local delete): only make sure the local pod is gone.
     let done_remotely = ctx
@@ -473,6 +572,16 @@ async fn handle_delete(ctx: &Arc<Context>, key: &Key, pod: &Pod) {
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .insert(pod_uid.clone());
+    if let Some(gm) = &ctx.tunnel
+        && tunnel::has_tunnel(gm, pod)
+    {
+        if let Err(e) = gm.release_pod(pod).await {
+            warn!(error = %e, "cannot release the tunnel");
+            ctx.queue.retry(key.clone());
+            return;
+        }
+        wake_port_waiters(ctx);
+    }
     let ns = pod.namespace().unwrap_or_default();
     let dp = DeleteParams {
         grace_period_seconds: Some(0),
@@ -522,6 +631,7 @@ fn on_vanished(ctx: &Arc<Context>, pod: Pod) {
         let backoff = Backoff::new(ctx.config.retry_base, ctx.config.retry_max);
         let deadline = Instant::now() + ctx.config.delete_timeout;
         let mut attempt = 0;
+        release_tunnel(&ctx, &pod).await;
         while let Err(e) = ctx.plugin.delete(&pod).await {
             if Instant::now() > deadline {
                 warn!(pod = %pod.name_any(), error = %e, "giving up remote delete of a force-deleted pod");
@@ -667,7 +777,10 @@ pub async fn poll_once(ctx: &Arc<Context>) {
                 .get(&ObjectRef::from_obj(&p))
                 .map(|p| (*p).clone())
                 .unwrap_or(p);
-            let st = status::map_remote_status(&current, r, Some(&ctx.host_ip), now);
+            let mut st = status::map_remote_status(&current, r, Some(&ctx.host_ip), now);
+            if let Some(gm) = &ctx.tunnel {
+                tunnel::add_condition(gm, &current, &mut st, now);
+            }
             status::status_changed(&current, &st).then_some((current, st))
         })
         .collect();

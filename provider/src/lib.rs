@@ -19,3 +19,4 @@ pub mod provider;
 pub mod queue;
 pub mod status;
 pub mod tls;
+pub mod tunnel;

@@ -352,9 +352,40 @@ mod tests {
         assert_eq!(l.get("zone").map(String::as_str), Some("remote"));
         let t = n.spec.expect("spec").taints.expect("taints");
         assert_eq!(t[0].key, "virtual-node.interlink/no-schedule");
+        assert_eq!(t[0].value.as_deref(), Some("true"));
         assert_eq!(t[0].effect, "NoSchedule");
         assert_eq!(t[1].key, "gpu");
         assert!(n.status.is_none());
+    }
+
+    #[test]
+    fn interlink_defaults_without_flags_and_the_taint_can_be_turned_off() {
+        let bare = |args: &[&str]| {
+            let c = Config::parse_from(std::iter::once("offload-provider").chain(args.iter().copied()));
+            NodeSpecInput::from_config(&c, "10.0.0.5".parse().expect("ip"), 10250)
+        };
+        let n = node_object(&bare(&[]), None);
+        assert_eq!(
+            n.metadata
+                .labels
+                .expect("labels")
+                .get("virtual-node.interlink/type")
+                .map(String::as_str),
+            Some("virtual-kubelet")
+        );
+        let t = n.spec.expect("spec").taints.expect("taints");
+        assert_eq!(t.len(), 1, "{t:?}");
+        assert_eq!(
+            (t[0].key.as_str(), t[0].value.as_deref(), t[0].effect.as_str()),
+            ("virtual-node.interlink/no-schedule", Some("true"), "NoSchedule")
+        );
+        let n = node_object(&bare(&["--no-default-taint"]), None);
+        assert!(
+            n.spec
+                .and_then(|s| s.taints)
+                .unwrap_or_default()
+                .is_empty()
+        );
     }
 
     #[test]

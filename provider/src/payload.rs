@@ -199,11 +199,14 @@ fn go_quote(s: &str) -> String {
     serde_json::to_string(s).unwrap_or_else(|_| format!("\"{s}\""))
 }
 
+/// Kubernetes' `fieldpath.FormatMap`: sorted `key="value"` lines, no newline
+/// after the last one.
 fn map_lines(m: Option<&BTreeMap<String, String>>) -> String {
     m.into_iter()
         .flatten()
-        .map(|(k, v)| format!("{k}={}\n", go_quote(v)))
-        .collect()
+        .map(|(k, v)| format!("{k}={}", go_quote(v)))
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 /// The value of a downward-API field path for this pod, if known locally.
@@ -836,7 +839,7 @@ mod tests {
         );
         assert_eq!(
             d.get("labels").map(String::as_str),
-            Some("a=\"x\\\"y\"\nb=\"2\"\n")
+            Some("a=\"x\\\"y\"\nb=\"2\"")
         );
         assert_eq!(d.get("ns").map(String::as_str), Some("ns"));
         assert!(!d.contains_key("token"));

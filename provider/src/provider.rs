@@ -19,6 +19,8 @@ use crate::metrics::Metrics;
 use crate::node::NodeSpecInput;
 use crate::node_controller::NodeController;
 use crate::tls::{self, TlsError};
+use crate::tunnel::{self, TunnelError};
+use gateway_manager::GatewayManager;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProviderError {
@@ -26,6 +28,8 @@ pub enum ProviderError {
     Plugin(#[from] PluginError),
     #[error(transparent)]
     Tls(#[from] TlsError),
+    #[error(transparent)]
+    Tunnel(#[from] TunnelError),
     #[error("cannot listen on {addr}: {source}")]
     Listen {
         addr: SocketAddr,
@@ -41,6 +45,8 @@ pub struct RunningProvider {
     tasks: JoinSet<()>,
     pub metrics: Metrics,
     pub pods: reflector::Store<Pod>,
+    /// The tunnel's local half, when `--gateway-address` is set.
+    pub tunnel: Option<Arc<GatewayManager>>,
 }
 
 impl RunningProvider {
@@ -118,6 +124,9 @@ pub async fn start(
     };
     let server_tls = tls::server_config(certs, key, config.client_ca_file.as_deref())?;
 
+    // The tunnel before the controller: its first creates need the gateway.
+    let tunnel = tunnel::start(&config, &client, &plugin, &mut tasks, &cancel).await?;
+
     let (store, writer) = reflector::store::<Pod>();
     let ctx = Context::new(
         client.clone(),
@@ -127,6 +136,7 @@ pub async fn start(
         store.clone(),
         node_ip.to_string(),
         cancel.clone(),
+        tunnel.clone(),
     );
 
     let kstate = KubeletState::new(
@@ -205,5 +215,6 @@ pub async fn start(
         tasks,
         metrics,
         pods: store,
+        tunnel,
     })
 }

@@ -171,7 +171,18 @@ fn sanitize_container(spec: &Container, remote: &ContainerStatus, init: bool) ->
         image,
         image_id: remote.image_id.clone(),
         container_id: remote.container_id.clone().filter(|c| !c.is_empty()),
-        started: if init { None } else { Some(running) },
+        // The remote kubelet's `started` (false until a startup probe passes);
+        // plugins that do not report it: running, unless a startup probe has not
+        // let the container become ready yet.
+        started: if init {
+            None
+        } else {
+            Some(
+                remote
+                    .started
+                    .unwrap_or(running && (spec.startup_probe.is_none() || remote.ready)),
+            )
+        },
         ..Default::default()
     }
 }
@@ -364,6 +375,15 @@ fn conditions(
     ]
 }
 
+/// Kubelet 1.20's `pastActiveDeadline`: `startTime + activeDeadlineSeconds`
+/// has passed.
+fn active_deadline_exceeded(pod: &Pod, start: &Time, now: Timestamp) -> bool {
+    let Some(deadline) = pod.spec.as_ref().and_then(|s| s.active_deadline_seconds) else {
+        return false;
+    };
+    now.duration_since(start.0).as_secs() >= deadline
+}
+
 /// Start time: kept once set.
 fn start_time(pod: &Pod, now: Timestamp) -> Time {
     pod.status
@@ -435,12 +455,38 @@ pub fn map_remote_status(
                 }),
         })
         .collect();
-    let phase = compute_phase(pod, &init, &main);
+    let mut phase = compute_phase(pod, &init, &main);
+    let start = start_time(pod, now);
+    // The kubelet enforces activeDeadlineSeconds itself (the remote one does it
+    // for the remote pod, but the interLink status carries no pod phase or
+    // reason): past the deadline an active pod is Failed, containers as they
+    // are (this is only called for pods that were not terminal yet).
+    // The remote kubelet may get there first: the plugin then reports the
+    // remote pod's reason on its containers.
+    let remote_deadline = main.iter().chain(&init).any(|c| {
+        c.state
+            .as_ref()
+            .and_then(|st| st.terminated.as_ref())
+            .is_some_and(|t| t.reason.as_deref() == Some("DeadlineExceeded"))
+    });
+    let deadline_exceeded = phase != Phase::Succeeded
+        && (active_deadline_exceeded(pod, &start, now)
+            || (remote_deadline
+                && pod
+                    .spec
+                    .as_ref()
+                    .is_some_and(|s| s.active_deadline_seconds.is_some())));
+    if deadline_exceeded {
+        phase = Phase::Failed;
+    }
     LocalStatus {
         phase: Some(phase.as_str().to_string()),
         conditions: Some(conditions(pod, phase, &init, &main, now)),
         host_ip: host_ip.map(str::to_string),
-        start_time: Some(start_time(pod, now)),
+        start_time: Some(start),
+        reason: deadline_exceeded.then(|| "DeadlineExceeded".to_string()),
+        message: deadline_exceeded
+            .then(|| "Pod was active on the node longer than the specified deadline".to_string()),
         init_container_statuses: (!init.is_empty()).then_some(init),
         container_statuses: Some(main),
         ..Default::default()
@@ -450,6 +496,24 @@ pub fn map_remote_status(
 /// Status of a pod that could not be created remotely and never will be:
 /// `Failed` with the reason, every container terminated with exit code 1
 /// (what interLink's VK does too, so tooling sees the same thing).
+/// How long ago the deletion of a pod was requested. Kubernetes sets
+/// `deletionTimestamp` to "request time + grace period", so it lies in the
+/// future during the grace period: the request was `grace - (deletionTimestamp - now)`
+/// ago. Never negative.
+pub fn deletion_requested_ago(
+    deletion_timestamp: Timestamp,
+    grace_seconds: i64,
+    now: Timestamp,
+) -> std::time::Duration {
+    let since = now.duration_since(deletion_timestamp)
+        + jiff::SignedDuration::from_secs(grace_seconds.max(0));
+    if since.is_negative() {
+        std::time::Duration::ZERO
+    } else {
+        since.unsigned_abs()
+    }
+}
+
 pub fn failed_status(pod: &Pod, reason: &str, message: &str, now: Timestamp) -> LocalStatus {
     let term = |c: &Container| ContainerStatus {
         name: c.name.clone(),
@@ -851,5 +915,98 @@ mod tests {
                 .and_then(|w| w.message.as_deref()),
             Some("configmap \"x\" not found")
         );
+    }
+
+    #[test]
+    fn deletion_requested_ago_counts_from_the_request_not_the_deadline() {
+        let at = |s: &str| -> Timestamp { s.parse().expect("ts") };
+        let secs = std::time::Duration::from_secs;
+        // Deleted at 12:00:00 with a 30 s grace: deletionTimestamp 12:00:30.
+        let deadline = at("2026-01-01T12:00:30Z");
+        assert_eq!(
+            deletion_requested_ago(deadline, 30, at("2026-01-01T12:00:00Z")),
+            secs(0)
+        );
+        assert_eq!(
+            deletion_requested_ago(deadline, 30, at("2026-01-01T12:00:10Z")),
+            secs(10)
+        );
+        assert_eq!(
+            deletion_requested_ago(deadline, 30, at("2026-01-01T12:01:30Z")),
+            secs(90)
+        );
+        // Grace 0: the timestamp is the request time.
+        assert_eq!(
+            deletion_requested_ago(at("2026-01-01T12:00:00Z"), 0, at("2026-01-01T12:00:05Z")),
+            secs(5)
+        );
+        // Clock skew (timestamp further ahead than the grace): zero, not a wrap-around.
+        assert_eq!(
+            deletion_requested_ago(deadline, 0, at("2026-01-01T12:00:00Z")),
+            secs(0)
+        );
+    }
+
+    #[test]
+    fn a_startup_probe_holds_started_and_ready_back_as_reported() {
+        let mut p = pod("Always", &[], &["c"]);
+        if let Some(spec) = p.spec.as_mut() {
+            spec.containers[0].startup_probe = Some(Probe::default());
+        }
+        let mut c = running("c", 0);
+        c.started = Some(false);
+        let s = map_remote_status(&p, &remote(vec![], vec![c.clone()]), None, now());
+        let cs = &s.container_statuses.clone().expect("statuses")[0];
+        assert_eq!((cs.started, cs.ready), (Some(false), false));
+        assert_eq!(cond(&s, "Ready").status, "False");
+        c.started = Some(true);
+        c.ready = true;
+        let s = map_remote_status(&p, &remote(vec![], vec![c.clone()]), None, now());
+        let cs = &s.container_statuses.clone().expect("statuses")[0];
+        assert_eq!((cs.started, cs.ready), (Some(true), true));
+        // A plugin that does not report `started`: not started before ready.
+        c.started = None;
+        c.ready = false;
+        let s = map_remote_status(&p, &remote(vec![], vec![c]), None, now());
+        let cs = &s.container_statuses.expect("statuses")[0];
+        assert_eq!(cs.started, Some(false));
+    }
+
+    #[test]
+    fn past_active_deadline_the_pod_fails_with_deadline_exceeded() {
+        let mut p = pod("Always", &[], &["c"]);
+        if let Some(spec) = p.spec.as_mut() {
+            spec.active_deadline_seconds = Some(10);
+        }
+        p.status = Some(LocalStatus {
+            start_time: Some(Time(ts("2026-01-01T00:00:55Z"))),
+            ..Default::default()
+        });
+        let r = remote(vec![], vec![running("c", 0)]);
+        let s = map_remote_status(&p, &r, None, now());
+        assert_eq!(s.phase.as_deref(), Some("Running"));
+        assert_eq!(s.reason, None);
+        p.status = Some(LocalStatus {
+            start_time: Some(Time(ts("2026-01-01T00:00:50Z"))),
+            ..Default::default()
+        });
+        let s = map_remote_status(&p, &r, None, now());
+        assert_eq!(s.phase.as_deref(), Some("Failed"));
+        assert_eq!(s.reason.as_deref(), Some("DeadlineExceeded"));
+        assert_eq!(cond(&s, "Ready").status, "False");
+
+        // The remote kubelet noticed first (the plugin puts the remote pod's
+        // reason on the containers it stopped).
+        p.status = Some(LocalStatus {
+            start_time: Some(Time(ts("2026-01-01T00:00:55Z"))),
+            ..Default::default()
+        });
+        let mut stopped = terminated("c", 1);
+        if let Some(t) = stopped.state.as_mut().and_then(|st| st.terminated.as_mut()) {
+            t.reason = Some("DeadlineExceeded".into());
+        }
+        let s = map_remote_status(&p, &remote(vec![], vec![stopped]), None, now());
+        assert_eq!(s.phase.as_deref(), Some("Failed"));
+        assert_eq!(s.reason.as_deref(), Some("DeadlineExceeded"));
     }
 }

@@ -1,157 +1,130 @@
 //! End to end on the two real clusters with the real plugin: the provider
 //! (in-process) on the local cluster, `offload_plugin::start` against the
-//! remote cluster.
+//! remote cluster. The node object and its lease, a pod with an init
+//! container through Running to Succeeded with the remote container states, a
+//! failing container's exit code, logs through the kubelet API, delete.
 
-use std::path::PathBuf;
-use std::time::{Duration, Instant};
+mod common;
 
-use k8s_openapi::api::core::v1::{Container, Node, Pod, PodSpec, Toleration};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use kube::api::{Api, DeleteParams, ListParams, PostParams};
-use offload_provider::config::Config;
-use offload_provider::provider::start;
+use std::time::Duration;
 
-fn container(name: &str, script: &str) -> Container {
-    Container {
-        name: name.into(),
-        image: Some(testbed::images::BUSYBOX.into()),
-        command: Some(vec!["sh".into(), "-c".into(), script.into()]),
-        ..Default::default()
-    }
-}
-
-fn pod(name: &str, node: &str, init: Option<Container>, main: Container) -> Pod {
-    Pod {
-        metadata: ObjectMeta {
-            name: Some(name.into()),
-            ..Default::default()
-        },
-        spec: Some(PodSpec {
-            node_name: Some(node.into()),
-            restart_policy: Some("Never".into()),
-            init_containers: init.map(|c| vec![c]),
-            containers: vec![main],
-            tolerations: Some(vec![Toleration {
-                operator: Some("Exists".into()),
-                ..Default::default()
-            }]),
-            ..Default::default()
-        }),
-        ..Default::default()
-    }
-}
-
-async fn wait_for<T>(what: &str, timeout: Duration, mut f: impl AsyncFnMut() -> Option<T>) -> T {
-    let start = Instant::now();
-    loop {
-        if let Some(v) = f().await {
-            return v;
-        }
-        assert!(
-            start.elapsed() < timeout,
-            "timed out after {timeout:?} waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
-fn phase(p: &Pod) -> String {
-    p.status
-        .as_ref()
-        .and_then(|s| s.phase.clone())
-        .unwrap_or_default()
-}
-
-fn local_pki(tb: &testbed::Testbed) -> PathBuf {
-    tb.local
-        .kubeconfig
-        .parent()
-        .map(|d| d.join("pki"))
-        .unwrap_or_default()
-}
+use common::*;
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::{EmptyDirVolumeSource, Node, Pod, Volume, VolumeMount};
+use kube::api::{Api, DeleteParams, PostParams};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pods_run_remotely_with_status_logs_and_delete() {
-    let _ = tracing_subscriber::fmt()
-        .with_test_writer()
-        .with_env_filter(
-            std::env::var("RUST_LOG")
-                .unwrap_or_else(|_| "offload_provider=info,offload_plugin=info".into()),
-        )
-        .try_init();
-    let tb = testbed::testbed().await.expect("testbed");
-    let local = tb.local.client().await.expect("local client");
-    let remote = tb.remote.client().await.expect("remote client");
-    let plugin = offload_plugin::start(offload_plugin::PluginConfig::for_tests(), remote.clone())
+    let env = env().await;
+    let mut plugin = Plugin::start(&env.remote).await;
+    let node = node_name("vn-e2e");
+    let ns = env.tb.local.fresh_namespace("prov-e2e").await.expect("ns");
+    let _cleanup = Cleanup::new(&env, &ns, &[&node]);
+    let prov = start_provider(&env, provider_config(&env, &node, &plugin)).await;
+
+    // The node: interLink's label and taint, Ready with the plugin, the
+    // kubelet endpoint of the provider, a lease.
+    wait_for("node Ready", Duration::from_secs(60), async || {
+        let (s, r, _) = node_ready(&env.local, &node).await?;
+        (s == "True" && r == "PluginReachable").then_some(())
+    })
+    .await;
+    let n = Api::<Node>::all(env.local.clone())
+        .get(&node)
         .await
-        .expect("plugin");
-    assert!(
-        plugin.wait_ready(Duration::from_secs(60)).await,
-        "plugin cache synced"
+        .expect("node");
+    let labels = n.metadata.labels.clone().unwrap_or_default();
+    assert_eq!(
+        labels
+            .get("virtual-node.interlink/type")
+            .map(String::as_str),
+        Some("virtual-kubelet")
     );
+    let taints = n.spec.clone().and_then(|s| s.taints).unwrap_or_default();
+    assert!(
+        taints
+            .iter()
+            .any(|t| t.key == "virtual-node.interlink/no-schedule" && t.effect == "NoSchedule"),
+        "{taints:?}"
+    );
+    let port = n
+        .status
+        .as_ref()
+        .and_then(|s| s.daemon_endpoints.clone())
+        .and_then(|d| d.kubelet_endpoint)
+        .map(|k| k.port);
+    assert_eq!(port, Some(i32::from(prov.kubelet_addr().port())));
+    wait_for("lease", Duration::from_secs(60), async || {
+        Api::<Lease>::namespaced(env.local.clone(), "kube-node-lease")
+            .get_opt(&node)
+            .await
+            .ok()?
+    })
+    .await;
 
-    let node = format!("vn-e2e-{}", &uuid::Uuid::new_v4().simple().to_string()[..6]);
-    let mut cfg = Config::for_node(&node, &format!("http://{}", plugin.addr()));
-    cfg.kubelet_addr = "0.0.0.0:0".parse().expect("addr");
-    cfg.admin_addr = None;
-    cfg.client_ca_file = Some(local_pki(tb).join("ca.crt"));
-    cfg.status_interval = Duration::from_millis(500);
-    let prov = start(cfg, local.clone(), tb.local.node_ip)
+    let pods: Api<Pod> = Api::namespaced(env.local.clone(), &ns);
+    // The init container leaves a file the main container prints: proof it ran first.
+    let mount = VolumeMount {
+        name: "shared".into(),
+        mount_path: "/shared".into(),
+        ..Default::default()
+    };
+    let mut init = container("init", "echo init-done; echo from-init > /shared/mark");
+    init.volume_mounts = Some(vec![mount.clone()]);
+    let mut main = container(
+        "main",
+        "echo hello-remote; cat /shared/mark; sleep 10; echo bye",
+    );
+    main.volume_mounts = Some(vec![mount]);
+    let mut ok = pod("ok", &node, "Never", Some(init), main);
+    if let Some(s) = ok.spec.as_mut() {
+        s.volumes = Some(vec![Volume {
+            name: "shared".into(),
+            empty_dir: Some(EmptyDirVolumeSource::default()),
+            ..Default::default()
+        }]);
+    }
+    pods.create(&PostParams::default(), &ok)
         .await
-        .expect("provider");
-
-    let ns = tb
-        .local
-        .fresh_namespace("prov-e2e")
-        .await
-        .expect("namespace");
-    let pods: Api<Pod> = Api::namespaced(local.clone(), &ns);
+        .expect("create ok");
     pods.create(
         &PostParams::default(),
         &pod(
-            "ok",
+            "fail",
             &node,
-            Some(container("init", "echo init-done")),
-            container("main", "echo hello-remote; sleep 10; echo bye"),
+            "Never",
+            None,
+            container("main", "echo oops; exit 3"),
         ),
-    )
-    .await
-    .expect("create ok");
-    pods.create(
-        &PostParams::default(),
-        &pod("fail", &node, None, container("main", "echo oops; exit 3")),
     )
     .await
     .expect("create fail");
 
-    let running = wait_for("ok Running", Duration::from_secs(300), async || {
-        let p = pods.get("ok").await.ok()?;
-        (phase(&p) == "Running").then_some(p)
-    })
-    .await;
+    let running = wait_phase(&pods, "ok", "Running", Duration::from_secs(300)).await;
     let st = running.status.clone().expect("status");
     let init = &st.init_container_statuses.expect("init statuses")[0];
-    assert_eq!(
-        init.state
-            .as_ref()
-            .and_then(|s| s.terminated.as_ref())
-            .map(|t| t.exit_code),
-        Some(0),
-        "init ran first"
-    );
+    let init_done = init
+        .state
+        .as_ref()
+        .and_then(|s| s.terminated.clone())
+        .expect("init terminated while main runs");
+    assert_eq!(init_done.exit_code, 0);
     let main = &st.container_statuses.expect("statuses")[0];
+    let started = main
+        .state
+        .as_ref()
+        .and_then(|s| s.running.as_ref())
+        .and_then(|r| r.started_at.clone())
+        .expect("remote running state with start time");
+    let finished = init_done.finished_at.expect("init finish time");
     assert!(
-        main.state
-            .as_ref()
-            .and_then(|s| s.running.as_ref())
-            .and_then(|r| r.started_at.as_ref())
-            .is_some(),
-        "remote running state with start time"
+        finished.0 <= started.0,
+        "init finished ({finished:?}) before main started ({started:?})"
     );
 
     // Logs through the provider's kubelet API with a client certificate of the
-    // local cluster CA (what the apiserver would present): provider -> plugin -> remote.
-    let pki = local_pki(tb);
+    // local cluster CA (what the apiserver presents): provider -> plugin -> remote.
+    let pki = local_pki(env.tb);
     let mut ident = std::fs::read(pki.join("admin.crt")).expect("cert");
     ident.extend(std::fs::read(pki.join("admin.key")).expect("key"));
     let http = reqwest::Client::builder()
@@ -160,41 +133,33 @@ async fn pods_run_remotely_with_status_logs_and_delete() {
         .build()
         .expect("http");
     let port = prov.kubelet_addr().port();
-    let url = format!(
-        "https://{}:{port}/containerLogs/{ns}/ok/main",
-        tb.local.node_ip
-    );
-    let logs = wait_for("logs", Duration::from_secs(30), async || {
+    let ip = env.tb.local.node_ip;
+    let url = format!("https://{ip}:{port}/containerLogs/{ns}/ok/main");
+    let logs = wait_for("logs", Duration::from_secs(60), async || {
         let t = http.get(&url).send().await.ok()?.text().await.ok()?;
-        t.contains("hello-remote").then_some(t)
+        t.contains("from-init").then_some(t)
     })
     .await;
-    assert!(logs.contains("hello-remote"), "{logs}");
+    assert!(logs.starts_with("hello-remote\nfrom-init\n"), "{logs}");
     let init_logs = http
-        .get(format!(
-            "https://{}:{port}/containerLogs/{ns}/ok/init",
-            tb.local.node_ip
-        ))
+        .get(format!("https://{ip}:{port}/containerLogs/{ns}/ok/init"))
         .send()
         .await
         .expect("init logs")
         .text()
         .await
         .expect("text");
-    assert!(init_logs.contains("init-done"), "{init_logs}");
+    assert_eq!(init_logs, "init-done\n");
     let anon = reqwest::Client::builder()
         .tls_danger_accept_invalid_certs(true)
         .build()
         .expect("http");
     assert_eq!(anon.get(&url).send().await.expect("anon").status(), 401);
 
-    let done = wait_for("ok Succeeded", Duration::from_secs(300), async || {
-        let p = pods.get("ok").await.ok()?;
-        (phase(&p) == "Succeeded").then_some(p)
-    })
-    .await;
+    let done = wait_phase(&pods, "ok", "Succeeded", Duration::from_secs(300)).await;
     let t = done
         .status
+        .clone()
         .and_then(|s| s.container_statuses)
         .expect("statuses")[0]
         .state
@@ -202,11 +167,8 @@ async fn pods_run_remotely_with_status_logs_and_delete() {
         .and_then(|s| s.terminated)
         .expect("terminated");
     assert_eq!(t.exit_code, 0);
-    let failed = wait_for("fail Failed", Duration::from_secs(300), async || {
-        let p = pods.get("fail").await.ok()?;
-        (phase(&p) == "Failed").then_some(p)
-    })
-    .await;
+    assert_eq!(t.reason.as_deref(), Some("Completed"));
+    let failed = wait_phase(&pods, "fail", "Failed", Duration::from_secs(300)).await;
     let t = failed
         .status
         .and_then(|s| s.container_statuses)
@@ -216,52 +178,57 @@ async fn pods_run_remotely_with_status_logs_and_delete() {
         .and_then(|s| s.terminated)
         .expect("terminated");
     assert_eq!(t.exit_code, 3);
+    assert_eq!(t.reason.as_deref(), Some("Error"));
+    let (ok_, out, err) = kubectl(
+        &env,
+        &ns,
+        &[
+            "get",
+            "pod",
+            "fail",
+            "-o",
+            "jsonpath={.status.containerStatuses[0].state.terminated.exitCode}",
+        ],
+    )
+    .await;
+    assert!(ok_, "{err}");
+    assert_eq!(out, "3", "kubectl shows the exit code");
+    assert!(
+        !events(&env.local, &ns, "ok", "Offloaded").await.is_empty(),
+        "Offloaded event"
+    );
 
-    // Delete: the remote pod (and what it owns) goes, then the local one.
-    let uid = done.metadata.uid.clone().expect("uid");
-    let remote_pods: Api<Pod> = Api::all(remote.clone());
-    let sel = ListParams::default().labels(&format!(
-        "{}={uid}",
-        offload_wire::keys::LABEL_SOURCE_POD_UID
-    ));
+    // Delete: the remote pod goes, then the local one.
+    let uid_ok = uid(&done);
     assert_eq!(
-        remote_pods
-            .list(&sel)
-            .await
-            .expect("remote list")
-            .items
-            .len(),
+        remote_pods(&env.remote, &uid_ok).await.len(),
         1,
         "exactly one remote pod"
     );
     pods.delete("ok", &DeleteParams::default())
         .await
         .expect("delete");
-    wait_for("local pod gone", Duration::from_secs(60), async || {
-        pods.get_opt("ok").await.ok()?.is_none().then_some(())
-    })
-    .await;
-    wait_for("remote pod gone", Duration::from_secs(90), async || {
-        remote_pods
-            .list(&sel)
+    wait_gone(&pods, "ok", Duration::from_secs(120)).await;
+    wait_for("remote pod gone", Duration::from_secs(120), async || {
+        remote_pods(&env.remote, &uid_ok)
             .await
-            .ok()?
-            .items
             .is_empty()
             .then_some(())
     })
     .await;
-
     pods.delete("fail", &DeleteParams::default())
         .await
         .expect("delete fail");
-    wait_for("fail gone", Duration::from_secs(60), async || {
-        pods.get_opt("fail").await.ok()?.is_none().then_some(())
-    })
-    .await;
+    wait_gone(&pods, "fail", Duration::from_secs(120)).await;
+
+    // Shutdown leaves the node NotReady, not deleted.
     prov.shutdown().await;
-    plugin.shutdown().await;
-    let _ = Api::<Node>::all(local.clone())
-        .delete(&node, &DeleteParams::default())
-        .await;
+    let (status, reason, _) = node_ready(&env.local, &node)
+        .await
+        .expect("node still there");
+    assert_eq!(
+        (status.as_str(), reason.as_str()),
+        ("False", "ProviderStopped")
+    );
+    plugin.stop().await;
 }

@@ -718,3 +718,45 @@ fn translation_is_deterministic() {
     let b = translate(&d, &TranslateConfig::default()).expect("b");
     assert_eq!(a.pod, b.pod);
 }
+
+/// What the bastion needs on the remote pod: the tunnel annotations
+/// gateway-manager wrote on the local pod, unchanged, and the label its
+/// reflector selects. (The interLink VK's secret annotations stay behind.)
+#[test]
+fn tunnel_annotations_and_the_bastion_label_reach_the_remote_pod() {
+    use offload_wire::keys::tunnel;
+    let mut p = pod(vec![container("c")], vec![]);
+    let tunnel_annotations = [
+        (tunnel::GATEWAY_ADDRESS, "10.201.0.1:30222"),
+        (
+            tunnel::GATEWAY_HOST_KEY,
+            "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIJ",
+        ),
+        (tunnel::PORTS, r#"{"8080":40000}"#),
+        (tunnel::SERVICE, "web"),
+    ];
+    if let Some(a) = p.metadata.annotations.as_mut() {
+        for (k, v) in tunnel_annotations {
+            a.insert(k.into(), v.into());
+        }
+    }
+    let plan = translate(
+        &data(p, vec![], vec![], vec![]),
+        &TranslateConfig::default(),
+    )
+    .expect("translates");
+    let ann = plan.pod.metadata.annotations.clone().unwrap_or_default();
+    for (k, v) in tunnel_annotations {
+        assert_eq!(ann.get(k).map(String::as_str), Some(v), "{k}");
+    }
+    assert!(!ann.contains_key("interlink.eu/wg-private-key"));
+    let labels = plan.pod.metadata.labels.clone().unwrap_or_default();
+    assert_eq!(
+        labels.get(keys::LABEL_OFFLOADING).map(String::as_str),
+        Some(keys::OFFLOADING_VALUE)
+    );
+    assert_eq!(
+        offload_bastion::install::BastionSpec::new("ns", "img").label_selector,
+        format!("{}={}", keys::LABEL_OFFLOADING, keys::OFFLOADING_VALUE)
+    );
+}

@@ -1,6 +1,6 @@
-//! Test support: a small in-memory plugin that plays the remote side, for the
-//! local-cluster tests of the provider machinery (restart safety, plugin
-//! outages) where the real plugin and remote cluster add nothing but time.
+//! Benchmark support: a small in-memory plugin that plays the remote side,
+//! for `benches/offload.rs --fake-plugin` (the provider's own cost, without a
+//! remote cluster). The tests use the real plugin (`tests/common`).
 //! Behaviour per pod comes from annotations:
 //! - `fake.offload/exit-code: "N"`: containers terminate with N after `fake.offload/run-ms` (default 500).
 //! - otherwise containers keep running.

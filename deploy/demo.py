@@ -1,0 +1,238 @@
+#!/usr/bin/env python3
+"""The offloading demo, on the two running testbed clusters (scripts/demo runs it).
+
+  demo.py up     install the plugin chart (remote) and the provider chart (local)
+                 with real Helm code, offload a 2-replica `busybox httpd`
+                 Deployment to the virtual node and fetch its page from a client
+                 pod in the local cluster through the workload's stable Service
+  demo.py down   remove what `up` installed (the clusters stay)
+
+Needs KUBECONFIG_LOCAL, KUBECONFIG_REMOTE (testbed.sh env), OFFLOAD_KUBECTL,
+the images imported into both clusters (deploy/images/build.sh import) and the
+Helm SDK on PYTHONPATH (charts/tests/helm-sdk.sh).
+"""
+
+import base64
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import helm_python as helm
+
+ROOT = Path(__file__).resolve().parent.parent
+NS = "offload-system"
+APP_NS = "demo"
+NODE = "offload-remote"
+PLUGIN_NODE_PORT = 32400  # in the remote cluster's NodePort range
+GATEWAY_NODE_PORT = 30222  # in the local cluster's NodePort range
+RELEASE_PLUGIN = "offload"
+RELEASE_PROVIDER = "offload"
+BUSYBOX = "localhost/offload/busybox:1.0"
+HTTPD = ('mkdir -p /tmp/www && echo "hello from $(hostname), running in the remote cluster" '
+         '> /tmp/www/index.html && exec httpd -f -p 8080 -h /tmp/www')
+
+
+def say(msg):
+    print(f"--> {msg}", flush=True)
+
+
+class Failed(Exception):
+    pass
+
+
+class Cluster:
+    def __init__(self, name):
+        self.name = name
+        self.kubeconfig = os.environ.get(f"KUBECONFIG_{name.upper()}", "")
+        if not Path(self.kubeconfig).is_file():
+            raise Failed(f"{name} cluster: no kubeconfig at {self.kubeconfig!r} (is the testbed up?)")
+        self.kubectl_bin = os.environ.get("OFFLOAD_KUBECTL", "kubectl")
+
+    def kubectl(self, *args, input=None, check=True, timeout=120):
+        r = subprocess.run([self.kubectl_bin, "--kubeconfig", self.kubeconfig, *args], input=input,
+                           capture_output=True, text=True, timeout=timeout)
+        if check and r.returncode != 0:
+            raise Failed(f"kubectl {' '.join(args)} on the {self.name} cluster: {r.stderr.strip()}")
+        return r.stdout
+
+    def get(self, *args):
+        return json.loads(self.kubectl("get", "-o", "json", *args))
+
+    def apply(self, obj):
+        self.kubectl("apply", "-f", "-", input=json.dumps(obj))
+
+    def namespace(self, ns):
+        self.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}})
+        wait_for(lambda: self.kubectl("-n", ns, "get", "serviceaccount", "default", check=False),
+                 60, f"the default ServiceAccount of {ns} on the {self.name} cluster")
+
+    def helm(self, ns):
+        return helm.Config(kubeconfig_path=self.kubeconfig, namespace=ns)
+
+    def install(self, ns, chart, release, values):
+        cfg = self.helm(ns)
+        try:
+            cfg.uninstall(release)  # a previous demo run that was not cleaned up
+        except helm.HelmError:
+            pass
+        try:
+            cfg.install(str(ROOT / "charts" / chart), release, values, timeout=180)
+        except helm.HelmError as e:
+            raise Failed(f"helm install {release} (charts/{chart}) on the {self.name} cluster: {e}") from e
+
+    def node_ip(self):
+        for n in self.get("nodes")["items"]:
+            if "virtual-node.interlink/type" in n["metadata"].get("labels", {}):
+                continue
+            for a in n["status"]["addresses"]:
+                if a["type"] == "InternalIP":
+                    return a["address"]
+        raise Failed(f"{self.name} cluster: no node with an InternalIP")
+
+    def describe(self, ns):
+        return self.kubectl("-n", ns, "get", "pods,deploy,svc,endpoints", "-o", "wide", check=False) + \
+            self.kubectl("-n", ns, "get", "events", "--sort-by=.lastTimestamp", check=False)[-3000:]
+
+
+def wait_for(cond, timeout, what, on_timeout=None):
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        try:
+            v = cond()
+            if v:
+                return v
+        except Failed as e:
+            last = e
+        time.sleep(1)
+    extra = f"\n{on_timeout()}" if on_timeout else ""
+    raise Failed(f"timed out after {timeout} s waiting for {what}{f' (last error: {last})' if last else ''}{extra}")
+
+
+def deployment_ready(c, ns, name):
+    d = c.get("-n", ns, "deployment", name)
+    want = d["spec"].get("replicas", 1)
+    return d.get("status", {}).get("readyReplicas", 0) >= want
+
+
+def up():
+    local, remote = Cluster("local"), Cluster("remote")
+    t0 = time.monotonic()
+
+    say("remote cluster: helm install the plugin chart (the plugin installs the bastion)")
+    remote.namespace(NS)
+    remote.install(NS, "plugin", RELEASE_PLUGIN, {
+        "service": {"type": "NodePort", "nodePort": PLUGIN_NODE_PORT},
+    })
+    plugin = f"{RELEASE_PLUGIN}-plugin"
+    wait_for(lambda: deployment_ready(remote, NS, plugin), 180, f"deployment {plugin} Ready on the remote cluster",
+             lambda: remote.describe(NS))
+    token = base64.b64decode(remote.get("-n", NS, "secret", f"{plugin}-token")["data"]["token"]).decode()
+    url = f"http://{remote.node_ip()}:{PLUGIN_NODE_PORT}"
+    say(f"plugin Ready, reachable from the local cluster at {url}")
+
+    say("local cluster: helm install the provider chart (virtual node + SSH gateway)")
+    local.namespace(NS)
+    local.install(NS, "provider", RELEASE_PROVIDER, {
+        "node": {"name": NODE, "labels": {"offload.dev/demo": "true"}},
+        "plugin": {"url": url, "token": {"value": token}},
+        "gateway": {"enabled": True, "nodePort": GATEWAY_NODE_PORT},
+    })
+    provider = f"{RELEASE_PROVIDER}-provider"
+    wait_for(lambda: deployment_ready(local, NS, provider), 180, f"deployment {provider} Ready on the local cluster",
+             lambda: local.describe(NS))
+
+    def node_ready():
+        n = local.get("node", NODE)
+        return any(c["type"] == "Ready" and c["status"] == "True" for c in n["status"].get("conditions", []))
+
+    wait_for(node_ready, 120, f"virtual node {NODE} Ready", lambda: local.kubectl("describe", "node", NODE, check=False))
+    say(f"virtual node {NODE} is Ready")
+
+    say("local cluster: a 2-replica busybox httpd Deployment on the virtual node, Service name 'web'")
+    local.namespace(APP_NS)
+    t_apply = time.monotonic()
+    local.apply({
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": "web", "namespace": APP_NS},
+        "spec": {
+            "replicas": 2,
+            "selector": {"matchLabels": {"app": "web"}},
+            "template": {
+                "metadata": {"labels": {"app": "web"},
+                             "annotations": {"interlink.io/tunnel-service": "web"}},
+                "spec": {
+                    "nodeSelector": {"offload.dev/demo": "true"},
+                    "tolerations": [{"key": "virtual-node.interlink/no-schedule", "operator": "Exists"}],
+                    "containers": [{
+                        "name": "httpd", "image": BUSYBOX,
+                        "command": ["sh", "-c", HTTPD],
+                        "ports": [{"name": "http", "containerPort": 8080}],
+                    }],
+                },
+            },
+        },
+    })
+    wait_for(lambda: deployment_ready(local, APP_NS, "web"), 240, "both replicas Running on the virtual node",
+             lambda: local.describe(APP_NS))
+    say("both replicas run remotely; fetching the page through the Service 'web' from a client pod")
+
+    def fetch():
+        name = f"client-{int(time.time() * 1000) % 100000}"
+        out = local.kubectl("-n", APP_NS, "run", name, "--image", BUSYBOX, "--restart=Never", "--rm", "-i",
+                            "--quiet", "--command", "--", "wget", "-qO-", "-T", "5", "http://web:8080/",
+                            check=False, timeout=90)
+        return out.strip() if "hello from" in out else None
+
+    page = wait_for(fetch, 180, "the page through the Service web", lambda: local.describe(APP_NS))
+    t_page = time.monotonic() - t_apply
+
+    print()
+    print("=== local cluster: kubectl get pods -o wide -n demo")
+    print(local.kubectl("-n", APP_NS, "get", "pods", "-o", "wide"))
+    print("=== local cluster: kubectl get svc,endpoints -n demo")
+    print(local.kubectl("-n", APP_NS, "get", "svc,endpoints"))
+    print("=== remote cluster: kubectl get pods -o wide -A -l interlink.io=offloading")
+    print(remote.kubectl("get", "pods", "-o", "wide", "-A", "-l", "interlink.io=offloading"))
+    print("=== the page, fetched by a client pod in the local cluster from http://web:8080/")
+    print(page)
+    print()
+    say(f"kubectl apply -> page served through the tunnel: {t_page:.1f} s (whole demo setup {time.monotonic() - t0:.0f} s)")
+
+
+def down():
+    local, remote = Cluster("local"), Cluster("remote")
+    local.kubectl("delete", "namespace", APP_NS, "--ignore-not-found", "--wait=true", check=False, timeout=180)
+    for c, rel in ((local, RELEASE_PROVIDER), (remote, RELEASE_PLUGIN)):
+        try:
+            c.helm(NS).uninstall(rel)
+        except helm.HelmError as e:
+            print(f"helm uninstall {rel} on the {c.name} cluster: {e}", file=sys.stderr)
+    # What the components made outside their releases: the virtual node, the
+    # bastion the plugin installed (and its ClusterRole), the remote namespaces.
+    local.kubectl("delete", "node", NODE, "--ignore-not-found", check=False)
+    remote.kubectl("delete", "clusterrole,clusterrolebinding", "-l", "app.kubernetes.io/managed-by=offload-plugin",
+                   "--ignore-not-found", check=False)
+    for c in (local, remote):
+        c.kubectl("delete", "namespace", NS, "--ignore-not-found", "--wait=false", check=False)
+
+
+def main():
+    helm.disable_logging()
+    cmd = sys.argv[1] if len(sys.argv) > 1 else "up"
+    try:
+        {"up": up, "down": down}[cmd]()
+    except KeyError:
+        print(__doc__, file=sys.stderr)
+        return 2
+    except Failed as e:
+        print(f"\ndemo failed: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,236 @@
+//! The bastion, installed and kept by the plugin: one per remote cluster, it
+//! carries the SSH reverse tunnels of every offloaded pod with ports.
+//!
+//! The plugin applies it with [`offload_bastion::install::apply`] at start
+//! and again every `--bastion-resync-interval` (so a deleted Deployment,
+//! Secret or RBAC object comes back by itself). The bastion's ed25519 key is
+//! generated once on the remote side and kept in a remote Secret; only its
+//! public key leaves the cluster, through `GET /bastion/publicKey`, for the
+//! provider's gateway to authorize. The bastion needs nothing else from the
+//! plugin: it watches the remote pods (label `interlink.io=offloading`) and
+//! reads the tunnel annotations the plugin copies from the local pod.
+
+use std::{sync::RwLock, time::Duration};
+
+use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::{Api, Client, api::PostParams};
+use offload_bastion::install::{self, BastionSpec};
+use offload_wire::keys;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::metrics::Metrics;
+
+/// Where the namespace of an in-cluster pod is written.
+const IN_CLUSTER_NAMESPACE: &str = "/var/run/secrets/kubernetes.io/serviceaccount/namespace";
+/// Bastion namespace when neither the flag nor an in-cluster namespace says.
+pub const DEFAULT_NAMESPACE: &str = "offload-system";
+
+/// The namespace the plugin runs in (in-cluster), if any.
+pub fn own_namespace() -> Option<String> {
+    std::fs::read_to_string(IN_CLUSTER_NAMESPACE)
+        .ok()
+        .map(|s| s.trim().to_owned())
+        .filter(|s| !s.is_empty())
+}
+
+/// What `GET /bastion/publicKey` can say.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeyState {
+    /// `--no-bastion`: this plugin keeps no bastion.
+    Disabled,
+    /// Not installed yet; the last error, if an attempt failed.
+    Pending {
+        namespace: String,
+        error: Option<String>,
+    },
+    /// Installed; the bastion's public key (`ssh-ed25519 AAAA…`).
+    Ready { namespace: String, key: String },
+}
+
+/// The bastion's public key as the HTTP layer sees it.
+#[derive(Debug)]
+pub struct BastionKey {
+    state: RwLock<KeyState>,
+}
+
+impl BastionKey {
+    pub fn disabled() -> Self {
+        Self {
+            state: RwLock::new(KeyState::Disabled),
+        }
+    }
+
+    pub fn pending(namespace: &str) -> Self {
+        Self {
+            state: RwLock::new(KeyState::Pending {
+                namespace: namespace.to_owned(),
+                error: None,
+            }),
+        }
+    }
+
+    pub fn get(&self) -> KeyState {
+        self.state
+            .read()
+            .map(|s| s.clone())
+            .unwrap_or_else(|e| e.into_inner().clone())
+    }
+
+    fn set(&self, s: KeyState) {
+        match self.state.write() {
+            Ok(mut g) => *g = s,
+            Err(e) => *e.into_inner() = s,
+        }
+    }
+
+    /// The result of one apply: a key makes it ready; an error keeps a key
+    /// already known (the Secret is only ever read, so the key stays valid).
+    fn record(&self, namespace: &str, result: Result<String, String>) {
+        let next = match (result, self.get()) {
+            (Ok(key), _) => KeyState::Ready {
+                namespace: namespace.to_owned(),
+                key,
+            },
+            (Err(_), ready @ KeyState::Ready { .. }) => ready,
+            (Err(error), _) => KeyState::Pending {
+                namespace: namespace.to_owned(),
+                error: Some(error),
+            },
+        };
+        self.set(next);
+    }
+}
+
+/// Creates a namespace when it does not exist: the bastion's (out of cluster
+/// the default `offload-system` usually does not exist), and a watched
+/// namespace the plugin would otherwise create only with its first pod (the
+/// bastion's Role lives there). `offloading`: labelled like the namespaces
+/// the plugin maps pods to.
+async fn ensure_namespace(client: &Client, ns: &str, offloading: bool) -> Result<(), kube::Error> {
+    let api: Api<Namespace> = Api::all(client.clone());
+    if api.get_opt(ns).await?.is_some() {
+        return Ok(());
+    }
+    let mut labels = std::collections::BTreeMap::from([(
+        keys::LABEL_MANAGED_BY.to_owned(),
+        keys::MANAGED_BY_PLUGIN.to_owned(),
+    )]);
+    if offloading {
+        labels.insert(
+            keys::LABEL_OFFLOADING.to_owned(),
+            keys::OFFLOADING_VALUE.to_owned(),
+        );
+    }
+    let obj = Namespace {
+        metadata: ObjectMeta {
+            name: Some(ns.to_owned()),
+            labels: Some(labels),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    match api.create(&PostParams::default(), &obj).await {
+        Ok(_) => {
+            info!(namespace = ns, "created a namespace for the bastion");
+            Ok(())
+        }
+        Err(kube::Error::Api(e)) if e.code == 409 => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// A kube error in one line (the apiserver's message, not its whole Status).
+fn short(e: &kube::Error) -> String {
+    match e {
+        kube::Error::Api(s) => format!("{} ({})", s.message, s.code),
+        other => other.to_string(),
+    }
+}
+
+/// One install pass: namespaces, then the bastion's objects. Returns the
+/// bastion's public key.
+pub async fn apply_once(client: &Client, spec: &BastionSpec) -> Result<String, String> {
+    ensure_namespace(client, &spec.namespace, false)
+        .await
+        .map_err(|e| format!("bastion namespace {:?}: {}", spec.namespace, short(&e)))?;
+    if let Some(watched) = &spec.watch_namespace {
+        ensure_namespace(client, watched, true)
+            .await
+            .map_err(|e| format!("watched namespace {watched:?}: {}", short(&e)))?;
+    }
+    install::apply(client, spec).await.map_err(|e| {
+        let why = match &e {
+            install::Error::Kube(k) => short(k),
+            other => other.to_string(),
+        };
+        format!("installing the bastion in {:?}: {why}", spec.namespace)
+    })
+}
+
+/// Installs the bastion and keeps it: re-applies every `every` (quicker,
+/// with backoff, while it fails) until `cancel`.
+pub async fn keep(
+    client: Client,
+    spec: BastionSpec,
+    key: std::sync::Arc<BastionKey>,
+    every: Duration,
+    metrics: std::sync::Arc<Metrics>,
+    cancel: CancellationToken,
+) {
+    let every = every.max(Duration::from_secs(1));
+    let mut failures: u32 = 0;
+    loop {
+        let result = apply_once(&client, &spec).await;
+        metrics.bastion_apply(result.is_ok());
+        let delay = match &result {
+            Ok(k) => {
+                if !matches!(key.get(), KeyState::Ready { key: ref old, .. } if old == k) {
+                    info!(namespace = %spec.namespace, public_key = %k, "bastion installed");
+                }
+                failures = 0;
+                every
+            }
+            Err(e) => {
+                warn!(error = %e, "bastion not installed; retrying");
+                failures = failures.saturating_add(1);
+                let backoff = Duration::from_secs(1) * 2u32.saturating_pow(failures.min(5) - 1);
+                backoff.min(every)
+            }
+        };
+        key.record(&spec.namespace, result);
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tokio::time::sleep(delay) => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_known_key_survives_a_failed_reapply() {
+        let k = BastionKey::pending("offload-system");
+        k.record("offload-system", Err("apiserver down".into()));
+        assert_eq!(
+            k.get(),
+            KeyState::Pending {
+                namespace: "offload-system".into(),
+                error: Some("apiserver down".into())
+            }
+        );
+        k.record("offload-system", Ok("ssh-ed25519 AAAA".into()));
+        k.record("offload-system", Err("apiserver down".into()));
+        assert_eq!(
+            k.get(),
+            KeyState::Ready {
+                namespace: "offload-system".into(),
+                key: "ssh-ed25519 AAAA".into()
+            }
+        );
+        assert_eq!(BastionKey::disabled().get(), KeyState::Disabled);
+    }
+}

@@ -1,0 +1,535 @@
+//! The local half of the tunnel, embedded: gateway-manager runs the SSH
+//! gateway in the local cluster and gives every TCP `containerPort` of an
+//! offloaded pod a gateway port, the remote bastion forwards it to the remote
+//! pod, and the local Service `<pod>-tunnel` (plus the workload Service named
+//! by `interlink.io/tunnel-service`) reaches it.
+//!
+//! What the provider does with it (`controller.rs` calls these hooks):
+//! - start: [`start`] applies the gateway and rebuilds the port allocations
+//!   from the annotations of live pods (restart-safe: the cluster is the
+//!   source of truth), then keeps probing the tunnels and writing Endpoints;
+//!   the bastion's public key comes from the plugin (`GET
+//!   /bastion/publicKey`, re-read every minute so a rotation is followed) or
+//!   from `--bastion-public-key`;
+//! - before the plugin's create: `GatewayManager::prepare_pod` (ports,
+//!   annotations on the local pod, Services); the annotated pod is what is
+//!   sent, so the annotations reach the remote pod and the bastion;
+//! - status: the pod condition [`CONDITION_TUNNEL_UP`] ([`tunnel_condition`]);
+//! - delete (or the pod finishing): `GatewayManager::release_pod`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use gateway_manager::annotations::split_host_port;
+use gateway_manager::objects::GatewaySpec;
+use gateway_manager::{GatewayManager, Settings};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod, PodCondition};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
+use kube::api::{Api, PostParams};
+use offload_wire::keys;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use crate::client::{PluginClient, PluginError};
+use crate::config::{Config, PluginMode};
+
+pub use gateway_manager::manager::CONDITION_TUNNEL_UP;
+
+/// Where the namespace of an in-cluster pod is written.
+const IN_CLUSTER_NAMESPACE: &str = "/var/run/secrets/kubernetes.io/serviceaccount/namespace";
+/// Gateway namespace when neither the flag nor an in-cluster namespace says.
+pub const DEFAULT_NAMESPACE: &str = "offload-system";
+/// How often a known bastion key is fetched again (rotation).
+const KEY_REFRESH: Duration = Duration::from_secs(60);
+/// How long a start with a fresh gateway waits for the plugin's bastion key.
+const FIRST_KEY_WAIT: Duration = Duration::from_secs(10);
+
+#[derive(Debug, thiserror::Error)]
+pub enum TunnelError {
+    #[error("--gateway-address {0:?} has no port and --gateway-node-port is 0: give HOST:PORT")]
+    NoPort(String),
+    #[error("--gateway-address {0:?} is not HOST or HOST:PORT")]
+    Address(String),
+    #[error(
+        "the tunnel needs the bastion's public key: with --plugin-mode interlink the provider \
+         cannot ask the plugin for it, give --bastion-public-key"
+    )]
+    NoBastionKey,
+    #[error("--bastion-public-key: {0}")]
+    BastionKey(#[from] gateway_manager::render::KeyError),
+    #[error("gateway namespace {namespace:?}: {source}")]
+    Namespace {
+        namespace: String,
+        source: kube::Error,
+    },
+    #[error("starting the gateway: {0}")]
+    Gateway(#[from] gateway_manager::Error),
+}
+
+/// The namespace the provider runs in (in-cluster), if any.
+fn own_namespace() -> Option<String> {
+    std::fs::read_to_string(IN_CLUSTER_NAMESPACE)
+        .ok()
+        .map(|s| s.trim().to_owned())
+        .filter(|s| !s.is_empty())
+}
+
+/// `HOST[:PORT]` -> `HOST:PORT`, the port defaulting to the NodePort.
+pub fn gateway_address(addr: &str, node_port: u16) -> Result<String, TunnelError> {
+    let addr = addr.trim();
+    if split_host_port(addr).is_some() {
+        return Ok(addr.to_owned());
+    }
+    let bare_host = !addr.is_empty()
+        && !addr.contains(['/', ' '])
+        && (!addr.contains(':') || (addr.starts_with('[') && addr.ends_with(']')));
+    if !bare_host {
+        return Err(TunnelError::Address(addr.to_owned()));
+    }
+    if node_port == 0 {
+        return Err(TunnelError::NoPort(addr.to_owned()));
+    }
+    Ok(format!("{addr}:{node_port}"))
+}
+
+/// gateway-manager's settings from the provider's flags; `None` when the
+/// tunnel is off (no `--gateway-address`).
+pub fn settings(config: &Config) -> Result<Option<Settings>, TunnelError> {
+    let Some(addr) = config.gateway_address.as_deref().filter(|a| !a.is_empty()) else {
+        return Ok(None);
+    };
+    let public_address = gateway_address(addr, config.gateway_node_port)?;
+    let bastion_key = config
+        .bastion_public_key
+        .as_deref()
+        .map(str::trim)
+        .filter(|k| !k.is_empty());
+    if bastion_key.is_none() && config.plugin_mode == PluginMode::Interlink {
+        return Err(TunnelError::NoBastionKey);
+    }
+    let namespace = config
+        .gateway_namespace
+        .clone()
+        .filter(|n| !n.is_empty())
+        .or_else(own_namespace)
+        .unwrap_or_else(|| DEFAULT_NAMESPACE.to_owned());
+    let mut s = Settings::new(
+        GatewaySpec {
+            namespace,
+            name: config.gateway_name.clone(),
+            image: config.gateway_image.clone(),
+            image_pull_policy: config.gateway_image_pull_policy.clone(),
+            service_port: 2222,
+            node_port: (config.gateway_node_port != 0).then_some(config.gateway_node_port),
+        },
+        public_address,
+    );
+    s.range = config.gateway_port_range;
+    s.bastion_public_key = match bastion_key {
+        Some(k) => Some(gateway_manager::render::normalise_public_key(k)?),
+        None => None,
+    };
+    Ok(Some(s))
+}
+
+async fn ensure_namespace(client: &kube::Client, ns: &str) -> Result<(), TunnelError> {
+    let err = |source| TunnelError::Namespace {
+        namespace: ns.to_owned(),
+        source,
+    };
+    let api: Api<Namespace> = Api::all(client.clone());
+    if api.get_opt(ns).await.map_err(err)?.is_some() {
+        return Ok(());
+    }
+    let obj = Namespace {
+        metadata: ObjectMeta {
+            name: Some(ns.to_owned()),
+            labels: Some(
+                [(
+                    keys::LABEL_MANAGED_BY.to_owned(),
+                    keys::MANAGED_BY_PROVIDER.to_owned(),
+                )]
+                .into(),
+            ),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    match api.create(&PostParams::default(), &obj).await {
+        Ok(_) => {
+            info!(namespace = ns, "created the gateway namespace");
+            Ok(())
+        }
+        Err(kube::Error::Api(e)) if e.code == 409 => Ok(()),
+        Err(e) => Err(err(e)),
+    }
+}
+
+/// Start the tunnel when `--gateway-address` is set: gateway objects,
+/// allocations rebuilt from the cluster, then (as tasks in `tasks`) the
+/// probe/Endpoints loop and the bastion-key follower.
+pub async fn start(
+    config: &Config,
+    client: &kube::Client,
+    plugin: &PluginClient,
+    tasks: &mut JoinSet<()>,
+    cancel: &CancellationToken,
+) -> Result<Option<Arc<GatewayManager>>, TunnelError> {
+    let Some(settings) = settings(config)? else {
+        info!("tunnel off (no --gateway-address)");
+        return Ok(None);
+    };
+    let mut settings = settings;
+    ensure_namespace(client, &settings.gateway.namespace).await?;
+    let configured_key = settings.bastion_public_key.is_some();
+    if !configured_key {
+        // After a restart, keep authorizing the key the gateway already has
+        // until the plugin says otherwise: applying the gateway without it
+        // would restart the gateway pod and drop every tunnel.
+        settings.bastion_public_key = authorized_key(client, &settings.gateway).await;
+    }
+    if settings.bastion_public_key.is_none() {
+        // A fresh gateway: create it with the key when the plugin has one,
+        // rather than without and then again with it (a second rollout).
+        settings.bastion_public_key = first_key(plugin).await;
+    }
+    let initial_key = settings.bastion_public_key.clone();
+    let (ns, name, addr) = (
+        settings.gateway.namespace.clone(),
+        settings.gateway.name.clone(),
+        settings.public_address.clone(),
+    );
+    let gm = GatewayManager::start(client.clone(), settings).await?;
+    info!(
+        namespace = %ns,
+        gateway = %name,
+        address = %addr,
+        pods = gm.tunnel_pods().len(),
+        "tunnel gateway ready; allocations rebuilt from the cluster"
+    );
+
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    tasks.spawn(Arc::clone(&gm).run(config.gateway_sync_interval, stop_rx));
+    {
+        let c = cancel.clone();
+        tasks.spawn(async move {
+            c.cancelled().await;
+            let _ = stop_tx.send(true);
+        });
+    }
+    if !configured_key {
+        tasks.spawn(follow_bastion_key(
+            Arc::clone(&gm),
+            plugin.clone(),
+            initial_key,
+            cancel.clone(),
+        ));
+    }
+    Ok(Some(gm))
+}
+
+/// Fetch the bastion's public key from the plugin until it has one (the
+/// plugin may still be installing the bastion), hand it to the gateway, and
+/// keep re-reading it so a rotated key is followed.
+async fn follow_bastion_key(
+    gm: Arc<GatewayManager>,
+    plugin: PluginClient,
+    initial: Option<String>,
+    cancel: CancellationToken,
+) {
+    let mut current = initial;
+    let mut failures: u32 = 0;
+    loop {
+        let delay = match plugin.bastion_public_key().await {
+            Ok(key) if current.as_deref() == Some(key.as_str()) => KEY_REFRESH,
+            Ok(key) => match gm.set_bastion_key(&key).await {
+                Ok(()) => {
+                    info!(public_key = %key, rotated = current.is_some(), "bastion key authorized on the gateway");
+                    current = Some(key);
+                    failures = 0;
+                    KEY_REFRESH
+                }
+                Err(e) => {
+                    warn!(error = %e, "cannot authorize the bastion key on the gateway; retrying");
+                    failures = failures.saturating_add(1);
+                    backoff(failures)
+                }
+            },
+            Err(e) => {
+                failures = failures.saturating_add(1);
+                if current.is_none() && (failures == 1 || failures.is_multiple_of(10)) {
+                    warn!(error = %e, attempts = failures, "no bastion key from the plugin yet; tunnels wait for it");
+                } else {
+                    debug!(error = %e, "bastion key refresh failed");
+                }
+                if current.is_some() {
+                    KEY_REFRESH
+                } else if is_not_found(&e) {
+                    // A plugin without a bastion: it may be reconfigured; ask rarely.
+                    Duration::from_secs(30)
+                } else {
+                    backoff(failures)
+                }
+            }
+        };
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tokio::time::sleep(delay) => {}
+        }
+    }
+}
+
+/// The bastion key in the gateway's current `authorized_keys`, if any.
+async fn authorized_key(client: &kube::Client, gateway: &GatewaySpec) -> Option<String> {
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), &gateway.namespace);
+    let cm = cms.get_opt(&gateway.name).await.ok()??;
+    let text = cm.data?.remove("authorized_keys")?;
+    key_of_authorized_keys(&text)
+}
+
+/// The public key of the first entry of an `authorized_keys` text (the
+/// options never contain blanks in what gateway-manager renders; the key is
+/// the last two fields, comments are never rendered).
+pub fn key_of_authorized_keys(text: &str) -> Option<String> {
+    text.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .find_map(|l| {
+            let fields: Vec<&str> = l.split_whitespace().collect();
+            let [.., kind, blob] = fields.as_slice() else {
+                return None;
+            };
+            gateway_manager::render::normalise_public_key(&format!("{kind} {blob}")).ok()
+        })
+}
+
+/// The plugin's bastion key if it can tell within [`FIRST_KEY_WAIT`].
+async fn first_key(plugin: &PluginClient) -> Option<String> {
+    let ask = async {
+        loop {
+            match plugin.bastion_public_key().await {
+                Ok(k) => match gateway_manager::render::normalise_public_key(&k) {
+                    Ok(k) => return Some(k),
+                    Err(e) => {
+                        warn!(error = %e, "the plugin's bastion key is not an OpenSSH public key");
+                        return None;
+                    }
+                },
+                Err(e) if is_not_found(&e) => return None,
+                Err(e) => debug!(error = %e, "no bastion key from the plugin yet"),
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    };
+    tokio::time::timeout(FIRST_KEY_WAIT, ask)
+        .await
+        .ok()
+        .flatten()
+}
+
+fn is_not_found(e: &PluginError) -> bool {
+    matches!(e, PluginError::Status { status: 404, .. })
+}
+
+/// 0.5 s, 1 s, 2 s, ... up to 10 s.
+fn backoff(failures: u32) -> Duration {
+    let exp = failures.saturating_sub(1).min(5);
+    (Duration::from_millis(500) * 2u32.pow(exp)).min(Duration::from_secs(10))
+}
+
+/// Whether the pod holds gateway ports (known to gateway-manager, or
+/// annotated by a run before a restart).
+pub fn has_tunnel(gm: &GatewayManager, pod: &Pod) -> bool {
+    let annotated = pod
+        .metadata
+        .annotations
+        .as_ref()
+        .is_some_and(|a| a.contains_key(keys::tunnel::PORTS));
+    annotated || pod.metadata.uid.as_deref().is_some_and(|uid| gm.knows(uid))
+}
+
+/// The pod with the tunnel annotations gateway-manager just wrote merged in
+/// (the store may not have the patched pod yet).
+pub fn annotated(pod: &Pod, tunnel: &gateway_manager::annotations::TunnelAnnotations) -> Pod {
+    let mut p = pod.clone();
+    p.metadata
+        .annotations
+        .get_or_insert_with(Default::default)
+        .extend(tunnel.to_map());
+    p
+}
+
+/// The tunnel condition for a pod: `up` (`None`: not probed yet) with the
+/// transition time kept from `old` while the status does not change.
+pub fn tunnel_condition(
+    old: &[PodCondition],
+    up: Option<bool>,
+    now: jiff::Timestamp,
+) -> PodCondition {
+    let mut c = gateway_manager::manager::tunnel_condition(up.unwrap_or(false));
+    c.message = Some(
+        match up {
+            Some(true) => "every containerPort answers through the gateway",
+            Some(false) => "waiting for the bastion's forwards (remote pod not running yet, or the tunnel is reconnecting)",
+            None => "tunnel not probed yet",
+        }
+        .to_owned(),
+    );
+    c.last_transition_time = Some(
+        old.iter()
+            .find(|o| o.type_ == c.type_ && o.status == c.status)
+            .and_then(|o| o.last_transition_time.clone())
+            .unwrap_or(Time(now)),
+    );
+    c
+}
+
+/// Put the tunnel condition of `pod` into a status about to be written.
+pub fn add_condition(
+    gm: &GatewayManager,
+    pod: &Pod,
+    st: &mut k8s_openapi::api::core::v1::PodStatus,
+    now: jiff::Timestamp,
+) {
+    let Some(uid) = pod.metadata.uid.as_deref() else {
+        return;
+    };
+    if !gm.knows(uid) {
+        return;
+    }
+    let old = pod
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.clone())
+        .unwrap_or_default();
+    let c = tunnel_condition(&old, gm.tunnel_up(uid), now);
+    let conds = st.conditions.get_or_insert_with(Vec::new);
+    conds.retain(|o| o.type_ != c.type_);
+    conds.push(c);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[test]
+    fn addresses() {
+        assert_eq!(
+            gateway_address("10.201.0.1", 30222).ok().as_deref(),
+            Some("10.201.0.1:30222")
+        );
+        assert_eq!(
+            gateway_address("gw.example.org:2222", 30222)
+                .ok()
+                .as_deref(),
+            Some("gw.example.org:2222")
+        );
+        assert_eq!(
+            gateway_address("[fd00::1]", 30222).ok().as_deref(),
+            Some("[fd00::1]:30222")
+        );
+        assert!(matches!(
+            gateway_address("10.0.0.1", 0),
+            Err(TunnelError::NoPort(_))
+        ));
+        assert!(matches!(
+            gateway_address("http://x", 30222),
+            Err(TunnelError::Address(_))
+        ));
+    }
+
+    #[test]
+    fn settings_from_flags() {
+        let off = Config::parse_from(["offload-provider"]);
+        assert!(settings(&off).expect("ok").is_none(), "off by default");
+        let on = Config::parse_from([
+            "offload-provider",
+            "--gateway-address",
+            "10.201.0.1",
+            "--gateway-namespace",
+            "tunnels",
+            "--gateway-port-range",
+            "41000-41009",
+        ]);
+        let s = settings(&on).expect("ok").expect("on");
+        assert_eq!(s.public_address, "10.201.0.1:30222");
+        assert_eq!(s.gateway.namespace, "tunnels");
+        assert_eq!(s.gateway.node_port, Some(30222));
+        assert_eq!(s.range.to_string(), "41000-41009");
+        assert_eq!(s.bastion_public_key, None, "fetched from the plugin");
+        // An interLink API server cannot tell us the key.
+        let interlink = Config::parse_from([
+            "offload-provider",
+            "--gateway-address",
+            "10.201.0.1",
+            "--plugin-mode",
+            "interlink",
+        ]);
+        assert!(matches!(
+            settings(&interlink),
+            Err(TunnelError::NoBastionKey)
+        ));
+        let (_, public) = gateway_manager::render::generate_ed25519("bastion").expect("keygen");
+        let with_key = Config::parse_from([
+            "offload-provider",
+            "--gateway-address",
+            "gw:22",
+            "--plugin-mode",
+            "interlink",
+            "--bastion-public-key",
+            &format!("{public} some comment"),
+        ]);
+        let s = settings(&with_key).expect("ok").expect("on");
+        assert_eq!(s.bastion_public_key.as_deref(), Some(public.as_str()));
+        let bad_key = Config::parse_from([
+            "offload-provider",
+            "--gateway-address",
+            "gw:22",
+            "--bastion-public-key",
+            "not a key",
+        ]);
+        assert!(matches!(
+            settings(&bad_key),
+            Err(TunnelError::BastionKey(_))
+        ));
+    }
+
+    #[test]
+    fn condition_keeps_its_transition_time_until_it_flips() {
+        let t0: jiff::Timestamp = "2026-01-01T12:00:00Z".parse().expect("ts");
+        let t1: jiff::Timestamp = "2026-01-01T12:00:05Z".parse().expect("ts");
+        let down = tunnel_condition(&[], None, t0);
+        assert_eq!(down.type_, CONDITION_TUNNEL_UP);
+        assert_eq!(down.status, "False");
+        assert_eq!(down.last_transition_time, Some(Time(t0)));
+        let still = tunnel_condition(std::slice::from_ref(&down), Some(false), t1);
+        assert_eq!(still.last_transition_time, Some(Time(t0)));
+        let up = tunnel_condition(std::slice::from_ref(&still), Some(true), t1);
+        assert_eq!(up.status, "True");
+        assert_eq!(up.reason.as_deref(), Some("TunnelUp"));
+        assert_eq!(up.last_transition_time, Some(Time(t1)));
+    }
+
+    #[test]
+    fn the_authorized_key_is_read_back_from_the_rendered_config() {
+        let (_, public) = gateway_manager::render::generate_ed25519("b").expect("keygen");
+        let range = "40000-40002".parse().expect("range");
+        let text =
+            gateway_manager::render::authorized_keys(&public, range, "0.0.0.0").expect("render");
+        assert_eq!(key_of_authorized_keys(&text), Some(public));
+        assert_eq!(
+            key_of_authorized_keys("# no bastion key configured yet\n"),
+            None
+        );
+        assert_eq!(key_of_authorized_keys("garbage here\n"), None);
+    }
+
+    #[test]
+    fn backoff_grows_and_is_capped() {
+        assert_eq!(backoff(1), Duration::from_millis(500));
+        assert_eq!(backoff(2), Duration::from_secs(1));
+        assert_eq!(backoff(30), Duration::from_secs(10));
+    }
+}
