@@ -32,7 +32,8 @@ RELEASE_PLUGIN = "offload"
 RELEASE_PROVIDER = "offload"
 BUSYBOX = "localhost/offload/busybox:1.0"
 HTTPD = ('mkdir -p /tmp/www && echo "hello from $(hostname), running in the remote cluster" '
-         '> /tmp/www/index.html && exec httpd -f -p 8080 -h /tmp/www')
+         '> /tmp/www/index.html && echo "$(hostname): httpd serving /tmp/www on :8080" '
+         '&& exec httpd -f -p 8080 -h /tmp/www')
 
 
 def say(msg):
@@ -65,6 +66,11 @@ class Cluster:
         self.kubectl("apply", "-f", "-", input=json.dumps(obj))
 
     def namespace(self, ns):
+        def not_terminating():
+            out = self.kubectl("get", "namespace", ns, "-o", "jsonpath={.status.phase}", check=False)
+            return out.strip() != "Terminating"
+
+        wait_for(not_terminating, 180, f"namespace {ns} of a previous run to be deleted on the {self.name} cluster")
         self.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}})
         wait_for(lambda: self.kubectl("-n", ns, "get", "serviceaccount", "default", check=False),
                  60, f"the default ServiceAccount of {ns} on the {self.name} cluster")
@@ -183,7 +189,11 @@ def up():
     def fetch():
         name = f"client-{int(time.time() * 1000) % 100000}"
         out = local.kubectl("-n", APP_NS, "run", name, "--image", BUSYBOX, "--restart=Never", "--rm", "-i",
-                            "--quiet", "--command", "--", "wget", "-qO-", "-T", "5", "http://web:8080/",
+                            "--quiet", "--command", "--", "sh", "-c",
+                            # The testbed has no cluster DNS: the Service's environment variables
+                            # (set in every pod created after the Service) name it instead.
+                            # (Debian's busybox-static wget crashes with -T: `timeout` bounds it.)
+                            'timeout 5 wget -q -O- "http://$WEB_SERVICE_HOST:$WEB_SERVICE_PORT/"',
                             check=False, timeout=90)
         return out.strip() if "hello from" in out else None
 
@@ -197,7 +207,12 @@ def up():
     print(local.kubectl("-n", APP_NS, "get", "svc,endpoints"))
     print("=== remote cluster: kubectl get pods -o wide -A -l interlink.io=offloading")
     print(remote.kubectl("get", "pods", "-o", "wide", "-A", "-l", "interlink.io=offloading"))
-    print("=== the page, fetched by a client pod in the local cluster from http://web:8080/")
+    print("=== local cluster: kubectl logs -n demo deploy/web (apiserver -> provider :10250 -> plugin -> remote)")
+    print(wait_for(lambda: (lambda out: out if "serving" in out else None)(
+        local.kubectl("-n", APP_NS, "logs", "deploy/web", check=False)), 60, "kubectl logs of the offloaded pod",
+        lambda: local.kubectl("-n", APP_NS, "logs", "deploy/web", check=False)))
+    web_ip = local.get("-n", APP_NS, "service", "web")["spec"]["clusterIP"]
+    print(f"=== the page, fetched by a client pod in the local cluster through the Service web ({web_ip}:8080)")
     print(page)
     print()
     say(f"kubectl apply -> page served through the tunnel: {t_page:.1f} s (whole demo setup {time.monotonic() - t0:.0f} s)")

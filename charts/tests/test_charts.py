@@ -506,6 +506,10 @@ class RenderTests(unittest.TestCase, Hardened):
 
 # ---------------------------------------------------------------- clusters
 
+# Generous: the clusters are shared with other tests (a benchmark may fill the
+# remote node for minutes) on a loaded 2-core machine.
+POD_START = 300
+
 class Cluster:
     def __init__(self, name, kubeconfig):
         if not kubeconfig or not Path(kubeconfig).is_file():
@@ -556,7 +560,7 @@ class Cluster:
                 return p
         raise AssertionError("no free NodePort")
 
-    def wait_ready(self, ns, deploy, timeout=180):
+    def wait_ready(self, ns, deploy, timeout=POD_START):
         def ready():
             d = self.get("-n", ns, "deployment", deploy)
             st = d.get("status", {})
@@ -623,7 +627,7 @@ class InstallTests(unittest.TestCase):
     def install(self, cluster, ns, chart, release, values):
         cfg = cluster.helm(ns)
         t = time.monotonic()
-        rel = cfg.install(str(chart), release, values, timeout=120)
+        rel = cfg.install(str(chart), release, values, timeout=POD_START)
         self.addCleanup(self.uninstall, cluster, ns, release)
         self.assertEqual(rel["info"]["status"] if "info" in rel else rel.get("status"), "deployed", rel.keys())
         print(f"  helm install {release} ({chart.name}) on {cluster.name}: {time.monotonic() - t:.2f} s", file=sys.stderr)
@@ -642,7 +646,7 @@ class InstallTests(unittest.TestCase):
         self.install(remote, rns, PLUGIN, rel, {
             "service": {"type": "NodePort", "nodePort": node_port},
             # Watching only its own namespace: other tests' offloaded pods are not its business.
-            "bastion": {"enabled": PLUGIN_HAS_BASTION, "watchNamespace": rns},
+            "bastion": {"enabled": True, "watchNamespace": rns},
         })
         t = time.monotonic()
         remote.wait_ready(rns, f"{rel}-plugin")
@@ -655,7 +659,9 @@ class InstallTests(unittest.TestCase):
         self.assertEqual(sa["metadata"]["name"], f"{rel}-plugin")
         url = f"http://{remote.node_ip()}:{node_port}"
         # What a user checks: the API answers with the token, refuses without.
-        code, body = http(f"{url}/status", token, method="GET", body=b"[]")
+        # (kube-proxy may take a few seconds to open a new NodePort on a loaded machine)
+        code, body = wait_for(lambda: http(f"{url}/status", token, method="GET", body=b"[]"), 60,
+                              f"the plugin API at {url}")
         self.assertEqual(code, 200, body)
         code, body = http(f"{url}/status", None, method="GET", body=b"[]")
         self.assertEqual(code, 401, body)
@@ -678,7 +684,7 @@ class InstallTests(unittest.TestCase):
                      "taints": [{"key": "charts-test", "value": "yes", "effect": "NoSchedule"}],
                      "capacity": {"cpu": "12", "memory": "34Gi", "pods": "56"}, "deleteOnShutdown": True},
             "plugin": {"url": url, "token": {"value": token}},
-            "gateway": {"enabled": PROVIDER_HAS_GATEWAY, "nodePort": gateway_node_port,
+            "gateway": {"enabled": True, "nodePort": gateway_node_port,
                         "name": f"gw-{self.run_id}"},
         })
         t = time.monotonic()
@@ -688,43 +694,41 @@ class InstallTests(unittest.TestCase):
             n = local.get("node", node)
             return any(c["type"] == "Ready" and c["status"] == "True" for c in n["status"].get("conditions", [])) and n
 
-        n = wait_for(node_ready, 120, f"virtual node {node} Ready", on_timeout=lambda: local.describe(lns))
+        n = wait_for(node_ready, POD_START, f"virtual node {node} Ready", on_timeout=lambda: local.describe(lns))
         print(f"  provider pod Ready and node {node} Ready after {time.monotonic() - t:.1f} s", file=sys.stderr)
         self.assertEqual(n["metadata"]["labels"]["charts-test"], self.run_id)
         self.assertEqual(n["metadata"]["labels"]["virtual-node.interlink/type"], "virtual-kubelet")
         taints = {(x["key"], x.get("value"), x["effect"]) for x in n["spec"].get("taints", [])}
         self.assertIn(("charts-test", "yes", "NoSchedule"), taints)
         self.assertIn(("virtual-node.interlink/no-schedule", "true", "NoSchedule"), taints)
-        # The plugin's ping may report capacity; pods is ours unless it does.
-        self.assertIn("pods", n["status"]["capacity"])
+        # Our plugin's ping reports no resources, so the capacity is the chart's.
+        cap = n["status"]["capacity"]
+        self.assertEqual((cap["cpu"], cap["memory"], cap["pods"]), ("12", "34Gi", "56"))
         pod = local.get("-n", lns, "pods", "-l", f"app.kubernetes.io/instance={prel}")["items"][0]
         addrs = {a["type"]: a["address"] for a in n["status"]["addresses"]}
         self.assertEqual(addrs["InternalIP"], pod["status"]["podIP"])
         self.assertEqual(n["status"]["daemonEndpoints"]["kubeletEndpoint"]["Port"], 10250)
         lease = local.get("-n", "kube-node-lease", "lease", node)
         self.assertEqual(lease["spec"]["holderIdentity"], node)
-        # Least privilege: the provider's account may not read Secrets' neighbours it has no business with.
+        # Least privilege: the provider reads Secrets, it may not delete them.
         can = local.kubectl("auth", "can-i", "delete", "secrets", "-n", "default",
                             f"--as=system:serviceaccount:{lns}:{prel}-provider", check=False).strip()
         self.assertEqual(can, "no")
-        if PLUGIN_HAS_BASTION:
-            # The plugin installed the bastion next to itself and hands out its public key.
-            remote.wait_ready(rns, "offload-bastion", timeout=120)
-            code, body = http(f"{url}/bastion/publicKey", token)
-            self.assertEqual(code, 200, body)
-            bastion_key = json.loads(body)["publicKey"]
-            self.assertTrue(bastion_key.startswith("ssh-ed25519 "), bastion_key)
-        if PROVIDER_HAS_GATEWAY:
-            # The provider applied the gateway in its namespace, on the NodePort asked for,
-            # authorizing the bastion key it fetched from the plugin.
-            gw = f"gw-{self.run_id}"
-            local.wait_ready(lns, gw, timeout=120)
-            np = local.get("-n", lns, "service", f"{gw}-nodeport")
-            self.assertEqual(np["spec"]["ports"][0]["nodePort"], gateway_node_port)
-            if PLUGIN_HAS_BASTION:
-                key_data = bastion_key.split()[1]
-                wait_for(lambda: key_data in local.get("-n", lns, "configmap", gw)["data"]["authorized_keys"], 60,
-                         "the bastion key in the gateway's authorized_keys", on_timeout=lambda: local.describe(lns))
+        # The plugin installed the bastion next to itself and hands out its public key.
+        remote.wait_ready(rns, "offload-bastion", timeout=POD_START)
+        code, body = http(f"{url}/bastion/publicKey", token)
+        self.assertEqual(code, 200, body)
+        bastion_key = json.loads(body)["publicKey"]
+        self.assertTrue(bastion_key.startswith("ssh-ed25519 "), bastion_key)
+        # The provider applied the gateway in its namespace, on the NodePort asked for,
+        # authorizing the bastion key it fetched from the plugin.
+        gw = f"gw-{self.run_id}"
+        local.wait_ready(lns, gw, timeout=POD_START)
+        np = local.get("-n", lns, "service", f"{gw}-nodeport")
+        self.assertEqual(np["spec"]["ports"][0]["nodePort"], gateway_node_port)
+        key_data = bastion_key.split()[1]
+        wait_for(lambda: key_data in local.get("-n", lns, "configmap", gw)["data"]["authorized_keys"], 60,
+                 "the bastion key in the gateway's authorized_keys", on_timeout=lambda: local.describe(lns))
 
     def test_tcp_tunnel_carries_a_page(self):
         local, remote = self.local, self.remote
@@ -737,7 +741,7 @@ class InstallTests(unittest.TestCase):
         remote.kubectl("-n", rns, "run", "web", "--image=localhost/offload/busybox:1.0", "--restart=Never",
                        "--command", "--", "sh", "-c",
                        f"mkdir -p /www && echo hello-{self.run_id} > /www/index.html && exec httpd -f -p 8080 -h /www")
-        wait_for(lambda: remote.get("-n", rns, "pod", "web")["status"].get("podIP"), 90, "web pod IP",
+        wait_for(lambda: remote.get("-n", rns, "pod", "web")["status"].get("podIP"), POD_START, "web pod IP",
                  on_timeout=lambda: remote.describe(rns))
         web_ip = remote.get("-n", rns, "pod", "web")["status"]["podIP"]
         # Gateway in the local cluster (its own NodePort), bastion in the remote one.
@@ -748,7 +752,7 @@ class InstallTests(unittest.TestCase):
             "ssh": {"publicKey": bastion_pub, "hostKey": host_key, "allowedPorts": [gateway_port]},
             "service": {"port": node_port},
         })
-        local.wait_ready(lns, f"{grel}-gateway", timeout=120)
+        local.wait_ready(lns, f"{grel}-gateway", timeout=POD_START)
         brel = f"tunnel-{self.run_id}"
         t = time.monotonic()
         self.install(remote, rns, BASTION, brel, {
@@ -757,7 +761,7 @@ class InstallTests(unittest.TestCase):
                 "hostKey": host_pub}},
                 "service": {"gatewayPort": gateway_port, "targetHost": web_ip, "targetPort": 8080}},
         })
-        remote.wait_ready(rns, f"{brel}-bastion", timeout=120)
+        remote.wait_ready(rns, f"{brel}-bastion", timeout=POD_START)
         print(f"  bastion Ready (forward held) {time.monotonic() - t:.1f} s after install", file=sys.stderr)
         # A local client fetches the page from the gateway pod's forwarded port.
         gw_ip = local.get("-n", lns, "pods", "-l", f"app.kubernetes.io/instance={grel}")["items"][0]["status"]["podIP"]
@@ -769,7 +773,7 @@ class InstallTests(unittest.TestCase):
             p = local.get("-n", lns, "pod", "client")["status"].get("phase")
             return p if p in ("Succeeded", "Failed") else None
 
-        phase = wait_for(client_done, 120, "client pod", on_timeout=lambda: local.describe(lns))
+        phase = wait_for(client_done, POD_START, "client pod", on_timeout=lambda: local.describe(lns))
         out = local.kubectl("-n", lns, "logs", "client")
         self.assertEqual((phase, out.strip()), ("Succeeded", f"hello-{self.run_id}"))
 
@@ -791,22 +795,20 @@ class InstallTests(unittest.TestCase):
             logs = remote.kubectl("-n", rns, "logs", pods[0]["metadata"]["name"], check=False)
             return "pinned host key" in logs and pods[0]
 
-        pod = wait_for(logged_refusal, 90, "the bastion to refuse the wrong host key",
-                       on_timeout=lambda: remote.describe(rns))
-        ready = [c for c in pod["status"].get("conditions", []) if c["type"] == "Ready"]
-        self.assertEqual([c["status"] for c in ready], ["False"])
-
+        wait_for(logged_refusal, POD_START, "the bastion to refuse the wrong host key",
+                 on_timeout=lambda: remote.describe(rns))
+        for _ in range(10):
+            pod = remote.get("-n", rns, "pods", "-l", f"app.kubernetes.io/instance={brel2}")["items"][0]
+            ready = [c["status"] for c in pod["status"].get("conditions", []) if c["type"] == "Ready"]
+            self.assertNotEqual(ready, ["True"], "a bastion that cannot pin the host key must not be Ready")
+            time.sleep(1)
+        self.assertEqual(ready, ["False"])
 
 def main():
-    global PLUGIN_HAS_BASTION, PROVIDER_HAS_GATEWAY
-    PLUGIN_HAS_BASTION = os.environ.get("CHARTS_PLUGIN_BASTION", "1") == "1"
-    PROVIDER_HAS_GATEWAY = os.environ.get("CHARTS_PROVIDER_GATEWAY", "1") == "1"
     helm.disable_logging()
     unittest.main(verbosity=2)
 
 
-PLUGIN_HAS_BASTION = True
-PROVIDER_HAS_GATEWAY = True
 
 if __name__ == "__main__":
     main()

@@ -233,20 +233,15 @@ pub struct PluginConfig {
     #[arg(long, env = "OFFLOADING_NAMESPACE_PREFIX_EXCLUSIONS", value_parser = parse_string_list, default_value = "")]
     pub namespace_prefix_exclusions: StringList,
 
-    /// nodeSelector merged into every remote pod (key=value,... or a JSON
-    /// object). A pod asking for another value of the same key is refused.
+    /// nodeSelector of every remote pod (key=value,... or a JSON object).
+    /// The pod's own nodeSelector, tolerations and node affinity target the
+    /// virtual node in the local cluster and are not copied.
     #[arg(long, env = "OFFLOADING_NODE_SELECTOR", value_parser = parse_key_values, default_value = "")]
     pub node_selector: KeyValues,
 
-    /// Tolerations appended to every remote pod (JSON list of tolerations).
+    /// Tolerations of every remote pod (JSON list of tolerations).
     #[arg(long, env = "OFFLOADING_NODE_TOLERATIONS", value_parser = parse_tolerations, default_value = "")]
     pub node_tolerations: Tolerations,
-
-    /// nodeSelector/affinity keys that name local nodes and are removed from
-    /// remote pods (virtual-node.interlink/* keys and the value
-    /// "virtual-kubelet" are always removed).
-    #[arg(long, env = "OFFLOAD_PLUGIN_LOCAL_NODE_KEYS", value_parser = parse_string_list, default_value = "kubernetes.io/hostname")]
-    pub local_node_keys: StringList,
 
     /// Keep KUBERNETES_SERVICE_*/KUBERNETES_PORT* env vars injected for the
     /// local cluster (by default they are dropped so remote pods see their own
@@ -502,7 +497,6 @@ impl PluginConfig {
             namespaces: self.namespaces(),
             node_selector: self.node_selector.0.clone(),
             tolerations: self.node_tolerations.0.clone(),
-            local_node_keys: self.local_node_keys.0.clone(),
             drop_kubernetes_env: !self.keep_kubernetes_env,
             policy: self.policy(),
             remote_minor,

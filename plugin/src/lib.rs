@@ -172,6 +172,7 @@ pub async fn start(config: PluginConfig, remote: Client) -> Result<RunningPlugin
     if !config.no_sweep {
         tasks.push(tokio::spawn(sweeper(
             remote.clone(),
+            config.namespaces(),
             tracker,
             config.sweep_policy(),
             config.sweep_interval,
@@ -208,6 +209,7 @@ fn pod_info(p: &k8s_openapi::api::core::v1::Pod) -> Option<RemotePodInfo> {
 /// Periodically deletes remote pods whose local pod is gone (see [`sweep`]).
 async fn sweeper(
     remote: Arc<Remote>,
+    namespaces: naming::NamespaceMapper,
     tracker: Arc<Mutex<Tracker>>,
     policy: SweepPolicy,
     every: Duration,
@@ -224,7 +226,17 @@ async fn sweeper(
         if !remote.is_ready() {
             continue;
         }
-        let pods = remote.store().state();
+        let pods: Vec<_> = remote
+            .store()
+            .state()
+            .into_iter()
+            .filter(|p| {
+                p.metadata
+                    .namespace
+                    .as_deref()
+                    .is_some_and(|ns| namespaces.may_own(ns))
+            })
+            .collect();
         let infos: Vec<RemotePodInfo> = pods.iter().filter_map(|p| pod_info(p)).collect();
         let orphans = match tracker.lock() {
             Ok(mut t) => {

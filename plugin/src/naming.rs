@@ -148,12 +148,35 @@ impl NamespaceMapper {
         let stem = stem.trim_end_matches('-');
         format!("{stem}-{hash}")
     }
+    /// Whether `remote` is a namespace this mapping can produce: only pods in
+    /// such namespaces are candidates for the orphan sweep, so two plugins
+    /// with different prefixes on one remote cluster never sweep each
+    /// other's pods.
+    pub fn may_own(&self, remote: &str) -> bool {
+        self.prefix.is_empty()
+            || self.exclusions.iter().any(|e| e == remote)
+            || remote
+                .strip_prefix(self.prefix.as_str())
+                .is_some_and(|rest| rest.starts_with('-'))
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use pretty_assertions::assert_eq;
+
+    #[test]
+    fn may_own_only_namespaces_of_its_prefix() {
+        let m = NamespaceMapper::new("offloading", vec!["shared".into()]);
+        assert!(m.may_own(&m.remote("team-a")));
+        assert!(m.may_own(&m.remote(&"x".repeat(63))));
+        assert!(m.may_own("shared"));
+        assert!(!m.may_own("offloadingx-team-a"));
+        assert!(!m.may_own("other-team-a"));
+        assert!(!m.may_own("kube-system"));
+        assert!(NamespaceMapper::new("", vec![]).may_own("anything"));
+    }
 
     const UID: &str = "6f1c1f1e-0000-4000-8000-000000000001";
     const UID2: &str = "6f1c1f1e-0000-4000-8000-000000000002";

@@ -20,8 +20,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use k8s_openapi::{
     ByteString,
     api::core::v1::{
-        ConfigMap, Container, EnvVar, KeyToPath, LocalObjectReference, NodeSelectorRequirement,
-        NodeSelectorTerm, Pod, PodSpec, Secret, SecretVolumeSource, Toleration, Volume,
+        ConfigMap, Container, EnvVar, KeyToPath, LocalObjectReference, Pod, PodSpec, Secret,
+        SecretVolumeSource, Toleration, Volume,
     },
     apimachinery::pkg::apis::meta::v1::ObjectMeta,
 };
@@ -42,12 +42,10 @@ pub const SA_MOUNT_PATH: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
 #[derive(Clone, Debug)]
 pub struct TranslateConfig {
     pub namespaces: NamespaceMapper,
-    /// Merged into the pod's nodeSelector (a conflicting value is refused).
+    /// The remote pods' nodeSelector (the pod's own is for the local scheduler).
     pub node_selector: BTreeMap<String, String>,
-    /// Appended to the pod's tolerations.
+    /// The remote pods' tolerations.
     pub tolerations: Vec<Toleration>,
-    /// nodeSelector / node-affinity keys that name local nodes and are removed.
-    pub local_node_keys: Vec<String>,
     /// Drop `KUBERNETES_SERVICE_*`/`KUBERNETES_PORT*` env vars injected for the
     /// local cluster (they would override the remote cluster's own values).
     pub drop_kubernetes_env: bool,
@@ -62,7 +60,6 @@ impl Default for TranslateConfig {
             namespaces: NamespaceMapper::new("offloading", vec![]),
             node_selector: BTreeMap::new(),
             tolerations: vec![],
-            local_node_keys: vec!["kubernetes.io/hostname".into()],
             drop_kubernetes_env: true,
             policy: Policy::default(),
             remote_minor: 20,
@@ -703,97 +700,19 @@ fn compat_pod(ctx: &mut Ctx<'_>, spec: &mut PodSpec) -> Result<()> {
     Ok(())
 }
 
-fn is_local_node_key(cfg: &TranslateConfig, key: &str, value: Option<&str>) -> bool {
-    cfg.local_node_keys.iter().any(|k| k == key)
-        || key.starts_with("virtual-node.interlink/")
-        || value == Some("virtual-kubelet")
-}
-
-fn keep_requirement(cfg: &TranslateConfig, r: &NodeSelectorRequirement) -> bool {
-    let single = r
-        .values
-        .as_ref()
-        .and_then(|v| (v.len() == 1).then(|| v[0].as_str()));
-    !is_local_node_key(cfg, &r.key, single)
-}
-
-fn filter_terms(cfg: &TranslateConfig, t: &mut NodeSelectorTerm) -> bool {
-    if let Some(exprs) = t.match_expressions.as_mut() {
-        exprs.retain(|r| keep_requirement(cfg, r));
-    }
-    // matchFields can only select metadata.name, i.e. a local node.
-    t.match_fields = None;
-    t.match_expressions.as_ref().is_some_and(|e| !e.is_empty())
-}
-
+/// Where the pod runs remotely is the remote operator's choice: the pod's
+/// nodeSelector, tolerations and node affinity were written for the *local*
+/// scheduler (to land on the virtual node, which satisfies all of them), so
+/// they are replaced by the configured remote ones, as the Python plugin
+/// does. Pod (anti-)affinity is about other pods and stays.
 fn translate_scheduling(ctx: &mut Ctx<'_>, spec: &mut PodSpec) -> Result<()> {
     let cfg = ctx.cfg;
-    let mut selector: BTreeMap<String, String> = spec
-        .node_selector
-        .take()
-        .unwrap_or_default()
-        .into_iter()
-        .filter(|(k, v)| !is_local_node_key(cfg, k, Some(v)))
-        .collect();
-    for (k, v) in &cfg.node_selector {
-        match selector.get(k) {
-            Some(existing) if existing != v => {
-                return Err(TranslateError::Unsupported(format!(
-                    "nodeSelector {k:?}: the pod asks for {existing:?} but the remote cluster's plugin configuration requires {v:?}"
-                )));
-            }
-            _ => {
-                selector.insert(k.clone(), v.clone());
-            }
-        }
-    }
-    spec.node_selector = if selector.is_empty() {
-        None
-    } else {
-        Some(selector)
-    };
-
-    let mut tolerations: Vec<Toleration> = spec
-        .tolerations
-        .take()
-        .unwrap_or_default()
-        .into_iter()
-        .filter(|t| {
-            !t.key
-                .as_deref()
-                .is_some_and(|k| k.starts_with("virtual-node.interlink/"))
-        })
-        .collect();
-    for t in &cfg.tolerations {
-        if !tolerations.contains(t) {
-            tolerations.push(t.clone());
-        }
-    }
-    spec.tolerations = if tolerations.is_empty() {
-        None
-    } else {
-        Some(tolerations)
-    };
-
-    if let Some(na) = spec
-        .affinity
-        .as_mut()
-        .and_then(|a| a.node_affinity.as_mut())
-    {
-        if let Some(req) = na
-            .required_during_scheduling_ignored_during_execution
-            .as_mut()
-        {
-            req.node_selector_terms.retain_mut(|t| filter_terms(cfg, t));
-            if req.node_selector_terms.is_empty() {
-                na.required_during_scheduling_ignored_during_execution = None;
-            }
-        }
-        if let Some(pref) = na
-            .preferred_during_scheduling_ignored_during_execution
-            .as_mut()
-        {
-            pref.retain_mut(|p| filter_terms(cfg, &mut p.preference));
+    spec.node_selector = (!cfg.node_selector.is_empty()).then(|| cfg.node_selector.clone());
+    spec.tolerations = (!cfg.tolerations.is_empty()).then(|| cfg.tolerations.clone());
+    if let Some(a) = spec.affinity.as_mut() {
+        a.node_affinity = None;
+        if a.pod_affinity.is_none() && a.pod_anti_affinity.is_none() {
+            spec.affinity = None;
         }
     }
     Ok(())

@@ -454,8 +454,12 @@ async fn unschedulable_pod_is_waiting_never_finished() -> anyhow::Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn orphan_sweep_deletes_pods_nobody_asks_about() -> anyhow::Result<()> {
     let env = env().await?;
-    let scope = scope(&env, "plugin-sweep")?;
+    // Its own namespace prefix: the sweep only considers namespaces of its
+    // prefix, so the other tests' pods (other plugins, same remote cluster)
+    // are out of its reach, as they would be for a second plugin in production.
+    let scope = scope_mapped(&env, "plugin-sweep", "sweeptest")?;
     let mut cfg = PluginConfig::for_tests();
+    cfg.namespace_prefix = "sweeptest".into();
     cfg.no_sweep = false;
     cfg.sweep_interval = Duration::from_secs(1);
     cfg.orphan_after = Duration::from_secs(6);
@@ -551,30 +555,12 @@ async fn bad_inputs_get_4xx_and_leave_nothing_behind() -> anyhow::Result<()> {
         ("configMap volume not sent", pod(&next_uid(), json!({"containers": [c(json!({}))], "volumes": [{"name": "v", "configMap": {"name": "absent"}}]})).to_string(), 422),
         ("native sidecar on a 1.20 remote", pod(&next_uid(), json!({"initContainers": [c(json!({"name": "side", "restartPolicy": "Always"}))], "containers": [c(json!({}))]})).to_string(), 422),
         ("gRPC probe on a 1.20 remote", pod(&next_uid(), json!({"containers": [c(json!({"livenessProbe": {"grpc": {"port": 9000}}}))]})).to_string(), 422),
-        ("conflicting nodeSelector", "CONFLICT".into(), 422),
         ("invalid quantity (refused by the remote apiserver)", pod(&next_uid(), json!({"containers": [c(json!({"resources": {"limits": {"cpu": "lots"}}}))]})).to_string(), 422),
         ("body over the limit", format!("{{\"pad\": \"{}\"}}", "x".repeat(70 * 1024)), 413),
     ];
-    let conflict_uid = next_uid();
-    let mut cfg = PluginConfig::for_tests();
-    cfg.node_selector =
-        offload_plugin::config::KeyValues([("pool".to_string(), "batch".to_string())].into());
-    let p_sel = Plugin::start(&env, cfg).await?;
     assert!(cases.len() >= 20);
     for (what, body, want) in cases {
-        let (target, body) = if body == "CONFLICT" {
-            (
-                &p_sel,
-                pod(
-                    &conflict_uid,
-                    json!({"nodeSelector": {"pool": "gpu"}, "containers": [c(json!({}))]}),
-                )
-                .to_string(),
-            )
-        } else {
-            (&p, body)
-        };
-        let (code, text) = send(&env, Method::POST, target.url("/create"), body).await?;
+        let (code, text) = send(&env, Method::POST, p.url("/create"), body).await?;
         assert_eq!(code.as_u16(), want, "{what}: {text}");
         let v: serde_json::Value = serde_json::from_str(&text)
             .map_err(|e| anyhow::anyhow!("{what}: error body is not JSON ({e}): {text}"))?;
@@ -612,7 +598,6 @@ async fn bad_inputs_get_4xx_and_leave_nothing_behind() -> anyhow::Result<()> {
         .unwrap_or_default();
     assert!(secrets.is_empty());
     p.stop().await;
-    p_sel.stop().await;
     Ok(())
 }
 

@@ -117,6 +117,7 @@ async fn round(
             &Namespace {
                 metadata: ObjectMeta {
                     name: Some(ns.clone()),
+                    labels: Some(BTreeMap::from([(RUN_LABEL.to_string(), node.to_string())])),
                     ..Default::default()
                 },
                 ..Default::default()
@@ -239,12 +240,72 @@ async fn round(
     }
 }
 
+/// Label on each round's namespace: the bench's node, to clean up after an interruption.
+const RUN_LABEL: &str = "offload.bench/node";
+
+/// SIGINT or SIGTERM.
+async fn stop_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term => {}
+    }
+}
+
+/// After an interruption: the round's pods (grace 0, the provider is stopped
+/// next), its namespace and, with `--testbed`, the remote namespace the plugin
+/// made for it, so a half-done round does not keep the remote node full.
+async fn remove_interrupted_rounds(
+    client: &kube::Client,
+    remote: Option<&kube::Client>,
+    node: &str,
+) {
+    let Ok(list) = Api::<Namespace>::all(client.clone())
+        .list(&ListParams::default().labels(&format!("{RUN_LABEL}={node}")))
+        .await
+    else {
+        eprintln!(
+            "cannot list the bench namespaces; delete namespaces labelled {RUN_LABEL}={node} by hand"
+        );
+        return;
+    };
+    let force = DeleteParams {
+        grace_period_seconds: Some(0),
+        ..Default::default()
+    };
+    for ns in list.items {
+        let name = ns.metadata.name.unwrap_or_default();
+        eprintln!("interrupted: removing namespace {name}");
+        let _ = Api::<Pod>::namespaced(client.clone(), &name)
+            .delete_collection(&force, &ListParams::default())
+            .await;
+        let _ = Api::<Namespace>::all(client.clone())
+            .delete(&name, &DeleteParams::default())
+            .await;
+        if let Some(r) = remote {
+            let remote_ns =
+                offload_plugin::naming::NamespaceMapper::new("offloading", vec![]).remote(&name);
+            let _ = Api::<Namespace>::all(r.clone())
+                .delete(&remote_ns, &DeleteParams::default())
+                .await;
+        }
+    }
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let mut args = Args::parse();
     let mut _plugin = None;
     let mut plugin_url = None;
+    let mut remote_client = None;
     let mut node_ip = "127.0.0.1".to_string();
     if args.testbed {
         let tb = testbed::testbed().await?;
@@ -254,6 +315,7 @@ async fn main() -> anyhow::Result<()> {
         }
         node_ip = tb.local.node_ip.to_string();
         let remote = tb.remote.client().await?;
+        remote_client = Some(remote.clone());
         let p = offload_plugin::start(offload_plugin::PluginConfig::for_tests(), remote).await?;
         p.wait_ready(Duration::from_secs(60)).await;
         plugin_url = Some(format!("http://{}", p.addr()));
@@ -302,13 +364,19 @@ async fn main() -> anyhow::Result<()> {
             rss_kib(p).map(|r| r.0 / 1024).unwrap_or(0)
         );
     }
-    let mut result = Ok(());
-    for n in args.count.clone() {
-        if let Err(e) = round(&client, &args, &node, n, pid).await {
-            result = Err(e);
-            break;
+    let rounds = async {
+        for n in args.count.clone() {
+            round(&client, &args, &node, n, pid).await?;
         }
-    }
+        anyhow::Ok(())
+    };
+    let result = tokio::select! {
+        r = rounds => r,
+        _ = stop_signal() => {
+            remove_interrupted_rounds(&client, remote_client.as_ref(), &node).await;
+            Err(anyhow::anyhow!("interrupted"))
+        }
+    };
     if let Some(mut c) = child {
         let _ = c.kill();
         let _ = c.wait();

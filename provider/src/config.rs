@@ -223,6 +223,10 @@ pub struct Config {
 
     /// CA bundle (PEM) whose client certificates are accepted on the kubelet
     /// API (the one that signs the apiserver's --kubelet-client-certificate).
+    /// Default in a pod: the cluster CA of its service account
+    /// (`/var/run/secrets/kubernetes.io/serviceaccount/ca.crt`), which signs
+    /// that certificate in kubeadm-style clusters; otherwise none (bearer
+    /// tokens only).
     #[arg(long, env = "CLIENT_CA_FILE")]
     pub client_ca_file: Option<PathBuf>,
 

@@ -361,7 +361,8 @@ mod tests {
     #[test]
     fn interlink_defaults_without_flags_and_the_taint_can_be_turned_off() {
         let bare = |args: &[&str]| {
-            let c = Config::parse_from(std::iter::once("offload-provider").chain(args.iter().copied()));
+            let c =
+                Config::parse_from(std::iter::once("offload-provider").chain(args.iter().copied()));
             NodeSpecInput::from_config(&c, "10.0.0.5".parse().expect("ip"), 10250)
         };
         let n = node_object(&bare(&[]), None);
@@ -376,16 +377,19 @@ mod tests {
         let t = n.spec.expect("spec").taints.expect("taints");
         assert_eq!(t.len(), 1, "{t:?}");
         assert_eq!(
-            (t[0].key.as_str(), t[0].value.as_deref(), t[0].effect.as_str()),
-            ("virtual-node.interlink/no-schedule", Some("true"), "NoSchedule")
+            (
+                t[0].key.as_str(),
+                t[0].value.as_deref(),
+                t[0].effect.as_str()
+            ),
+            (
+                "virtual-node.interlink/no-schedule",
+                Some("true"),
+                "NoSchedule"
+            )
         );
         let n = node_object(&bare(&["--no-default-taint"]), None);
-        assert!(
-            n.spec
-                .and_then(|s| s.taints)
-                .unwrap_or_default()
-                .is_empty()
-        );
+        assert!(n.spec.and_then(|s| s.taints).unwrap_or_default().is_empty());
     }
 
     #[test]

@@ -90,6 +90,11 @@ pub fn local_ip_towards(host: &str, port: u16) -> Option<IpAddr> {
 }
 
 /// Start the provider against the local cluster `client`.
+/// The cluster CA a pod's service account sees; the default client CA of the
+/// kubelet API in a pod (the apiserver's kubelet client certificate is signed
+/// by it in kubeadm-style clusters).
+const IN_CLUSTER_CA: &str = "/var/run/secrets/kubernetes.io/serviceaccount/ca.crt";
+
 pub async fn start(
     config: Config,
     client: kube::Client,
@@ -122,7 +127,17 @@ pub async fn start(
             "localhost".into(),
         ])?,
     };
-    let server_tls = tls::server_config(certs, key, config.client_ca_file.as_deref())?;
+    let client_ca = config.client_ca_file.clone().or_else(|| {
+        let in_cluster = std::path::Path::new(IN_CLUSTER_CA);
+        in_cluster.is_file().then(|| {
+            info!(
+                ca = IN_CLUSTER_CA,
+                "kubelet API: accepting client certificates signed by the cluster CA"
+            );
+            in_cluster.to_path_buf()
+        })
+    });
+    let server_tls = tls::server_config(certs, key, client_ca.as_deref())?;
 
     // The tunnel before the controller: its first creates need the gateway.
     let tunnel = tunnel::start(&config, &client, &plugin, &mut tasks, &cancel).await?;

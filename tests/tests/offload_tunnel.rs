@@ -19,6 +19,10 @@
 //! Service. Deleting the pods removes the Services locally and the pods
 //! remotely.
 //!
+//! A second test fills a one-port range: the pod that finds it full gets a
+//! `TunnelPortsExhausted` Warning event and a waiting status, and is
+//! offloaded as soon as a port comes back (a delete, or a pod that finished).
+//!
 //! Needs the images (`deploy/images/prepare-test-images.sh`), imported into
 //! both clusters by the test. Run:
 //! `cargo test -p offload-e2e --test offload_tunnel -- --nocapture`.
@@ -42,7 +46,8 @@ use offload_wire::keys;
 const GATEWAY_IMAGE: &str = "localhost/offload/gateway:1.0";
 const BASTION_IMAGE: &str = "localhost/offload/bastion:0.1.0";
 const HTTP_PORT: u16 = 8080;
-const POD_START: Duration = Duration::from_secs(180);
+/// Generous: the testbed is shared, and remote containers start slowly under load.
+const POD_START: Duration = Duration::from_secs(300);
 /// Runs on the remote cluster; `$$` is Kubernetes' escape for `$`.
 const HTTPD: &str = "mkdir -p /tmp/www && echo \"hello from $$(hostname)\" > /tmp/www/index.html \
                      && exec httpd -f -p 8080 -h /tmp/www";
@@ -454,12 +459,14 @@ async fn scenario(
         .fetch_through(&pod_service_name("web"), "hello from web", POD_START)
         .await?;
     let m = milestones.await?;
+    let total = served - created;
     println!(
-        "offload-tunnel: web: pod created -> page served through Service {} from a local client pod: {:?} \
-         (Running locally after {:?}, condition {CONDITION_TUNNEL_UP}=True after {:?})",
+        "offload-tunnel: web: pod created -> page served through Service {} from a local client pod: {total:?} \
+         (Running locally after {:?}, so {:?} of it after the remote container ran; \
+         condition {CONDITION_TUNNEL_UP}=True after {:?})",
         pod_service_name("web"),
-        served - created,
         m.running,
+        m.running.map(|r| total.saturating_sub(r)),
         m.tunnel_up,
     );
     if std::env::var_os("OFFLOAD_TUNNEL_DEBUG").is_some() {

@@ -60,7 +60,6 @@ app.kubernetes.io/component: plugin
   "token-file" (printf "/var/run/offload/token/%s" .Values.token.key)
   "namespace-prefix" .Values.namespacePrefix
   "namespace-prefix-exclusions" (join "," .Values.namespacePrefixExclusions)
-  "local-node-keys" (join "," .Values.localNodeKeys)
   "keep-kubernetes-env" .Values.keepKubernetesEnv
   "body-limit" .Values.bodyLimit
   "allow-host-path" .Values.policy.allowHostPath

@@ -549,36 +549,57 @@ fn projected_volume_without_data_and_with_a_token_is_refused() {
 }
 
 #[test]
-fn scheduling_fields_are_merged_not_swapped() {
+fn scheduling_fields_are_the_remote_operators() {
     let mut p = pod(vec![container("c")], vec![]);
     let spec = p.spec.as_mut().expect("spec");
+    // What a user writes to land on the virtual node: none of it may reach
+    // the remote scheduler (no remote node has these labels).
     spec.node_selector = Some(
         [
-            (
-                "kubernetes.io/hostname".to_string(),
-                "virtual-node".to_string(),
-            ),
+            ("offload.dev/demo".to_string(), "true".to_string()),
             (
                 "virtual-node.interlink/type".to_string(),
                 "virtual-kubelet".to_string(),
             ),
-            ("gpu".to_string(), "a100".to_string()),
         ]
         .into(),
     );
-    spec.tolerations = Some(vec![
-        Toleration {
-            key: Some("virtual-node.interlink/no-schedule".into()),
-            operator: Some("Exists".into()),
-            effect: Some("NoSchedule".into()),
-            ..Default::default()
-        },
-        Toleration {
-            key: Some("user".into()),
-            operator: Some("Exists".into()),
-            ..Default::default()
-        },
-    ]);
+    spec.tolerations = Some(vec![Toleration {
+        key: Some("virtual-node.interlink/no-schedule".into()),
+        operator: Some("Exists".into()),
+        effect: Some("NoSchedule".into()),
+        ..Default::default()
+    }]);
+    let anti = k8s_openapi::api::core::v1::PodAntiAffinity {
+        preferred_during_scheduling_ignored_during_execution: Some(vec![
+            k8s_openapi::api::core::v1::WeightedPodAffinityTerm {
+                weight: 1,
+                pod_affinity_term: k8s_openapi::api::core::v1::PodAffinityTerm {
+                    topology_key: "kubernetes.io/hostname".into(),
+                    ..Default::default()
+                },
+            },
+        ]),
+        ..Default::default()
+    };
+    spec.affinity = Some(k8s_openapi::api::core::v1::Affinity {
+        node_affinity: Some(Default::default()),
+        pod_anti_affinity: Some(anti.clone()),
+        ..Default::default()
+    });
+
+    let plan = translate(
+        &data(p.clone(), vec![], vec![], vec![]),
+        &TranslateConfig::default(),
+    )
+    .expect("translates");
+    let spec = spec_of(&plan);
+    assert_eq!(spec.node_selector, None);
+    assert_eq!(spec.tolerations, None);
+    let affinity = spec.affinity.as_ref().expect("pod anti-affinity stays");
+    assert_eq!(affinity.node_affinity, None);
+    assert_eq!(affinity.pod_anti_affinity.as_ref(), Some(&anti));
+
     let cfg = TranslateConfig {
         node_selector: [("pool".to_string(), "batch".to_string())].into(),
         tolerations: vec![Toleration {
@@ -588,17 +609,11 @@ fn scheduling_fields_are_merged_not_swapped() {
         }],
         ..Default::default()
     };
-    let plan = translate(&data(p.clone(), vec![], vec![], vec![]), &cfg).expect("translates");
+    let plan = translate(&data(p, vec![], vec![], vec![]), &cfg).expect("translates");
     let spec = spec_of(&plan);
     assert_eq!(
         spec.node_selector,
-        Some(
-            [
-                ("gpu".to_string(), "a100".to_string()),
-                ("pool".to_string(), "batch".to_string())
-            ]
-            .into()
-        )
+        Some([("pool".to_string(), "batch".to_string())].into())
     );
     let keys: Vec<&str> = spec
         .tolerations
@@ -606,14 +621,7 @@ fn scheduling_fields_are_merged_not_swapped() {
         .flatten()
         .filter_map(|t| t.key.as_deref())
         .collect();
-    assert_eq!(keys, vec!["user", "batch"]);
-
-    let conflicting = TranslateConfig {
-        node_selector: [("gpu".to_string(), "h100".to_string())].into(),
-        ..Default::default()
-    };
-    let err = translate(&data(p, vec![], vec![], vec![]), &conflicting).expect_err("conflict");
-    assert!(err.to_string().contains("\"gpu\""), "{err}");
+    assert_eq!(keys, vec!["batch"]);
 }
 
 #[test]

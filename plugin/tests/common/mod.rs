@@ -63,8 +63,14 @@ pub struct Scope {
 }
 
 pub fn scope(env: &Env, prefix: &str) -> anyhow::Result<Scope> {
+    scope_mapped(env, prefix, "offloading")
+}
+
+/// A scope whose remote namespace is `<namespace_prefix>-<local>` (the
+/// plugin's `namespace_prefix` must be the same).
+pub fn scope_mapped(env: &Env, prefix: &str, namespace_prefix: &str) -> anyhow::Result<Scope> {
     let local_ns = testbed::namespace_name(prefix)?;
-    let remote_ns = format!("offloading-{local_ns}");
+    let remote_ns = format!("{namespace_prefix}-{local_ns}");
     Ok(Scope {
         _guard: TestNamespace {
             name: remote_ns.clone(),
