@@ -89,15 +89,12 @@ async fn counting_client(
         .build())
 }
 
-fn pod_body(ns: &str, i: usize, uid: &str, pin_nowhere: bool) -> Value {
-    let mut spec = json!({
+fn pod_body(ns: &str, i: usize, uid: &str) -> Value {
+    let spec = json!({
         "restartPolicy": "Never",
         "terminationGracePeriodSeconds": 0,
         "containers": [{"name": "c", "image": testbed::images::BUSYBOX, "command": ["sleep", "3600"]}],
     });
-    if pin_nowhere {
-        spec["nodeSelector"] = json!({"offload.bench/pool": "nowhere"});
-    }
     json!({
         "pod": {"metadata": {"name": format!("bench-{i}"), "namespace": ns, "uid": uid}, "spec": spec, "status": {"phase": "Pending"}},
         "container": [{"name": "c", "configMaps": null, "projectedvolumemaps": null, "secrets": null, "emptyDirs": null}],
@@ -153,7 +150,14 @@ async fn run(
     sizes: &[usize],
     pin_nowhere: bool,
 ) -> anyhow::Result<()> {
-    let plugin = start(PluginConfig::for_tests(), client).await?;
+    let mut config = PluginConfig::for_tests();
+    if pin_nowhere {
+        // The remote placement comes from the plugin's configuration.
+        config.node_selector = offload_plugin::config::KeyValues(
+            [("offload.bench/pool".to_string(), "nowhere".to_string())].into(),
+        );
+    }
+    let plugin = start(config, client).await?;
     if !plugin.wait_ready(Duration::from_secs(60)).await {
         bail!("plugin cache did not sync");
     }
@@ -190,7 +194,7 @@ async fn run(
             cluster: tb.remote.clone(),
         };
         let bodies: Vec<Value> = (0..n)
-            .map(|i| pod_body(&local_ns, i, &uuid::Uuid::new_v4().to_string(), pin_nowhere))
+            .map(|i| pod_body(&local_ns, i, &uuid::Uuid::new_v4().to_string()))
             .collect();
 
         // Create: 16 concurrent callers. The first create also makes the namespace.

@@ -428,11 +428,16 @@ async fn restarting_container_reports_restarts_and_previous_logs() -> anyhow::Re
 async fn unschedulable_pod_is_waiting_never_finished() -> anyhow::Result<()> {
     let env = env().await?;
     let scope = scope(&env, "plugin-unsched")?;
-    let p = Plugin::start(&env, PluginConfig::for_tests()).await?;
+    // Remote placement is the plugin's configuration (the pod's own
+    // nodeSelector is for the local scheduler): no remote node is in this pool.
+    let mut cfg = PluginConfig::for_tests();
+    cfg.node_selector =
+        offload_plugin::config::KeyValues([("pool".to_string(), "nowhere".to_string())].into());
+    let p = Plugin::start(&env, cfg).await?;
     let uid = uid();
     let mut body: serde_json::Value =
         serde_json::from_str(&fixture("create_hello.json", &scope.local_ns, &uid)?)?;
-    body["pod"]["spec"]["nodeSelector"] = json!({"pool": "nowhere"});
+    body["pod"]["spec"]["nodeSelector"] = json!({"offload.dev/local": "virtual-node"});
     body["pod"]["spec"]["initContainers"] =
         json!([{"name": "init", "image": testbed::images::BUSYBOX, "command": ["true"]}]);
     create(&env, &p, &body.to_string()).await?;

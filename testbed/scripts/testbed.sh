@@ -441,7 +441,8 @@ start_node_and_controllers() {
   # --oom-score-adj=0: no CAP_SYS_RESOURCE, a negative value is refused.
   # --node-status-update-frequency=4s: the node turns Ready one status update after
   # registering; the default 10 s would make every cold start 6 s slower.
-  # --max-pods=250 (default 110): many engineers' tests share the node at once; the pod
+  # --max-pods=400 (default 110): many engineers' tests share the node at once, and the
+  # provider benchmark offloads 300 pods; the pod
   # CIDR (/16) has room, each pod costs ~15 MiB (shim + pause).
   start_daemon "$CL-kubelet" "${NSENTER[@]}" -- "$K8S_BIN/kubelet" \
     --kubeconfig="$C/kubelet.kubeconfig" --hostname-override="$NODE_NAME" \
@@ -451,7 +452,7 @@ start_node_and_controllers() {
     --root-dir="$C/kubelet" --cert-dir="$C/kubelet/pki" --volume-plugin-dir="$C/kubelet/volume-plugins" \
     --node-ip="$NODE_IP" --address="$NODE_IP" --port="$KUBELET_PORT" --read-only-port=0 \
     --healthz-bind-address=127.0.0.1 --healthz-port="$KUBELET_HEALTHZ" \
-    --oom-score-adj=0 --fail-swap-on=false --node-status-update-frequency=4s --max-pods=250 \
+    --oom-score-adj=0 --fail-swap-on=false --node-status-update-frequency=4s --max-pods=400 \
     --image-gc-high-threshold=100 --image-gc-low-threshold=99 \
     --eviction-hard='memory.available<100Mi,nodefs.available<1%,imagefs.available<1%' \
     --v=1
