@@ -459,9 +459,14 @@ start_node_and_controllers() {
   local ns=()
   [ "$NETNS" = 1 ] && ns=(--net="$C/ns/net")
   # --conntrack-*=0: leave the host's conntrack sysctls alone.
+  # EndpointSliceProxying=false: kube-proxy 1.20 reads Endpoints instead of
+  # EndpointSlices. Its EndpointSlice path keeps one endpoint per IP
+  # (kubernetes/kubernetes#101935, fixed in 1.22), and every replica of a
+  # tunnelled workload sits behind the gateway pod's IP on its own port.
   start_daemon "$CL-proxy" "${ns[@]}" -- "$K8S_BIN/kube-proxy" \
     --kubeconfig="$C/proxy.kubeconfig" --hostname-override="$NODE_NAME" --cluster-cidr="$POD_CIDR" \
     --proxy-mode=iptables --oom-score-adj=0 \
+    --feature-gates=EndpointSliceProxying=false \
     --conntrack-max-per-core=0 --conntrack-tcp-timeout-established=0 --conntrack-tcp-timeout-close-wait=0 \
     --healthz-bind-address="127.0.0.1:$PROXY_HEALTHZ" --metrics-bind-address="127.0.0.1:$PROXY_METRICS" --v=1
 }

@@ -583,12 +583,19 @@ async fn scenario(
         },
     )
     .await?;
-    // kube-proxy 1.20 keeps one endpoint per IP (every replica sits behind
-    // the gateway pod's IP; kubernetes/kubernetes#101935, fixed in 1.22), so
-    // the stable Service answers with one of the replicas.
     let served = env
         .fetch_through("app", "hello from app-", Duration::from_secs(60))
         .await?;
+    // Load-balanced: each replica answers through the one stable Service
+    // (all behind the gateway pod's IP, each on its own gateway port).
+    for i in 0..2 {
+        env.fetch_through(
+            "app",
+            &format!("hello from app-{i}"),
+            Duration::from_secs(60),
+        )
+        .await?;
+    }
     println!(
         "offload-tunnel: workload app (2 replicas): created -> served through Service app: {:?}",
         served - started
