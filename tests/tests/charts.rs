@@ -13,72 +13,16 @@
 //! Needs the images: `deploy/images/prepare-test-images.sh`.
 //! Run: `cargo test -p offload-e2e --test charts -- --nocapture`.
 
-use std::path::PathBuf;
-
 use anyhow::{Context, ensure};
+use offload_e2e::{import_images, repo_root};
 
 /// The images the charts' defaults name, `deploy/images/build.sh` recipes.
 const IMAGES: [&str; 4] = ["gateway", "bastion", "provider", "plugin"];
 
-fn repo_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-async fn output(cmd: &mut tokio::process::Command, what: &str) -> anyhow::Result<String> {
-    let out = cmd
-        .output()
-        .await
-        .with_context(|| format!("running {what}"))?;
-    ensure!(
-        out.status.success(),
-        "{what} failed ({}): {}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr).trim()
-    );
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-}
-
-/// Imports the four images into both clusters (cheap and idempotent; a cold
-/// testbed start wipes containerd).
-async fn import_images(tb: &testbed::Testbed) -> anyhow::Result<()> {
-    let build = repo_root().join("deploy/images/build.sh");
-    let built = output(
-        tokio::process::Command::new(&build).arg("list"),
-        "deploy/images/build.sh list",
-    )
-    .await?;
-    for name in IMAGES {
-        let want = output(
-            tokio::process::Command::new(&build).args(["ref", name]),
-            "deploy/images/build.sh ref",
-        )
-        .await?;
-        ensure!(
-            built.lines().any(|l| l.trim() == want.trim()),
-            "image {} is not built (built: {built:?}); run deploy/images/prepare-test-images.sh first",
-            want.trim()
-        );
-    }
-    for cluster in [&tb.local, &tb.remote] {
-        let sock = testbed::state_dir()
-            .join(&cluster.name)
-            .join("containerd/containerd.sock");
-        output(
-            tokio::process::Command::new(&build)
-                .arg("import")
-                .arg(&sock)
-                .args(IMAGES),
-            &format!("importing the images into the {} cluster", cluster.name),
-        )
-        .await?;
-    }
-    Ok(())
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn charts_lint_render_and_install() -> anyhow::Result<()> {
     let tb = testbed::testbed().await?;
-    import_images(tb).await?;
+    import_images(tb, &IMAGES).await?;
     let range = |c: &testbed::Cluster| {
         let r = c.node_port_range();
         format!("{}-{}", r.start(), r.end())

@@ -28,7 +28,6 @@
 //! `cargo test -p offload-e2e --test offload_tunnel -- --nocapture`.
 
 use std::collections::BTreeSet;
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail, ensure};
@@ -51,45 +50,6 @@ const POD_START: Duration = Duration::from_secs(300);
 /// Runs on the remote cluster; `$$` is Kubernetes' escape for `$`.
 const HTTPD: &str = "mkdir -p /tmp/www && echo \"hello from $$(hostname)\" > /tmp/www/index.html \
                      && exec httpd -f -p 8080 -h /tmp/www";
-
-fn repo_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-/// Import the gateway and bastion images (built by
-/// `deploy/images/prepare-test-images.sh`) into both clusters' containerd.
-async fn import_images(tb: &testbed::Testbed) -> anyhow::Result<()> {
-    let build = repo_root().join("deploy/images/build.sh");
-    let list = tokio::process::Command::new(&build)
-        .arg("list")
-        .output()
-        .await
-        .with_context(|| format!("running {}", build.display()))?;
-    let refs = String::from_utf8_lossy(&list.stdout).to_string();
-    ensure!(
-        list.status.success() && refs.contains(GATEWAY_IMAGE) && refs.contains(BASTION_IMAGE),
-        "the tunnel images are not built (have: {refs:?}; {}); run \
-         deploy/images/prepare-test-images.sh first",
-        String::from_utf8_lossy(&list.stderr).trim()
-    );
-    for cluster in [&tb.local, &tb.remote] {
-        let sock = testbed::state_dir()
-            .join(&cluster.name)
-            .join("containerd/containerd.sock");
-        let out = tokio::process::Command::new(&build)
-            .arg("import")
-            .arg(&sock)
-            .output()
-            .await?;
-        ensure!(
-            out.status.success(),
-            "importing the tunnel images into {} failed: {}",
-            cluster.name,
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    Ok(())
-}
 
 /// 30222 (the default) when no Service holds it, else another free NodePort
 /// of the local cluster (other tests run gateways too).
@@ -339,7 +299,7 @@ async fn offloaded_pods_are_served_locally_through_the_tunnel() -> anyhow::Resul
         .with_test_writer()
         .try_init();
     let tb = testbed::testbed().await?;
-    import_images(tb).await?;
+    offload_e2e::import_images(tb, &["gateway", "bastion"]).await?;
     let local = tb.local.client().await?;
     let remote = tb.remote.client().await?;
     let lns = tb.local.test_namespace("otun").await?;
@@ -671,7 +631,7 @@ async fn http_get(url: &str) -> anyhow::Result<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_full_port_range_is_an_event_and_the_pod_waits_for_a_port() -> anyhow::Result<()> {
     let tb = testbed::testbed().await?;
-    import_images(tb).await?;
+    offload_e2e::import_images(tb, &["gateway", "bastion"]).await?;
     let local = tb.local.client().await?;
     let remote = tb.remote.client().await?;
     let lns = tb.local.test_namespace("otun-full").await?;

@@ -21,7 +21,6 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -44,47 +43,6 @@ const RECOVERY_LIMIT: Duration = Duration::from_secs(10);
 const POD_START: Duration = Duration::from_secs(120);
 const HTTPD: &str = "mkdir -p /tmp/www && echo \"hello from $(hostname)\" > /tmp/www/index.html \
                      && exec httpd -f -p 8080 -h /tmp/www";
-
-fn repo_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-/// Import the gateway and bastion images (built by
-/// `deploy/images/prepare-test-images.sh`) into both clusters' containerd.
-/// Cheap and idempotent; a cold testbed start wipes containerd.
-async fn import_images(tb: &testbed::Testbed) -> anyhow::Result<()> {
-    let build = repo_root().join("deploy/images/build.sh");
-    let list = tokio::process::Command::new(&build)
-        .arg("list")
-        .output()
-        .await
-        .with_context(|| format!("running {}", build.display()))?;
-    let refs = String::from_utf8_lossy(&list.stdout).to_string();
-    ensure!(
-        list.status.success() && refs.contains(GATEWAY_IMAGE) && refs.contains(BASTION_IMAGE),
-        "the tunnel images are not built (have: {refs:?}; {}); run \
-         deploy/images/prepare-test-images.sh first",
-        String::from_utf8_lossy(&list.stderr).trim()
-    );
-    for cluster in [&tb.local, &tb.remote] {
-        let sock = testbed::state_dir()
-            .join(&cluster.name)
-            .join("containerd/containerd.sock");
-        let out = tokio::process::Command::new(&build)
-            .arg("import")
-            .arg(&sock)
-            .output()
-            .await?;
-        ensure!(
-            out.status.success(),
-            "importing the tunnel images into {} ({}) failed: {}",
-            cluster.name,
-            sock.display(),
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    Ok(())
-}
 
 /// A NodePort inside the local cluster's range that no Service uses yet
 /// (other tests may run a gateway on the default 30222).
@@ -438,7 +396,7 @@ async fn tunnel_end_to_end_on_two_clusters() -> anyhow::Result<()> {
         .with_test_writer()
         .try_init();
     let tb = testbed::testbed().await?;
-    import_images(tb).await?;
+    offload_e2e::import_images(tb, &["gateway", "bastion"]).await?;
     let local = tb.local.client().await?;
     let remote = tb.remote.client().await?;
     let lns = tb.local.test_namespace("tunnel-e2e").await?;
