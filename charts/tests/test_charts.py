@@ -349,6 +349,13 @@ class RenderTests(unittest.TestCase, Hardened):
         role = find(objs, "Role")
         self.assertIn("patch", rules_for(role, "deployments", "apps"))
         self.assertEqual(role["metadata"]["namespace"], "remote")
+        # A standby bastion by default: the plugin holds what the Lease Role grants.
+        self.assertEqual(cfg["bastion-replicas"], 2)
+        lease_rules = [r for r in role["rules"] if r.get("apiGroups") == ["coordination.k8s.io"]]
+        self.assertEqual([r.get("resourceNames") for r in lease_rules], [None, ["offload-bastion-leader"]])
+        self.assertEqual([set(r["verbs"]) for r in lease_rules], [{"create"}, {"get", "update"}])
+        single = find(render(PLUGIN, {"bastion": {"replicas": 1}}, name="pl", namespace="remote"), "Role")
+        self.assertFalse([r for r in single["rules"] if r.get("apiGroups") == ["coordination.k8s.io"]])
         self.assertIn("kubectl -n remote get secret pl-plugin-token", notes(PLUGIN, name="pl", namespace="remote"))
 
     def test_plugin_custom_values(self):

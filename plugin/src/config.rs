@@ -333,6 +333,13 @@ pub struct PluginConfig {
     #[arg(long, env = "OFFLOAD_PLUGIN_BASTION_NAME", default_value = "offload-bastion", help_heading = BASTION)]
     pub bastion_name: String,
 
+    /// Replicas of the bastion. Above 1 the extra replicas wait as standbys
+    /// behind a Lease (`<name>-leader`) and take over within the lease
+    /// duration when the leader goes (two connections cannot hold the same
+    /// gateway ports).
+    #[arg(long, env = "OFFLOAD_PLUGIN_BASTION_REPLICAS", default_value_t = 2, value_parser = clap::value_parser!(i32).range(1..=5), help_heading = BASTION)]
+    pub bastion_replicas: i32,
+
     /// Forward only pods of this remote namespace (RBAC: a Role there).
     /// Default: every namespace (a ClusterRole that can read pods).
     #[arg(long, env = "OFFLOAD_PLUGIN_BASTION_WATCH_NAMESPACE", help_heading = BASTION)]
@@ -517,6 +524,7 @@ impl PluginConfig {
         let mut spec = BastionSpec::new(namespace, self.bastion_image.clone());
         spec.name = self.bastion_name.clone();
         spec.image_pull_policy = self.bastion_image_pull_policy.clone();
+        spec.replicas = self.bastion_replicas;
         spec.watch_namespace = self
             .bastion_watch_namespace
             .clone()
@@ -595,6 +603,23 @@ mod tests {
         assert_eq!(spec.image, DEFAULT_BASTION_IMAGE);
         assert_eq!(spec.name, "offload-bastion");
         assert_eq!(spec.watch_namespace, None);
+        assert_eq!(spec.replicas, 2, "a standby by default");
+        assert!(spec.leader_election());
+        let c = PluginConfig::load([
+            "offload-plugin",
+            "--insecure-no-auth",
+            "--bastion-replicas=1",
+        ])
+        .expect("parses");
+        assert!(!c.bastion_spec().expect("on").leader_election());
+        assert!(
+            PluginConfig::load([
+                "offload-plugin",
+                "--insecure-no-auth",
+                "--bastion-replicas=0"
+            ])
+            .is_err()
+        );
         let c = PluginConfig::load([
             "offload-plugin",
             "--bastion-namespace",

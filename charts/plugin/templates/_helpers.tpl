@@ -89,6 +89,7 @@ app.kubernetes.io/component: plugin
 {{- $_ := set $c "bastion-image" (include "plugin.bastionImage" .) }}
 {{- $_ := set $c "bastion-image-pull-policy" .Values.bastion.image.pullPolicy }}
 {{- $_ := set $c "bastion-resync-interval" .Values.bastion.resyncInterval }}
+{{- $_ := set $c "bastion-replicas" .Values.bastion.replicas }}
 {{- with .Values.bastion.watchNamespace }}{{ $_ := set $c "bastion-watch-namespace" . }}{{ end }}
 {{- else }}
 {{- $_ := set $c "no-bastion" true }}
