@@ -18,7 +18,7 @@
 //!     GatewaySpec {
 //!         namespace: "offload-system".into(),
 //!         name: "offload-gateway".into(),
-//!         image: "localhost/offload/gateway:1.0".into(),
+//!         image: gateway_manager::DEFAULT_GATEWAY_IMAGE.into(),
 //!         image_pull_policy: "IfNotPresent".into(),
 //!         service_port: 2222,
 //!         node_port: Some(30222),
@@ -61,14 +61,24 @@
 //!   mutating admission webhook that reserves ports and writes the same
 //!   annotations at pod creation, and a pod watcher that hands reservations
 //!   over to the created pods (`prepare_pod`) and releases them on delete.
-//!   The `gateway-manager` binary (`src/main.rs`) runs it.
+//! - [`standalone`]: the `gateway-manager` binary's flags and wiring (its
+//!   `main.rs` only parses, sets up logging and waits for a signal).
+//! - [`args`]: the gateway flags ([`args::GatewayArgs`]) the provider and
+//!   the standalone binary share (`#[command(flatten)]`), so both take the
+//!   same names; the standalone binary's former names still work.
 
 pub mod annotations;
+pub mod args;
 pub mod manager;
 pub mod objects;
 pub mod pod;
 pub mod ports;
 pub mod render;
+pub mod standalone;
 pub mod webhook;
 
 pub use manager::{Error, GatewayManager, Settings, TunnelPod};
+
+/// The gateway image of this release (`deploy/images/gateway.sh` builds it);
+/// the default of `--gateway-image` in the provider and the standalone binary.
+pub const DEFAULT_GATEWAY_IMAGE: &str = "localhost/offload/gateway:1.0";

@@ -52,23 +52,25 @@ pub fn try_parse_from<C: FromArgMatches>(
     env: impl Fn(&str) -> Option<OsString>,
 ) -> Result<C, clap::Error> {
     let mut args: Vec<OsString> = args.into_iter().map(Into::into).collect();
-    let matches = cmd.clone().try_get_matches_from(&args)?;
-    let extra = fallbacks(&cmd, &matches, renamed, env);
-    let mut matches = if extra.is_empty() {
-        matches
-    } else {
-        args.extend(extra);
-        cmd.try_get_matches_from(&args)?
-    };
+    // A lenient first pass only to see which values are missing: a required
+    // flag may be given by its former variable alone.
+    if let Ok(m) = cmd.clone().ignore_errors(true).try_get_matches_from(&args) {
+        let extra = fallbacks(&cmd, &m, renamed, env);
+        // Right after the binary name, so a trailing `--` or positional
+        // value cannot swallow them.
+        let at = args.len().min(1);
+        args.splice(at..at, extra);
+    }
+    let mut matches = cmd.try_get_matches_from(&args)?;
     C::from_arg_matches_mut(&mut matches)
 }
 
 /// [`try_parse_from`] on the process's arguments and environment; prints
 /// the error (or the help) and exits like `Parser::parse`.
 pub fn parse<C: FromArgMatches>(cmd: Command, renamed: &[Renamed]) -> C {
-    let err_cmd = cmd.clone();
+    let mut err_cmd = cmd.clone();
     try_parse_from(cmd, std::env::args_os(), renamed, |k| std::env::var_os(k))
-        .unwrap_or_else(|e| e.format(&mut err_cmd.clone()).exit())
+        .unwrap_or_else(|e| e.format(&mut err_cmd).exit())
 }
 
 /// `--flag=value` for every former variable that has to stand in.
@@ -117,6 +119,8 @@ mod tests {
         gateway_name: String,
         #[arg(long, env = "GATEWAY_NODE_PORT", default_value_t = 30222)]
         gateway_node_port: u16,
+        #[arg(long, env = "GATEWAY_ADDRESS")]
+        gateway_address: Option<String>,
         #[command(flatten)]
         log: crate::telemetry::LogArgs,
     }
@@ -132,6 +136,11 @@ mod tests {
             old_flag: Some("node-port"),
             old_env: Some("GATEWAY_MANAGER_NODE_PORT"),
         },
+        Renamed {
+            id: "gateway_address",
+            old_flag: Some("public-address"),
+            old_env: Some("GATEWAY_MANAGER_PUBLIC_ADDRESS"),
+        },
     ];
 
     fn parse(args: &[&str], env: &[(&str, &str)]) -> Result<Cli, clap::Error> {
@@ -139,7 +148,8 @@ mod tests {
             .iter()
             .map(|(k, v)| ((*k).to_owned(), OsString::from(v)))
             .collect();
-        let cmd = log_env(old_names(Cli::command(), RENAMED), "OLD_LOG_JSON");
+        let cmd = log_env(old_names(Cli::command(), RENAMED), "OLD_LOG_JSON")
+            .mut_arg("gateway_address", |a| a.required(true));
         try_parse_from(cmd, args.iter().copied(), RENAMED, |k| {
             env.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone())
         })
@@ -147,10 +157,15 @@ mod tests {
 
     #[test]
     fn old_flags_are_aliases() {
-        let c = parse(&["x", "--node-port", "0"], &[]).expect("parse");
+        let c = parse(&["x", "--node-port", "0", "--public-address", "h:1"], &[]).expect("parse");
+        assert_eq!(c.gateway_address.as_deref(), Some("h:1"));
         assert_eq!(c.gateway_node_port, 0);
         assert_eq!(c.gateway_name, "offload-gateway");
-        let c = parse(&["x", "--gateway-node-port=1"], &[]).expect("parse");
+        let c = parse(
+            &["x", "--gateway-node-port=1", "--gateway-address=h:1"],
+            &[],
+        )
+        .expect("parse");
         assert_eq!(c.gateway_node_port, 1);
         old_names(Cli::command(), RENAMED).debug_assert();
     }
@@ -160,6 +175,7 @@ mod tests {
         let old = [
             ("GATEWAY_MANAGER_GATEWAY_NAME", "gw"),
             ("GATEWAY_MANAGER_NODE_PORT", "31000"),
+            ("GATEWAY_MANAGER_PUBLIC_ADDRESS", "10.0.0.1:30222"),
         ];
         let c = parse(&["x"], &old).expect("parse");
         assert_eq!(
@@ -168,7 +184,10 @@ mod tests {
         );
         let c = parse(&["x", "--node-port", "5"], &old).expect("parse");
         assert_eq!(c.gateway_node_port, 5, "the command line wins");
-        let bad = parse(&["x"], &[("GATEWAY_MANAGER_NODE_PORT", "many")]);
+        let bad = parse(
+            &["x", "--gateway-address=h:1"],
+            &[("GATEWAY_MANAGER_NODE_PORT", "many")],
+        );
         assert!(
             bad.is_err(),
             "a bad former variable is an error, not ignored"
