@@ -5,30 +5,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
-use gateway_manager::ports::PortRange;
-
-/// Parse `500ms`, `5s`, `2m`, `1h` or a plain number of seconds.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    let (num, unit) = match s.find(|c: char| !(c.is_ascii_digit() || c == '.')) {
-        Some(i) => s.split_at(i),
-        None => (s, "s"),
-    };
-    let n: f64 = num
-        .parse()
-        .map_err(|_| format!("invalid duration {s:?} (use e.g. 500ms, 5s, 2m)"))?;
-    let secs = match unit {
-        "ms" => n / 1000.0,
-        "s" => n,
-        "m" => n * 60.0,
-        "h" => n * 3600.0,
-        _ => return Err(format!("invalid duration unit in {s:?} (ms, s, m, h)")),
-    };
-    if !secs.is_finite() || secs < 0.0 {
-        return Err(format!("invalid duration {s:?}"));
-    }
-    Ok(Duration::from_secs_f64(secs))
-}
+use gateway_manager::args::GatewayArgs;
+use offload_runtime::duration::parse_duration;
+use offload_runtime::telemetry::LogArgs;
 
 /// A `key=value:Effect` taint.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -238,52 +217,13 @@ pub struct Config {
     #[arg(long, env = "ADMIN_ADDR", default_value = "127.0.0.1:9099")]
     pub admin_addr: Option<SocketAddr>,
 
-    /// Log as JSON.
-    #[arg(long, env = "LOG_JSON")]
-    pub log_json: bool,
+    #[command(flatten)]
+    pub log: LogArgs,
 
-    /// HOST[:PORT] at which the remote cluster's bastion reaches the gateway's
-    /// SSH server: a local node's IP (the port defaults to --gateway-node-port)
-    /// or a load balancer. Setting it turns the tunnel on: every TCP
-    /// containerPort of an offloaded pod is then reachable locally through the
-    /// Service `<pod>-tunnel`, and pods annotated `interlink.io/tunnel-service:
-    /// <name>` through the Service `<name>`.
-    #[arg(long, env = "GATEWAY_ADDRESS", value_name = "HOST[:PORT]", help_heading = TUNNEL)]
-    pub gateway_address: Option<String>,
-
-    /// Namespace of the gateway (Deployment, Services, host-key Secret),
-    /// created if missing. Default: the provider's own namespace when it runs
-    /// in the cluster, else `offload-system`.
-    #[arg(long, env = "GATEWAY_NAMESPACE", help_heading = TUNNEL)]
-    pub gateway_namespace: Option<String>,
-
-    /// Name of the gateway Deployment and Services.
-    #[arg(long, env = "GATEWAY_NAME", default_value = "offload-gateway", help_heading = TUNNEL)]
-    pub gateway_name: String,
-
-    /// Image of the gateway (OpenSSH sshd, non-root; deploy/images/gateway.sh).
-    #[arg(long, env = "GATEWAY_IMAGE", default_value = DEFAULT_GATEWAY_IMAGE, help_heading = TUNNEL)]
-    pub gateway_image: String,
-
-    /// imagePullPolicy of the gateway container.
-    #[arg(long, env = "GATEWAY_IMAGE_PULL_POLICY", default_value = "IfNotPresent", help_heading = TUNNEL)]
-    pub gateway_image_pull_policy: String,
-
-    /// NodePort of the gateway's SSH Service (0: no NodePort Service; then
-    /// --gateway-address must name a port that reaches the gateway).
-    #[arg(long, env = "GATEWAY_NODE_PORT", default_value_t = 30222, help_heading = TUNNEL)]
-    pub gateway_node_port: u16,
-
-    /// Gateway ports handed out to offloaded containerPorts, FIRST-LAST (at
-    /// most 4096, none below 1024). A pod that finds it exhausted waits, with
-    /// a warning event, until ports are released.
-    #[arg(long, env = "GATEWAY_PORT_RANGE", default_value = "40000-40999", help_heading = TUNNEL)]
-    pub gateway_port_range: PortRange,
-
-    /// How often tunnels are probed (pod condition `tunnel.offload.dev/Up`,
-    /// Service Endpoints list only tunnels that answer).
-    #[arg(long, env = "GATEWAY_SYNC_INTERVAL", default_value = "1s", value_parser = parse_duration, help_heading = TUNNEL)]
-    pub gateway_sync_interval: Duration,
+    /// The gateway of the tunnel (the embedded gateway-manager); the same
+    /// flags as the standalone `gateway-manager`.
+    #[command(flatten, next_help_heading = TUNNEL)]
+    pub gateway: GatewayArgs,
 
     /// The bastion's SSH public key (`ssh-ed25519 AAAA...`), authorized on the
     /// gateway. Without it the provider asks our plugin (`GET
@@ -294,8 +234,9 @@ pub struct Config {
 
 /// `--help` section of the tunnel flags.
 const TUNNEL: &str = "Tunnel (off unless --gateway-address is set)";
-/// The gateway image of this release (`deploy/images/gateway.sh` builds it).
-pub const DEFAULT_GATEWAY_IMAGE: &str = "localhost/offload/gateway:1.0";
+/// The gateway image of this release (moved to gateway-manager, shared by
+/// both binaries).
+pub use gateway_manager::DEFAULT_GATEWAY_IMAGE;
 
 impl Config {
     /// A config with all defaults and the given node and plugin, for tests
@@ -315,13 +256,21 @@ mod tests {
 
     #[test]
     fn durations() {
-        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
-        assert_eq!(parse_duration("5s"), Ok(Duration::from_secs(5)));
-        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
-        assert_eq!(parse_duration("3"), Ok(Duration::from_secs(3)));
-        assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
-        assert!(parse_duration("5 parsecs").is_err());
-        assert!(parse_duration("x").is_err());
+        // The parser is offload_runtime::duration's (tested there); the
+        // flags still take what they took.
+        let c = Config::parse_from([
+            "offload-provider",
+            "--retry-base=500ms",
+            "--status-interval=3",
+            "--plugin-timeout=1.5s",
+            "--delete-timeout=2m",
+        ]);
+        assert_eq!(c.retry_base, Duration::from_millis(500));
+        assert_eq!(c.status_interval, Duration::from_secs(3));
+        assert_eq!(c.plugin_timeout, Duration::from_millis(1500));
+        assert_eq!(c.delete_timeout, Duration::from_secs(120));
+        assert!(Config::try_parse_from(["offload-provider", "--ping-interval=5 parsecs"]).is_err());
+        assert!(Config::try_parse_from(["offload-provider", "--ping-interval=x"]).is_err());
     }
 
     #[test]

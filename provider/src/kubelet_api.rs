@@ -8,7 +8,6 @@
 //! TokenReview. Anonymous requests get 401.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -20,13 +19,13 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
 use futures::TryStreamExt;
-use hyper_util::rt::{TokioExecutor, TokioIo};
 use k8s_openapi::api::authentication::v1::{TokenReview, TokenReviewSpec};
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::PostParams;
 use kube::runtime::reflector::{ObjectRef, Store};
+use offload_runtime::admin;
+use offload_runtime::tls::{HANDSHAKE_TIMEOUT, PeerCertificates};
 use tokio::net::TcpListener;
-use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info, info_span, warn};
 
@@ -260,89 +259,28 @@ pub fn router(st: KubeletState) -> Router {
         .with_state(st)
 }
 
-/// Serve `router` over TLS on `listener` until `cancel`.
+/// Serve `router` over TLS on `listener` until `cancel`, then drain
+/// (`offload_runtime::tls::serve_tls`, 10 s handshake timeout). A verified
+/// client certificate reaches [`authenticate`] as [`PeerAuth`].
 pub async fn serve_tls(
     listener: TcpListener,
     tls: Arc<rustls::ServerConfig>,
     router: Router,
     cancel: CancellationToken,
 ) {
-    let acceptor = TlsAcceptor::from(tls);
+    let router = router.layer(middleware::map_request(peer_auth));
     info!(addr = ?listener.local_addr().ok(), "kubelet API listening");
-    loop {
-        let (tcp, peer): (tokio::net::TcpStream, SocketAddr) = tokio::select! {
-            r = listener.accept() => match r {
-                Ok(x) => x,
-                Err(e) => {
-                    warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            },
-            _ = cancel.cancelled() => return,
-        };
-        let acceptor = acceptor.clone();
-        let router = router.clone();
-        let cancel = cancel.clone();
-        tokio::spawn(async move {
-            let tls =
-                match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
-                    Ok(Ok(s)) => s,
-                    Ok(Err(e)) => {
-                        debug!(%peer, error = %e, "TLS handshake failed");
-                        return;
-                    }
-                    Err(_) => return,
-                };
-            let auth = PeerAuth {
-                client_cert: tls
-                    .get_ref()
-                    .1
-                    .peer_certificates()
-                    .is_some_and(|c| !c.is_empty()),
-            };
-            let svc = hyper::service::service_fn(
-                move |mut req: hyper::Request<hyper::body::Incoming>| {
-                    req.extensions_mut().insert(auth);
-                    let r = router.clone();
-                    async move {
-                        use tower::ServiceExt;
-                        r.oneshot(req.map(Body::new)).await
-                    }
-                },
-            );
-            let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-            let conn = builder.serve_connection_with_upgrades(TokioIo::new(tls), svc);
-            tokio::select! {
-                r = conn => if let Err(e) = r { debug!(%peer, error = %e, "connection ended") },
-                _ = cancel.cancelled() => {}
-            }
-        });
-    }
+    offload_runtime::tls::serve_tls(listener, tls, router, cancel, HANDSHAKE_TIMEOUT).await;
 }
 
-/// Plain-HTTP admin server: `/metrics`, `/healthz`, `/readyz`.
+async fn peer_auth(mut req: Request) -> Request {
+    let client_cert = req.extensions().get::<PeerCertificates>().is_some();
+    req.extensions_mut().insert(PeerAuth { client_cert });
+    req
+}
+
+/// Plain-HTTP admin server: `/metrics` (the process's one registry),
+/// `/healthz`, `/readyz` (`ready` is set once the pod cache synced).
 pub fn admin_router(metrics: Metrics, ready: Arc<std::sync::atomic::AtomicBool>) -> Router {
-    Router::new()
-        .route(
-            "/metrics",
-            get(move || {
-                let m = metrics.clone();
-                async move { m.encode() }
-            }),
-        )
-        .route("/healthz", get(|| async { "ok" }))
-        .route(
-            "/readyz",
-            get(move || {
-                let r = ready.clone();
-                async move {
-                    if r.load(std::sync::atomic::Ordering::Relaxed) {
-                        (StatusCode::OK, "ok")
-                    } else {
-                        (StatusCode::SERVICE_UNAVAILABLE, "not ready")
-                    }
-                }
-            }),
-        )
+    admin::router(metrics.registry().clone(), admin::Ready::flag(ready))
 }

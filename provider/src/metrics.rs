@@ -1,8 +1,12 @@
-//! Prometheus metrics (prometheus-client), prefixed `offload_provider_`.
+//! Prometheus metrics (prometheus-client), prefixed `offload_provider_`,
+//! registered into the process's one registry (`SharedRegistry`), which the
+//! admin port and the kubelet API's `/metrics` serve whole (the embedded
+//! gateway-manager registers there too).
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use offload_runtime::admin::SharedRegistry;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -41,7 +45,7 @@ pub struct Metrics {
 }
 
 struct Inner {
-    registry: Registry,
+    registry: SharedRegistry,
     plugin_latency: Family<OpLabels, Histogram>,
     plugin_errors: Family<ErrorLabels, Counter>,
     pods: Family<PhaseLabels, Gauge>,
@@ -52,21 +56,8 @@ struct Inner {
     node_ready: Gauge,
 }
 
-impl Default for Metrics {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl std::fmt::Debug for Metrics {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Metrics")
-    }
-}
-
-impl Metrics {
-    pub fn new() -> Self {
-        let mut registry = Registry::with_prefix("offload_provider");
+impl Inner {
+    fn register(registry: &mut Registry, shared: &SharedRegistry) -> Self {
         let plugin_latency = Family::<OpLabels, Histogram>::new_with_constructor(|| {
             Histogram::new(exponential_buckets(0.001, 2.0, 16))
         });
@@ -109,21 +100,51 @@ impl Metrics {
             "1 when the virtual node is Ready",
             node_ready.clone(),
         );
+        Inner {
+            registry: shared.clone(),
+            plugin_latency,
+            plugin_errors,
+            pods,
+            queue_depth,
+            in_flight,
+            events,
+            status_writes,
+            node_ready,
+        }
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Metrics")
+    }
+}
+
+impl Metrics {
+    /// The provider's metrics in a new registry: the process's one registry,
+    /// [`Metrics::registry`], where other components register theirs.
+    pub fn new() -> Self {
+        Self::register(&SharedRegistry::default())
+    }
+
+    /// The provider's metrics, registered into `registry`.
+    pub fn register(registry: &SharedRegistry) -> Self {
+        let inner = registry.register("offload_provider", |r| Inner::register(r, registry));
         Metrics {
-            inner: Arc::new(Inner {
-                registry,
-                plugin_latency,
-                plugin_errors,
-                pods,
-                queue_depth,
-                in_flight,
-                events,
-                status_writes,
-                node_ready,
-            }),
+            inner: Arc::new(inner),
         }
     }
 
+    /// The registry every metric of the process is in.
+    pub fn registry(&self) -> &SharedRegistry {
+        &self.inner.registry
+    }
     pub fn observe_plugin_call(&self, op: &str, took: Duration, err: Option<&PluginError>) {
         self.inner
             .plugin_latency
@@ -178,12 +199,10 @@ impl Metrics {
         self.inner.node_ready.set(i64::from(ready));
     }
 
-    /// Text exposition format.
+    /// Text exposition format of the whole registry.
     pub fn encode(&self) -> String {
-        let mut s = String::new();
         // Writing into a String cannot fail.
-        let _ = prometheus_client::encoding::text::encode(&mut s, &self.inner.registry);
-        s
+        self.inner.registry.encode().unwrap_or_default()
     }
 }
 

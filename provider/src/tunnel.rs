@@ -20,7 +20,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use gateway_manager::annotations::split_host_port;
 use gateway_manager::objects::GatewaySpec;
 use gateway_manager::{GatewayManager, Settings};
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod, PodCondition};
@@ -39,7 +38,7 @@ pub use gateway_manager::manager::CONDITION_TUNNEL_UP;
 /// Where the namespace of an in-cluster pod is written.
 const IN_CLUSTER_NAMESPACE: &str = "/var/run/secrets/kubernetes.io/serviceaccount/namespace";
 /// Gateway namespace when neither the flag nor an in-cluster namespace says.
-pub const DEFAULT_NAMESPACE: &str = "offload-system";
+pub use gateway_manager::args::DEFAULT_NAMESPACE;
 /// How often a known bastion key is fetched again (rotation).
 const KEY_REFRESH: Duration = Duration::from_secs(60);
 /// How long a start with a fresh gateway waits for the plugin's bastion key.
@@ -75,31 +74,24 @@ fn own_namespace() -> Option<String> {
         .filter(|s| !s.is_empty())
 }
 
-/// `HOST[:PORT]` -> `HOST:PORT`, the port defaulting to the NodePort.
+/// `HOST[:PORT]` -> `HOST:PORT`, the port defaulting to the NodePort
+/// (gateway-manager's, shared with the standalone binary).
 pub fn gateway_address(addr: &str, node_port: u16) -> Result<String, TunnelError> {
-    let addr = addr.trim();
-    if split_host_port(addr).is_some() {
-        return Ok(addr.to_owned());
-    }
-    let bare_host = !addr.is_empty()
-        && !addr.contains(['/', ' '])
-        && (!addr.contains(':') || (addr.starts_with('[') && addr.ends_with(']')));
-    if !bare_host {
-        return Err(TunnelError::Address(addr.to_owned()));
-    }
-    if node_port == 0 {
-        return Err(TunnelError::NoPort(addr.to_owned()));
-    }
-    Ok(format!("{addr}:{node_port}"))
+    use gateway_manager::args::{AddressError, public_address};
+    public_address(addr, node_port).map_err(|e| match e {
+        AddressError::Invalid(a) => TunnelError::Address(a),
+        AddressError::NoPort(a) => TunnelError::NoPort(a),
+    })
 }
 
 /// gateway-manager's settings from the provider's flags; `None` when the
 /// tunnel is off (no `--gateway-address`).
 pub fn settings(config: &Config) -> Result<Option<Settings>, TunnelError> {
-    let Some(addr) = config.gateway_address.as_deref().filter(|a| !a.is_empty()) else {
+    let g = &config.gateway;
+    let Some(addr) = g.address.as_deref().filter(|a| !a.is_empty()) else {
         return Ok(None);
     };
-    let public_address = gateway_address(addr, config.gateway_node_port)?;
+    let public_address = gateway_address(addr, g.node_port)?;
     let bastion_key = config
         .bastion_public_key
         .as_deref()
@@ -108,24 +100,8 @@ pub fn settings(config: &Config) -> Result<Option<Settings>, TunnelError> {
     if bastion_key.is_none() && config.plugin_mode == PluginMode::Interlink {
         return Err(TunnelError::NoBastionKey);
     }
-    let namespace = config
-        .gateway_namespace
-        .clone()
-        .filter(|n| !n.is_empty())
-        .or_else(own_namespace)
-        .unwrap_or_else(|| DEFAULT_NAMESPACE.to_owned());
-    let mut s = Settings::new(
-        GatewaySpec {
-            namespace,
-            name: config.gateway_name.clone(),
-            image: config.gateway_image.clone(),
-            image_pull_policy: config.gateway_image_pull_policy.clone(),
-            service_port: 2222,
-            node_port: (config.gateway_node_port != 0).then_some(config.gateway_node_port),
-        },
-        public_address,
-    );
-    s.range = config.gateway_port_range;
+    let mut s = Settings::new(g.spec(g.namespace_or(own_namespace)), public_address);
+    s.range = g.port_range;
     s.bastion_public_key = match bastion_key {
         Some(k) => Some(gateway_manager::render::normalise_public_key(k)?),
         None => None,
@@ -210,7 +186,7 @@ pub async fn start(
     );
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    tasks.spawn(Arc::clone(&gm).run(config.gateway_sync_interval, stop_rx));
+    tasks.spawn(Arc::clone(&gm).run(config.gateway.sync_interval, stop_rx));
     {
         let c = cancel.clone();
         tasks.spawn(async move {

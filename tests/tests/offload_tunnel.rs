@@ -277,12 +277,12 @@ fn provider_config(
     cfg.admin_addr = None;
     cfg.status_interval = Duration::from_millis(500);
     // The tunnel: the bastion reaches the gateway on the local node's IP.
-    cfg.gateway_address = Some(tb.local.node_ip.to_string());
-    cfg.gateway_node_port = node_port;
-    cfg.gateway_namespace = Some(lns.to_owned());
-    cfg.gateway_image = GATEWAY_IMAGE.into();
-    cfg.gateway_port_range = "40100-40199".parse()?;
-    cfg.gateway_sync_interval = Duration::from_millis(500);
+    cfg.gateway.address = Some(tb.local.node_ip.to_string());
+    cfg.gateway.node_port = node_port;
+    cfg.gateway.namespace = Some(lns.to_owned());
+    cfg.gateway.image = GATEWAY_IMAGE.into();
+    cfg.gateway.port_range = "40100-40199".parse()?;
+    cfg.gateway.sync_interval = Duration::from_millis(500);
     Ok(cfg)
 }
 
@@ -650,11 +650,11 @@ async fn a_full_port_range_is_an_event_and_the_pod_waits_for_a_port() -> anyhow:
     cfg.kubelet_addr = "0.0.0.0:0".parse()?;
     cfg.admin_addr = None;
     cfg.status_interval = Duration::from_millis(500);
-    cfg.gateway_address = Some("192.0.2.1:2222".into());
-    cfg.gateway_node_port = 0;
-    cfg.gateway_namespace = Some(lns.name.clone());
-    cfg.gateway_image = GATEWAY_IMAGE.into();
-    cfg.gateway_port_range = "40200-40200".parse()?;
+    cfg.gateway.address = Some("192.0.2.1:2222".into());
+    cfg.gateway.node_port = 0;
+    cfg.gateway.namespace = Some(lns.name.clone());
+    cfg.gateway.image = GATEWAY_IMAGE.into();
+    cfg.gateway.port_range = "40200-40200".parse()?;
     let prov = start(cfg, local.clone(), tb.local.node_ip).await?;
 
     let result = async {
