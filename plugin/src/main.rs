@@ -2,7 +2,7 @@
 
 use anyhow::Context;
 use offload_plugin::{PluginConfig, start};
-use tracing_subscriber::{EnvFilter, fmt, prelude::*};
+use offload_runtime::{shutdown, telemetry};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -13,23 +13,8 @@ async fn main() -> anyhow::Result<()> {
         Err(offload_plugin::config::ConfigError::Cli(e)) => e.exit(),
         Err(e) => return Err(e.into()),
     };
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    if config.log_json {
-        tracing_subscriber::registry()
-            .with(filter)
-            .with(
-                fmt::layer()
-                    .json()
-                    .flatten_event(true)
-                    .with_current_span(true),
-            )
-            .init();
-    } else {
-        tracing_subscriber::registry()
-            .with(filter)
-            .with(fmt::layer())
-            .init();
-    }
+    telemetry::init(&telemetry::LogArgs::json(config.log_json))?;
+    let stop = shutdown::on_signals();
     let kube_config = match &config.kubeconfig {
         Some(path) => {
             let kc = kube::config::Kubeconfig::read_from(path)
@@ -45,29 +30,7 @@ async fn main() -> anyhow::Result<()> {
     let client = kube::Client::try_from(kube_config).context("building the Kubernetes client")?;
     let plugin = start(config, client).await.context("starting the plugin")?;
     tracing::info!(addr = %plugin.addr(), "offload-plugin started");
-    shutdown_signal().await;
-    tracing::info!("shutting down");
+    stop.cancelled().await;
     plugin.shutdown().await;
     Ok(())
-}
-
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(s) => s,
-                Err(_) => {
-                    let _ = ctrl_c.await;
-                    return;
-                }
-            };
-        tokio::select! {
-            _ = ctrl_c => {}
-            _ = term.recv() => {}
-        }
-    }
-    #[cfg(not(unix))]
-    let _ = ctrl_c.await;
 }

@@ -1,7 +1,9 @@
-//! Prometheus metrics (prometheus-client), served on `/metrics`.
+//! Prometheus metrics (prometheus-client), served on `/metrics`; registered
+//! into the process's one registry (`offload_runtime::admin::SharedRegistry`).
 
+use offload_runtime::admin::SharedRegistry;
 use prometheus_client::{
-    encoding::{EncodeLabelSet, text::encode},
+    encoding::EncodeLabelSet,
     metrics::{
         counter::Counter,
         family::Family,
@@ -34,7 +36,7 @@ pub struct RemoteCallLabels {
 
 /// Every metric of the plugin, prefixed `offload_plugin_`.
 pub struct Metrics {
-    registry: Registry,
+    registry: SharedRegistry,
     pub requests: Family<RequestLabels, Counter>,
     pub latency: Family<EndpointLabels, Histogram>,
     pub pods_managed: Gauge,
@@ -50,8 +52,24 @@ impl Default for Metrics {
 }
 
 impl Metrics {
+    /// The plugin's metrics in a new registry ([`Metrics::registry`]).
     pub fn new() -> Self {
-        let mut registry = Registry::with_prefix("offload_plugin");
+        Self::register(&SharedRegistry::default())
+    }
+
+    /// The plugin's metrics, registered into `shared`.
+    pub fn register(shared: &SharedRegistry) -> Self {
+        shared.register("offload_plugin", |registry| {
+            Self::register_in(registry, shared)
+        })
+    }
+
+    /// The registry every metric of the process is in.
+    pub fn registry(&self) -> &SharedRegistry {
+        &self.registry
+    }
+
+    fn register_in(registry: &mut Registry, shared: &SharedRegistry) -> Self {
         let requests = Family::<RequestLabels, Counter>::default();
         registry.register(
             "http_requests",
@@ -93,7 +111,7 @@ impl Metrics {
             bastion_applies.clone(),
         );
         Self {
-            registry,
+            registry: shared.clone(),
             requests,
             latency,
             pods_managed,
@@ -118,9 +136,7 @@ impl Metrics {
     }
 
     pub fn encode(&self) -> String {
-        let mut out = String::new();
         // Writing to a String cannot fail.
-        let _ = encode(&mut out, &self.registry);
-        out
+        self.registry.encode().unwrap_or_default()
     }
 }

@@ -1,22 +1,16 @@
-//! Listeners: TCP, TCP with TLS (optionally mTLS), unix socket; one accept
-//! loop with graceful shutdown (in-flight requests finish, log streams are
-//! cut when the server stops).
+//! Listeners: TCP, TCP with TLS (optionally mTLS), unix socket. Serving is
+//! `offload_runtime::tls` (one accept loop with a handshake timeout and a
+//! graceful drain: in-flight requests finish, log streams are cut when the
+//! server stops).
 
-use std::{io::BufReader, net::SocketAddr, path::PathBuf, sync::Arc};
+use std::{net::SocketAddr, path::PathBuf};
 
-use axum::Router;
-use hyper_util::{
-    rt::{TokioExecutor, TokioIo},
-    server::{conn::auto::Builder, graceful::GracefulShutdown},
-    service::TowerToHyperService,
-};
-use tokio::{
-    io::{AsyncRead, AsyncWrite},
-    net::{TcpListener, UnixListener},
-};
+use axum::{Router, serve::ListenerExt};
+use offload_runtime::tls::{self as rt_tls, ClientAuth, HANDSHAKE_TIMEOUT, TlsError};
+use tokio::net::{TcpListener, UnixListener};
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info, warn};
+use tracing::info;
 
 use crate::config::Listen;
 
@@ -27,17 +21,8 @@ pub enum ServeError {
         what: String,
         source: std::io::Error,
     },
-    #[error("reading {path}: {source}")]
-    ReadPem {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error("{path}: no {what} found in the PEM file")]
-    EmptyPem { path: PathBuf, what: &'static str },
-    #[error("TLS configuration: {0}")]
-    Tls(#[from] rustls::Error),
-    #[error("TLS client CA: {0}")]
-    ClientCa(String),
+    #[error(transparent)]
+    Tls(#[from] TlsError),
 }
 
 /// A bound listener.
@@ -82,151 +67,39 @@ impl Bound {
     }
 }
 
-fn read_pem(path: &PathBuf) -> Result<Vec<u8>, ServeError> {
-    std::fs::read(path).map_err(|source| ServeError::ReadPem {
-        path: path.clone(),
-        source,
-    })
-}
-
 /// TLS acceptor from PEM files; with a client CA, clients must authenticate.
 pub fn tls_acceptor(
     cert: &PathBuf,
     key: &PathBuf,
     client_ca: Option<&PathBuf>,
 ) -> Result<TlsAcceptor, ServeError> {
-    let certs: Vec<_> = rustls_pemfile::certs(&mut BufReader::new(&read_pem(cert)?[..]))
-        .collect::<Result<_, _>>()
-        .map_err(|source| ServeError::ReadPem {
-            path: cert.clone(),
-            source,
-        })?;
-    if certs.is_empty() {
-        return Err(ServeError::EmptyPem {
-            path: cert.clone(),
-            what: "certificate",
-        });
-    }
-    let key_der = rustls_pemfile::private_key(&mut BufReader::new(&read_pem(key)?[..]))
-        .map_err(|source| ServeError::ReadPem {
-            path: key.clone(),
-            source,
-        })?
-        .ok_or_else(|| ServeError::EmptyPem {
-            path: key.clone(),
-            what: "private key",
-        })?;
-    let builder = rustls::ServerConfig::builder();
-    let mut config = match client_ca {
-        Some(ca) => {
-            let mut roots = rustls::RootCertStore::empty();
-            for c in rustls_pemfile::certs(&mut BufReader::new(&read_pem(ca)?[..])) {
-                let c = c.map_err(|source| ServeError::ReadPem {
-                    path: ca.clone(),
-                    source,
-                })?;
-                roots.add(c)?;
-            }
-            let verifier = rustls::server::WebPkiClientVerifier::builder(Arc::new(roots))
-                .build()
-                .map_err(|e| ServeError::ClientCa(e.to_string()))?;
-            builder
-                .with_client_cert_verifier(verifier)
-                .with_single_cert(certs, key_der)?
-        }
-        None => builder
-            .with_no_client_auth()
-            .with_single_cert(certs, key_der)?,
-    };
-    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    Ok(TlsAcceptor::from(Arc::new(config)))
-}
-
-fn serve_conn<I>(io: I, app: Router, graceful: &GracefulShutdown)
-where
-    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
-    let svc = TowerToHyperService::new(app);
-    let conn = Builder::new(TokioExecutor::new())
-        .serve_connection_with_upgrades(TokioIo::new(io), svc)
-        .into_owned();
-    let conn = graceful.watch(conn);
-    tokio::spawn(async move {
-        if let Err(e) = conn.await {
-            debug!(error = %e, "connection ended with an error");
-        }
-    });
+    let client = client_ca.map_or(ClientAuth::None, |ca| ClientAuth::Required(ca));
+    Ok(TlsAcceptor::from(rt_tls::load_server_config(
+        cert, key, client,
+    )?))
 }
 
 /// Serves `app` until `cancel`, then waits (at most 10 s) for open connections.
 pub async fn run(bound: Bound, tls: Option<TlsAcceptor>, app: Router, cancel: CancellationToken) {
-    let graceful = GracefulShutdown::new();
-    match &bound {
-        Bound::Tcp(_) => info!(addr = %bound.addr(), tls = tls.is_some(), "plugin API listening"),
-        Bound::Unix(_, p) => info!(socket = %p.display(), "plugin API listening"),
-    }
-    loop {
-        tokio::select! {
-            _ = cancel.cancelled() => break,
-            accepted = accept(&bound) => match accepted {
-                Ok(Conn::Tcp(stream)) => {
-                    let _ = stream.set_nodelay(true);
-                    match &tls {
-                        Some(acceptor) => {
-                            let acceptor = acceptor.clone();
-                            let app = app.clone();
-                            let watcher = graceful.watcher();
-                            // Handshake off the accept loop: a slow client must not block others.
-                            tokio::spawn(async move {
-                                match acceptor.accept(stream).await {
-                                    Ok(tls_stream) => {
-                                        let svc = TowerToHyperService::new(app);
-                                        let conn = Builder::new(TokioExecutor::new())
-                                            .serve_connection_with_upgrades(TokioIo::new(tls_stream), svc)
-                                            .into_owned();
-                                        if let Err(e) = watcher.watch(conn).await {
-                                            debug!(error = %e, "TLS connection ended with an error");
-                                        }
-                                    }
-                                    Err(e) => debug!(error = %e, "TLS handshake failed"),
-                                }
-                            });
-                        }
-                        None => serve_conn(stream, app.clone(), &graceful),
-                    }
+    match bound {
+        Bound::Tcp(l) => {
+            info!(addr = ?l.local_addr().ok(), tls = tls.is_some(), "plugin API listening");
+            // Small request/response exchanges: no Nagle delay.
+            let l = l.tap_io(|s| {
+                let _ = s.set_nodelay(true);
+            });
+            match tls {
+                Some(acceptor) => {
+                    let config = acceptor.config().clone();
+                    rt_tls::serve_tls(l, config, app, cancel, HANDSHAKE_TIMEOUT).await
                 }
-                Ok(Conn::Unix(stream)) => serve_conn(stream, app.clone(), &graceful),
-                Err(e) => {
-                    warn!(error = %e, "accept failed");
-                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                }
+                None => rt_tls::serve(l, app, cancel).await,
             }
         }
-    }
-    bound_cleanup(bound);
-    if tokio::time::timeout(std::time::Duration::from_secs(10), graceful.shutdown())
-        .await
-        .is_err()
-    {
-        warn!("connections still open after 10 s; stopping anyway");
-    }
-}
-
-fn bound_cleanup(bound: Bound) {
-    if let Bound::Unix(l, path) = bound {
-        drop(l);
-        let _ = std::fs::remove_file(path);
-    }
-}
-
-enum Conn {
-    Tcp(tokio::net::TcpStream),
-    Unix(tokio::net::UnixStream),
-}
-
-async fn accept(bound: &Bound) -> std::io::Result<Conn> {
-    match bound {
-        Bound::Tcp(l) => l.accept().await.map(|(s, _)| Conn::Tcp(s)),
-        Bound::Unix(l, _) => l.accept().await.map(|(s, _)| Conn::Unix(s)),
+        Bound::Unix(l, path) => {
+            info!(socket = %path.display(), "plugin API listening");
+            rt_tls::serve(l, app, cancel).await;
+            let _ = std::fs::remove_file(path);
+        }
     }
 }
