@@ -3,7 +3,10 @@
 //! graceful drain: in-flight requests finish, log streams are cut when the
 //! server stops).
 
-use std::{net::SocketAddr, path::PathBuf};
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+};
 
 use axum::{Router, serve::ListenerExt};
 use offload_runtime::tls::{self as rt_tls, ClientAuth, HANDSHAKE_TIMEOUT, TlsError};
@@ -69,8 +72,8 @@ impl Bound {
 
 /// TLS acceptor from PEM files; with a client CA, clients must authenticate.
 pub fn tls_acceptor(
-    cert: &PathBuf,
-    key: &PathBuf,
+    cert: &Path,
+    key: &Path,
     client_ca: Option<&PathBuf>,
 ) -> Result<TlsAcceptor, ServeError> {
     let client = client_ca.map_or(ClientAuth::None, |ca| ClientAuth::Required(ca));
