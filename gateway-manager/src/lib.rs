@@ -56,6 +56,8 @@
 //!   Endpoints as plain values (fields Kubernetes 1.20 knows only).
 //! - [`pod`]: the TCP containerPorts of a pod.
 //! - [`manager`]: the Kubernetes I/O around all of the above.
+//! - [`metrics`]: the embedded manager's metrics, read from its state at
+//!   scrape time into the provider's one registry.
 //!
 //! - [`webhook`]: standalone mode, next to another Virtual Kubelet: a
 //!   mutating admission webhook that reserves ports and writes the same
@@ -70,6 +72,7 @@
 pub mod annotations;
 pub mod args;
 pub mod manager;
+pub mod metrics;
 pub mod objects;
 pub mod pod;
 pub mod ports;

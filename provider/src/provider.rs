@@ -141,6 +141,10 @@ pub async fn start(
 
     // The tunnel before the controller: its first creates need the gateway.
     let tunnel = tunnel::start(&config, &client, &plugin, &mut tasks, &cancel).await?;
+    if let Some(gm) = &tunnel {
+        // The embedded gateway-manager's metrics, on the same /metrics.
+        gateway_manager::metrics::register_embedded(metrics.registry(), gm);
+    }
 
     let (store, writer) = reflector::store::<Pod>();
     let ctx = Context::new(
