@@ -45,7 +45,7 @@ fn settings(ns: &str) -> Settings {
         GatewaySpec {
             namespace: ns.into(),
             name: "offload-gateway".into(),
-            image: "localhost/offload/gateway:1.0".into(),
+            image: gateway_manager::DEFAULT_GATEWAY_IMAGE.into(),
             image_pull_policy: "IfNotPresent".into(),
             service_port: 2222,
             node_port: None,

@@ -150,7 +150,7 @@ async fn scenario(
         GatewaySpec {
             namespace: gw_ns.into(),
             name: "offload-gateway".into(),
-            image: "localhost/offload/gateway:1.0".into(),
+            image: gateway_manager::DEFAULT_GATEWAY_IMAGE.into(),
             image_pull_policy: "IfNotPresent".into(),
             service_port: 2222,
             node_port: None,

@@ -3,9 +3,13 @@
 //!
 //! - [`shutdown`]: one `CancellationToken`, cancelled on SIGTERM/SIGINT.
 //! - [`telemetry`]: tracing setup (one JSON layout, no ANSI colours off a terminal).
-//! - [`admin`]: the admin router (`/metrics`, `/healthz`, `/readyz`).
-//! - [`tls`]: loading certificates and serving HTTPS with a handshake timeout
-//!   and a graceful drain.
+//! - [`admin`]: the admin router (`/metrics`, `/healthz`, `/readyz`) over the
+//!   process's one metrics registry ([`admin::SharedRegistry`]), where every
+//!   component's `Metrics` registers under its own prefix.
+//! - [`tls`]: loading certificates and serving HTTPS (and plain HTTP) with a
+//!   handshake timeout and a graceful drain; a verified client certificate
+//!   reaches handlers as [`tls::PeerCertificates`]. No certificate is generated
+//!   here (the remote plugin links this crate and must not link rcgen).
 //! - [`duration`]: the one duration syntax of every flag (`500ms`, `30s`, `5m`, `2d`).
 //! - [`cli`]: clap helpers for flags shared by two binaries that used to spell
 //!   them differently (former flags as aliases, former variables as fallbacks).

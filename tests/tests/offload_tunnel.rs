@@ -42,7 +42,7 @@ use offload_provider::provider::{RunningProvider, start};
 use offload_provider::tunnel::CONDITION_TUNNEL_UP;
 use offload_wire::keys;
 
-const GATEWAY_IMAGE: &str = "localhost/offload/gateway:1.0";
+const GATEWAY_IMAGE: &str = gateway_manager::DEFAULT_GATEWAY_IMAGE;
 const BASTION_IMAGE: &str = "localhost/offload/bastion:0.1.0";
 const HTTP_PORT: u16 = 8080;
 /// Generous: the testbed is shared, and remote containers start slowly under load.

@@ -35,7 +35,7 @@ use offload_bastion::install::{self, BastionSpec};
 use offload_wire::keys;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-const GATEWAY_IMAGE: &str = "localhost/offload/gateway:1.0";
+const GATEWAY_IMAGE: &str = gateway_manager::DEFAULT_GATEWAY_IMAGE;
 const BASTION_IMAGE: &str = "localhost/offload/bastion:0.1.0";
 const HTTP_PORT: u16 = 8080;
 /// What the design promises after a gateway or bastion restart.
