@@ -31,7 +31,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info, warn};
+use tracing::{debug, warn};
 
 /// How long open connections may finish their requests after shutdown.
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
@@ -168,7 +168,7 @@ pub async fn serve_tls<L>(
     L::Addr: Debug + 'static,
 {
     let acceptor = TlsAcceptor::from(tls);
-    info!(addr = ?listener.local_addr().ok(), tls = true, "listening");
+    debug!(addr = ?listener.local_addr().ok(), tls = true, "listening");
     accept_loop(listener, shutdown, |io, addr, graceful, conns| {
         let acceptor = acceptor.clone();
         let router = router.clone();
@@ -215,7 +215,7 @@ where
     L: Listener,
     L::Addr: Debug + 'static,
 {
-    info!(addr = ?listener.local_addr().ok(), tls = false, "listening");
+    debug!(addr = ?listener.local_addr().ok(), tls = false, "listening");
     accept_loop(listener, shutdown, |io, addr, graceful, conns| {
         serve_plain(io, addr, router.clone(), graceful, conns)
     })
