@@ -25,12 +25,13 @@
 //! `GatewayPort`, key generation, the gateway's `sshd_config`) comes from
 //! `offload_wire::tunnel`; it does not link gateway-manager.
 
-pub mod admin;
 pub mod desired;
 pub mod harness;
 pub mod install;
+pub mod keyfile;
 pub mod leader;
 pub mod metrics;
+pub mod run;
 pub mod source;
 pub mod supervisor;
 pub mod tunnel;

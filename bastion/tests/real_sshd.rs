@@ -12,6 +12,7 @@ use offload_bastion::harness::{TestGateway, free_range, write_key};
 use offload_bastion::metrics::Metrics;
 use offload_bastion::supervisor::Supervisor;
 use offload_bastion::tunnel::{GatewayTask, TunnelConfig};
+use offload_runtime::shutdown::CancellationToken;
 use offload_wire::tunnel::GatewayPort;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -371,8 +372,8 @@ async fn supervisor_follows_desired_and_goes_idle() {
     let echo = echo_server().await;
     let (sup, mut ready) = Supervisor::new(config(&gw), Arc::new(Metrics::default()));
     let (dtx, drx) = watch::channel(Desired::new());
-    let (stx, srx) = watch::channel(false);
-    let run = tokio::spawn(sup.run(drx, srx));
+    let stop = CancellationToken::new();
+    let run = tokio::spawn(sup.run(drx, stop.clone()));
     let p = gw.range.first();
     dtx.send_replace(BTreeMap::from([(
         gateway(&gw),
@@ -400,6 +401,6 @@ async fn supervisor_follows_desired_and_goes_idle() {
         assert!(t.elapsed() < WAIT, "not back");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let _ = stx.send(true);
+    stop.cancel();
     run.await.expect("supervisor ends");
 }
