@@ -9,12 +9,12 @@ use offload_wire::tunnel::{KeyError, generate_ed25519, public_of_private};
 
 #[derive(Debug, thiserror::Error)]
 pub enum KeyfileError {
-    #[error("{path}: {source}")]
+    #[error("key file {path}")]
     Io {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("{path}: {source}")]
+    #[error("key file {path}")]
     Key { path: PathBuf, source: KeyError },
 }
 

@@ -86,16 +86,16 @@ pub struct RunArgs {
 
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
-    #[error("read key {path}: {source}")]
+    #[error("read key {path}")]
     ReadKey {
         path: PathBuf,
         source: std::io::Error,
     },
     #[error("parse bastion key {path}: {reason}")]
     ParseKey { path: PathBuf, reason: String },
-    #[error("admin server: {0}")]
+    #[error(transparent)]
     Admin(#[from] admin::BindError),
-    #[error("kube client (in-cluster or KUBECONFIG): {0}")]
+    #[error("kube client (in-cluster or KUBECONFIG)")]
     Kube(#[from] kube::Error),
     #[error("no source of forwards")]
     NoSource,
