@@ -282,6 +282,114 @@ mod tests {
     use pretty_assertions::assert_eq;
     use std::collections::BTreeMap;
 
+    use http::{Request, Response};
+    use k8s_openapi::api::core::v1::ConfigMap;
+    use k8s_openapi::api::rbac::v1::ClusterRole;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+    use std::sync::{Arc, Mutex};
+
+    /// What a request looked like: method, path, query, content type.
+    type Seen = Arc<Mutex<Vec<(String, String, String, String)>>>;
+
+    /// A client whose apiserver records each request and answers `answer`.
+    fn recording_client(seen: Seen, answer: String) -> Client {
+        let service = tower::service_fn(move |req: Request<kube::client::Body>| {
+            let header = |n| {
+                req.headers()
+                    .get(n)
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or_default()
+                    .to_owned()
+            };
+            seen.lock().expect("lock").push((
+                req.method().to_string(),
+                req.uri().path().to_owned(),
+                req.uri().query().unwrap_or_default().to_owned(),
+                header(http::header::CONTENT_TYPE),
+            ));
+            let answer = answer.clone();
+            async move { Ok::<_, std::convert::Infallible>(Response::new(answer)) }
+        });
+        Client::new(service, "default")
+    }
+
+    fn meta(name: Option<&str>, namespace: Option<&str>) -> ObjectMeta {
+        ObjectMeta {
+            name: name.map(str::to_owned),
+            namespace: namespace.map(str::to_owned),
+            ..Default::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn apply_addresses_the_object_by_its_own_metadata() {
+        let seen = Seen::default();
+        let cm = ConfigMap {
+            metadata: meta(Some("c"), Some("ns")),
+            ..Default::default()
+        };
+        let answer = serde_json::to_string(&cm).expect("json");
+        let client = recording_client(Arc::clone(&seen), answer);
+        apply(&client, field_manager::PLUGIN, &cm)
+            .await
+            .expect("apply");
+        let role = ClusterRole {
+            metadata: meta(Some("r"), None),
+            ..Default::default()
+        };
+        let answer = serde_json::to_string(&role).expect("json");
+        let roles = recording_client(Arc::clone(&seen), answer);
+        apply(&roles, field_manager::BASTION_INSTALLER, &role)
+            .await
+            .expect("apply cluster-scoped");
+        let no_ns = ConfigMap {
+            metadata: meta(Some("c"), None),
+            ..Default::default()
+        };
+        let e = apply(&client, field_manager::PLUGIN, &no_ns).await;
+        assert!(matches!(e, Err(Error::NoNamespace { .. })), "{e:?}");
+        let unnamed = ConfigMap::default();
+        let e = apply(&client, field_manager::PLUGIN, &unnamed).await;
+        assert!(matches!(e, Err(Error::Unnamed { .. })), "{e:?}");
+
+        let seen = seen.lock().expect("lock").clone();
+        assert_eq!(seen.len(), 2, "no request for a broken object: {seen:?}");
+        let (method, path, query, ctype) = &seen[0];
+        assert_eq!(
+            (method.as_str(), path.as_str()),
+            ("PATCH", "/api/v1/namespaces/ns/configmaps/c")
+        );
+        assert!(query.contains("fieldManager=offload-plugin"), "{query}");
+        assert!(query.contains("force=true"), "{query}");
+        assert_eq!(ctype, "application/apply-patch+yaml");
+        assert_eq!(
+            seen[1].1,
+            "/apis/rbac.authorization.k8s.io/v1/clusterroles/r"
+        );
+    }
+
+    #[tokio::test]
+    async fn merge_patches_name_their_field_manager() {
+        let seen = Seen::default();
+        let cm = ConfigMap {
+            metadata: meta(Some("c"), Some("ns")),
+            ..Default::default()
+        };
+        let answer = serde_json::to_string(&cm).expect("json");
+        let client = recording_client(Arc::clone(&seen), answer);
+        let api: Api<ConfigMap> = Api::namespaced(client, "ns");
+        let patch = serde_json::json!({"metadata": {"annotations": {"a": "b"}}});
+        merge_patch(&api, field_manager::GATEWAY_MANAGER, "c", &patch)
+            .await
+            .expect("patch");
+        let seen = seen.lock().expect("lock").clone();
+        assert!(
+            seen[0].2.contains("fieldManager=offload-gateway-manager"),
+            "{seen:?}"
+        );
+        assert_eq!(seen[0].3, "application/merge-patch+json");
+    }
+
     #[test]
     fn params_always_carry_a_field_manager() {
         let a = apply_params(field_manager::BASTION_INSTALLER);
