@@ -10,14 +10,21 @@
 //!   first one's key);
 //! - [`field_manager`]: the field-manager names, one per writer;
 //! - [`hardened_security_context`] and [`non_root_pod_security_context`]:
-//!   what every container we install runs under.
+//!   what every container we install runs under; [`recreate_deployment`]:
+//!   the Deployment shape of our single-active components.
 //!
 //! Everything applied must use fields Kubernetes 1.20 knows (our test
 //! apiserver rejects newer ones under server-side apply).
 
 use std::fmt::Debug;
 
-use k8s_openapi::api::core::v1::{Capabilities, PodSecurityContext, Secret, SecurityContext};
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec, DeploymentStrategy};
+use k8s_openapi::api::core::v1::{
+    Capabilities, PodSecurityContext, PodTemplateSpec, Secret, SecurityContext,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::{ClusterResourceScope, NamespaceResourceScope};
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
 use kube::{Api, Client, Resource};
@@ -275,17 +282,43 @@ pub fn non_root_pod_security_context(uid: i64) -> PodSecurityContext {
     }
 }
 
+/// A Deployment that replaces its pods with `Recreate`: the old pods must be
+/// gone before new ones start when two would hold the same ports (two
+/// gateway `sshd`s, two active bastions).
+pub fn recreate_deployment(
+    metadata: ObjectMeta,
+    replicas: i32,
+    selector: BTreeMap<String, String>,
+    template: PodTemplateSpec,
+) -> Deployment {
+    Deployment {
+        metadata,
+        spec: Some(DeploymentSpec {
+            replicas: Some(replicas),
+            selector: LabelSelector {
+                match_labels: Some(selector),
+                ..Default::default()
+            },
+            strategy: Some(DeploymentStrategy {
+                type_: Some("Recreate".into()),
+                rolling_update: None,
+            }),
+            template,
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use k8s_openapi::ByteString;
     use pretty_assertions::assert_eq;
-    use std::collections::BTreeMap;
 
     use http::{Request, Response};
     use k8s_openapi::api::core::v1::ConfigMap;
     use k8s_openapi::api::rbac::v1::ClusterRole;
-    use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
     use std::sync::{Arc, Mutex};
 
     /// What a request looked like: method, path, query, content type.
@@ -321,35 +354,37 @@ mod tests {
         }
     }
 
+    /// `apply` through a recording client that answers with `obj` itself.
+    async fn apply_recorded<K>(seen: &Seen, fm: &str, obj: &K) -> Result<K, Error>
+    where
+        K: Resource<DynamicType = ()> + Clone + Debug + Serialize + DeserializeOwned,
+        K::Scope: ApplyScope,
+    {
+        let answer = serde_json::to_string(obj).expect("json");
+        apply(&recording_client(Arc::clone(seen), answer), fm, obj).await
+    }
+
     #[tokio::test]
     async fn apply_addresses_the_object_by_its_own_metadata() {
         let seen = Seen::default();
-        let cm = ConfigMap {
-            metadata: meta(Some("c"), Some("ns")),
+        let configmap = |name: Option<&str>, ns: Option<&str>| ConfigMap {
+            metadata: meta(name, ns),
             ..Default::default()
         };
-        let answer = serde_json::to_string(&cm).expect("json");
-        let client = recording_client(Arc::clone(&seen), answer);
-        apply(&client, field_manager::PLUGIN, &cm)
-            .await
-            .expect("apply");
         let role = ClusterRole {
             metadata: meta(Some("r"), None),
             ..Default::default()
         };
-        let answer = serde_json::to_string(&role).expect("json");
-        let roles = recording_client(Arc::clone(&seen), answer);
-        apply(&roles, field_manager::BASTION_INSTALLER, &role)
+        let cm = configmap(Some("c"), Some("ns"));
+        apply_recorded(&seen, field_manager::PLUGIN, &cm)
+            .await
+            .expect("apply");
+        apply_recorded(&seen, field_manager::BASTION_INSTALLER, &role)
             .await
             .expect("apply cluster-scoped");
-        let no_ns = ConfigMap {
-            metadata: meta(Some("c"), None),
-            ..Default::default()
-        };
-        let e = apply(&client, field_manager::PLUGIN, &no_ns).await;
+        let e = apply_recorded(&seen, field_manager::PLUGIN, &configmap(Some("c"), None)).await;
         assert!(matches!(e, Err(Error::NoNamespace { .. })), "{e:?}");
-        let unnamed = ConfigMap::default();
-        let e = apply(&client, field_manager::PLUGIN, &unnamed).await;
+        let e = apply_recorded(&seen, field_manager::PLUGIN, &configmap(None, Some("ns"))).await;
         assert!(matches!(e, Err(Error::Unnamed { .. })), "{e:?}");
 
         let seen = seen.lock().expect("lock").clone();
@@ -401,6 +436,24 @@ mod tests {
         let m = merge_params(field_manager::GATEWAY_MANAGER);
         assert_eq!(m.field_manager.as_deref(), Some("offload-gateway-manager"));
         assert!(!m.force);
+    }
+
+    #[test]
+    fn recreate() {
+        let sel = BTreeMap::from([("app".to_owned(), "x".to_owned())]);
+        let d = recreate_deployment(
+            meta(Some("d"), Some("ns")),
+            2,
+            sel.clone(),
+            PodTemplateSpec::default(),
+        );
+        let spec = d.spec.expect("spec");
+        assert_eq!(spec.replicas, Some(2));
+        assert_eq!(spec.selector.match_labels, Some(sel));
+        assert_eq!(
+            spec.strategy.and_then(|s| s.type_).as_deref(),
+            Some("Recreate")
+        );
     }
 
     #[test]

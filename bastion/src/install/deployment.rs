@@ -8,15 +8,17 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec, DeploymentStrategy};
+use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{
     Container, ContainerPort, EnvVar, EnvVarSource, HTTPGetAction, ObjectFieldSelector, PodSpec,
     PodTemplateSpec, Probe, ResourceRequirements, SecretVolumeSource, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
-use offload_runtime::kubeapi::{hardened_security_context, non_root_pod_security_context};
+use offload_runtime::kubeapi::{
+    hardened_security_context, non_root_pod_security_context, recreate_deployment,
+};
 
 use super::{ANNOTATION_PUBLIC_KEY, BASTION_UID, BastionSpec, KEY_DIR, KEY_FILE};
 
@@ -160,29 +162,19 @@ impl BastionSpec {
 
     /// The Deployment (see the module doc for `Recreate`).
     pub fn deployment(&self) -> Deployment {
-        Deployment {
-            metadata: self.meta(self.name.clone(), true),
-            spec: Some(DeploymentSpec {
-                replicas: Some(self.replicas.max(1)),
-                selector: LabelSelector {
-                    match_labels: Some(self.selector()),
-                    ..Default::default()
-                },
-                strategy: Some(DeploymentStrategy {
-                    type_: Some("Recreate".into()),
-                    rolling_update: None,
-                }),
-                template: PodTemplateSpec {
-                    metadata: Some(ObjectMeta {
-                        labels: Some(self.labels()),
-                        ..Default::default()
-                    }),
-                    spec: Some(self.pod_spec()),
-                },
+        let template = PodTemplateSpec {
+            metadata: Some(ObjectMeta {
+                labels: Some(self.labels()),
                 ..Default::default()
             }),
-            ..Default::default()
-        }
+            spec: Some(self.pod_spec()),
+        };
+        recreate_deployment(
+            self.meta(self.name.clone(), true),
+            self.replicas.max(1),
+            self.selector(),
+            template,
+        )
     }
 
     /// [`deployment`](Self::deployment) whose pod template names the
