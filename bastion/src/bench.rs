@@ -20,6 +20,7 @@ use offload_bastion::desired::{Forwards, Gateway, Target};
 use offload_bastion::harness::{TestGateway, free_range};
 use offload_bastion::metrics::Metrics;
 use offload_bastion::tunnel::{GatewayTask, TunnelConfig};
+use offload_wire::tunnel::GatewayPort;
 
 #[derive(clap::Args)]
 pub struct BenchArgs {
@@ -126,20 +127,20 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
-pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
-    let total = args.mib * 1024 * 1024;
-    let range = free_range(5)?;
-    let gw = TestGateway::start(range, "127.0.0.1").context("start loopback sshd")?;
-    let [ours_dl, ours_echo, ssh_dl, ssh_echo, extra] =
-        [0u16, 1, 2, 3, 4].map(|i| range.first() + i);
-    let dl = download_server(total).await?;
-    let echo = echo_server().await?;
-    let target = |port| Target {
+fn local(port: u16) -> Target {
+    Target {
         host: "127.0.0.1".into(),
         port,
-    };
+    }
+}
 
-    // Our tunnel: time from spawn to "gateway port answers".
+/// Our tunnel to `dl` and `echo`: the time from spawn to "gateway port
+/// answers", and for one more forward on the live connection.
+async fn start_ours(
+    gw: &TestGateway,
+    [dl_port, echo_port, extra]: [u16; 3],
+    [dl, echo]: [u16; 2],
+) -> anyhow::Result<(GatewayTask, Duration, Duration)> {
     let mut config = TunnelConfig::new(gw.user.clone(), gw.client.private.clone());
     config.listen_host = "127.0.0.1".into();
     let gateway = Gateway {
@@ -149,38 +150,65 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let t = Instant::now();
     let task = GatewayTask::spawn(
         gateway,
-        Forwards::from([(ours_dl, target(dl)), (ours_echo, target(echo))]),
+        Forwards::from([
+            (GatewayPort(dl_port), local(dl)),
+            (GatewayPort(echo_port), local(echo)),
+        ]),
         Arc::new(config),
         Arc::new(Metrics::default()),
     );
-    wait_port(ours_dl, Duration::from_secs(10)).await?;
+    wait_port(dl_port, Duration::from_secs(10)).await?;
     let fresh = t.elapsed();
     let t = Instant::now();
     task.forwards.send_modify(|f| {
-        f.insert(extra, target(echo));
+        f.insert(GatewayPort(extra), local(echo));
     });
     wait_port(extra, Duration::from_secs(10)).await?;
-    let added = t.elapsed();
+    Ok((task, fresh, t.elapsed()))
+}
 
-    // Plain OpenSSH client, same key, same sshd, same cipher.
+/// A plain OpenSSH client, same key, same sshd, same cipher, and its setup time.
+async fn start_ssh(
+    gw: &TestGateway,
+    [dl_port, echo_port]: [u16; 2],
+    [dl, echo]: [u16; 2],
+) -> anyhow::Result<(tokio::process::Child, Duration)> {
     let mut ssh_args = gw.ssh_args()?;
     let dest = ssh_args.pop().unwrap_or_default();
     ssh_args.extend([
         "-R".into(),
-        format!("127.0.0.1:{ssh_dl}:127.0.0.1:{dl}"),
+        format!("127.0.0.1:{dl_port}:127.0.0.1:{dl}"),
         "-R".into(),
-        format!("127.0.0.1:{ssh_echo}:127.0.0.1:{echo}"),
+        format!("127.0.0.1:{echo_port}:127.0.0.1:{echo}"),
         dest,
     ]);
     let t = Instant::now();
-    let mut ssh = tokio::process::Command::new("ssh")
+    let ssh = tokio::process::Command::new("ssh")
         .args(&ssh_args)
         .kill_on_drop(true)
         .spawn()
         .context("spawn ssh")?;
-    wait_port(ssh_dl, Duration::from_secs(10)).await?;
-    wait_port(ssh_echo, Duration::from_secs(10)).await?;
-    let ssh_setup = t.elapsed();
+    wait_port(dl_port, Duration::from_secs(10)).await?;
+    wait_port(echo_port, Duration::from_secs(10)).await?;
+    Ok((ssh, t.elapsed()))
+}
+
+/// Median throughput and p50/p99 latency of one path.
+struct Measured {
+    throughput: f64,
+    p50: f64,
+    p99: f64,
+}
+
+pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
+    let total = args.mib * 1024 * 1024;
+    let range = free_range(5)?;
+    let gw = TestGateway::start(range, "127.0.0.1").context("start loopback sshd")?;
+    let [ours_dl, ours_echo, ssh_dl, ssh_echo, extra] =
+        [0u16, 1, 2, 3, 4].map(|i| range.first().0 + i);
+    let targets = [download_server(total).await?, echo_server().await?];
+    let (task, fresh, added) = start_ours(&gw, [ours_dl, ours_echo, extra], targets).await?;
+    let (mut ssh, ssh_setup) = start_ssh(&gw, [ssh_dl, ssh_echo], targets).await?;
 
     let mut ours = Vec::new();
     let mut theirs = Vec::new();
@@ -188,11 +216,33 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         ours.push(throughput(ours_dl, total).await?);
         theirs.push(throughput(ssh_dl, total).await?);
     }
-    let (d50, d99) = latency(echo, args.connections).await?;
-    let (o50, o99) = latency(ours_echo, args.connections).await?;
-    let (s50, s99) = latency(ssh_echo, args.connections).await?;
+    let measure = |samples, (p50, p99)| Measured {
+        throughput: median(samples),
+        p50,
+        p99,
+    };
+    let direct = latency(targets[1], args.connections).await?;
+    let ours = measure(ours, latency(ours_echo, args.connections).await?);
+    let theirs = measure(theirs, latency(ssh_echo, args.connections).await?);
+    print_report(&args, &gw, direct, &ours, &theirs);
+    println!(
+        "setup to gateway port answering: bastion fresh connection {:.1} ms, one more forward on a live connection {:.1} ms, ssh -R {:.1} ms",
+        fresh.as_secs_f64() * 1e3,
+        added.as_secs_f64() * 1e3,
+        ssh_setup.as_secs_f64() * 1e3
+    );
+    let _ = ssh.kill().await;
+    task.stop().await;
+    Ok(())
+}
 
-    let (om, sm) = (median(ours), median(theirs));
+fn print_report(
+    args: &BenchArgs,
+    gw: &TestGateway,
+    (d50, d99): (f64, f64),
+    ours: &Measured,
+    theirs: &Measured,
+) {
     println!(
         "bench: loopback sshd {}, cipher aes256-gcm@openssh.com, {} MiB x {} runs, {} connections",
         gw.address(),
@@ -203,16 +253,16 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     println!("| path | throughput MB/s (median) | connect+echo p50 ms | p99 ms |");
     println!("|---|---|---|---|");
     println!("| direct (no tunnel) | - | {d50:.3} | {d99:.3} |");
-    println!("| offload-bastion (russh) | {om:.0} | {o50:.3} | {o99:.3} |");
-    println!("| ssh -N -R (OpenSSH) | {sm:.0} | {s50:.3} | {s99:.3} |");
-    println!("ratio bastion/ssh throughput: {:.2}", om / sm);
+    let row = |name: &str, m: &Measured| {
+        println!(
+            "| {name} | {:.0} | {:.3} | {:.3} |",
+            m.throughput, m.p50, m.p99
+        );
+    };
+    row("offload-bastion (russh)", ours);
+    row("ssh -N -R (OpenSSH)", theirs);
     println!(
-        "setup to gateway port answering: bastion fresh connection {:.1} ms, one more forward on a live connection {:.1} ms, ssh -R {:.1} ms",
-        fresh.as_secs_f64() * 1e3,
-        added.as_secs_f64() * 1e3,
-        ssh_setup.as_secs_f64() * 1e3
+        "ratio bastion/ssh throughput: {:.2}",
+        ours.throughput / theirs.throughput
     );
-    let _ = ssh.kill().await;
-    task.stop().await;
-    Ok(())
 }

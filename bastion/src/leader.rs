@@ -25,6 +25,7 @@ use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
 use kube::api::PostParams;
 use kube::{Api, Client};
+use offload_runtime::shutdown::CancellationToken;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
@@ -242,7 +243,7 @@ pub async fn run(
     cfg: LeaseConfig,
     leader: watch::Sender<bool>,
     metrics: Arc<LeaderMetrics>,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: CancellationToken,
 ) {
     let api: Api<Lease> = Api::namespaced(client, &cfg.namespace);
     let mut elector = Elector::new(cfg.identity.clone(), cfg.lease_duration);
@@ -281,7 +282,7 @@ pub async fn run(
         }
         tokio::select! {
             _ = tokio::time::sleep(cfg.retry_period) => {}
-            _ = shutdown.changed() => break,
+            _ = shutdown.cancelled() => break,
         }
     }
     if *leader.borrow() {

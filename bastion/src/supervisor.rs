@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use offload_runtime::shutdown::CancellationToken;
 use tokio::sync::watch;
 use tracing::info;
 
@@ -31,20 +32,16 @@ impl Supervisor {
         )
     }
 
-    /// Follow `desired` until it closes or `shutdown` fires, then stop every
+    /// Follow `desired` until it closes or `shutdown` is cancelled, then stop every
     /// gateway task (cancelling its forwards).
-    pub async fn run(
-        mut self,
-        mut desired: watch::Receiver<Desired>,
-        mut shutdown: watch::Receiver<bool>,
-    ) {
+    pub async fn run(mut self, mut desired: watch::Receiver<Desired>, shutdown: CancellationToken) {
         let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
         loop {
             let want = desired.borrow_and_update().clone();
             self.apply(want);
             tokio::select! {
                 r = desired.changed() => if r.is_err() { break },
-                _ = shutdown.changed() => break,
+                _ = shutdown.cancelled() => break,
                 _ = tick.tick() => self.update_ready(),
             }
         }

@@ -16,20 +16,23 @@
 use std::borrow::Cow;
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, RwLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use futures::future::join_all;
 use prometheus_client::metrics::counter::Counter;
 use russh::client::{self, ChannelOpenHandle, DisconnectReason, Msg, Session};
-use russh::keys::{PrivateKey, PrivateKeyWithHashAlg, PublicKey, PublicKeyOrCertificate};
+use russh::keys::{PrivateKey, PublicKey, PublicKeyOrCertificate};
 use russh::{Channel, ChannelOpenFailure, Preferred, cipher};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::{Notify, watch};
 use tracing::{debug, info, warn};
 
-use crate::desired::{Forwards, Gateway, Plan, Target};
+use offload_wire::tunnel::GatewayPort;
+
+use crate::desired::{Forwards, Gateway, Target};
 use crate::metrics::{BytesLabels, Direction, Metrics};
+
+mod session;
 
 /// Messages (each at most one SSH packet, 32 KiB) queued per tunneled
 /// connection before the session loop waits for it.
@@ -122,9 +125,9 @@ pub enum TunnelError {
 pub struct GatewayState {
     pub connected: bool,
     /// Forwards the gateway granted on the current connection.
-    pub active: BTreeSet<u16>,
+    pub active: BTreeSet<GatewayPort>,
     /// Desired forwards the gateway refused (being retried).
-    pub refused: BTreeSet<u16>,
+    pub refused: BTreeSet<GatewayPort>,
     /// Successful connections so far.
     pub connections: u64,
     pub last_error: Option<String>,
@@ -154,7 +157,7 @@ impl GatewayTask {
     ) -> Self {
         let (ftx, frx) = watch::channel(forwards);
         let (stx, srx) = watch::channel(GatewayState::default());
-        let join = tokio::spawn(run_gateway(gateway, frx, config, metrics, stx));
+        let join = tokio::spawn(session::run_gateway(gateway, frx, config, metrics, stx));
         Self {
             forwards: ftx,
             state: srx,
@@ -182,7 +185,7 @@ impl GatewayTask {
     }
 }
 
-type Targets = Arc<RwLock<HashMap<u16, Target>>>;
+type Targets = Arc<RwLock<HashMap<GatewayPort, Target>>>;
 
 struct Handler {
     gateway: String,
@@ -224,6 +227,7 @@ impl client::Handler for Handler {
     ) -> Result<(), Self::Error> {
         let target = u16::try_from(connected_port)
             .ok()
+            .map(GatewayPort)
             .and_then(|p| self.targets.read().ok().and_then(|t| t.get(&p).cloned()));
         let Some(target) = target else {
             debug!(gateway = %self.gateway, port = connected_port, "no target for forwarded port");
@@ -330,255 +334,5 @@ where
         }
         w.write_all(&buf[..n]).await?;
         counter.inc_by(n as u64);
-    }
-}
-
-enum Ended {
-    /// The desired-forwards sender was dropped: stop for good.
-    Shutdown,
-    /// The connection dropped: reconnect.
-    Dropped,
-}
-
-async fn connect(
-    gateway: &Gateway,
-    config: &TunnelConfig,
-    handler: Handler,
-) -> Result<client::Handle<Handler>, TunnelError> {
-    let addr = gateway.address.clone();
-    let (host, port) = gateway_manager::annotations::split_host_port(&gateway.address)
-        .ok_or_else(|| TunnelError::Address(addr.clone()))?;
-    let ssh = |source| TunnelError::Ssh {
-        gateway: addr.clone(),
-        source,
-    };
-    let fut = async {
-        let mut handle = client::connect(Arc::new(config.ssh_config()), (host, port), handler)
-            .await
-            .map_err(|e| match e {
-                russh::Error::UnknownKey => TunnelError::HostKeyMismatch(addr.clone()),
-                e => ssh(e),
-            })?;
-        let auth = handle
-            .authenticate_publickey(
-                config.user.clone(),
-                PrivateKeyWithHashAlg::new(Arc::clone(&config.key), None),
-            )
-            .await
-            .map_err(ssh)?;
-        if !auth.success() {
-            return Err(TunnelError::AuthRefused(addr.clone()));
-        }
-        Ok(handle)
-    };
-    tokio::time::timeout(config.connect_timeout, fut)
-        .await
-        .map_err(|_| TunnelError::Timeout(addr.clone()))?
-}
-
-async fn run_gateway(
-    gateway: Gateway,
-    mut desired: watch::Receiver<Forwards>,
-    config: Arc<TunnelConfig>,
-    metrics: Arc<Metrics>,
-    state: watch::Sender<GatewayState>,
-) {
-    let labels = Metrics::gateway(&gateway.address);
-    let pinned = match PublicKey::from_openssh(gateway.host_key.trim()) {
-        Ok(k) => k,
-        Err(_) => {
-            let e = TunnelError::PinnedKey(gateway.host_key.clone());
-            warn!(gateway = %gateway.address, error = %e, "not connecting");
-            state.send_modify(|s| s.last_error = Some(e.to_string()));
-            // Nothing to do until we are told to stop.
-            while desired.changed().await.is_ok() {}
-            return;
-        }
-    };
-    let targets: Targets = Arc::default();
-    let mut backoff = config.backoff_min;
-    let mut connections: u64 = 0;
-    loop {
-        if desired.has_changed().is_err() {
-            return;
-        }
-        let closed = Arc::new(Notify::new());
-        let handler = Handler {
-            gateway: gateway.address.clone(),
-            pinned: pinned.clone(),
-            targets: Arc::clone(&targets),
-            metrics: Arc::clone(&metrics),
-            target_connect_timeout: config.target_connect_timeout,
-            closed: Arc::clone(&closed),
-        };
-        let handle = match connect(&gateway, &config, handler).await {
-            Ok(h) => h,
-            Err(e) => {
-                metrics.connect_failures.get_or_create(&labels).inc();
-                warn!(gateway = %gateway.address, error = %e, retry_in = ?backoff, "cannot connect to gateway");
-                state.send_modify(|s| s.last_error = Some(e.to_string()));
-                let jitter = backoff.mul_f64(rand::random::<f64>() * 0.2);
-                tokio::select! {
-                    _ = tokio::time::sleep(backoff + jitter) => {}
-                    r = wait_closed(&mut desired) => { let () = r; return; }
-                }
-                backoff = (backoff * 2).min(config.backoff_max);
-                continue;
-            }
-        };
-        connections += 1;
-        if connections > 1 {
-            metrics.reconnects.get_or_create(&labels).inc();
-        }
-        metrics.connected.get_or_create(&labels).set(1);
-        info!(gateway = %gateway.address, connections, "connected to gateway");
-        state.send_modify(|s| {
-            s.connected = true;
-            s.connections = connections;
-            s.last_error = None;
-        });
-        let since = Instant::now();
-        let ended = serve(
-            &gateway,
-            &handle,
-            &mut desired,
-            &config,
-            &metrics,
-            &targets,
-            &state,
-            &closed,
-        )
-        .await;
-        metrics.connected.get_or_create(&labels).set(0);
-        metrics.forwards.get_or_create(&labels).set(0);
-        state.send_modify(|s| {
-            s.connected = false;
-            s.active.clear();
-        });
-        match ended {
-            Ended::Shutdown => {
-                let _ = handle
-                    .disconnect(russh::Disconnect::ByApplication, "bastion stopping", "")
-                    .await;
-                return;
-            }
-            Ended::Dropped => {
-                warn!(gateway = %gateway.address, "connection to gateway dropped; reconnecting");
-                if since.elapsed() > Duration::from_secs(30) {
-                    backoff = config.backoff_min;
-                }
-                tokio::time::sleep(config.backoff_min).await;
-            }
-        }
-    }
-}
-
-/// Resolves when the desired-forwards sender is gone.
-async fn wait_closed(desired: &mut watch::Receiver<Forwards>) {
-    while desired.changed().await.is_ok() {}
-}
-
-#[allow(clippy::too_many_arguments)]
-async fn serve(
-    gateway: &Gateway,
-    handle: &client::Handle<Handler>,
-    desired: &mut watch::Receiver<Forwards>,
-    config: &TunnelConfig,
-    metrics: &Metrics,
-    targets: &Targets,
-    state: &watch::Sender<GatewayState>,
-    closed: &Notify,
-) -> Ended {
-    let labels = Metrics::gateway(&gateway.address);
-    let host = config.listen_host.as_str();
-    let mut active: BTreeSet<u16> = BTreeSet::new();
-    let mut refused: BTreeSet<u16> = BTreeSet::new();
-    loop {
-        let want = desired.borrow_and_update().clone();
-        if let Ok(mut t) = targets.write() {
-            *t = want.iter().map(|(p, t)| (*p, t.clone())).collect();
-        }
-        let plan = Plan::diff(&active, &want);
-        let cancels = join_all(
-            plan.cancel
-                .iter()
-                .map(|p| handle.cancel_tcpip_forward(host, u32::from(*p))),
-        )
-        .await;
-        for (port, r) in plan.cancel.iter().zip(cancels) {
-            active.remove(port);
-            match r {
-                Ok(()) => debug!(gateway = %gateway.address, port, "forward cancelled"),
-                Err(russh::Error::RequestDenied) => {
-                    debug!(gateway = %gateway.address, port, "cancel refused (already gone)")
-                }
-                Err(e) => {
-                    debug!(gateway = %gateway.address, error = %e, "cancel failed");
-                    return Ended::Dropped;
-                }
-            }
-        }
-        let requests = join_all(
-            plan.request
-                .iter()
-                .map(|p| handle.tcpip_forward(host, u32::from(*p))),
-        )
-        .await;
-        let mut dropped = false;
-        for (port, r) in plan.request.iter().zip(requests) {
-            match r {
-                Ok(_) => {
-                    active.insert(*port);
-                    if refused.remove(port) {
-                        info!(gateway = %gateway.address, port, "forward granted after retry");
-                    }
-                }
-                Err(russh::Error::RequestDenied) => {
-                    metrics.forward_refusals.get_or_create(&labels).inc();
-                    if refused.insert(*port) {
-                        // The reason is only in the gateway's log: name the port here.
-                        warn!(
-                            gateway = %gateway.address, port,
-                            "gateway refused the forward (outside the key's permitlisten, \
-                             or still held by a stale session); retrying"
-                        );
-                    }
-                }
-                Err(e) => {
-                    debug!(gateway = %gateway.address, error = %e, "forward request failed");
-                    dropped = true;
-                }
-            }
-        }
-        refused.retain(|p| want.contains_key(p));
-        metrics
-            .forwards
-            .get_or_create(&labels)
-            .set(i64::try_from(active.len()).unwrap_or(i64::MAX));
-        metrics
-            .forwards_desired
-            .get_or_create(&labels)
-            .set(i64::try_from(want.len()).unwrap_or(i64::MAX));
-        state.send_modify(|s| {
-            s.active = active.clone();
-            s.refused = refused.clone();
-        });
-        if dropped || handle.is_closed() {
-            return Ended::Dropped;
-        }
-        tokio::select! {
-            r = desired.changed() => {
-                if r.is_err() {
-                    return Ended::Shutdown;
-                }
-            }
-            _ = tokio::time::sleep(config.retry_interval), if !refused.is_empty() => {}
-            _ = closed.notified() => return Ended::Dropped,
-            _ = tokio::time::sleep(Duration::from_secs(1)) => {
-                if handle.is_closed() {
-                    return Ended::Dropped;
-                }
-            }
-        }
     }
 }

@@ -22,6 +22,7 @@ use anyhow::{Context, ensure};
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::{Api, Client};
 use offload_bastion::leader::{self, LeaderMetrics, LeaseConfig};
+use offload_runtime::shutdown::CancellationToken;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -30,20 +31,20 @@ const WAIT: Duration = Duration::from_secs(90);
 
 struct Replica {
     leader: watch::Receiver<bool>,
-    stop: watch::Sender<bool>,
+    stop: CancellationToken,
     task: JoinHandle<()>,
 }
 
 fn start(client: &Client, ns: &str, identity: &str) -> Replica {
     let cfg = LeaseConfig::new(ns, "bastion", identity).with_lease_duration(LEASE_DURATION);
     let (leader_tx, leader) = watch::channel(false);
-    let (stop, stop_rx) = watch::channel(false);
+    let stop = CancellationToken::new();
     let task = tokio::spawn(leader::run(
         client.clone(),
         cfg,
         leader_tx,
         Arc::new(LeaderMetrics::default()),
-        stop_rx,
+        stop.clone(),
     ));
     Replica { leader, stop, task }
 }
@@ -153,7 +154,7 @@ async fn one_leader_and_the_standby_takes_over() -> anyhow::Result<()> {
 
     // b stops cleanly: it releases the lease, a takes over without waiting
     // for it to expire.
-    let _ = b.stop.send(true);
+    b.stop.cancel();
     let stopped = Instant::now();
     tokio::time::timeout(Duration::from_secs(30), b.task)
         .await
@@ -172,7 +173,7 @@ async fn one_leader_and_the_standby_takes_over() -> anyhow::Result<()> {
     let (h, _) = holder(&leases).await?;
     ensure!(h.as_deref() == Some("bastion-a"), "lease holder {h:?}");
 
-    let _ = a2.stop.send(true);
+    a2.stop.cancel();
     let _ = tokio::time::timeout(Duration::from_secs(30), a2.task).await;
     ns.delete().await?;
     Ok(())
@@ -247,7 +248,7 @@ async fn two_bastion_processes_one_holds_the_tunnel_the_standby_takes_over() -> 
     let gw = TestGateway::start(free_range(2)?, "127.0.0.1")
         .context("start sshd (apt-get install openssh-server openssh-client)")?;
     let echo = echo_server().await?;
-    let port = gw.range.first();
+    let port = gw.range.first().0;
     let dir = tempfile::tempdir()?;
     let forwards = dir.path().join("forwards.json");
     std::fs::write(

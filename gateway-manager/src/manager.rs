@@ -146,7 +146,7 @@ impl GatewayManager {
         this.ensure_gateway().await?;
         let conflicts = this.rebuild().await?;
         for c in conflicts {
-            warn!(pod = %c.pod, port = c.port, held_by = %c.held_by, "tunnel port held twice; pod will get new ports");
+            warn!(pod = %c.pod, port = c.port.0, held_by = %c.held_by, "tunnel port held twice; pod will get new ports");
         }
         Ok(this)
     }
@@ -419,7 +419,7 @@ impl GatewayManager {
     }
 
     async fn apply_workload_service(&self, ns: &str, svc: &str) -> Result<(), Error> {
-        let ports: BTreeSet<u16> = lock(&self.index)
+        let ports: BTreeSet<crate::ports::ContainerPort> = lock(&self.index)
             .pods
             .values()
             .filter(|p| p.namespace == ns && p.workload_service.as_deref() == Some(svc))
@@ -541,7 +541,7 @@ impl GatewayManager {
                 async move {
                     let mut ok = false;
                     for ip in &ips {
-                        if probe(ip, gw, timeout).await {
+                        if probe(ip, gw.0, timeout).await {
                             ok = true;
                             break;
                         }

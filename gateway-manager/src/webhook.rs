@@ -1081,7 +1081,7 @@ mod tests {
             decide(&request("CREATE", false, &ours), NODE),
             Decision::Reserve {
                 key: "admission:apps/web".into(),
-                wanted: BTreeSet::from([80, 8080]),
+                wanted: BTreeSet::from([80, 8080].map(ContainerPort)),
             }
         );
         // Dry run: a key of its own, never the real reservation.
@@ -1089,7 +1089,7 @@ mod tests {
             decide(&request("CREATE", true, &ours), NODE),
             Decision::Reserve {
                 key: "dryrun:req-1".into(),
-                wanted: BTreeSet::from([80, 8080]),
+                wanted: BTreeSet::from([80, 8080].map(ContainerPort)),
             }
         );
         let generated = pod(None, Some("web-"), spec(None, Some(NODE), &[80]));
@@ -1097,7 +1097,7 @@ mod tests {
             decide(&request("CREATE", false, &generated), NODE),
             Decision::Reserve {
                 key: "admission:apps/web-*req-1".into(),
-                wanted: BTreeSet::from([80]),
+                wanted: BTreeSet::from([ContainerPort(80)]),
             }
         );
         assert!(matches!(
@@ -1144,7 +1144,7 @@ mod tests {
         TunnelAnnotations {
             gateway_address: "10.201.0.1:30222".into(),
             gateway_host_key: "ssh-ed25519 AAAAkey".into(),
-            ports: BTreeMap::from([(80, 40000), (8080, 40001)]),
+            ports: offload_wire::tunnel::port_map([(80, 40000), (8080, 40001)]),
         }
     }
 
