@@ -27,7 +27,7 @@
 //! );
 //! settings.bastion_public_key = Some(key_from_plugin); // or later: set_bastion_key()
 //! let gm = GatewayManager::start(client.clone(), settings).await?;
-//! tokio::spawn(gm.clone().run(Duration::from_secs(1), shutdown_rx)); // probes + Endpoints
+//! tokio::spawn(gm.clone().run_until(Duration::from_secs(1), cancel.clone())); // probes + Endpoints
 //!
 //! // Before the plugin's create (idempotent; Ok(None) when the pod has no TCP port):
 //! //   allocates ports, merges the tunnel annotations into the pod, applies the
@@ -45,7 +45,9 @@
 //! ```
 //!
 //! # Modules
-//! - [`ports`]: the allocator (pure): range, next-fit, all-or-nothing,
+//!
+//! Pure (no `kube::Client`, plain unit tests):
+//! - [`ports`]: the allocator: range, next-fit, all-or-nothing,
 //!   idempotent per pod UID, rebuilt from live pods' annotations.
 //! - [`annotations`]: encode/decode of the tunnel annotations
 //!   (keys in [`offload_wire::keys::tunnel`]).
@@ -54,18 +56,31 @@
 //!   key generation.
 //! - [`objects`]: the Deployment, Services, ConfigMap, Secret and tunnel
 //!   Endpoints as plain values (fields Kubernetes 1.20 knows only).
-//! - [`pod`]: the TCP containerPorts of a pod.
-//! - [`manager`]: the Kubernetes I/O around all of the above.
+//! - [`plan`]: the Endpoints plan: from the probe results, which pods are up
+//!   and what every tunnel Service's Endpoints list.
+//! - [`pod`]: what the tunnel reads from a pod (TCP containerPorts, its
+//!   tunnel as annotated, which gateway annotated it).
+//! - [`webhook::admission`]: the admission decisions and the JSON patch.
 //!
+//! Kubernetes I/O, thin around the above:
+//! - [`manager`]: [`GatewayManager`]: gateway objects, pod annotations and
+//!   Services, the sync loop (probe, plan, write).
 //! - [`webhook`]: standalone mode, next to another Virtual Kubelet: a
 //!   mutating admission webhook that reserves ports and writes the same
-//!   annotations at pod creation, and a pod watcher that hands reservations
-//!   over to the created pods (`prepare_pod`) and releases them on delete.
-//!   The `gateway-manager` binary (`src/main.rs`) runs it.
+//!   annotations at pod creation, and a pod watcher (the node's pods and
+//!   the unscheduled ones only) that hands reservations over to the created
+//!   pods (`prepare_pod`) and releases them on delete. The `gateway-manager`
+//!   binary (`src/main.rs`) runs it.
+//!
+//! Long-running tasks stop on a `tokio_util::sync::CancellationToken`
+//! (`run_until`, `watch_pods_until`, `sweep_until`, `serve_tls_until`); the
+//! functions of the old names that take a `watch::Receiver<bool>` are shims
+//! for callers not moved yet.
 
 pub mod annotations;
 pub mod manager;
 pub mod objects;
+pub mod plan;
 pub mod pod;
 pub mod ports;
 pub mod render;
