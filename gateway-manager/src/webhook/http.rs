@@ -1,35 +1,26 @@
-//! HTTP: `POST /mutate` (AdmissionReview in and out), `GET /healthz`,
-//! `GET /metrics`, served over TLS.
+//! HTTP: `POST /mutate` (AdmissionReview in and out) next to the admin
+//! routes (`/healthz`, `/metrics`), served over TLS by
+//! [`offload_runtime::tls::serve_tls`] (handshake timeout, graceful drain).
 
-use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::Router;
-use axum::body::Body;
 use axum::extract::State;
 use axum::extract::rejection::JsonRejection;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use hyper_util::rt::{TokioExecutor, TokioIo};
 use k8s_openapi::api::core::v1::Pod;
 use kube::core::DynamicObject;
 use kube::core::admission::{AdmissionRequest, AdmissionReview};
+use offload_runtime::admin::{self, Ready, SharedRegistry};
+use offload_runtime::tls::HANDSHAKE_TIMEOUT;
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
-use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, warn};
 
 use super::MUTATE_PATH;
 use super::reservations::Webhook;
-
-#[derive(Clone)]
-struct HttpState {
-    webhook: Arc<Webhook>,
-    registry: Arc<Registry>,
-}
 
 fn bad_request(msg: String) -> Response {
     (
@@ -41,13 +32,13 @@ fn bad_request(msg: String) -> Response {
 }
 
 async fn mutate(
-    State(st): State<HttpState>,
+    State(webhook): State<Arc<Webhook>>,
     body: Result<axum::Json<AdmissionReview<Pod>>, JsonRejection>,
 ) -> Response {
     let review = match body {
         Ok(axum::Json(r)) => r,
         Err(e) => {
-            st.webhook.metrics.count("invalid");
+            webhook.metrics.count("invalid");
             return bad_request(format!(
                 "expected an admission.k8s.io/v1 AdmissionReview of a Pod: {}",
                 e.body_text()
@@ -57,97 +48,52 @@ async fn mutate(
     let req: AdmissionRequest<Pod> = match review.try_into() {
         Ok(r) => r,
         Err(_) => {
-            st.webhook.metrics.count("invalid");
+            webhook.metrics.count("invalid");
             return bad_request("the AdmissionReview has no request".to_owned());
         }
     };
-    let review: AdmissionReview<DynamicObject> = st.webhook.admit(&req).into_review();
+    let review: AdmissionReview<DynamicObject> = webhook.admit(&req).into_review();
     axum::Json(review).into_response()
 }
 
-async fn metrics(State(st): State<HttpState>) -> Response {
-    let mut body = String::new();
-    match prometheus_client::encoding::text::encode(&mut body, &st.registry) {
-        Ok(()) => (
-            StatusCode::OK,
-            [(
-                header::CONTENT_TYPE,
-                "application/openmetrics-text; version=1.0.0; charset=utf-8",
-            )],
-            body,
-        )
-            .into_response(),
-        Err(_) => (StatusCode::INTERNAL_SERVER_ERROR, "encoding failed").into_response(),
-    }
-}
-
-/// `POST /mutate` (AdmissionReview in and out), `GET /healthz`, `GET /metrics`.
-pub fn router(webhook: Arc<Webhook>, registry: Arc<Registry>) -> Router {
+/// `POST /mutate` alone, to merge with the process's admin router.
+pub fn routes(webhook: Arc<Webhook>) -> Router {
     Router::new()
         .route(MUTATE_PATH, post(mutate))
-        .route("/healthz", get(|| async { "ok" }))
-        .route("/metrics", get(metrics))
-        .with_state(HttpState { webhook, registry })
+        .with_state(webhook)
 }
 
-/// Serve `router` over TLS on `listener` until `cancel`.
+/// `POST /mutate` and the admin routes of `registry` (`/metrics`,
+/// `/healthz`, `/readyz`).
+pub fn router_with_admin(webhook: Arc<Webhook>, registry: SharedRegistry) -> Router {
+    routes(webhook).merge(admin::router(registry, Ready::always()))
+}
+
+/// `POST /mutate`, `GET /healthz`, `GET /metrics` of a registry filled at
+/// start. Shim for the standalone binary until it holds a
+/// [`SharedRegistry`] (then [`router_with_admin`]): remove then.
+pub fn router(webhook: Arc<Webhook>, registry: Arc<Registry>) -> Router {
+    let metrics = move || {
+        let mut body = String::new();
+        let encoded = prometheus_client::encoding::text::encode(&mut body, &registry);
+        std::future::ready(match encoded {
+            Ok(()) => ([(header::CONTENT_TYPE, admin::OPENMETRICS)], body).into_response(),
+            Err(_) => (StatusCode::INTERNAL_SERVER_ERROR, "encoding failed").into_response(),
+        })
+    };
+    routes(webhook)
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/metrics", get(metrics))
+}
+
+/// Serve `router` over TLS on `listener` until `cancel`, then drain.
 pub async fn serve_tls_until(
     listener: TcpListener,
     tls: Arc<rustls::ServerConfig>,
     router: Router,
     cancel: CancellationToken,
 ) {
-    let acceptor = TlsAcceptor::from(tls);
-    loop {
-        let (tcp, peer): (tokio::net::TcpStream, SocketAddr) = tokio::select! {
-            r = listener.accept() => match r {
-                Ok(x) => x,
-                Err(e) => {
-                    warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            },
-            _ = cancel.cancelled() => return,
-        };
-        tokio::spawn(serve_connection(
-            acceptor.clone(),
-            tcp,
-            peer,
-            router.clone(),
-            cancel.clone(),
-        ));
-    }
-}
-
-async fn serve_connection(
-    acceptor: TlsAcceptor,
-    tcp: tokio::net::TcpStream,
-    peer: SocketAddr,
-    router: Router,
-    cancel: CancellationToken,
-) {
-    let tls = match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
-        Ok(Ok(s)) => s,
-        Ok(Err(e)) => {
-            debug!(%peer, error = %e, "TLS handshake failed");
-            return;
-        }
-        Err(_) => return,
-    };
-    let svc = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
-        let r = router.clone();
-        async move {
-            use tower::ServiceExt;
-            r.oneshot(req.map(Body::new)).await
-        }
-    });
-    let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-    let conn = builder.serve_connection(TokioIo::new(tls), svc);
-    tokio::select! {
-        r = conn => if let Err(e) = r { debug!(%peer, error = %e, "connection ended") },
-        _ = cancel.cancelled() => {}
-    }
+    offload_runtime::tls::serve_tls(listener, tls, router, cancel, HANDSHAKE_TIMEOUT).await
 }
 
 /// [`serve_tls_until`] with the old shutdown signal. Shim for callers not on
@@ -163,6 +109,9 @@ pub async fn serve_tls(
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
+    use axum::body::Body;
     use kube::Client;
     use pretty_assertions::assert_eq;
 
@@ -212,6 +161,9 @@ mod tests {
     async fn http_answers_reviews_and_refuses_garbage_with_400() {
         let wh = webhook();
         let app = router(Arc::clone(&wh), Arc::new(Registry::default()));
+        let (status, _) = call(app.clone(), "not json".into()).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        let app = router_with_admin(Arc::clone(&wh), SharedRegistry::default());
 
         let (status, body) = call(app.clone(), "not json".into()).await;
         assert_eq!(status, StatusCode::BAD_REQUEST);

@@ -4,24 +4,11 @@
 use std::path::Path;
 use std::sync::Arc;
 
+use offload_runtime::tls;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
-#[derive(Debug, thiserror::Error)]
-pub enum TlsError {
-    #[error("cannot read {path}: {source}")]
-    Read {
-        path: String,
-        source: std::io::Error,
-    },
-    #[error("no certificate found in {0}")]
-    NoCert(String),
-    #[error("no private key found in {0}")]
-    NoKey(String),
-    #[error("cannot generate the webhook certificate: {0}")]
-    Generate(String),
-    #[error("invalid TLS configuration: {0}")]
-    Config(String),
-}
+/// The errors of loading or making the certificate (the runtime's).
+pub use offload_runtime::tls::TlsError;
 
 /// A serving certificate, its key and the PEM CA bundle the apiserver must
 /// trust (the `caBundle` of the webhook configuration).
@@ -29,13 +16,6 @@ pub struct ServingCert {
     pub chain: Vec<CertificateDer<'static>>,
     pub key: PrivateKeyDer<'static>,
     pub ca_pem: String,
-}
-
-fn read(path: &Path) -> Result<Vec<u8>, TlsError> {
-    std::fs::read(path).map_err(|source| TlsError::Read {
-        path: path.display().to_string(),
-        source,
-    })
 }
 
 impl ServingCert {
@@ -81,38 +61,26 @@ impl ServingCert {
     /// Certificate chain and key from PEM files; the CA bundle is `ca` if
     /// given, else the certificate file itself.
     pub fn from_files(cert: &Path, key: &Path, ca: Option<&Path>) -> Result<Self, TlsError> {
-        let pem = read(cert)?;
-        let chain: Vec<_> = rustls_pemfile::certs(&mut pem.as_slice())
-            .collect::<Result<_, _>>()
-            .map_err(|source| TlsError::Read {
-                path: cert.display().to_string(),
-                source,
-            })?;
-        if chain.is_empty() {
-            return Err(TlsError::NoCert(cert.display().to_string()));
-        }
-        let key_pem = read(key)?;
-        let key_der = rustls_pemfile::private_key(&mut key_pem.as_slice())
-            .map_err(|source| TlsError::Read {
-                path: key.display().to_string(),
-                source,
-            })?
-            .ok_or_else(|| TlsError::NoKey(key.display().to_string()))?;
-        let ca_pem = String::from_utf8_lossy(&read(ca.unwrap_or(cert))?).into_owned();
+        let chain = tls::load_certs(cert)?;
+        let key = tls::load_key(key)?;
+        let ca_file = ca.unwrap_or(cert);
+        let ca_pem = std::fs::read(ca_file).map_err(|source| TlsError::Read {
+            path: ca_file.display().to_string(),
+            source,
+        })?;
         Ok(Self {
             chain,
-            key: key_der,
-            ca_pem,
+            key,
+            ca_pem: String::from_utf8_lossy(&ca_pem).into_owned(),
         })
     }
 
     pub fn server_config(&self) -> Result<Arc<rustls::ServerConfig>, TlsError> {
-        let mut cfg = rustls::ServerConfig::builder()
-            .with_no_client_auth()
-            .with_single_cert(self.chain.clone(), self.key.clone_key())
-            .map_err(|e| TlsError::Config(e.to_string()))?;
-        cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-        Ok(Arc::new(cfg))
+        tls::server_config(
+            self.chain.clone(),
+            self.key.clone_key(),
+            tls::ClientAuth::None,
+        )
     }
 }
 
