@@ -6,7 +6,8 @@
 //! and loses it on delete; `/healthz` and `/metrics` answer on the admin port
 //! and count the admission. The configuration is deleted at the end.
 
-use std::collections::BTreeMap;
+mod common;
+
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -90,19 +91,11 @@ async fn binary_registers_its_webhook_and_tunnels_pods() -> anyhow::Result<()> {
 
     let result = async {
         let pods: Api<Pod> = Api::namespaced(client.clone(), &ns.name);
-        let mut p = testbed::busybox_pod("web", "sleep 3600");
-        if let Some(spec) = p.spec.as_mut() {
-            spec.node_selector = Some(BTreeMap::from([(
-                webhook::HOSTNAME_LABEL.to_owned(),
-                node.clone(),
-            )]));
-            if let Some(c) = spec.containers.first_mut() {
-                c.ports = Some(vec![k8s_openapi::api::core::v1::ContainerPort {
-                    container_port: 8080,
-                    ..Default::default()
-                }]);
-            }
-        }
+        let p = common::pod_with_ports(
+            "web",
+            &[8080],
+            Some((webhook::HOSTNAME_LABEL, node.as_str())),
+        );
         // Registered once the gateway is set up and the webhook answers; the
         // apiserver then picks the configuration up asynchronously.
         testbed::wait_for(

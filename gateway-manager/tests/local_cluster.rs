@@ -16,24 +16,11 @@ use kube::api::{DeleteParams, PostParams};
 use kube::{Api, Client};
 use offload_wire::keys::tunnel;
 
+mod common;
+
 fn pod(name: &str, ports: &[i32], service: Option<&str>) -> Pod {
-    let mut p = testbed::busybox_pod(name, "sleep 3600");
-    if let Some(spec) = p.spec.as_mut() {
-        // Never scheduled: only the objects matter here.
-        spec.node_selector = Some(BTreeMap::from([("offload.test/none".into(), "x".into())]));
-        if let Some(c) = spec.containers.first_mut() {
-            c.ports = Some(
-                ports
-                    .iter()
-                    .map(|p| k8s_openapi::api::core::v1::ContainerPort {
-                        container_port: *p,
-                        protocol: Some("TCP".into()),
-                        ..Default::default()
-                    })
-                    .collect(),
-            );
-        }
-    }
+    // Never scheduled: only the objects matter here.
+    let mut p = common::pod_with_ports(name, ports, Some(("offload.test/none", "x")));
     if let Some(s) = service {
         p.metadata.annotations = Some(BTreeMap::from([(tunnel::SERVICE.into(), s.into())]));
     }

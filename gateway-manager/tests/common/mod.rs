@@ -1,0 +1,28 @@
+//! What the integration tests of gateway-manager share.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{ContainerPort, Pod};
+
+/// A busybox pod (`sleep 3600`) declaring the TCP `ports`, with
+/// `node_selector` (key, value) if given.
+pub fn pod_with_ports(name: &str, ports: &[i32], node_selector: Option<(&str, &str)>) -> Pod {
+    let mut p = testbed::busybox_pod(name, "sleep 3600");
+    if let Some(spec) = p.spec.as_mut() {
+        spec.node_selector =
+            node_selector.map(|(k, v)| BTreeMap::from([(k.to_owned(), v.to_owned())]));
+        if let Some(c) = spec.containers.first_mut() {
+            c.ports = Some(
+                ports
+                    .iter()
+                    .map(|p| ContainerPort {
+                        container_port: *p,
+                        protocol: Some("TCP".into()),
+                        ..Default::default()
+                    })
+                    .collect(),
+            );
+        }
+    }
+    p
+}
