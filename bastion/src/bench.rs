@@ -20,6 +20,7 @@ use offload_bastion::desired::{Forwards, Gateway, Target};
 use offload_bastion::harness::{TestGateway, free_range};
 use offload_bastion::metrics::Metrics;
 use offload_bastion::tunnel::{GatewayTask, TunnelConfig};
+use offload_wire::tunnel::GatewayPort;
 
 #[derive(clap::Args)]
 pub struct BenchArgs {
@@ -131,7 +132,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let range = free_range(5)?;
     let gw = TestGateway::start(range, "127.0.0.1").context("start loopback sshd")?;
     let [ours_dl, ours_echo, ssh_dl, ssh_echo, extra] =
-        [0u16, 1, 2, 3, 4].map(|i| range.first() + i);
+        [0u16, 1, 2, 3, 4].map(|i| range.first().0 + i);
     let dl = download_server(total).await?;
     let echo = echo_server().await?;
     let target = |port| Target {
@@ -149,7 +150,10 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let t = Instant::now();
     let task = GatewayTask::spawn(
         gateway,
-        Forwards::from([(ours_dl, target(dl)), (ours_echo, target(echo))]),
+        Forwards::from([
+            (GatewayPort(ours_dl), target(dl)),
+            (GatewayPort(ours_echo), target(echo)),
+        ]),
         Arc::new(config),
         Arc::new(Metrics::default()),
     );
@@ -157,7 +161,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let fresh = t.elapsed();
     let t = Instant::now();
     task.forwards.send_modify(|f| {
-        f.insert(extra, target(echo));
+        f.insert(GatewayPort(extra), target(echo));
     });
     wait_port(extra, Duration::from_secs(10)).await?;
     let added = t.elapsed();

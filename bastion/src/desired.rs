@@ -7,8 +7,8 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use gateway_manager::annotations::TunnelAnnotations;
 use k8s_openapi::api::core::v1::Pod;
+use offload_wire::tunnel::{GatewayPort, TunnelAnnotations};
 
 /// One gateway: where it is and which host key it must show.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -27,7 +27,7 @@ pub struct Target {
 }
 
 /// Gateway port -> target, for one gateway.
-pub type Forwards = BTreeMap<u16, Target>;
+pub type Forwards = BTreeMap<GatewayPort, Target>;
 
 /// Everything the bastion should hold.
 pub type Desired = BTreeMap<Gateway, Forwards>;
@@ -35,15 +35,15 @@ pub type Desired = BTreeMap<Gateway, Forwards>;
 /// Which forwards to cancel and which to request on one connection.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Plan {
-    pub cancel: Vec<u16>,
-    pub request: Vec<u16>,
+    pub cancel: Vec<GatewayPort>,
+    pub request: Vec<GatewayPort>,
 }
 
 impl Plan {
     /// `active`: ports the gateway granted on this connection. A target change
     /// needs no SSH round trip (targets are looked up when a connection
     /// arrives), so only the port sets are compared.
-    pub fn diff(active: &BTreeSet<u16>, desired: &Forwards) -> Self {
+    pub fn diff(active: &BTreeSet<GatewayPort>, desired: &Forwards) -> Self {
         Self {
             cancel: active
                 .iter()
@@ -78,7 +78,7 @@ pub fn from_pods<'a, I>(pods: I) -> (Desired, Vec<Skipped>)
 where
     I: IntoIterator<Item = &'a Pod>,
 {
-    let mut chosen: BTreeMap<(Gateway, u16), (Option<String>, Target)> = BTreeMap::new();
+    let mut chosen: BTreeMap<(Gateway, GatewayPort), (Option<String>, Target)> = BTreeMap::new();
     let mut skipped = Vec::new();
     for pod in pods {
         let name = format!(
@@ -128,7 +128,7 @@ where
         for (container_port, gateway_port) in tunnel.ports {
             let target = Target {
                 host: ip.to_owned(),
-                port: container_port,
+                port: container_port.0,
             };
             let key = (gateway.clone(), gateway_port);
             match chosen.get(&key) {
@@ -220,9 +220,9 @@ mod tests {
             Desired::from([(
                 gw(),
                 Forwards::from([
-                    (40000, t("10.1.0.1", 80)),
-                    (40001, t("10.1.0.1", 8080)),
-                    (40003, t("10.1.0.4", 80)),
+                    (GatewayPort(40000), t("10.1.0.1", 80)),
+                    (GatewayPort(40001), t("10.1.0.1", 8080)),
+                    (GatewayPort(40003), t("10.1.0.4", 80)),
                 ])
             )])
         );
@@ -232,16 +232,16 @@ mod tests {
 
     #[test]
     fn plan_diff() {
-        let active = BTreeSet::from([1, 2, 3]);
-        let desired = Forwards::from([(2, t("a", 1)), (4, t("b", 1))]);
+        let active = BTreeSet::from([1, 2, 3].map(GatewayPort));
+        let desired = Forwards::from([(GatewayPort(2), t("a", 1)), (GatewayPort(4), t("b", 1))]);
         assert_eq!(
             Plan::diff(&active, &desired),
             Plan {
-                cancel: vec![1, 3],
-                request: vec![4]
+                cancel: vec![GatewayPort(1), GatewayPort(3)],
+                request: vec![GatewayPort(4)]
             }
         );
-        assert!(Plan::diff(&BTreeSet::from([2, 4]), &desired).is_empty());
+        assert!(Plan::diff(&BTreeSet::from([2, 4].map(GatewayPort)), &desired).is_empty());
         assert_eq!(
             Plan::diff(&BTreeSet::new(), &Forwards::new()),
             Plan::default()

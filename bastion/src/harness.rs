@@ -1,7 +1,8 @@
 //! A real OpenSSH gateway on loopback, for tests and the benchmark.
 //!
 //! It runs Debian's `/usr/sbin/sshd` as a non-root user with the
-//! `sshd_config` and `authorized_keys` rendered by gateway-manager, exactly
+//! `sshd_config` and `authorized_keys` of the tunnel contract
+//! ([`offload_wire::tunnel::sshd`], what gateway-manager renders), exactly
 //! like the gateway pod. When we are root, the dedicated account
 //! `offload-tunnel` is created once (unlocked, no password, nologin shell)
 //! and sshd runs as it; otherwise sshd runs as the current user.
@@ -16,8 +17,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use gateway_manager::ports::PortRange;
-use gateway_manager::render::{SshdConfig, authorized_keys, generate_ed25519};
+use offload_wire::tunnel::{PortRange, SshdConfig, authorized_keys, generate_ed25519};
 use russh::keys::PrivateKey;
 
 pub const SSHD: &str = "/usr/sbin/sshd";

@@ -14,10 +14,16 @@
 //! - [`supervisor`]: one tunnel task per gateway that has forwards.
 //! - [`admin`], [`metrics`]: `/metrics`, `/healthz`, `/readyz`.
 //! - [`install`]: the bastion Deployment, key Secret and least-privilege
-//!   RBAC on the remote cluster, applied with server-side apply.
+//!   RBAC on the remote cluster, applied with server-side apply through
+//!   `offload_runtime::kubeapi`.
 //! - [`leader`]: Lease-based leader election (a standby replica takes over
 //!   when the holder's Lease expires); only the leader holds tunnels.
-//! - [`harness`]: a real loopback OpenSSH gateway for tests and `bench`.
+//! - [`harness`]: a real loopback OpenSSH gateway for tests and `bench`,
+//!   configured with the gateway's policy from `offload_wire::tunnel::sshd`.
+//!
+//! What the bastion shares with the local side (the tunnel annotations,
+//! `GatewayPort`, key generation, the gateway's `sshd_config`) comes from
+//! `offload_wire::tunnel`; it does not link gateway-manager.
 
 pub mod admin;
 pub mod desired;

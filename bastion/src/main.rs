@@ -19,6 +19,7 @@ use offload_bastion::metrics::Metrics;
 use offload_bastion::supervisor::Supervisor;
 use offload_bastion::tunnel::TunnelConfig;
 use offload_bastion::{admin, source};
+use offload_wire::tunnel::GatewayPort;
 
 mod bench;
 
@@ -129,11 +130,11 @@ fn keygen(out: &Path, force: bool) -> anyhow::Result<()> {
     if out.exists() && !force {
         let key =
             std::fs::read_to_string(out).with_context(|| format!("read {}", out.display()))?;
-        let public = gateway_manager::render::public_of_private(&key)?;
+        let public = offload_wire::tunnel::public_of_private(&key)?;
         println!("{public}");
         return Ok(());
     }
-    let (private, public) = gateway_manager::render::generate_ed25519("offload-bastion")?;
+    let (private, public) = offload_wire::tunnel::generate_ed25519("offload-bastion")?;
     let tmp = out.with_extension("tmp");
     {
         use std::io::Write;
@@ -292,7 +293,8 @@ fn parse_forwards_file(text: &str) -> anyhow::Result<Desired> {
         let mut f = Forwards::new();
         for (port, target) in e.forwards {
             let port: u16 = port.parse().with_context(|| format!("port {port:?}"))?;
-            let Some((host, tport)) = gateway_manager::annotations::split_host_port(&target) else {
+            let port = GatewayPort(port);
+            let Some((host, tport)) = offload_wire::tunnel::split_host_port(&target) else {
                 bail!("target {target:?} is not host:port");
             };
             f.insert(

@@ -28,6 +28,8 @@ use tokio::net::TcpStream;
 use tokio::sync::{Notify, watch};
 use tracing::{debug, info, warn};
 
+use offload_wire::tunnel::GatewayPort;
+
 use crate::desired::{Forwards, Gateway, Plan, Target};
 use crate::metrics::{BytesLabels, Direction, Metrics};
 
@@ -122,9 +124,9 @@ pub enum TunnelError {
 pub struct GatewayState {
     pub connected: bool,
     /// Forwards the gateway granted on the current connection.
-    pub active: BTreeSet<u16>,
+    pub active: BTreeSet<GatewayPort>,
     /// Desired forwards the gateway refused (being retried).
-    pub refused: BTreeSet<u16>,
+    pub refused: BTreeSet<GatewayPort>,
     /// Successful connections so far.
     pub connections: u64,
     pub last_error: Option<String>,
@@ -182,7 +184,7 @@ impl GatewayTask {
     }
 }
 
-type Targets = Arc<RwLock<HashMap<u16, Target>>>;
+type Targets = Arc<RwLock<HashMap<GatewayPort, Target>>>;
 
 struct Handler {
     gateway: String,
@@ -224,6 +226,7 @@ impl client::Handler for Handler {
     ) -> Result<(), Self::Error> {
         let target = u16::try_from(connected_port)
             .ok()
+            .map(GatewayPort)
             .and_then(|p| self.targets.read().ok().and_then(|t| t.get(&p).cloned()));
         let Some(target) = target else {
             debug!(gateway = %self.gateway, port = connected_port, "no target for forwarded port");
@@ -346,7 +349,7 @@ async fn connect(
     handler: Handler,
 ) -> Result<client::Handle<Handler>, TunnelError> {
     let addr = gateway.address.clone();
-    let (host, port) = gateway_manager::annotations::split_host_port(&gateway.address)
+    let (host, port) = offload_wire::tunnel::split_host_port(&gateway.address)
         .ok_or_else(|| TunnelError::Address(addr.clone()))?;
     let ssh = |source| TunnelError::Ssh {
         gateway: addr.clone(),
@@ -491,8 +494,8 @@ async fn serve(
 ) -> Ended {
     let labels = Metrics::gateway(&gateway.address);
     let host = config.listen_host.as_str();
-    let mut active: BTreeSet<u16> = BTreeSet::new();
-    let mut refused: BTreeSet<u16> = BTreeSet::new();
+    let mut active: BTreeSet<GatewayPort> = BTreeSet::new();
+    let mut refused: BTreeSet<GatewayPort> = BTreeSet::new();
     loop {
         let want = desired.borrow_and_update().clone();
         if let Ok(mut t) = targets.write() {
@@ -508,9 +511,9 @@ async fn serve(
         for (port, r) in plan.cancel.iter().zip(cancels) {
             active.remove(port);
             match r {
-                Ok(()) => debug!(gateway = %gateway.address, port, "forward cancelled"),
+                Ok(()) => debug!(gateway = %gateway.address, port = port.0, "forward cancelled"),
                 Err(russh::Error::RequestDenied) => {
-                    debug!(gateway = %gateway.address, port, "cancel refused (already gone)")
+                    debug!(gateway = %gateway.address, port = port.0, "cancel refused (already gone)")
                 }
                 Err(e) => {
                     debug!(gateway = %gateway.address, error = %e, "cancel failed");
@@ -530,7 +533,7 @@ async fn serve(
                 Ok(_) => {
                     active.insert(*port);
                     if refused.remove(port) {
-                        info!(gateway = %gateway.address, port, "forward granted after retry");
+                        info!(gateway = %gateway.address, port = port.0, "forward granted after retry");
                     }
                 }
                 Err(russh::Error::RequestDenied) => {
@@ -538,7 +541,7 @@ async fn serve(
                     if refused.insert(*port) {
                         // The reason is only in the gateway's log: name the port here.
                         warn!(
-                            gateway = %gateway.address, port,
+                            gateway = %gateway.address, port = port.0,
                             "gateway refused the forward (outside the key's permitlisten, \
                              or still held by a stale session); retrying"
                         );

@@ -247,7 +247,7 @@ async fn two_bastion_processes_one_holds_the_tunnel_the_standby_takes_over() -> 
     let gw = TestGateway::start(free_range(2)?, "127.0.0.1")
         .context("start sshd (apt-get install openssh-server openssh-client)")?;
     let echo = echo_server().await?;
-    let port = gw.range.first();
+    let port = gw.range.first().0;
     let dir = tempfile::tempdir()?;
     let forwards = dir.path().join("forwards.json");
     std::fs::write(

@@ -1,5 +1,6 @@
 //! The bastion against a real OpenSSH `sshd` on loopback, running as a
-//! non-root user with the config gateway-manager renders. Needs Debian's
+//! non-root user with the gateway's config from the tunnel contract
+//! (`offload_wire::tunnel::sshd`, what gateway-manager renders). Needs Debian's
 //! openssh-server and openssh-client; fails (never skips) without them.
 
 use std::collections::BTreeMap;
@@ -11,6 +12,7 @@ use offload_bastion::harness::{TestGateway, free_range, write_key};
 use offload_bastion::metrics::Metrics;
 use offload_bastion::supervisor::Supervisor;
 use offload_bastion::tunnel::{GatewayTask, TunnelConfig};
+use offload_wire::tunnel::GatewayPort;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
@@ -56,8 +58,8 @@ async fn echo_server() -> u16 {
     port
 }
 
-async fn echo_through(port: u16, payload: &[u8]) -> anyhow::Result<Vec<u8>> {
-    let s = TcpStream::connect(("127.0.0.1", port)).await?;
+async fn echo_through(port: GatewayPort, payload: &[u8]) -> anyhow::Result<Vec<u8>> {
+    let s = TcpStream::connect(on_gateway(port)).await?;
     let (mut r, mut w) = s.into_split();
     let data = payload.to_vec();
     let writer = tokio::spawn(async move {
@@ -69,6 +71,11 @@ async fn echo_through(port: u16, payload: &[u8]) -> anyhow::Result<Vec<u8>> {
     tokio::time::timeout(WAIT, r.read_to_end(&mut got)).await??;
     writer.await??;
     Ok(got)
+}
+
+/// Where a gateway port listens (the test gateway is on loopback).
+fn on_gateway(port: GatewayPort) -> (&'static str, u16) {
+    ("127.0.0.1", port.0)
 }
 
 fn start(len: u16) -> TestGateway {
@@ -139,7 +146,7 @@ async fn forward_carries_real_bytes_and_is_counted() {
         .await
         .expect("cancelled");
     tokio::time::sleep(Duration::from_millis(100)).await;
-    assert!(TcpStream::connect(("127.0.0.1", port)).await.is_err());
+    assert!(TcpStream::connect(on_gateway(port)).await.is_err());
     task.stop().await;
 }
 
@@ -164,7 +171,7 @@ async fn wrong_host_key_is_refused() {
     let err = st.last_error.unwrap_or_default();
     assert!(err.contains("pinned host key"), "{err}");
     assert!(
-        TcpStream::connect(("127.0.0.1", gw.range.first()))
+        TcpStream::connect(on_gateway(gw.range.first()))
             .await
             .is_err()
     );
@@ -200,7 +207,7 @@ async fn port_outside_permitlisten_is_refused_others_work() {
     let echo = echo_server().await;
     let inside = gw.range.first();
     // Outside the key's permitlisten (the range), but free.
-    let outside = offload_bastion::harness::free_port().expect("port");
+    let outside = GatewayPort(offload_bastion::harness::free_port().expect("port"));
     let mut task = GatewayTask::spawn(
         gateway(&gw),
         Forwards::from([(inside, local(echo)), (outside, local(echo))]),
@@ -215,7 +222,7 @@ async fn port_outside_permitlisten_is_refused_others_work() {
         .unwrap_or_else(|| panic!("expected one granted one refused; log:\n{}", gw.log()));
     assert!(!st.active.contains(&outside));
     assert_eq!(echo_through(inside, b"hi").await.expect("echo"), b"hi");
-    assert!(TcpStream::connect(("127.0.0.1", outside)).await.is_err());
+    assert!(TcpStream::connect(on_gateway(outside)).await.is_err());
     // Also on the other address: permitlisten pins 127.0.0.1.
     let mut c = (*config(&gw)).clone();
     c.listen_host = "0.0.0.0".into();
@@ -271,7 +278,7 @@ async fn two_hundred_forwards_on_one_connection() {
         .expect("100 left");
     eprintln!("100 forwards cancelled in {:?}", t.elapsed());
     assert!(
-        TcpStream::connect(("127.0.0.1", gw.range.last()))
+        TcpStream::connect(on_gateway(gw.range.last()))
             .await
             .is_err()
     );
@@ -296,7 +303,7 @@ async fn forwards_come_back_after_sshd_restart() {
         .await
         .expect("drop noticed");
     assert!(
-        TcpStream::connect(("127.0.0.1", gw.range.first()))
+        TcpStream::connect(on_gateway(gw.range.first()))
             .await
             .is_err()
     );
@@ -346,7 +353,7 @@ async fn slow_target_does_not_stall_other_channels() {
     let mut hanging = Vec::new();
     for _ in 0..5 {
         hanging.push(
-            TcpStream::connect(("127.0.0.1", slow))
+            TcpStream::connect(on_gateway(slow))
                 .await
                 .expect("gateway accepts"),
         );
@@ -379,7 +386,7 @@ async fn supervisor_follows_desired_and_goes_idle() {
     // Last pod gone: the bastion disconnects and stays healthy.
     dtx.send_replace(Desired::new());
     let t = Instant::now();
-    while TcpStream::connect(("127.0.0.1", p)).await.is_ok() {
+    while TcpStream::connect(on_gateway(p)).await.is_ok() {
         assert!(t.elapsed() < WAIT, "port still open");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }

@@ -160,7 +160,7 @@ impl GatewayManager {
         this.ensure_gateway().await?;
         let conflicts = this.rebuild().await?;
         for c in conflicts {
-            warn!(pod = %c.pod, port = c.port, held_by = %c.held_by, "tunnel port held twice; pod will get new ports");
+            warn!(pod = %c.pod, port = c.port.0, held_by = %c.held_by, "tunnel port held twice; pod will get new ports");
         }
         Ok(this)
     }

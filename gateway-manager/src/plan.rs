@@ -115,7 +115,7 @@ mod tests {
             namespace: "ns".into(),
             name: name.into(),
             uid: uid.into(),
-            ports: ports.iter().copied().collect(),
+            ports: offload_wire::tunnel::port_map(ports.iter().copied()),
             workload_service: workload.map(str::to_owned),
         }
     }
@@ -123,7 +123,7 @@ mod tests {
     fn answered(pods: &[TunnelPod], down: &[u16]) -> Vec<PortProbe> {
         probes_of(pods)
             .map(|p| PortProbe {
-                up: !down.contains(&p.gateway_port),
+                up: !down.contains(&p.gateway_port.0),
                 ..p
             })
             .collect()

@@ -30,6 +30,7 @@ pub fn tcp_container_ports(pod: &Pod) -> BTreeSet<ContainerPort> {
         .flat_map(|c| c.ports.iter().flatten())
         .filter(|p| p.protocol.as_deref().unwrap_or("TCP") == "TCP")
         .filter_map(|p| u16::try_from(p.container_port).ok().filter(|p| *p != 0))
+        .map(ContainerPort)
         .collect()
 }
 
@@ -128,7 +129,10 @@ mod tests {
             }),
             ..Default::default()
         };
-        assert_eq!(tcp_container_ports(&pod), BTreeSet::from([80, 8080]));
+        assert_eq!(
+            tcp_container_ports(&pod),
+            BTreeSet::from([ContainerPort(80), ContainerPort(8080)])
+        );
         assert!(tcp_container_ports(&Pod::default()).is_empty());
     }
 

@@ -1,4 +1,6 @@
-//! Gateway port allocation: pure logic, no Kubernetes in sight.
+//! Gateway port allocation: pure logic, no Kubernetes in sight. The port
+//! types and the range are part of the tunnel contract
+//! ([`offload_wire::tunnel::ports`]), re-exported here.
 //!
 //! One gateway port per declared TCP `containerPort` of an offloaded pod, from
 //! a configured range. The allocator is a cache of what the cluster says: it
@@ -11,110 +13,10 @@
 //! pod that had it may still be winding down.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::fmt;
-use std::str::FromStr;
 
-/// A TCP port the gateway listens on for one forwarded `containerPort`.
-pub type GatewayPort = u16;
-/// A `containerPort` declared by an offloaded pod.
-pub type ContainerPort = u16;
-
-/// containerPort -> gateway port of one pod (ordered, so rendering is stable).
-pub type PortMap = BTreeMap<ContainerPort, GatewayPort>;
-
-/// An inclusive range of gateway ports, `first..=last`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct PortRange {
-    first: GatewayPort,
-    last: GatewayPort,
-}
-
-/// OpenSSH keeps at most this many `permitlisten` options per key
-/// (`SSH_AUTHOPT_PERMIT_MAX` in auth-options.c), and the authorized_keys line
-/// lists every port of the range.
-pub const MAX_RANGE_LEN: usize = 4096;
-
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum RangeError {
-    #[error("port range {0:?} is not of the form FIRST-LAST")]
-    Syntax(String),
-    #[error("port range {first}-{last} is empty or reversed")]
-    Empty { first: u16, last: u16 },
-    #[error("port range {first}-{last} starts below 1024 (the gateway runs as a non-root user)")]
-    Privileged { first: u16, last: u16 },
-    #[error("port range {first}-{last} holds {len} ports, at most {MAX_RANGE_LEN} are allowed")]
-    TooLarge { first: u16, last: u16, len: usize },
-}
-
-impl PortRange {
-    pub fn new(first: GatewayPort, last: GatewayPort) -> Result<Self, RangeError> {
-        if first > last || first == 0 {
-            return Err(RangeError::Empty { first, last });
-        }
-        if first < 1024 {
-            return Err(RangeError::Privileged { first, last });
-        }
-        let len = usize::from(last - first) + 1;
-        if len > MAX_RANGE_LEN {
-            return Err(RangeError::TooLarge { first, last, len });
-        }
-        Ok(Self { first, last })
-    }
-
-    pub fn first(&self) -> GatewayPort {
-        self.first
-    }
-
-    pub fn last(&self) -> GatewayPort {
-        self.last
-    }
-
-    pub fn len(&self) -> usize {
-        usize::from(self.last - self.first) + 1
-    }
-
-    pub fn is_empty(&self) -> bool {
-        false
-    }
-
-    pub fn contains(&self, port: GatewayPort) -> bool {
-        (self.first..=self.last).contains(&port)
-    }
-
-    pub fn iter(&self) -> impl Iterator<Item = GatewayPort> + '_ {
-        self.first..=self.last
-    }
-}
-
-impl Default for PortRange {
-    /// 40000-40999: below the kernel's ephemeral range (32768-60999 by
-    /// default on Linux would overlap, so the gateway pod must not make many
-    /// outgoing connections; sshd makes none).
-    fn default() -> Self {
-        Self {
-            first: 40000,
-            last: 40999,
-        }
-    }
-}
-
-impl fmt::Display for PortRange {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}-{}", self.first, self.last)
-    }
-}
-
-impl FromStr for PortRange {
-    type Err = RangeError;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let syntax = || RangeError::Syntax(s.to_owned());
-        let (a, b) = s.trim().split_once('-').ok_or_else(syntax)?;
-        let first = a.trim().parse().map_err(|_| syntax())?;
-        let last = b.trim().parse().map_err(|_| syntax())?;
-        Self::new(first, last)
-    }
-}
+pub use offload_wire::tunnel::ports::{
+    ContainerPort, GatewayPort, MAX_RANGE_LEN, PortMap, PortRange, RangeError,
+};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum AllocError {
@@ -157,7 +59,7 @@ impl Allocator {
             range,
             by_pod: HashMap::new(),
             owner: BTreeMap::new(),
-            cursor: range.first,
+            cursor: range.first(),
         }
     }
 
@@ -190,7 +92,7 @@ impl Allocator {
         }
         // Continue after the highest port in use, so recently used ports are
         // the last to be handed out again.
-        if let Some(max) = this.owner.range(range.first..=range.last).next_back() {
+        if let Some(max) = this.owner.range(range.first()..=range.last()).next_back() {
             this.cursor = this.next_in_range(*max.0);
         }
         (this, conflicts)
@@ -207,7 +109,11 @@ impl Allocator {
 
     /// Free ports of the range.
     pub fn free(&self) -> usize {
-        self.range.len() - self.owner.range(self.range.first..=self.range.last).count()
+        self.range.len()
+            - self
+                .owner
+                .range(self.range.first()..=self.range.last())
+                .count()
     }
 
     pub fn get(&self, pod: &str) -> Option<&PortMap> {
@@ -284,11 +190,7 @@ impl Allocator {
     }
 
     fn next_in_range(&self, port: GatewayPort) -> GatewayPort {
-        if port >= self.range.last || port < self.range.first {
-            self.range.first
-        } else {
-            port + 1
-        }
+        self.range.next_after(port)
     }
 
     /// The next free port at or after the cursor. Only called when `free() > 0`.
@@ -311,9 +213,11 @@ mod tests {
     use super::*;
     use std::sync::{Arc, Mutex};
 
-    fn set(ports: &[u16]) -> BTreeSet<u16> {
-        ports.iter().copied().collect()
+    fn set(ports: &[u16]) -> BTreeSet<ContainerPort> {
+        ports.iter().copied().map(ContainerPort).collect()
     }
+
+    use offload_wire::tunnel::port_map as pm;
 
     fn range(a: u16, b: u16) -> PortRange {
         PortRange::new(a, b).expect("valid range")
@@ -344,41 +248,18 @@ mod tests {
     }
 
     #[test]
-    fn range_parsing_and_limits() {
-        assert_eq!("40000-40009".parse::<PortRange>(), Ok(range(40000, 40009)));
-        assert_eq!(range(40000, 40009).len(), 10);
-        assert!(matches!(
-            "40000".parse::<PortRange>(),
-            Err(RangeError::Syntax(_))
-        ));
-        assert!(matches!(
-            "5-4".parse::<PortRange>(),
-            Err(RangeError::Empty { .. })
-        ));
-        assert!(matches!(
-            "80-90".parse::<PortRange>(),
-            Err(RangeError::Privileged { .. })
-        ));
-        assert!(matches!(
-            "20000-30000".parse::<PortRange>(),
-            Err(RangeError::TooLarge { .. })
-        ));
-        assert_eq!(PortRange::default().to_string(), "40000-40999");
-    }
-
-    #[test]
     fn one_port_per_container_port_and_idempotent() {
         let mut a = Allocator::new(range(40000, 40009));
         let m = a.allocate("uid-a", &set(&[80, 8080])).expect("alloc");
-        assert_eq!(m, PortMap::from([(80, 40000), (8080, 40001)]));
+        assert_eq!(m, pm([(80, 40000), (8080, 40001)]));
         // Same pod again: same answer, nothing new used.
         assert_eq!(a.allocate("uid-a", &set(&[80, 8080])), Ok(m.clone()));
         assert_eq!(a.used(), 2);
         // Another pod serving the same containerPort gets another gateway port.
         let n = a.allocate("uid-b", &set(&[80])).expect("alloc");
-        assert_eq!(n, PortMap::from([(80, 40002)]));
+        assert_eq!(n, pm([(80, 40002)]));
         // A pod without ports holds nothing.
-        assert_eq!(a.allocate("uid-c", &set(&[])), Ok(PortMap::new()));
+        assert_eq!(a.allocate("uid-c", &set(&[])), Ok(pm([])));
         assert_eq!(a.get("uid-c"), None);
     }
 
@@ -406,55 +287,46 @@ mod tests {
         let mut a = Allocator::new(range(40000, 40003));
         a.allocate("a", &set(&[1])).expect("alloc"); // 40000
         a.allocate("b", &set(&[1])).expect("alloc"); // 40001
-        assert_eq!(a.release("a"), Some(PortMap::from([(1, 40000)])));
+        assert_eq!(a.release("a"), Some(pm([(1, 40000)])));
         assert_eq!(a.release("a"), None);
         // The just-released 40000 is not handed out first.
-        assert_eq!(a.allocate("c", &set(&[1])), Ok(PortMap::from([(1, 40002)])));
-        assert_eq!(a.allocate("d", &set(&[1])), Ok(PortMap::from([(1, 40003)])));
+        assert_eq!(a.allocate("c", &set(&[1])), Ok(pm([(1, 40002)])));
+        assert_eq!(a.allocate("d", &set(&[1])), Ok(pm([(1, 40003)])));
         // Wraps round to the released one when nothing else is free.
-        assert_eq!(a.allocate("e", &set(&[1])), Ok(PortMap::from([(1, 40000)])));
+        assert_eq!(a.allocate("e", &set(&[1])), Ok(pm([(1, 40000)])));
         assert!(a.allocate("f", &set(&[1])).is_err());
         a.release("c");
-        assert_eq!(a.allocate("f", &set(&[1])), Ok(PortMap::from([(1, 40002)])));
+        assert_eq!(a.allocate("f", &set(&[1])), Ok(pm([(1, 40002)])));
     }
 
     #[test]
     fn rebuild_from_cluster_state() {
         let live = vec![
-            ("old".to_owned(), PortMap::from([(80, 40003), (81, 40004)])),
-            ("young".to_owned(), PortMap::from([(80, 40004)])), // clash
-            ("other".to_owned(), PortMap::from([(80, 40001)])),
-            ("outside".to_owned(), PortMap::from([(80, 50000)])), // range shrank
+            ("old".to_owned(), pm([(80, 40003), (81, 40004)])),
+            ("young".to_owned(), pm([(80, 40004)])), // clash
+            ("other".to_owned(), pm([(80, 40001)])),
+            ("outside".to_owned(), pm([(80, 50000)])), // range shrank
         ];
         let (mut a, conflicts) = Allocator::rebuild(range(40000, 40005), live);
         assert_eq!(
             conflicts,
             vec![Conflict {
                 pod: "young".into(),
-                port: 40004,
+                port: GatewayPort(40004),
                 held_by: "old".into()
             }]
         );
         assert_eq!(a.used(), 4);
         assert_eq!(a.free(), 3);
-        assert_eq!(a.owner_of(50000), Some("outside"));
+        assert_eq!(a.owner_of(GatewayPort(50000)), Some("outside"));
         // Existing pods keep their ports; new ones continue after the highest.
         assert_eq!(
             a.allocate("old", &set(&[80, 81])),
-            Ok(PortMap::from([(80, 40003), (81, 40004)]))
+            Ok(pm([(80, 40003), (81, 40004)]))
         );
-        assert_eq!(
-            a.allocate("young", &set(&[80])),
-            Ok(PortMap::from([(80, 40005)]))
-        );
-        assert_eq!(
-            a.allocate("new", &set(&[80])),
-            Ok(PortMap::from([(80, 40000)]))
-        );
-        assert_eq!(
-            a.allocate("new2", &set(&[80])),
-            Ok(PortMap::from([(80, 40002)]))
-        );
+        assert_eq!(a.allocate("young", &set(&[80])), Ok(pm([(80, 40005)])));
+        assert_eq!(a.allocate("new", &set(&[80])), Ok(pm([(80, 40000)])));
+        assert_eq!(a.allocate("new2", &set(&[80])), Ok(pm([(80, 40002)])));
         assert!(a.allocate("new3", &set(&[80])).is_err());
     }
 

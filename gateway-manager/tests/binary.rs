@@ -120,7 +120,7 @@ async fn binary_registers_its_webhook_and_tunnels_pods() -> anyhow::Result<()> {
         let web = pods.create(&PostParams::default(), &p).await?;
         let t = TunnelAnnotations::from_map(web.annotations())?.context("web was not annotated")?;
         ensure!(
-            t.ports.len() == 1 && t.ports.values().all(|g| (43200..=43209).contains(g)),
+            t.ports.len() == 1 && t.ports.values().all(|g| (43200..=43209).contains(&g.0)),
             "ports {:?}",
             t.ports
         );

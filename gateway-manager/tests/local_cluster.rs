@@ -136,7 +136,7 @@ async fn gateway_objects_annotations_services_and_cleanup() -> anyhow::Result<()
         assert_eq!(t.gateway_address, "10.201.0.1:30222");
         for gw in t.ports.values() {
             assert!(used.insert(*gw), "port {gw} given twice");
-            assert!((41000..=41009).contains(gw));
+            assert!((41000..=41009).contains(&gw.0));
         }
         let expect: BTreeSet<i32> = t.ports.keys().map(|p| i32::from(*p)).collect();
         assert_eq!(

@@ -23,7 +23,7 @@ use std::time::Duration;
 use anyhow::{Context, ensure};
 use gateway_manager::annotations::TunnelAnnotations;
 use gateway_manager::objects::{GatewaySpec, pod_service_name};
-use gateway_manager::ports::PortMap;
+use gateway_manager::ports::{GatewayPort, PortMap};
 use gateway_manager::webhook::{self, Endpoint, Registration, ServingCert, Webhook};
 use gateway_manager::{GatewayManager, Settings};
 use k8s_openapi::api::core::v1::{Namespace, Node, Pod, Service};
@@ -182,7 +182,7 @@ async fn scenario(
     })
     .await?;
     ensure!(
-        early_t.ports.keys().copied().collect::<Vec<_>>() == vec![7000]
+        early_t.ports.keys().map(|p| p.0).collect::<Vec<_>>() == vec![7000]
             && early_t.ports.values().all(|p| range.contains(*p)),
         "early ports {:?}",
         early_t.ports
@@ -234,7 +234,7 @@ async fn scenario(
     println!("create through the webhook: {:?}", created_at.elapsed());
     let web_t = tunnel_of(&web)?.context("web has no tunnel annotations")?;
     ensure!(
-        web_t.ports.keys().copied().collect::<Vec<_>>() == vec![80, 8080],
+        web_t.ports.keys().map(|p| p.0).collect::<Vec<_>>() == vec![80, 8080],
         "web ports: {:?}",
         web_t.ports
     );
@@ -248,7 +248,7 @@ async fn scenario(
         .await?;
     let gen_t = tunnel_of(&gen_pod)?.context("generated pod has no tunnel annotations")?;
 
-    let mut all: Vec<u16> = early_t
+    let mut all: Vec<GatewayPort> = early_t
         .ports
         .values()
         .chain(web_t.ports.values())

@@ -41,6 +41,7 @@ use offload_provider::config::Config;
 use offload_provider::provider::{RunningProvider, start};
 use offload_provider::tunnel::CONDITION_TUNNEL_UP;
 use offload_wire::keys;
+use offload_wire::tunnel::{ContainerPort, GatewayPort};
 
 const GATEWAY_IMAGE: &str = "localhost/offload/gateway:1.0";
 const BASTION_IMAGE: &str = "localhost/offload/bastion:0.1.0";
@@ -435,7 +436,7 @@ async fn scenario(
     let web = pods.get("web").await?;
     let web_tunnel = tunnel_of(&web)?;
     ensure!(
-        web_tunnel.ports.contains_key(&HTTP_PORT),
+        web_tunnel.ports.contains_key(&ContainerPort(HTTP_PORT)),
         "8080 has a gateway port: {web_tunnel:?}"
     );
     let web_uid = web.metadata.uid.clone().context("uid")?;
@@ -517,9 +518,18 @@ async fn scenario(
     let mut ports = BTreeSet::new();
     for i in 0..2 {
         let t = tunnel_of(&pods.get(&format!("app-{i}")).await?)?;
-        ports.insert(*t.ports.get(&HTTP_PORT).context("gateway port")?);
+        ports.insert(
+            *t.ports
+                .get(&ContainerPort(HTTP_PORT))
+                .context("gateway port")?,
+        );
     }
-    ports.insert(*web_tunnel.ports.get(&HTTP_PORT).context("gateway port")?);
+    ports.insert(
+        *web_tunnel
+            .ports
+            .get(&ContainerPort(HTTP_PORT))
+            .context("gateway port")?,
+    );
     ensure!(
         ports.len() == 3,
         "three pods, three gateway ports: {ports:?}"
@@ -676,7 +686,7 @@ async fn a_full_port_range_is_an_event_and_the_pod_waits_for_a_port() -> anyhow:
         )
         .await?;
         ensure!(
-            tunnel_of(&first)?.ports.values().eq([&40200]),
+            tunnel_of(&first)?.ports.values().eq([&GatewayPort(40200)]),
             "first holds 40200"
         );
 
@@ -753,7 +763,7 @@ async fn a_full_port_range_is_an_event_and_the_pod_waits_for_a_port() -> anyhow:
         .await?;
         let handed_over = released.elapsed();
         ensure!(
-            tunnel_of(&second)?.ports.values().eq([&40200]),
+            tunnel_of(&second)?.ports.values().eq([&GatewayPort(40200)]),
             "second holds 40200"
         );
         // Its backoff had grown past 8 s; the wake-up makes it much less.
@@ -801,7 +811,7 @@ async fn a_full_port_range_is_an_event_and_the_pod_waits_for_a_port() -> anyhow:
             "second finished"
         );
         ensure!(
-            tunnel_of(&third)?.ports.values().eq([&40200]),
+            tunnel_of(&third)?.ports.values().eq([&GatewayPort(40200)]),
             "third holds 40200"
         );
         println!("offload-tunnel: the port of a pod that finished went to the waiting pod");

@@ -260,7 +260,7 @@ impl Env {
             wait_new_running(&rpods, &format!("app={name}"), None, POD_START).await?;
         let gw = *tunnel
             .ports
-            .get(&HTTP_PORT)
+            .get(&offload_wire::tunnel::ContainerPort(HTTP_PORT))
             .context("gateway port of 8080")?;
         let addr: SocketAddr = format!("{gateway_ip}:{gw}").parse()?;
         let answered = wait_all_answer(
@@ -579,8 +579,8 @@ async fn scenario(env: &Env) -> anyhow::Result<()> {
 
 fn gw_port(t: &TunnelAnnotations) -> anyhow::Result<u16> {
     t.ports
-        .get(&HTTP_PORT)
-        .copied()
+        .get(&offload_wire::tunnel::ContainerPort(HTTP_PORT))
+        .map(|p| p.0)
         .context("gateway port of 8080")
 }
 

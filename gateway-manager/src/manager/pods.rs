@@ -216,7 +216,7 @@ impl GatewayManager {
     }
 
     async fn apply_workload_service(&self, ns: &str, svc: &str) -> Result<(), Error> {
-        let ports: BTreeSet<u16> = lock(&self.index)
+        let ports: BTreeSet<crate::ports::ContainerPort> = lock(&self.index)
             .pods
             .values()
             .filter(|p| p.namespace == ns && p.workload_service.as_deref() == Some(svc))

@@ -84,7 +84,7 @@ impl GatewayManager {
 /// `probe` with `up` set: does some gateway pod answer on its gateway port?
 async fn probe_port(probe: PortProbe, ips: &[String], timeout: Duration) -> PortProbe {
     for ip in ips {
-        if connects(ip, probe.gateway_port, timeout).await {
+        if connects(ip, probe.gateway_port.0, timeout).await {
             return PortProbe { up: true, ..probe };
         }
     }

@@ -73,9 +73,9 @@ fn endpoints_per_replica_only_up_ports() {
         "workload",
         &ips,
         &[
-            PortMap::from([(80, 40000)]),
+            offload_wire::tunnel::port_map([(80, 40000)]),
             PortMap::new(),
-            PortMap::from([(80, 40007)]),
+            offload_wire::tunnel::port_map([(80, 40007)]),
         ],
     );
     let subsets = e.subsets.expect("subsets");
@@ -88,6 +88,12 @@ fn endpoints_per_replica_only_up_ports() {
     };
     assert_eq!(port(0), Some((Some("p80".into()), 40000)));
     assert_eq!(port(1), Some((Some("p80".into()), 40007)));
-    let none = tunnel_endpoints("ns", "web", "workload", &[], &[PortMap::from([(80, 1)])]);
+    let none = tunnel_endpoints(
+        "ns",
+        "web",
+        "workload",
+        &[],
+        &[offload_wire::tunnel::port_map([(80, 1)])],
+    );
     assert_eq!(none.subsets, Some(vec![]));
 }

@@ -195,7 +195,7 @@ mod tests {
             decide(&request("CREATE", false, &ours), NODE),
             Decision::Reserve {
                 key: "admission:apps/web".into(),
-                wanted: BTreeSet::from([80, 8080]),
+                wanted: BTreeSet::from([80, 8080].map(ContainerPort)),
             }
         );
         // Dry run: a key of its own, never the real reservation.
@@ -203,7 +203,7 @@ mod tests {
             decide(&request("CREATE", true, &ours), NODE),
             Decision::Reserve {
                 key: "dryrun:req-1".into(),
-                wanted: BTreeSet::from([80, 8080]),
+                wanted: BTreeSet::from([80, 8080].map(ContainerPort)),
             }
         );
         let generated = pod(None, Some("web-"), spec(None, Some(NODE), &[80]));
@@ -211,7 +211,7 @@ mod tests {
             decide(&request("CREATE", false, &generated), NODE),
             Decision::Reserve {
                 key: "admission:apps/web-*req-1".into(),
-                wanted: BTreeSet::from([80]),
+                wanted: BTreeSet::from([ContainerPort(80)]),
             }
         );
         assert!(matches!(

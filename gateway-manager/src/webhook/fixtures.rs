@@ -75,6 +75,6 @@ pub fn ann() -> TunnelAnnotations {
     TunnelAnnotations {
         gateway_address: "10.201.0.1:30222".into(),
         gateway_host_key: "ssh-ed25519 AAAAkey".into(),
-        ports: BTreeMap::from([(80, 40000), (8080, 40001)]),
+        ports: offload_wire::tunnel::port_map([(80, 40000), (8080, 40001)]),
     }
 }
