@@ -16,8 +16,8 @@ use std::time::Duration;
 use k8s_openapi::api::core::v1::{Endpoints, PodCondition};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::Client;
-use kube::api::PatchParams;
 use kube::runtime::events::{Recorder, Reporter};
+use offload_runtime::kubeapi;
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
@@ -54,6 +54,22 @@ pub enum Error {
     NotReady,
     #[error("host key secret {0} holds no usable key")]
     HostKeySecret(String),
+    /// An object built without its name or namespace (a bug).
+    #[error(transparent)]
+    Object(kubeapi::Error),
+}
+
+impl From<kubeapi::Error> for Error {
+    fn from(e: kubeapi::Error) -> Self {
+        match e {
+            kubeapi::Error::Kube(e) => Error::Kube(e),
+            kubeapi::Error::Key(e) => Error::Key(e),
+            kubeapi::Error::KeySecret {
+                namespace, name, ..
+            } => Error::HostKeySecret(format!("{namespace}/{name}")),
+            e => Error::Object(e),
+        }
+    }
 }
 
 impl Error {
@@ -67,6 +83,7 @@ impl Error {
             Error::MissingField(_) => "pod",
             Error::NotReady => "not_ready",
             Error::HostKeySecret(_) => "host_key",
+            Error::Object(_) => "object",
         }
     }
 }
@@ -96,7 +113,7 @@ impl Settings {
             listen_host: "0.0.0.0".into(),
             public_address: public_address.into(),
             bastion_public_key: None,
-            field_manager: "offload-gateway-manager".into(),
+            field_manager: kubeapi::field_manager::GATEWAY_MANAGER.into(),
             probe_timeout: Duration::from_millis(500),
         }
     }
@@ -177,8 +194,18 @@ impl GatewayManager {
             .unwrap_or_else(|e| e.into_inner().clone())
     }
 
-    fn pp(&self) -> PatchParams {
-        PatchParams::apply(&self.settings().field_manager).force()
+    /// Server-side apply `obj` under our field manager.
+    async fn apply<K>(&self, obj: &K) -> Result<K, Error>
+    where
+        K: kube::Resource<DynamicType = ()>
+            + Clone
+            + std::fmt::Debug
+            + serde::Serialize
+            + serde::de::DeserializeOwned,
+        K::Scope: kubeapi::ApplyScope,
+    {
+        let fm = self.settings().field_manager;
+        Ok(kubeapi::apply(&self.client, &fm, obj).await?)
     }
 
     /// The gateway host public key (after `ensure_gateway`).

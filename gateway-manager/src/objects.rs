@@ -5,14 +5,15 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec, DeploymentStrategy};
 use k8s_openapi::api::core::v1::{
-    Capabilities, ConfigMap, ConfigMapVolumeSource, Container, ContainerPort as KContainerPort,
-    EmptyDirVolumeSource, EndpointAddress, EndpointPort, EndpointSubset, Endpoints,
-    PodSecurityContext, PodSpec, PodTemplateSpec, Probe, ResourceRequirements, SecretVolumeSource,
-    SecurityContext, Service, ServicePort, ServiceSpec, TCPSocketAction, Volume, VolumeMount,
+    ConfigMap, ConfigMapVolumeSource, Container, ContainerPort as KContainerPort,
+    EmptyDirVolumeSource, EndpointAddress, EndpointPort, EndpointSubset, Endpoints, PodSpec,
+    PodTemplateSpec, Probe, ResourceRequirements, SecretVolumeSource, Service, ServicePort,
+    ServiceSpec, TCPSocketAction, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use offload_runtime::kubeapi;
 use offload_wire::keys;
 use sha2::{Digest, Sha256};
 
@@ -29,6 +30,9 @@ pub const LABEL_TUNNEL_KIND: &str = "tunnel.offload.dev/kind";
 pub const ANNOTATION_CONFIG_HASH: &str = "tunnel.offload.dev/config-hash";
 
 pub const GATEWAY_UID: i64 = 1000;
+/// Data key of the gateway's private host key in its Secret (the public
+/// key is next to it, with `.pub`).
+pub const HOST_KEY_PRIVATE: &str = "ssh_host_ed25519_key";
 pub const SSH_PORT_NAME: &str = "ssh";
 
 /// Where and how the gateway runs.
@@ -95,8 +99,8 @@ impl GatewaySpec {
             metadata: self.meta(self.host_key_secret()),
             type_: Some("Opaque".into()),
             string_data: Some(BTreeMap::from([
-                ("ssh_host_ed25519_key".to_owned(), private.to_owned()),
-                ("ssh_host_ed25519_key.pub".to_owned(), format!("{public}\n")),
+                (HOST_KEY_PRIVATE.to_owned(), private.to_owned()),
+                (format!("{HOST_KEY_PRIVATE}.pub"), format!("{public}\n")),
             ])),
             ..Default::default()
         }
@@ -137,14 +141,8 @@ impl GatewaySpec {
         PodSpec {
             automount_service_account_token: Some(false),
             enable_service_links: Some(false),
-            security_context: Some(PodSecurityContext {
-                run_as_user: Some(GATEWAY_UID),
-                run_as_group: Some(GATEWAY_UID),
-                run_as_non_root: Some(true),
-                // Secret files are root-owned; group-readable by us.
-                fs_group: Some(GATEWAY_UID),
-                ..Default::default()
-            }),
+            // Secret files are root-owned; group-readable by us (fsGroup).
+            security_context: Some(kubeapi::non_root_pod_security_context(GATEWAY_UID)),
             containers: vec![self.sshd_container()],
             volumes: Some(self.volumes()),
             ..Default::default()
@@ -185,7 +183,7 @@ impl GatewaySpec {
                 ..sshd_probe()
             }),
             resources: Some(sshd_resources()),
-            security_context: Some(hardened_container()),
+            security_context: Some(kubeapi::hardened_security_context()),
             volume_mounts: Some(volume_mounts()),
             ..Default::default()
         }
@@ -285,20 +283,6 @@ fn sshd_resources() -> ResourceRequirements {
             ("memory".into(), q("32Mi")),
         ])),
         limits: Some(BTreeMap::from([("memory".into(), q("512Mi"))])),
-        ..Default::default()
-    }
-}
-
-/// No privilege escalation, read-only root, non-root, every capability dropped.
-fn hardened_container() -> SecurityContext {
-    SecurityContext {
-        allow_privilege_escalation: Some(false),
-        read_only_root_filesystem: Some(true),
-        run_as_non_root: Some(true),
-        capabilities: Some(Capabilities {
-            drop: Some(vec!["ALL".into()]),
-            add: None,
-        }),
         ..Default::default()
     }
 }

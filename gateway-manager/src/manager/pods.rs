@@ -6,9 +6,10 @@ use std::collections::BTreeSet;
 
 use k8s_openapi::api::core::v1::{Endpoints, Pod, Service};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{OwnerReference, Time};
-use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
+use kube::api::ListParams;
 use kube::runtime::events::{Event, EventType};
 use kube::{Api, Resource, ResourceExt};
+use offload_runtime::kubeapi;
 use offload_wire::keys::tunnel;
 use tracing::{info, warn};
 
@@ -186,9 +187,7 @@ impl GatewayManager {
             ann.ports.keys().copied(),
             Some(owner),
         );
-        let svcs: Api<Service> = Api::namespaced(self.client.clone(), ns);
-        svcs.patch(&svc_name, &self.pp(), &Patch::Apply(&svc))
-            .await?;
+        self.apply(&svc).await?;
         lock(&self.index).pods.insert(id.uid.clone(), tp);
         if let Some(w) = workload {
             self.apply_workload_service(ns, &w).await?;
@@ -206,12 +205,9 @@ impl GatewayManager {
         // A merge patch of our annotations only: server-side apply would
         // claim them and fight whoever else applies the pod.
         let patch = serde_json::json!({ "metadata": { "annotations": wanted } });
-        let pp = PatchParams {
-            field_manager: Some(self.settings().field_manager),
-            ..Default::default()
-        };
         let pods: Api<Pod> = Api::namespaced(self.client.clone(), &id.namespace);
-        pods.patch(&id.name, &pp, &Patch::Merge(&patch)).await?;
+        let fm = self.settings().field_manager;
+        kubeapi::merge_patch(&pods, &fm, &id.name, &patch).await?;
         Ok(())
     }
 
@@ -225,28 +221,27 @@ impl GatewayManager {
         if ports.is_empty() {
             return self.delete_tunnel_service(ns, svc).await;
         }
-        let svcs: Api<Service> = Api::namespaced(self.client.clone(), ns);
         let obj =
             objects::tunnel_service(ns, svc, TunnelServiceKind::Workload.label(), ports, None);
-        match svcs.patch(svc, &self.pp(), &Patch::Apply(&obj)).await {
+        match self.apply(&obj).await {
             Ok(_) => Ok(()),
             // Two replicas prepared at once both create the Service: the
             // loser's apply-create fails with AlreadyExists; applying again
             // updates the one the winner made.
-            Err(kube::Error::Api(e)) if e.code == 409 => {
-                svcs.patch(svc, &self.pp(), &Patch::Apply(&obj)).await?;
+            Err(Error::Kube(kube::Error::Api(e))) if e.code == 409 => {
+                self.apply(&obj).await?;
                 Ok(())
             }
-            Err(e) => Err(e.into()),
+            Err(e) => Err(e),
         }
     }
 
     /// Delete a tunnel Service and its Endpoints (gone already is fine).
     async fn delete_tunnel_service(&self, ns: &str, svc: &str) -> Result<(), Error> {
         let svcs: Api<Service> = Api::namespaced(self.client.clone(), ns);
-        delete_ignoring_404(&svcs, svc).await?;
+        kubeapi::delete_ignoring_404(&svcs, svc).await?;
         let eps: Api<Endpoints> = Api::namespaced(self.client.clone(), ns);
-        delete_ignoring_404(&eps, svc).await?;
+        kubeapi::delete_ignoring_404(&eps, svc).await?;
         lock(&self.index)
             .written
             .remove(&(ns.to_owned(), svc.to_owned()));
@@ -273,16 +268,5 @@ impl GatewayManager {
             self.apply_workload_service(&id.namespace, &w).await?;
         }
         Ok(())
-    }
-}
-
-async fn delete_ignoring_404<K>(api: &Api<K>, name: &str) -> Result<(), Error>
-where
-    K: Clone + serde::de::DeserializeOwned + std::fmt::Debug,
-{
-    match api.delete(name, &DeleteParams::default()).await {
-        Ok(_) => Ok(()),
-        Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
-        Err(e) => Err(e.into()),
     }
 }

@@ -7,8 +7,6 @@ use std::time::Duration;
 
 use futures::future::join_all;
 use k8s_openapi::api::core::v1::Endpoints;
-use kube::Api;
-use kube::api::Patch;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
@@ -41,8 +39,7 @@ impl GatewayManager {
             return;
         }
         let (ns, name) = (&key.0, &key.1);
-        let api: Api<Endpoints> = Api::namespaced(self.client.clone(), ns);
-        match api.patch(name, &self.pp(), &Patch::Apply(&eps)).await {
+        match self.apply(&eps).await {
             Ok(_) => {
                 debug!(namespace = %ns, service = %name, "tunnel endpoints written");
                 lock(&self.index).written.insert(key, eps);

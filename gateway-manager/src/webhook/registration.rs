@@ -10,8 +10,8 @@ use k8s_openapi::api::admissionregistration::v1::{
     WebhookClientConfig,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
-use kube::api::{DeleteParams, Patch, PatchParams};
 use kube::{Api, Client};
+use offload_runtime::kubeapi::{self, field_manager};
 use tracing::info;
 
 use super::MUTATE_PATH;
@@ -113,27 +113,17 @@ impl Registration {
     }
 
     /// Create or update the configuration (server-side apply).
-    pub async fn apply(&self, client: &Client) -> Result<(), kube::Error> {
-        let api: Api<MutatingWebhookConfiguration> = Api::all(client.clone());
-        api.patch(
-            &self.config_name,
-            &PatchParams::apply("offload-gateway-manager").force(),
-            &Patch::Apply(&self.object()),
-        )
-        .await?;
+    pub async fn apply(&self, client: &Client) -> Result<(), kubeapi::Error> {
+        kubeapi::apply(client, field_manager::GATEWAY_MANAGER, &self.object()).await?;
         info!(config = %self.config_name, "mutating webhook registered");
         Ok(())
     }
 }
 
 /// Delete a webhook configuration (404 is fine).
-pub async fn unregister(client: &Client, config_name: &str) -> Result<(), kube::Error> {
+pub async fn unregister(client: &Client, config_name: &str) -> Result<(), kubeapi::Error> {
     let api: Api<MutatingWebhookConfiguration> = Api::all(client.clone());
-    match api.delete(config_name, &DeleteParams::default()).await {
-        Ok(_) => Ok(()),
-        Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
-        Err(e) => Err(e),
-    }
+    kubeapi::delete_ignoring_404(&api, config_name).await
 }
 
 /// Parse `k=v,k2=v2` (label selector of equalities).
