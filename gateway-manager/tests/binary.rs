@@ -41,10 +41,12 @@ async fn http_get(addr: &str, path: &str) -> anyhow::Result<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn binary_registers_its_webhook_and_tunnels_pods() -> anyhow::Result<()> {
-    let tb = testbed::testbed().await?;
-    let client = tb.local.client().await?;
-    let gw_ns = tb.local.test_namespace("gmbin-gw").await?;
-    let ns = tb.local.test_namespace("gmbin").await?;
+    let common::Local {
+        cluster,
+        client,
+        gw_ns,
+        ns,
+    } = common::local("gmbin-gw", "gmbin").await?;
     let scope = format!("offload.test/gm-binary={}", ns.name);
     Api::<Namespace>::all(client.clone())
         .patch(
@@ -57,12 +59,12 @@ async fn binary_registers_its_webhook_and_tunnels_pods() -> anyhow::Result<()> {
         .await?;
     let node = format!("vn-{}", ns.name);
     let config = format!("offload-gm-bin-{}", ns.name);
-    let ip = tb.local.node_ip;
+    let ip = cluster.node_ip;
     let port = free_port(ip).await?;
     let admin = format!("127.0.0.1:{}", free_port("127.0.0.1".parse()?).await?);
 
     let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_gateway-manager"))
-        .env("KUBECONFIG", &tb.local.kubeconfig)
+        .env("KUBECONFIG", &cluster.kubeconfig)
         .env("GATEWAY_MANAGER_NODE_NAME", &node)
         .args(["--namespace", &gw_ns.name])
         .args(["--public-address", "10.201.0.1:30222"])

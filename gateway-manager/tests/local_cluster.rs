@@ -58,10 +58,9 @@ async fn svc_ports(client: &Client, ns: &str, name: &str) -> anyhow::Result<BTre
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gateway_objects_annotations_services_and_cleanup() -> anyhow::Result<()> {
-    let tb = testbed::testbed().await?;
-    let client = tb.local.client().await?;
-    let gw_ns = tb.local.test_namespace("gw").await?;
-    let ns = tb.local.test_namespace("gwpods").await?;
+    let common::Local {
+        client, gw_ns, ns, ..
+    } = common::local("gw", "gwpods").await?;
     let bastion_key = gateway_manager::render::generate_ed25519("bastion")?.1;
     let mut s = settings(&gw_ns.name);
     s.bastion_public_key = Some(bastion_key.clone());

@@ -80,10 +80,12 @@ async fn create_node(client: &Client, name: &str) -> anyhow::Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn webhook_annotates_pods_of_the_virtual_node_and_releases_them() -> anyhow::Result<()> {
-    let tb = testbed::testbed().await?;
-    let client = tb.local.client().await?;
-    let gw_ns = tb.local.test_namespace("gmwh-gw").await?;
-    let ns = tb.local.test_namespace("gmwh").await?;
+    let common::Local {
+        cluster,
+        client,
+        gw_ns,
+        ns,
+    } = common::local("gmwh-gw", "gmwh").await?;
     let scope_label = "offload.test/gm-webhook";
     Api::<Namespace>::all(client.clone())
         .patch(
@@ -100,7 +102,7 @@ async fn webhook_annotates_pods_of_the_virtual_node_and_releases_them() -> anyho
 
     let stop = CancellationToken::new();
     let result = scenario(
-        &tb.local,
+        cluster,
         &client,
         &gw_ns.name,
         &ns.name,

@@ -26,3 +26,24 @@ pub fn pod_with_ports(name: &str, ports: &[i32], node_selector: Option<(&str, &s
     }
     p
 }
+
+/// What every test starts from on the local cluster: a client, a namespace
+/// for the gateway and one for the pods.
+pub struct Local {
+    // Each test binary compiles this module; local_cluster never reads it.
+    #[allow(dead_code)]
+    pub cluster: &'static testbed::Cluster,
+    pub client: kube::Client,
+    pub gw_ns: testbed::TestNamespace,
+    pub ns: testbed::TestNamespace,
+}
+
+pub async fn local(gw_prefix: &str, pods_prefix: &str) -> anyhow::Result<Local> {
+    let tb = testbed::testbed().await?;
+    Ok(Local {
+        cluster: &tb.local,
+        client: tb.local.client().await?,
+        gw_ns: tb.local.test_namespace(gw_prefix).await?,
+        ns: tb.local.test_namespace(pods_prefix).await?,
+    })
+}
