@@ -46,14 +46,13 @@
 //!
 //! # Modules
 //!
+//! The tunnel contract (annotation codec, port newtypes and range, sshd
+//! policy, SSH keys) lives in [`offload_wire::tunnel`]; [`annotations`] and
+//! [`render`] re-export it for existing paths.
+//!
 //! Pure (no `kube::Client`, plain unit tests):
 //! - [`ports`]: the allocator: range, next-fit, all-or-nothing,
 //!   idempotent per pod UID, rebuilt from live pods' annotations.
-//! - [`annotations`]: encode/decode of the tunnel annotations
-//!   (keys in [`offload_wire::keys::tunnel`]).
-//! - [`render`]: hardened `sshd_config`, `authorized_keys` (one
-//!   `permitlisten` per port of the range, `command="/bin/false"`), ed25519
-//!   key generation.
 //! - [`objects`]: the Deployment, Services, ConfigMap, Secret and tunnel
 //!   Endpoints as plain values (fields Kubernetes 1.20 knows only).
 //! - [`plan`]: the Endpoints plan: from the probe results, which pods are up
@@ -62,15 +61,18 @@
 //!   tunnel as annotated, which gateway annotated it).
 //! - [`webhook::admission`]: the admission decisions and the JSON patch.
 //!
-//! Kubernetes I/O, thin around the above:
-//! - [`manager`]: [`GatewayManager`]: gateway objects, pod annotations and
-//!   Services, the sync loop (probe, plan, write).
+//! Kubernetes I/O, thin around the above (every write through
+//! `offload_runtime::kubeapi`: server-side apply under one field manager,
+//! merge patches under it too, deletes that ignore 404):
+//! - [`manager`]: [`GatewayManager`]: gateway objects and host key, pod
+//!   annotations and Services, the sync loop (probe, plan, write).
 //! - [`webhook`]: standalone mode, next to another Virtual Kubelet: a
 //!   mutating admission webhook that reserves ports and writes the same
 //!   annotations at pod creation, and a pod watcher (the node's pods and
 //!   the unscheduled ones only) that hands reservations over to the created
-//!   pods (`prepare_pod`) and releases them on delete. The `gateway-manager`
-//!   binary (`src/main.rs`) runs it.
+//!   pods (`prepare_pod`) and releases them on delete; served by
+//!   `offload_runtime::tls::serve_tls`. The `gateway-manager` binary
+//!   (`src/main.rs`) runs it.
 //!
 //! Long-running tasks stop on a `tokio_util::sync::CancellationToken`
 //! (`run_until`, `watch_pods_until`, `sweep_until`, `serve_tls_until`); the

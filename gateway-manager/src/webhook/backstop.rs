@@ -6,7 +6,7 @@
 //! (`spec.nodeName=<node>`) and pods not scheduled yet (`spec.nodeName=`),
 //! where a pod pinned by `nodeSelector` waits. A pod leaving the second
 //! watch (the apiserver reports it deleted from that watch) was either
-//! deleted or bound; [`Webhook::release_if_gone`] asks which.
+//! deleted or bound; the backstop asks the apiserver which.
 //!
 //! Pods deleted while a watch was down are found missing when both watches
 //! have listed again ([`Seen`], pure).

@@ -29,7 +29,7 @@
 //! that matches the pod (same namespace, same name or a name generated from
 //! the same prefix, same ports), so the reservation is handed over to the UID
 //! without changing a single port ([`crate::ports::Allocator::transfer`]), and
-//! then [`GatewayManager::prepare_pod`] does what it does in provider mode
+//! then [`crate::GatewayManager::prepare_pod`] does what it does in provider mode
 //! (Service `<pod>-tunnel` owned by the pod, `interlink.io/tunnel-service`).
 //! Its allocation is idempotent, so a pod whose reservation was lost (the
 //! webhook restarted between admission and creation, or the webhook was down
