@@ -27,7 +27,7 @@
 //! );
 //! settings.bastion_public_key = Some(key_from_plugin); // or later: set_bastion_key()
 //! let gm = GatewayManager::start(client.clone(), settings).await?;
-//! tokio::spawn(gm.clone().run(Duration::from_secs(1), shutdown_rx)); // probes + Endpoints
+//! tokio::spawn(gm.clone().run_until(Duration::from_secs(1), cancel.clone())); // probes + Endpoints
 //!
 //! // Before the plugin's create (idempotent; Ok(None) when the pod has no TCP port):
 //! //   allocates ports, merges the tunnel annotations into the pod, applies the
@@ -45,35 +45,49 @@
 //! ```
 //!
 //! # Modules
-//! - [`ports`]: the allocator (pure): range, next-fit, all-or-nothing,
+//!
+//! The tunnel contract (annotation codec, port newtypes and range, sshd
+//! policy, SSH keys) lives in [`offload_wire::tunnel`]; [`annotations`] and
+//! [`render`] re-export it for existing paths.
+//!
+//! Pure (no `kube::Client`, plain unit tests):
+//! - [`ports`]: the allocator: range, next-fit, all-or-nothing,
 //!   idempotent per pod UID, rebuilt from live pods' annotations.
-//! - [`annotations`]: encode/decode of the tunnel annotations
-//!   (keys in [`offload_wire::keys::tunnel`]).
-//! - [`render`]: hardened `sshd_config`, `authorized_keys` (one
-//!   `permitlisten` per port of the range, `command="/bin/false"`), ed25519
-//!   key generation.
 //! - [`objects`]: the Deployment, Services, ConfigMap, Secret and tunnel
 //!   Endpoints as plain values (fields Kubernetes 1.20 knows only).
-//! - [`pod`]: the TCP containerPorts of a pod.
-//! - [`manager`]: the Kubernetes I/O around all of the above.
-//! - [`metrics`]: the embedded manager's metrics, read from its state at
-//!   scrape time into the provider's one registry.
+//! - [`plan`]: the Endpoints plan: from the probe results, which pods are up
+//!   and what every tunnel Service's Endpoints list.
+//! - [`pod`]: what the tunnel reads from a pod (TCP containerPorts, its
+//!   tunnel as annotated, which gateway annotated it).
+//! - [`webhook::admission`]: the admission decisions and the JSON patch.
 //!
+//! Kubernetes I/O, thin around the above (every write through
+//! `offload_runtime::kubeapi`: server-side apply under one field manager,
+//! merge patches under it too, deletes that ignore 404):
+//! - [`manager`]: [`GatewayManager`]: gateway objects and host key, pod
+//!   annotations and Services, the sync loop (probe, plan, write).
 //! - [`webhook`]: standalone mode, next to another Virtual Kubelet: a
 //!   mutating admission webhook that reserves ports and writes the same
-//!   annotations at pod creation, and a pod watcher that hands reservations
-//!   over to the created pods (`prepare_pod`) and releases them on delete.
+//!   annotations at pod creation, and a pod watcher (the node's pods and
+//!   the unscheduled ones only) that hands reservations over to the created
+//!   pods (`prepare_pod`) and releases them on delete; served by
+//!   `offload_runtime::tls::serve_tls`.
+//! - [`metrics`]: the embedded manager's metrics, read from its state at
+//!   scrape time into the provider's one registry.
 //! - [`standalone`]: the `gateway-manager` binary's flags and wiring (its
 //!   `main.rs` only parses, sets up logging and waits for a signal).
 //! - [`args`]: the gateway flags ([`args::GatewayArgs`]) the provider and
 //!   the standalone binary share (`#[command(flatten)]`), so both take the
 //!   same names; the standalone binary's former names still work.
+//!
+//! Long-running tasks stop on a `tokio_util::sync::CancellationToken`.
 
 pub mod annotations;
 pub mod args;
 pub mod manager;
 pub mod metrics;
 pub mod objects;
+pub mod plan;
 pub mod pod;
 pub mod ports;
 pub mod render;

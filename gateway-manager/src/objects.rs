@@ -5,14 +5,15 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec, DeploymentStrategy};
 use k8s_openapi::api::core::v1::{
-    Capabilities, ConfigMap, ConfigMapVolumeSource, Container, ContainerPort as KContainerPort,
-    EmptyDirVolumeSource, EndpointAddress, EndpointPort, EndpointSubset, Endpoints,
-    PodSecurityContext, PodSpec, PodTemplateSpec, Probe, ResourceRequirements, SecretVolumeSource,
-    SecurityContext, Service, ServicePort, ServiceSpec, TCPSocketAction, Volume, VolumeMount,
+    ConfigMap, ConfigMapVolumeSource, Container, ContainerPort as KContainerPort,
+    EmptyDirVolumeSource, EndpointAddress, EndpointPort, EndpointSubset, Endpoints, PodSpec,
+    PodTemplateSpec, Probe, ResourceRequirements, SecretVolumeSource, Service, ServicePort,
+    ServiceSpec, TCPSocketAction, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use offload_runtime::kubeapi;
 use offload_wire::keys;
 use sha2::{Digest, Sha256};
 
@@ -29,6 +30,9 @@ pub const LABEL_TUNNEL_KIND: &str = "tunnel.offload.dev/kind";
 pub const ANNOTATION_CONFIG_HASH: &str = "tunnel.offload.dev/config-hash";
 
 pub const GATEWAY_UID: i64 = 1000;
+/// Data key of the gateway's private host key in its Secret (the public
+/// key is next to it, with `.pub`).
+pub const HOST_KEY_PRIVATE: &str = "ssh_host_ed25519_key";
 pub const SSH_PORT_NAME: &str = "ssh";
 
 /// Where and how the gateway runs.
@@ -95,8 +99,8 @@ impl GatewaySpec {
             metadata: self.meta(self.host_key_secret()),
             type_: Some("Opaque".into()),
             string_data: Some(BTreeMap::from([
-                ("ssh_host_ed25519_key".to_owned(), private.to_owned()),
-                ("ssh_host_ed25519_key.pub".to_owned(), format!("{public}\n")),
+                (HOST_KEY_PRIVATE.to_owned(), private.to_owned()),
+                (format!("{HOST_KEY_PRIVATE}.pub"), format!("{public}\n")),
             ])),
             ..Default::default()
         }
@@ -105,83 +109,8 @@ impl GatewaySpec {
     /// One replica, `Recreate`: two sshd pods would each hold half the
     /// forwards; the old one must be gone (its ports with it) first.
     pub fn deployment(&self, config_hash: &str) -> Deployment {
-        let tcp = |port: i32| Probe {
-            tcp_socket: Some(TCPSocketAction {
-                port: IntOrString::Int(port),
-                host: None,
-            }),
-            period_seconds: Some(5),
-            ..Default::default()
-        };
-        let q = |s: &str| Quantity(s.to_owned());
-        let container = Container {
-            name: "sshd".into(),
-            image: Some(self.image.clone()),
-            image_pull_policy: Some(self.image_pull_policy.clone()),
-            command: Some(vec![
-                "/usr/sbin/sshd".into(),
-                "-D".into(),
-                "-e".into(),
-                "-f".into(),
-                "/etc/ssh/gateway/config/sshd_config".into(),
-            ]),
-            ports: Some(vec![KContainerPort {
-                name: Some(SSH_PORT_NAME.into()),
-                container_port: 2222,
-                protocol: Some("TCP".into()),
-                ..Default::default()
-            }]),
-            // Every second: the NodePort lists the pod only once it is ready,
-            // and the bastion's reconnect waits for that after a restart.
-            readiness_probe: Some(Probe {
-                period_seconds: Some(1),
-                ..tcp(2222)
-            }),
-            liveness_probe: Some(Probe {
-                initial_delay_seconds: Some(5),
-                ..tcp(2222)
-            }),
-            resources: Some(ResourceRequirements {
-                requests: Some(BTreeMap::from([
-                    ("cpu".into(), q("50m")),
-                    ("memory".into(), q("32Mi")),
-                ])),
-                limits: Some(BTreeMap::from([("memory".into(), q("512Mi"))])),
-                ..Default::default()
-            }),
-            security_context: Some(SecurityContext {
-                allow_privilege_escalation: Some(false),
-                read_only_root_filesystem: Some(true),
-                run_as_non_root: Some(true),
-                capabilities: Some(Capabilities {
-                    drop: Some(vec!["ALL".into()]),
-                    add: None,
-                }),
-                ..Default::default()
-            }),
-            volume_mounts: Some(vec![
-                VolumeMount {
-                    name: "config".into(),
-                    mount_path: "/etc/ssh/gateway/config".into(),
-                    read_only: Some(true),
-                    ..Default::default()
-                },
-                VolumeMount {
-                    name: "hostkey".into(),
-                    mount_path: "/etc/ssh/gateway/hostkey".into(),
-                    read_only: Some(true),
-                    ..Default::default()
-                },
-                VolumeMount {
-                    name: "tmp".into(),
-                    mount_path: "/tmp".into(),
-                    ..Default::default()
-                },
-            ]),
-            ..Default::default()
-        };
-        let mut template_annotations = BTreeMap::new();
-        template_annotations.insert(ANNOTATION_CONFIG_HASH.to_owned(), config_hash.to_owned());
+        let template_annotations =
+            BTreeMap::from([(ANNOTATION_CONFIG_HASH.to_owned(), config_hash.to_owned())]);
         Deployment {
             metadata: self.meta(self.name.clone()),
             spec: Some(DeploymentSpec {
@@ -200,48 +129,7 @@ impl GatewaySpec {
                         annotations: Some(template_annotations),
                         ..Default::default()
                     }),
-                    spec: Some(PodSpec {
-                        automount_service_account_token: Some(false),
-                        enable_service_links: Some(false),
-                        security_context: Some(PodSecurityContext {
-                            run_as_user: Some(GATEWAY_UID),
-                            run_as_group: Some(GATEWAY_UID),
-                            run_as_non_root: Some(true),
-                            // Secret files are root-owned; group-readable by us.
-                            fs_group: Some(GATEWAY_UID),
-                            ..Default::default()
-                        }),
-                        containers: vec![container],
-                        volumes: Some(vec![
-                            Volume {
-                                name: "config".into(),
-                                config_map: Some(ConfigMapVolumeSource {
-                                    name: self.name.clone(),
-                                    default_mode: Some(0o444),
-                                    ..Default::default()
-                                }),
-                                ..Default::default()
-                            },
-                            Volume {
-                                name: "hostkey".into(),
-                                secret: Some(SecretVolumeSource {
-                                    secret_name: Some(self.host_key_secret()),
-                                    default_mode: Some(0o440),
-                                    ..Default::default()
-                                }),
-                                ..Default::default()
-                            },
-                            Volume {
-                                name: "tmp".into(),
-                                empty_dir: Some(EmptyDirVolumeSource {
-                                    medium: Some("Memory".into()),
-                                    size_limit: Some(q("1Mi")),
-                                }),
-                                ..Default::default()
-                            },
-                        ]),
-                        ..Default::default()
-                    }),
+                    spec: Some(self.pod_spec()),
                 },
                 ..Default::default()
             }),
@@ -249,11 +137,95 @@ impl GatewaySpec {
         }
     }
 
+    fn pod_spec(&self) -> PodSpec {
+        PodSpec {
+            automount_service_account_token: Some(false),
+            enable_service_links: Some(false),
+            // Secret files are root-owned; group-readable by us (fsGroup).
+            security_context: Some(kubeapi::non_root_pod_security_context(GATEWAY_UID)),
+            containers: vec![self.sshd_container()],
+            volumes: Some(self.volumes()),
+            ..Default::default()
+        }
+    }
+
+    /// Stock OpenSSH in the foreground, logging to stderr, on 2222.
+    fn sshd_container(&self) -> Container {
+        Container {
+            name: "sshd".into(),
+            image: Some(self.image.clone()),
+            image_pull_policy: Some(self.image_pull_policy.clone()),
+            command: Some(
+                [
+                    "/usr/sbin/sshd",
+                    "-D",
+                    "-e",
+                    "-f",
+                    "/etc/ssh/gateway/config/sshd_config",
+                ]
+                .map(String::from)
+                .to_vec(),
+            ),
+            ports: Some(vec![KContainerPort {
+                name: Some(SSH_PORT_NAME.into()),
+                container_port: SSHD_PORT,
+                protocol: Some("TCP".into()),
+                ..Default::default()
+            }]),
+            // Every second: the NodePort lists the pod only once it is ready,
+            // and the bastion's reconnect waits for that after a restart.
+            readiness_probe: Some(Probe {
+                period_seconds: Some(1),
+                ..sshd_probe()
+            }),
+            liveness_probe: Some(Probe {
+                initial_delay_seconds: Some(5),
+                ..sshd_probe()
+            }),
+            resources: Some(sshd_resources()),
+            security_context: Some(kubeapi::hardened_security_context()),
+            volume_mounts: Some(volume_mounts()),
+            ..Default::default()
+        }
+    }
+
+    /// The config (ConfigMap), the host key (Secret) and a small tmpfs.
+    fn volumes(&self) -> Vec<Volume> {
+        vec![
+            Volume {
+                name: "config".into(),
+                config_map: Some(ConfigMapVolumeSource {
+                    name: self.name.clone(),
+                    default_mode: Some(0o444),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+            Volume {
+                name: "hostkey".into(),
+                secret: Some(SecretVolumeSource {
+                    secret_name: Some(self.host_key_secret()),
+                    default_mode: Some(0o440),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+            Volume {
+                name: "tmp".into(),
+                empty_dir: Some(EmptyDirVolumeSource {
+                    medium: Some("Memory".into()),
+                    size_limit: Some(Quantity("1Mi".into())),
+                }),
+                ..Default::default()
+            },
+        ]
+    }
+
     fn ssh_port(&self, node_port: Option<u16>) -> ServicePort {
         ServicePort {
             name: Some(SSH_PORT_NAME.into()),
             port: i32::from(self.service_port),
-            target_port: Some(IntOrString::Int(2222)),
+            target_port: Some(IntOrString::Int(SSHD_PORT)),
             node_port: node_port.map(i32::from),
             protocol: Some("TCP".into()),
             ..Default::default()
@@ -286,6 +258,47 @@ impl GatewaySpec {
             ..Default::default()
         })
     }
+}
+
+/// Port sshd listens on inside the gateway pod.
+const SSHD_PORT: i32 = 2222;
+
+/// A TCP check of sshd's port every 5 s.
+fn sshd_probe() -> Probe {
+    Probe {
+        tcp_socket: Some(TCPSocketAction {
+            port: IntOrString::Int(SSHD_PORT),
+            host: None,
+        }),
+        period_seconds: Some(5),
+        ..Default::default()
+    }
+}
+
+fn sshd_resources() -> ResourceRequirements {
+    let q = |s: &str| Quantity(s.to_owned());
+    ResourceRequirements {
+        requests: Some(BTreeMap::from([
+            ("cpu".into(), q("50m")),
+            ("memory".into(), q("32Mi")),
+        ])),
+        limits: Some(BTreeMap::from([("memory".into(), q("512Mi"))])),
+        ..Default::default()
+    }
+}
+
+fn volume_mounts() -> Vec<VolumeMount> {
+    let mount = |name: &str, path: &str, read_only: bool| VolumeMount {
+        name: name.into(),
+        mount_path: path.into(),
+        read_only: read_only.then_some(true),
+        ..Default::default()
+    };
+    vec![
+        mount("config", "/etc/ssh/gateway/config", true),
+        mount("hostkey", "/etc/ssh/gateway/hostkey", true),
+        mount("tmp", "/tmp", false),
+    ]
 }
 
 /// Hash of the rendered config (goes on the pod template).
@@ -340,6 +353,24 @@ pub fn is_dns_label(s: &str) -> bool {
 
 pub fn port_name(cp: ContainerPort) -> String {
     format!("p{cp}")
+}
+
+/// Which tunnel Service (label [`LABEL_TUNNEL_KIND`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum TunnelServiceKind {
+    /// `<pod>-tunnel`, one per tunneled pod, owned by the pod.
+    Pod,
+    /// The `interlink.io/tunnel-service` of the pods of a workload.
+    Workload,
+}
+
+impl TunnelServiceKind {
+    pub fn label(self) -> &'static str {
+        match self {
+            TunnelServiceKind::Pod => "pod",
+            TunnelServiceKind::Workload => "workload",
+        }
+    }
 }
 
 fn tunnel_labels(kind: &str) -> BTreeMap<String, String> {
@@ -448,102 +479,4 @@ pub fn tunnel_endpoints(
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::render::GATEWAY_USER;
-
-    fn spec() -> GatewaySpec {
-        GatewaySpec {
-            namespace: "offload-system".into(),
-            name: "offload-gateway".into(),
-            image: "localhost/offload-gateway:local".into(),
-            image_pull_policy: "IfNotPresent".into(),
-            service_port: 2222,
-            node_port: Some(30222),
-        }
-    }
-
-    #[test]
-    fn gateway_objects() {
-        let s = spec();
-        let d = s.deployment("abc");
-        let pod = d
-            .spec
-            .as_ref()
-            .and_then(|s| s.template.spec.as_ref())
-            .expect("pod spec");
-        assert_eq!(
-            pod.security_context.as_ref().and_then(|s| s.run_as_user),
-            Some(1000)
-        );
-        assert_eq!(
-            d.spec
-                .as_ref()
-                .and_then(|s| s.strategy.as_ref())
-                .and_then(|s| s.type_.as_deref()),
-            Some("Recreate")
-        );
-        let np = s.nodeport_service_object().expect("nodeport");
-        let port = &np
-            .spec
-            .as_ref()
-            .and_then(|s| s.ports.clone())
-            .expect("ports")[0];
-        assert_eq!(port.node_port, Some(30222));
-        assert_eq!(port.protocol.as_deref(), Some("TCP"));
-        assert!(
-            GatewaySpec {
-                node_port: None,
-                ..spec()
-            }
-            .nodeport_service_object()
-            .is_none()
-        );
-        assert_eq!(GATEWAY_USER, "tunnel");
-    }
-
-    #[test]
-    fn service_names() {
-        assert_eq!(pod_service_name("web-0"), "web-0-tunnel");
-        let long = "a".repeat(70);
-        let n = pod_service_name(&long);
-        assert!(n.len() <= 63 && is_dns_label(&n), "{n}");
-        assert_ne!(pod_service_name(&"a".repeat(71)), n);
-        let odd = pod_service_name("1.2.3");
-        assert!(is_dns_label(&odd), "{odd}");
-    }
-
-    #[test]
-    fn endpoints_per_replica_only_up_ports() {
-        let ips = vec!["10.244.0.5".to_owned()];
-        let e = tunnel_endpoints(
-            "ns",
-            "web",
-            "workload",
-            &ips,
-            &[
-                offload_wire::tunnel::port_map([(80, 40000)]),
-                PortMap::new(),
-                offload_wire::tunnel::port_map([(80, 40007)]),
-            ],
-        );
-        let subsets = e.subsets.expect("subsets");
-        assert_eq!(subsets.len(), 2);
-        let port = |i: usize| {
-            subsets[i]
-                .ports
-                .as_ref()
-                .map(|p| (p[0].name.clone(), p[0].port))
-        };
-        assert_eq!(port(0), Some((Some("p80".into()), 40000)));
-        assert_eq!(port(1), Some((Some("p80".into()), 40007)));
-        let none = tunnel_endpoints(
-            "ns",
-            "web",
-            "workload",
-            &[],
-            &[offload_wire::tunnel::port_map([(80, 1)])],
-        );
-        assert_eq!(none.subsets, Some(vec![]));
-    }
-}
+mod tests;

@@ -6,7 +6,8 @@
 //! and loses it on delete; `/healthz` and `/metrics` answer on the admin port
 //! and count the admission. The configuration is deleted at the end.
 
-use std::collections::BTreeMap;
+mod common;
+
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -40,10 +41,12 @@ async fn http_get(addr: &str, path: &str) -> anyhow::Result<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn binary_registers_its_webhook_and_tunnels_pods() -> anyhow::Result<()> {
-    let tb = testbed::testbed().await?;
-    let client = tb.local.client().await?;
-    let gw_ns = tb.local.test_namespace("gmbin-gw").await?;
-    let ns = tb.local.test_namespace("gmbin").await?;
+    let common::Local {
+        cluster,
+        client,
+        gw_ns,
+        ns,
+    } = common::local("gmbin-gw", "gmbin").await?;
     let scope = format!("offload.test/gm-binary={}", ns.name);
     Api::<Namespace>::all(client.clone())
         .patch(
@@ -56,12 +59,12 @@ async fn binary_registers_its_webhook_and_tunnels_pods() -> anyhow::Result<()> {
         .await?;
     let node = format!("vn-{}", ns.name);
     let config = format!("offload-gm-bin-{}", ns.name);
-    let ip = tb.local.node_ip;
+    let ip = cluster.node_ip;
     let port = free_port(ip).await?;
     let admin = format!("127.0.0.1:{}", free_port("127.0.0.1".parse()?).await?);
 
     let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_gateway-manager"))
-        .env("KUBECONFIG", &tb.local.kubeconfig)
+        .env("KUBECONFIG", &cluster.kubeconfig)
         .env("GATEWAY_MANAGER_NODE_NAME", &node)
         .args(["--namespace", &gw_ns.name])
         .args(["--public-address", "10.201.0.1:30222"])
@@ -90,19 +93,11 @@ async fn binary_registers_its_webhook_and_tunnels_pods() -> anyhow::Result<()> {
 
     let result = async {
         let pods: Api<Pod> = Api::namespaced(client.clone(), &ns.name);
-        let mut p = testbed::busybox_pod("web", "sleep 3600");
-        if let Some(spec) = p.spec.as_mut() {
-            spec.node_selector = Some(BTreeMap::from([(
-                webhook::HOSTNAME_LABEL.to_owned(),
-                node.clone(),
-            )]));
-            if let Some(c) = spec.containers.first_mut() {
-                c.ports = Some(vec![k8s_openapi::api::core::v1::ContainerPort {
-                    container_port: 8080,
-                    ..Default::default()
-                }]);
-            }
-        }
+        let p = common::pod_with_ports(
+            "web",
+            &[8080],
+            Some((webhook::HOSTNAME_LABEL, node.as_str())),
+        );
         // Registered once the gateway is set up and the webhook answers; the
         // apiserver then picks the configuration up asynchronously.
         testbed::wait_for(

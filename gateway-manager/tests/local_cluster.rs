@@ -16,24 +16,11 @@ use kube::api::{DeleteParams, PostParams};
 use kube::{Api, Client};
 use offload_wire::keys::tunnel;
 
+mod common;
+
 fn pod(name: &str, ports: &[i32], service: Option<&str>) -> Pod {
-    let mut p = testbed::busybox_pod(name, "sleep 3600");
-    if let Some(spec) = p.spec.as_mut() {
-        // Never scheduled: only the objects matter here.
-        spec.node_selector = Some(BTreeMap::from([("offload.test/none".into(), "x".into())]));
-        if let Some(c) = spec.containers.first_mut() {
-            c.ports = Some(
-                ports
-                    .iter()
-                    .map(|p| k8s_openapi::api::core::v1::ContainerPort {
-                        container_port: *p,
-                        protocol: Some("TCP".into()),
-                        ..Default::default()
-                    })
-                    .collect(),
-            );
-        }
-    }
+    // Never scheduled: only the objects matter here.
+    let mut p = common::pod_with_ports(name, ports, Some(("offload.test/none", "x")));
     if let Some(s) = service {
         p.metadata.annotations = Some(BTreeMap::from([(tunnel::SERVICE.into(), s.into())]));
     }
@@ -71,10 +58,9 @@ async fn svc_ports(client: &Client, ns: &str, name: &str) -> anyhow::Result<BTre
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gateway_objects_annotations_services_and_cleanup() -> anyhow::Result<()> {
-    let tb = testbed::testbed().await?;
-    let client = tb.local.client().await?;
-    let gw_ns = tb.local.test_namespace("gw").await?;
-    let ns = tb.local.test_namespace("gwpods").await?;
+    let common::Local {
+        client, gw_ns, ns, ..
+    } = common::local("gw", "gwpods").await?;
     let bastion_key = gateway_manager::render::generate_ed25519("bastion")?.1;
     let mut s = settings(&gw_ns.name);
     s.bastion_public_key = Some(bastion_key.clone());

@@ -30,31 +30,19 @@ use k8s_openapi::api::core::v1::{Namespace, Node, Pod, Service};
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
 use kube::{Api, Client, ResourceExt};
 use offload_wire::keys::tunnel;
-use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 
 const PUBLIC_ADDRESS: &str = "10.201.0.1:30222";
 const RANGE: &str = "43100-43119";
 const RESERVATION_TTL: Duration = Duration::from_secs(20);
 const WAIT: Duration = Duration::from_secs(90);
 
+mod common;
+
 fn pod(name: &str, node_name: Option<&str>, hostname: Option<&str>, ports: &[i32]) -> Pod {
-    let mut p = testbed::busybox_pod(name, "sleep 3600");
+    let mut p = common::pod_with_ports(name, ports, hostname.map(|h| (webhook::HOSTNAME_LABEL, h)));
     if let Some(spec) = p.spec.as_mut() {
         spec.node_name = node_name.map(str::to_owned);
-        spec.node_selector =
-            hostname.map(|h| BTreeMap::from([(webhook::HOSTNAME_LABEL.into(), h.into())]));
-        if let Some(c) = spec.containers.first_mut() {
-            c.ports = Some(
-                ports
-                    .iter()
-                    .map(|p| k8s_openapi::api::core::v1::ContainerPort {
-                        container_port: *p,
-                        protocol: Some("TCP".into()),
-                        ..Default::default()
-                    })
-                    .collect(),
-            );
-        }
     }
     p
 }
@@ -92,10 +80,12 @@ async fn create_node(client: &Client, name: &str) -> anyhow::Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn webhook_annotates_pods_of_the_virtual_node_and_releases_them() -> anyhow::Result<()> {
-    let tb = testbed::testbed().await?;
-    let client = tb.local.client().await?;
-    let gw_ns = tb.local.test_namespace("gmwh-gw").await?;
-    let ns = tb.local.test_namespace("gmwh").await?;
+    let common::Local {
+        cluster,
+        client,
+        gw_ns,
+        ns,
+    } = common::local("gmwh-gw", "gmwh").await?;
     let scope_label = "offload.test/gm-webhook";
     Api::<Namespace>::all(client.clone())
         .patch(
@@ -110,20 +100,20 @@ async fn webhook_annotates_pods_of_the_virtual_node_and_releases_them() -> anyho
     let config_name = format!("offload-gm-test-{}", ns.name);
     create_node(&client, &node).await?;
 
-    let (stop_tx, stop_rx) = watch::channel(false);
+    let stop = CancellationToken::new();
     let result = scenario(
-        &tb.local,
+        cluster,
         &client,
         &gw_ns.name,
         &ns.name,
         &node,
         &config_name,
         BTreeMap::from([(scope_label.to_owned(), ns.name.clone())]),
-        stop_rx,
+        stop.clone(),
     )
     .await;
 
-    let _ = stop_tx.send(true);
+    stop.cancel();
     // Cleanup whatever happened: the configuration is cluster-wide.
     let unregistered = webhook::unregister(&client, &config_name).await;
     let node_deleted = Api::<Node>::all(client.clone())
@@ -144,7 +134,7 @@ async fn scenario(
     node: &str,
     config_name: &str,
     namespace_labels: BTreeMap<String, String>,
-    stop: watch::Receiver<bool>,
+    stop: CancellationToken,
 ) -> anyhow::Result<()> {
     let mut s = Settings::new(
         GatewaySpec {
@@ -169,14 +159,14 @@ async fn scenario(
     let port = listener.local_addr()?.port();
     let cert = ServingCert::self_signed(&[ip.to_string()])?;
     let app = webhook::router(Arc::clone(&wh), Arc::new(Default::default()));
-    tokio::spawn(webhook::serve_tls(
+    tokio::spawn(webhook::serve_tls_until(
         listener,
         cert.server_config()?,
         app,
         stop.clone(),
     ));
-    tokio::spawn(Arc::clone(&wh).watch_pods(client.clone(), stop.clone()));
-    tokio::spawn(Arc::clone(&wh).run_sweeper(Duration::from_secs(1), stop.clone()));
+    tokio::spawn(Arc::clone(&wh).watch_pods_until(client.clone(), stop.clone()));
+    tokio::spawn(Arc::clone(&wh).sweep_until(Duration::from_secs(1), stop.clone()));
     let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
     let svcs: Api<Service> = Api::namespaced(client.clone(), ns);
 
