@@ -302,7 +302,7 @@ pub fn config_hash(parts: &[&str]) -> String {
 /// suffix when it would exceed 63 characters.
 pub fn pod_service_name(pod_name: &str) -> String {
     let full = format!("{pod_name}-tunnel");
-    if full.len() <= 63 && is_dns_label(&full) {
+    if full.len() <= 63 && is_rfc1035_label(&full) {
         return full;
     }
     let hash = hex::encode(&Sha256::digest(pod_name.as_bytes())[..4]);
@@ -328,8 +328,13 @@ pub fn pod_service_name(pod_name: &str) -> String {
     }
 }
 
-/// A Service name must be an RFC 1035 label.
-pub fn is_dns_label(s: &str) -> bool {
+/// Is `s` an RFC 1035 label (a lower-case letter first, then lower-case
+/// alphanumerics and `-`, not ending in `-`, 1..=63 characters)?
+///
+/// RFC 1035 (not the laxer RFC 1123 the plugin checks pod names with) because
+/// Kubernetes requires it of Service names, which this checks: a Service name
+/// becomes a DNS name and may not start with a digit.
+pub fn is_rfc1035_label(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 63
         && s.starts_with(|c: char| c.is_ascii_lowercase())
@@ -337,6 +342,10 @@ pub fn is_dns_label(s: &str) -> bool {
         && s.chars()
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
 }
+
+/// Merge shim (the old, ambiguous name); the integrator removes it.
+#[doc(hidden)]
+pub use is_rfc1035_label as is_dns_label;
 
 pub fn port_name(cp: ContainerPort) -> String {
     format!("p{cp}")
@@ -507,10 +516,10 @@ mod tests {
         assert_eq!(pod_service_name("web-0"), "web-0-tunnel");
         let long = "a".repeat(70);
         let n = pod_service_name(&long);
-        assert!(n.len() <= 63 && is_dns_label(&n), "{n}");
+        assert!(n.len() <= 63 && is_rfc1035_label(&n), "{n}");
         assert_ne!(pod_service_name(&"a".repeat(71)), n);
         let odd = pod_service_name("1.2.3");
-        assert!(is_dns_label(&odd), "{odd}");
+        assert!(is_rfc1035_label(&odd), "{odd}");
     }
 
     #[test]

@@ -1,10 +1,12 @@
 use super::*;
+use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::{
     ConfigMapKeySelector, ConfigMapVolumeSource, EnvFromSource, EnvVarSource, ExecAction,
     HTTPGetAction, Lifecycle, LifecycleHandler, ObjectFieldSelector, Probe, ProjectedVolumeSource,
     SecretEnvSource, SecretKeySelector, SecurityContext, ServiceAccountTokenProjection,
     VolumeMount, VolumeProjection,
 };
+use k8s_openapi::api::core::v1::{Container, EnvVar, KeyToPath, SecretVolumeSource, Volume};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use offload_wire::RetrievedContainer;
 use pretty_assertions::assert_eq;

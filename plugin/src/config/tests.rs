@@ -1,0 +1,149 @@
+use super::*;
+use pretty_assertions::assert_eq;
+use std::time::Duration;
+
+#[test]
+fn listen_forms() {
+    assert_eq!(
+        "unix:///run/p.sock".parse::<Listen>(),
+        Ok(Listen::Unix("/run/p.sock".into()))
+    );
+    assert_eq!(
+        "http://0.0.0.0:4000".parse::<Listen>(),
+        Ok(Listen::Tcp("0.0.0.0:4000".parse().expect("addr")))
+    );
+    assert!("nonsense".parse::<Listen>().is_err());
+    assert!("unix://".parse::<Listen>().is_err());
+}
+
+#[test]
+fn value_parsers() {
+    assert_eq!(parse_duration("15m"), Ok(Duration::from_secs(900)));
+    assert_eq!(parse_duration("90"), Ok(Duration::from_secs(90)));
+    assert!(parse_duration("soon").is_err());
+    assert_eq!(parse_size("8MiB"), Ok(8 * 1024 * 1024));
+    assert_eq!(parse_size("100"), Ok(100));
+    assert!(parse_size("8XB").is_err());
+    assert_eq!(
+        parse_key_values(r#"{"a":"b"}"#).map(|k| k.0),
+        Ok([("a".to_string(), "b".to_string())].into())
+    );
+    assert_eq!(parse_key_values("a=b, c=d").map(|k| k.0.len()), Ok(2));
+    assert_eq!(
+        parse_string_list(r#"["x","y"]"#).map(|l| l.0),
+        Ok(vec!["x".to_string(), "y".to_string()])
+    );
+    assert_eq!(parse_string_list("").map(|l| l.0), Ok(vec![]));
+    assert_eq!(
+        parse_tolerations(r#"[{"key":"k","operator":"Exists"}]"#).map(|t| t.0.len()),
+        Ok(1)
+    );
+}
+
+#[test]
+fn defaults_refuse_to_run_without_auth() {
+    let c = PluginConfig::load(["offload-plugin"]).expect("parses");
+    assert_eq!(
+        c.listen,
+        Listen::Tcp("0.0.0.0:30400".parse().expect("addr"))
+    );
+    assert!(matches!(c.auth_token(), Err(ConfigError::NoAuth)));
+    let c = PluginConfig::load(["offload-plugin", "--insecure-no-auth"]).expect("parses");
+    assert!(matches!(c.auth_token(), Ok(None)));
+}
+
+#[test]
+fn bastion_flags() {
+    let c = PluginConfig::load(["offload-plugin", "--insecure-no-auth"]).expect("parses");
+    let spec = c.bastion_spec().expect("on by default");
+    assert_eq!(spec.image, DEFAULT_BASTION_IMAGE);
+    assert_eq!(spec.name, "offload-bastion");
+    assert_eq!(spec.watch_namespace, None);
+    assert_eq!(spec.replicas, 2, "a standby by default");
+    assert!(spec.leader_election());
+    let c = PluginConfig::load([
+        "offload-plugin",
+        "--insecure-no-auth",
+        "--bastion-replicas=1",
+    ])
+    .expect("parses");
+    assert!(!c.bastion_spec().expect("on").leader_election());
+    assert!(
+        PluginConfig::load([
+            "offload-plugin",
+            "--insecure-no-auth",
+            "--bastion-replicas=0"
+        ])
+        .is_err()
+    );
+    let c = PluginConfig::load([
+        "offload-plugin",
+        "--bastion-namespace",
+        "tunnels",
+        "--bastion-watch-namespace",
+        "work",
+        "--bastion-image",
+        "reg/b:2",
+    ])
+    .expect("parses");
+    let spec = c.bastion_spec().expect("on");
+    assert_eq!(
+        (spec.namespace.as_str(), spec.image.as_str()),
+        ("tunnels", "reg/b:2")
+    );
+    assert_eq!(spec.watch_namespace.as_deref(), Some("work"));
+    let c = PluginConfig::load(["offload-plugin", "--no-bastion"]).expect("parses");
+    assert!(c.bastion_spec().is_none());
+    assert!(PluginConfig::for_tests().bastion_spec().is_none());
+    PluginConfig::command().debug_assert();
+}
+
+#[test]
+fn config_file_sets_defaults_and_cli_wins() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let toml_path = dir.path().join("plugin.toml");
+    std::fs::write(
+        &toml_path,
+        "listen = \"127.0.0.1:4000\"\nallow-privileged = true\nnamespace-prefix-exclusions = [\"a\", \"b\"]\nnode_selector = { pool = \"gpu\" }\nbody-limit = \"1MiB\"\n",
+    )
+    .expect("write");
+    let p = toml_path.to_string_lossy().to_string();
+    let c = PluginConfig::load(["offload-plugin", "--config", &p]).expect("parses");
+    assert_eq!(
+        c.listen,
+        Listen::Tcp("127.0.0.1:4000".parse().expect("addr"))
+    );
+    assert!(c.allow_privileged);
+    assert_eq!(c.namespace_prefix_exclusions.0, vec!["a", "b"]);
+    assert_eq!(
+        c.node_selector.0.get("pool").map(String::as_str),
+        Some("gpu")
+    );
+    assert_eq!(c.body_limit, 1024 * 1024);
+    let c = PluginConfig::load([
+        "offload-plugin",
+        "--config",
+        &p,
+        "--listen",
+        "unix:///tmp/x.sock",
+    ])
+    .expect("parses");
+    assert_eq!(c.listen, Listen::Unix("/tmp/x.sock".into()));
+
+    let yaml_path = dir.path().join("plugin.yaml");
+    std::fs::write(
+        &yaml_path,
+        "insecure-no-auth: true\nnamespace-prefix: remote\n",
+    )
+    .expect("write");
+    let y = yaml_path.to_string_lossy().to_string();
+    let c = PluginConfig::load(["offload-plugin", "--config", &y]).expect("parses");
+    assert!(c.insecure_no_auth);
+    assert_eq!(c.namespace_prefix, "remote");
+
+    std::fs::write(&toml_path, "no-such-flag = 1\n").expect("write");
+    assert!(matches!(
+        PluginConfig::load(["offload-plugin", "--config", &p]),
+        Err(ConfigError::UnknownKey { .. })
+    ));
+}

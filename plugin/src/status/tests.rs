@@ -1,0 +1,285 @@
+use super::*;
+use k8s_openapi::api::core::v1::{
+    ContainerStateRunning, PodCondition, PodSpec, PodStatus as K8sPodStatus,
+};
+use pretty_assertions::assert_eq;
+
+fn container(name: &str) -> Container {
+    Container {
+        name: name.into(),
+        image: Some("busybox".into()),
+        ..Default::default()
+    }
+}
+
+fn spec(containers: &[&str], inits: &[&str], restart: &str) -> PodSpec {
+    PodSpec {
+        containers: containers.iter().map(|n| container(n)).collect(),
+        init_containers: if inits.is_empty() {
+            None
+        } else {
+            Some(inits.iter().map(|n| container(n)).collect())
+        },
+        restart_policy: Some(restart.into()),
+        ..Default::default()
+    }
+}
+
+fn local_pod(containers: &[&str], inits: &[&str]) -> Pod {
+    Pod {
+        spec: Some(spec(containers, inits, "Never")),
+        ..Default::default()
+    }
+}
+
+fn id() -> LocalIdentity {
+    LocalIdentity {
+        name: "p".into(),
+        namespace: "ns".into(),
+        uid: "u".into(),
+    }
+}
+
+fn terminated(name: &str, code: i32) -> ContainerStatus {
+    ContainerStatus {
+        name: name.into(),
+        state: Some(ContainerState {
+            terminated: Some(ContainerStateTerminated {
+                exit_code: code,
+                reason: Some(if code == 0 { "Completed" } else { "Error" }.into()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        restart_count: 0,
+        ..Default::default()
+    }
+}
+
+fn running(name: &str) -> ContainerStatus {
+    ContainerStatus {
+        name: name.into(),
+        ready: true,
+        restart_count: 2,
+        state: Some(ContainerState {
+            running: Some(ContainerStateRunning::default()),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+fn remote_pod(
+    restart: &str,
+    phase: &str,
+    inits: Vec<ContainerStatus>,
+    cs: Vec<ContainerStatus>,
+    containers: &[&str],
+    init_names: &[&str],
+) -> Pod {
+    Pod {
+        metadata: k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
+            uid: Some("remote-uid".into()),
+            ..Default::default()
+        },
+        spec: Some(spec(containers, init_names, restart)),
+        status: Some(K8sPodStatus {
+            phase: Some(phase.into()),
+            container_statuses: Some(cs),
+            init_container_statuses: Some(inits),
+            ..Default::default()
+        }),
+    }
+}
+
+fn reason(s: &ContainerStatus) -> (&str, Option<&str>) {
+    let st = s.state.as_ref().expect("state");
+    if let Some(w) = &st.waiting {
+        ("waiting", w.reason.as_deref())
+    } else if let Some(t) = &st.terminated {
+        ("terminated", t.reason.as_deref())
+    } else {
+        ("running", None)
+    }
+}
+
+#[test]
+fn not_created_yet_reports_every_container_waiting() {
+    let local = local_pod(&["a", "b"], &["init"]);
+    let st = pod_status(&id(), Some(&local), None);
+    assert_eq!(st.name, "p");
+    assert_eq!(st.uid, "u");
+    assert_eq!(st.namespace, "ns");
+    assert_eq!(st.containers.len(), 2);
+    assert_eq!(st.init_containers.len(), 1);
+    for c in st.containers.iter().chain(&st.init_containers) {
+        assert_eq!(reason(c), ("waiting", Some("ContainerCreating")));
+    }
+}
+
+#[test]
+fn unschedulable_is_waiting_with_the_scheduler_message() {
+    let mut remote = remote_pod("Never", "Pending", vec![], vec![], &["a"], &[]);
+    remote.status.as_mut().expect("status").conditions = Some(vec![PodCondition {
+        type_: "PodScheduled".into(),
+        status: "False".into(),
+        reason: Some("Unschedulable".into()),
+        message: Some("0/1 nodes are available: 1 node(s) were unschedulable.".into()),
+        ..Default::default()
+    }]);
+    let st = pod_status(&id(), Some(&local_pod(&["a"], &[])), Some(&remote));
+    assert_eq!(
+        reason(&st.containers[0]),
+        ("waiting", Some("Unschedulable"))
+    );
+    let msg = st.containers[0]
+        .state
+        .as_ref()
+        .and_then(|s| s.waiting.as_ref())
+        .and_then(|w| w.message.clone());
+    assert!(msg.unwrap_or_default().contains("unschedulable"));
+    assert_eq!(st.jid, "remote-uid");
+}
+
+#[test]
+fn missing_statuses_are_filled_and_regular_containers_wait_for_inits() {
+    let remote = remote_pod(
+        "Never",
+        "Pending",
+        vec![running("init")],
+        vec![],
+        &["a", "b"],
+        &["init"],
+    );
+    let st = pod_status(
+        &id(),
+        Some(&local_pod(&["a", "b"], &["init"])),
+        Some(&remote),
+    );
+    assert_eq!(st.containers.len(), 2);
+    assert_eq!(
+        reason(&st.containers[1]),
+        ("waiting", Some("PodInitializing"))
+    );
+    assert_eq!(reason(&st.init_containers[0]), ("running", None));
+}
+
+#[test]
+fn real_states_are_copied_with_exit_codes_and_restart_counts() {
+    let remote = remote_pod(
+        "Never",
+        "Failed",
+        vec![terminated("init", 0)],
+        vec![terminated("a", 42), terminated("b", 0)],
+        &["a", "b"],
+        &["init"],
+    );
+    let st = pod_status(
+        &id(),
+        Some(&local_pod(&["a", "b"], &["init"])),
+        Some(&remote),
+    );
+    let code = |s: &ContainerStatus| {
+        s.state
+            .as_ref()
+            .and_then(|s| s.terminated.as_ref())
+            .map(|t| t.exit_code)
+    };
+    assert_eq!(code(&st.containers[0]), Some(42));
+    assert_eq!(code(&st.containers[1]), Some(0));
+    assert_eq!(code(&st.init_containers[0]), Some(0));
+}
+
+#[test]
+fn restartable_terminated_container_is_reported_waiting_with_last_state() {
+    let remote = remote_pod(
+        "Always",
+        "Running",
+        vec![],
+        vec![terminated("a", 1)],
+        &["a"],
+        &[],
+    );
+    let st = pod_status(&id(), Some(&local_pod(&["a"], &[])), Some(&remote));
+    assert_eq!(reason(&st.containers[0]), ("waiting", Some("Restarting")));
+    let last = st.containers[0]
+        .last_state
+        .as_ref()
+        .and_then(|s| s.terminated.as_ref());
+    assert_eq!(last.map(|t| t.exit_code), Some(1));
+
+    // OnFailure + success is final.
+    let remote = remote_pod(
+        "OnFailure",
+        "Running",
+        vec![],
+        vec![terminated("a", 0)],
+        &["a"],
+        &[],
+    );
+    let st = pod_status(&id(), Some(&local_pod(&["a"], &[])), Some(&remote));
+    assert_eq!(reason(&st.containers[0]), ("terminated", Some("Completed")));
+
+    // Running keeps its restart count.
+    let remote = remote_pod("Always", "Running", vec![], vec![running("a")], &["a"], &[]);
+    let st = pod_status(&id(), Some(&local_pod(&["a"], &[])), Some(&remote));
+    assert_eq!(st.containers[0].restart_count, 2);
+}
+
+#[test]
+fn terminal_pod_without_container_status_is_failed_not_waiting() {
+    let mut remote = remote_pod("Always", "Failed", vec![], vec![], &["a"], &[]);
+    remote.status.as_mut().expect("status").reason = Some("Evicted".into());
+    let st = pod_status(&id(), Some(&local_pod(&["a"], &[])), Some(&remote));
+    assert_eq!(reason(&st.containers[0]), ("terminated", Some("Evicted")));
+}
+
+#[test]
+fn terminal_pod_with_a_stale_running_container_reports_it_terminated() {
+    let mut remote = remote_pod("Never", "Failed", vec![], vec![running("a")], &["a"], &[]);
+    remote.status.as_mut().expect("status").reason = Some("DeadlineExceeded".into());
+    let st = pod_status(&id(), Some(&local_pod(&["a"], &[])), Some(&remote));
+    assert_eq!(
+        reason(&st.containers[0]),
+        ("terminated", Some("DeadlineExceeded"))
+    );
+    assert!(!st.containers[0].ready);
+    assert_eq!(st.containers[0].restart_count, 2, "the rest is kept");
+
+    // A container that never started (its init container failed) stays
+    // waiting, as the kubelet shows it.
+    let mut waiting_main = running("a");
+    waiting_main.state = Some(waiting("PodInitializing", ""));
+    let remote = remote_pod(
+        "Never",
+        "Failed",
+        vec![terminated("i", 7)],
+        vec![waiting_main],
+        &["a"],
+        &["i"],
+    );
+    let st = pod_status(&id(), Some(&local_pod(&["a"], &["i"])), Some(&remote));
+    assert_eq!(
+        reason(&st.containers[0]),
+        ("waiting", Some("PodInitializing"))
+    );
+}
+
+#[test]
+fn vanished_pod_is_terminated_for_every_container() {
+    let st = vanished_status(&id(), Some(&local_pod(&["a", "b"], &["i"])), "j");
+    assert_eq!(st.containers.len(), 2);
+    assert_eq!(st.init_containers.len(), 1);
+    for c in st.containers.iter().chain(&st.init_containers) {
+        assert_eq!(reason(c), ("terminated", Some("RemotePodDeleted")));
+    }
+    assert_eq!(st.jid, "j");
+}
+
+#[test]
+fn spec_taken_from_remote_when_caller_sent_none() {
+    let remote = remote_pod("Never", "Running", vec![], vec![running("a")], &["a"], &[]);
+    let st = pod_status(&id(), None, Some(&remote));
+    assert_eq!(st.containers.len(), 1);
+    assert_eq!(st.containers[0].name, "a");
+}
