@@ -79,6 +79,25 @@ fn is_status(e: &kube::Error, code: u16) -> bool {
     matches!(e, kube::Error::Api(s) if s.code == code)
 }
 
+/// What `Api::namespaced` and server-side apply need of an object type.
+trait Namespaced:
+    Resource<Scope = NamespaceResourceScope, DynamicType = ()>
+    + Clone
+    + Serialize
+    + DeserializeOwned
+    + std::fmt::Debug
+{
+}
+
+impl<K> Namespaced for K where
+    K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + Serialize
+        + DeserializeOwned
+        + std::fmt::Debug
+{
+}
+
 /// Label selector of every object the plugin owns.
 pub fn managed_selector() -> String {
     format!("{}={}", keys::LABEL_MANAGED_BY, keys::MANAGED_BY_PLUGIN)
@@ -365,21 +384,14 @@ impl Remote {
     }
 
     /// Server-side applies `objects`, each owned by `owner`.
-    async fn apply_owned<K>(
+    async fn apply_owned<K: Namespaced>(
         &self,
         ns: &str,
         objects: &[K],
         owner: &OwnerReference,
         op: &'static str,
         kind: &str,
-    ) -> Result<(), RemoteError>
-    where
-        K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
-            + Clone
-            + Serialize
-            + DeserializeOwned
-            + std::fmt::Debug,
-    {
+    ) -> Result<(), RemoteError> {
         let params = PatchParams::apply(FIELD_MANAGER).force();
         let api: Api<K> = Api::namespaced(self.client.clone(), ns);
         for obj in objects {
@@ -422,19 +434,13 @@ impl Remote {
 
     /// Deletes the objects of one kind that `lp` selects; a missing namespace
     /// is nothing to delete.
-    async fn delete_owned<K>(
+    async fn delete_owned<K: Namespaced>(
         &self,
         ns: &str,
         lp: &ListParams,
         op: &'static str,
         what: &str,
-    ) -> Result<(), RemoteError>
-    where
-        K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
-            + Clone
-            + DeserializeOwned
-            + std::fmt::Debug,
-    {
+    ) -> Result<(), RemoteError> {
         let api: Api<K> = Api::namespaced(self.client.clone(), ns);
         self.metrics.remote_call(op);
         match api.delete_collection(&DeleteParams::default(), lp).await {

@@ -58,7 +58,7 @@ pub(super) struct Used {
 
 /// The kind of object a spec reference names.
 #[derive(Clone, Copy)]
-enum RefKind {
+pub(super) enum RefKind {
     ConfigMap,
     Secret,
 }
@@ -102,30 +102,10 @@ impl<'a> Ctx<'a> {
         }
     }
 
-    /// Rewrites a reference to a ConfigMap; fails if it is required and absent.
-    pub fn use_cm(
-        &mut self,
-        name: &str,
-        optional: Option<bool>,
-        key: Option<&str>,
-        by: &str,
-    ) -> Result<String> {
-        self.use_ref(RefKind::ConfigMap, name, optional, key, by)
-    }
-
-    /// Rewrites a reference to a Secret; fails if it is required and absent.
-    pub fn use_secret(
-        &mut self,
-        name: &str,
-        optional: Option<bool>,
-        key: Option<&str>,
-        by: &str,
-    ) -> Result<String> {
-        self.use_ref(RefKind::Secret, name, optional, key, by)
-    }
-
-    /// `optional` is the reference's own field: only `Some(true)` may be absent.
-    fn use_ref(
+    /// Rewrites a reference to a ConfigMap or Secret (and `key` in it) to its
+    /// remote name; fails if it is required and absent. `optional` is the
+    /// reference's own field: only `Some(true)` may be absent.
+    pub fn use_ref(
         &mut self,
         kind: RefKind,
         name: &str,

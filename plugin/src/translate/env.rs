@@ -3,7 +3,10 @@
 
 use k8s_openapi::api::core::v1::{Container, EnvVar};
 
-use super::{Result, context::Ctx};
+use super::{
+    Result,
+    context::{Ctx, RefKind},
+};
 
 /// Variables the local kubelet injects to reach the *local* API server.
 fn is_kubernetes_env(name: &str) -> bool {
@@ -27,10 +30,17 @@ pub(super) fn translate_env(ctx: &mut Ctx<'_>, c: &mut Container) -> Result<()> 
             let by_var = format!("{by} env {:?}", e.name);
             if let Some(vf) = e.value_from.as_mut() {
                 if let Some(r) = vf.config_map_key_ref.as_mut() {
-                    r.name = ctx.use_cm(&r.name, r.optional, Some(&r.key), &by_var)?;
+                    r.name = ctx.use_ref(
+                        RefKind::ConfigMap,
+                        &r.name,
+                        r.optional,
+                        Some(&r.key),
+                        &by_var,
+                    )?;
                 }
                 if let Some(r) = vf.secret_key_ref.as_mut() {
-                    r.name = ctx.use_secret(&r.name, r.optional, Some(&r.key), &by_var)?;
+                    r.name =
+                        ctx.use_ref(RefKind::Secret, &r.name, r.optional, Some(&r.key), &by_var)?;
                 }
                 if let Some(f) = vf.field_ref.as_ref() {
                     // The remote pod has another name, namespace and uid; the
@@ -53,10 +63,22 @@ pub(super) fn translate_env(ctx: &mut Ctx<'_>, c: &mut Container) -> Result<()> 
     }
     for ef in c.env_from.iter_mut().flatten() {
         if let Some(r) = ef.config_map_ref.as_mut() {
-            r.name = ctx.use_cm(&r.name, r.optional, None, &format!("{by} envFrom"))?;
+            r.name = ctx.use_ref(
+                RefKind::ConfigMap,
+                &r.name,
+                r.optional,
+                None,
+                &format!("{by} envFrom"),
+            )?;
         }
         if let Some(r) = ef.secret_ref.as_mut() {
-            r.name = ctx.use_secret(&r.name, r.optional, None, &format!("{by} envFrom"))?;
+            r.name = ctx.use_ref(
+                RefKind::Secret,
+                &r.name,
+                r.optional,
+                None,
+                &format!("{by} envFrom"),
+            )?;
         }
     }
     Ok(())

@@ -1,5 +1,7 @@
 //! The remote copies of the ConfigMaps and Secrets the translated spec uses.
 
+use std::collections::{BTreeMap, BTreeSet};
+
 use k8s_openapi::{
     api::core::v1::{ConfigMap, Secret},
     apimachinery::pkg::apis::meta::v1::ObjectMeta,
@@ -27,19 +29,13 @@ pub(super) fn shipped(ctx: Ctx<'_>, namespace: &str) -> Shipped {
         id,
         ..
     } = ctx;
-    let config_maps = used
-        .config_maps
-        .iter()
-        .filter_map(|n| payload.config_maps.get(n.as_str()).map(|cm| (n, cm)))
+    let config_maps = sent_and_used(&used.config_maps, &payload.config_maps)
         .map(|(n, cm)| {
             let name = remote_name(NameKind::ConfigMap, n, &id.uid);
             remote_config_map(cm, name, namespace, id)
         })
         .collect();
-    let secrets = used
-        .secrets
-        .iter()
-        .filter_map(|n| payload.secrets.get(n.as_str()).map(|s| (n, s)))
+    let secrets = sent_and_used(&used.secrets, &payload.secrets)
         .map(|(n, s)| {
             let name = remote_name(NameKind::Secret, n, &id.uid);
             remote_secret(s, name, namespace, id, &mut warnings)
@@ -50,6 +46,15 @@ pub(super) fn shipped(ctx: Ctx<'_>, namespace: &str) -> Shipped {
         secrets,
         warnings,
     }
+}
+
+/// The payload objects the spec uses, by name.
+fn sent_and_used<'a, T>(
+    used: &'a BTreeSet<String>,
+    sent: &'a BTreeMap<&str, &'a T>,
+) -> impl Iterator<Item = (&'a str, &'a T)> {
+    used.iter()
+        .filter_map(|n| sent.get(n.as_str()).map(|o| (n.as_str(), *o)))
 }
 
 /// Metadata of a remote copy: its labels plus ours, the source annotations.

@@ -9,7 +9,11 @@ use k8s_openapi::{
 };
 use offload_wire::keys;
 
-use super::{Result, context::Ctx, owner_labels, source_annotations};
+use super::{
+    Result,
+    context::{Ctx, RefKind},
+    owner_labels, source_annotations,
+};
 use crate::{
     naming::{NameKind, is_rfc1123_label, remote_name},
     status::LocalIdentity,
@@ -56,7 +60,7 @@ pub(super) fn translate_image_pull_secrets(ctx: &mut Ctx<'_>, spec: &mut PodSpec
     let mut kept = Vec::new();
     for r in ips {
         if ctx.payload.secrets.contains_key(r.name.as_str()) {
-            let name = ctx.use_secret(&r.name, None, None, "imagePullSecrets")?;
+            let name = ctx.use_ref(RefKind::Secret, &r.name, None, None, "imagePullSecrets")?;
             kept.push(LocalObjectReference { name });
         } else {
             ctx.warnings.push(format!(

@@ -13,7 +13,9 @@ use k8s_openapi::{
 use offload_wire::keys;
 
 use super::{
-    Result, SA_MOUNT_PATH, TranslateError, context::Ctx, invalid, owner_labels, source_annotations,
+    Result, SA_MOUNT_PATH, TranslateError,
+    context::{Ctx, RefKind},
+    invalid, owner_labels, source_annotations,
     validate::all_containers,
 };
 use crate::naming::{NameKind, remote_name};
@@ -117,13 +119,13 @@ fn translate_volume(
     let by = format!("volume {:?}", v.name);
     let minor = ctx.cfg.remote_minor;
     if let Some(cm) = v.config_map.as_mut() {
-        cm.name = ctx.use_cm(&cm.name, cm.optional, None, &by)?;
+        cm.name = ctx.use_ref(RefKind::ConfigMap, &cm.name, cm.optional, None, &by)?;
     } else if let Some(s) = v.secret.as_mut() {
         let name = s
             .secret_name
             .clone()
             .ok_or_else(|| invalid(format!("{by}: secret.secretName is missing")))?;
-        s.secret_name = Some(ctx.use_secret(&name, s.optional, None, &by)?);
+        s.secret_name = Some(ctx.use_ref(RefKind::Secret, &name, s.optional, None, &by)?);
     } else if let Some(p) = v.projected.as_ref() {
         if let Some(data) = ctx.payload.volume_data.get(v.name.as_str()).copied() {
             let mode = p.default_mode;
@@ -165,10 +167,10 @@ fn rename_projected_sources(
     let minor = ctx.cfg.remote_minor;
     for src in p.sources.iter_mut().flatten() {
         if let Some(cm) = src.config_map.as_mut() {
-            cm.name = ctx.use_cm(&cm.name, cm.optional, None, by)?;
+            cm.name = ctx.use_ref(RefKind::ConfigMap, &cm.name, cm.optional, None, by)?;
         }
         if let Some(s) = src.secret.as_mut() {
-            s.name = ctx.use_secret(&s.name, s.optional, None, by)?;
+            s.name = ctx.use_ref(RefKind::Secret, &s.name, s.optional, None, by)?;
         }
         if src.service_account_token.is_some() {
             return Err(TranslateError::Missing {
