@@ -134,9 +134,9 @@ pub fn choose_container(remote: &Pod, requested: &str) -> Result<String, LogOpts
 #[cfg(test)]
 mod tests {
     use super::*;
-    use k8s_openapi::api::core::v1::{Container, PodSpec};
     use offload_wire::ContainerLogOpts;
     use pretty_assertions::assert_eq;
+    use testbed::fixtures::{container, pod};
 
     fn req(opts: ContainerLogOpts) -> LogStruct {
         LogStruct {
@@ -241,26 +241,11 @@ mod tests {
 
     #[test]
     fn container_choice_follows_kubectl() {
-        let mut pod = Pod {
-            spec: Some(PodSpec {
-                containers: vec![
-                    Container {
-                        name: "a".into(),
-                        ..Default::default()
-                    },
-                    Container {
-                        name: "b".into(),
-                        ..Default::default()
-                    },
-                ],
-                init_containers: Some(vec![Container {
-                    name: "init".into(),
-                    ..Default::default()
-                }]),
-                ..Default::default()
-            }),
-            ..Default::default()
-        };
+        let mut pod = pod("p")
+            .init_container(container("init"))
+            .container(container("a"))
+            .container(container("b"))
+            .build();
         assert_eq!(choose_container(&pod, "").expect("default"), "a");
         assert_eq!(choose_container(&pod, "init").expect("init"), "init");
         assert!(choose_container(&pod, "zzz").is_err());

@@ -1,35 +1,12 @@
 use super::*;
-use k8s_openapi::api::core::v1::{
-    ContainerStateRunning, PodCondition, PodSpec, PodStatus as K8sPodStatus,
-};
+use k8s_openapi::api::core::v1::PodCondition;
 use pretty_assertions::assert_eq;
-
-fn container(name: &str) -> Container {
-    Container {
-        name: name.into(),
-        image: Some("busybox".into()),
-        ..Default::default()
-    }
-}
-
-fn spec(containers: &[&str], inits: &[&str], restart: &str) -> PodSpec {
-    PodSpec {
-        containers: containers.iter().map(|n| container(n)).collect(),
-        init_containers: if inits.is_empty() {
-            None
-        } else {
-            Some(inits.iter().map(|n| container(n)).collect())
-        },
-        restart_policy: Some(restart.into()),
-        ..Default::default()
-    }
-}
+use testbed::fixtures::{self, pod_spec, state_of as reason, terminated};
 
 fn local_pod(containers: &[&str], inits: &[&str]) -> Pod {
-    Pod {
-        spec: Some(spec(containers, inits, "Never")),
-        ..Default::default()
-    }
+    fixtures::pod("p")
+        .spec(pod_spec("Never", inits, containers))
+        .build()
 }
 
 fn id() -> LocalIdentity {
@@ -40,32 +17,12 @@ fn id() -> LocalIdentity {
     }
 }
 
-fn terminated(name: &str, code: i32) -> ContainerStatus {
-    ContainerStatus {
-        name: name.into(),
-        state: Some(ContainerState {
-            terminated: Some(ContainerStateTerminated {
-                exit_code: code,
-                reason: Some(if code == 0 { "Completed" } else { "Error" }.into()),
-                ..Default::default()
-            }),
-            ..Default::default()
-        }),
-        restart_count: 0,
-        ..Default::default()
-    }
-}
-
+/// Running, ready, after two restarts.
 fn running(name: &str) -> ContainerStatus {
     ContainerStatus {
-        name: name.into(),
         ready: true,
         restart_count: 2,
-        state: Some(ContainerState {
-            running: Some(ContainerStateRunning::default()),
-            ..Default::default()
-        }),
-        ..Default::default()
+        ..fixtures::running(name)
     }
 }
 
@@ -77,30 +34,17 @@ fn remote_pod(
     containers: &[&str],
     init_names: &[&str],
 ) -> Pod {
-    Pod {
-        metadata: k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
-            uid: Some("remote-uid".into()),
-            ..Default::default()
-        },
-        spec: Some(spec(containers, init_names, restart)),
-        status: Some(K8sPodStatus {
-            phase: Some(phase.into()),
-            container_statuses: Some(cs),
-            init_container_statuses: Some(inits),
-            ..Default::default()
-        }),
+    let mut p = fixtures::pod("p-remote")
+        .uid("remote-uid")
+        .spec(pod_spec(restart, init_names, containers))
+        .phase(phase);
+    for s in inits {
+        p = p.init_container_status(s);
     }
-}
-
-fn reason(s: &ContainerStatus) -> (&str, Option<&str>) {
-    let st = s.state.as_ref().expect("state");
-    if let Some(w) = &st.waiting {
-        ("waiting", w.reason.as_deref())
-    } else if let Some(t) = &st.terminated {
-        ("terminated", t.reason.as_deref())
-    } else {
-        ("running", None)
+    for s in cs {
+        p = p.container_status(s);
     }
+    p.build()
 }
 
 #[test]
@@ -249,7 +193,7 @@ fn terminal_pod_with_a_stale_running_container_reports_it_terminated() {
     // A container that never started (its init container failed) stays
     // waiting, as the kubelet shows it.
     let mut waiting_main = running("a");
-    waiting_main.state = Some(waiting("PodInitializing", ""));
+    waiting_main.state = Some(fixtures::waiting_state("PodInitializing"));
     let remote = remote_pod(
         "Never",
         "Failed",

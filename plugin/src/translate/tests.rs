@@ -1,101 +1,52 @@
 use super::*;
-use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::{
-    ConfigMapKeySelector, ConfigMapVolumeSource, EnvFromSource, EnvVarSource, ExecAction,
-    HTTPGetAction, Lifecycle, LifecycleHandler, ObjectFieldSelector, Probe, ProjectedVolumeSource,
-    SecretEnvSource, SecretKeySelector, SecurityContext, ServiceAccountTokenProjection,
-    VolumeMount, VolumeProjection,
+    Container, EnvFromSource, ExecAction, HTTPGetAction, KeyToPath, Lifecycle, LifecycleHandler,
+    Probe, ProjectedVolumeSource, SecretEnvSource, SecurityContext, ServiceAccountTokenProjection,
+    Volume, VolumeProjection,
 };
-use k8s_openapi::api::core::v1::{Container, EnvVar, KeyToPath, SecretVolumeSource, Volume};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use offload_wire::RetrievedContainer;
 use pretty_assertions::assert_eq;
+use testbed::fixtures::{
+    self, config_map_volume, container, env, env_from_config_map, env_from_field, env_from_secret,
+    mount, secret_volume,
+};
 
 const UID: &str = "6f1c1f1e-0000-4000-8000-000000000001";
 
-fn container(name: &str) -> Container {
-    Container {
-        name: name.into(),
-        image: Some("busybox".into()),
-        ..Default::default()
-    }
-}
-
-fn mount(name: &str, path: &str) -> VolumeMount {
-    VolumeMount {
-        name: name.into(),
-        mount_path: path.into(),
-        ..Default::default()
-    }
-}
-
+/// The local pod `default/hello` as the virtual node holds it: bound to the
+/// node, with a label, a VK control annotation (secret) and a user one.
 fn pod(containers: Vec<Container>, volumes: Vec<Volume>) -> Pod {
-    Pod {
-        metadata: ObjectMeta {
-            name: Some("hello".into()),
-            namespace: Some("default".into()),
-            uid: Some(UID.into()),
-            labels: Some([("app".to_string(), "web".to_string())].into()),
-            annotations: Some(
-                [
-                    (
-                        "interlink.eu/wg-private-key".to_string(),
-                        "SECRET".to_string(),
-                    ),
-                    ("team".to_string(), "a".to_string()),
-                ]
-                .into(),
-            ),
-            ..Default::default()
-        },
-        spec: Some(PodSpec {
-            node_name: Some("virtual-node".into()),
-            containers,
-            volumes: if volumes.is_empty() {
-                None
-            } else {
-                Some(volumes)
-            },
-            restart_policy: Some("Never".into()),
-            service_account_name: Some("default".into()),
-            ..Default::default()
-        }),
-        status: None,
+    let mut p = fixtures::pod("hello")
+        .namespace("default")
+        .uid(UID)
+        .label("app", "web")
+        .annotation("interlink.eu/wg-private-key", "SECRET")
+        .annotation("team", "a")
+        .node("virtual-node")
+        .restart_policy("Never");
+    for c in containers {
+        p = p.container(c);
     }
+    for v in volumes {
+        p = p.volume(v);
+    }
+    let mut p = p.build();
+    if let Some(spec) = p.spec.as_mut() {
+        spec.service_account_name = Some("default".into());
+    }
+    p
 }
 
+/// A ConfigMap of the local namespace (with a UID, as the apiserver gives it).
 fn cm(name: &str, data: &[(&str, &str)]) -> ConfigMap {
-    ConfigMap {
-        metadata: ObjectMeta {
-            name: Some(name.into()),
-            namespace: Some("default".into()),
-            uid: Some(format!("cm-{name}")),
-            ..Default::default()
-        },
-        data: Some(
-            data.iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
-        ),
-        ..Default::default()
-    }
+    let mut cm = fixtures::config_map("default", name, data);
+    cm.metadata.uid = Some(format!("cm-{name}"));
+    cm
 }
 
 fn secret(name: &str, data: &[(&str, &str)]) -> Secret {
-    Secret {
-        metadata: ObjectMeta {
-            name: Some(name.into()),
-            namespace: Some("default".into()),
-            ..Default::default()
-        },
-        data: Some(
-            data.iter()
-                .map(|(k, v)| (k.to_string(), ByteString(v.as_bytes().to_vec())))
-                .collect(),
-        ),
-        type_: Some("Opaque".into()),
-        ..Default::default()
-    }
+    fixtures::secret("default", name, data)
 }
 
 fn data(
@@ -145,38 +96,10 @@ fn copies_the_spec_faithfully_and_strips_local_fields() {
         ..Default::default()
     });
     c.env = Some(vec![
-        EnvVar {
-            name: "A".into(),
-            value: Some("1".into()),
-            ..Default::default()
-        },
-        EnvVar {
-            name: "KUBERNETES_SERVICE_HOST".into(),
-            value: Some("10.0.0.1".into()),
-            ..Default::default()
-        },
-        EnvVar {
-            name: "ME".into(),
-            value_from: Some(EnvVarSource {
-                field_ref: Some(ObjectFieldSelector {
-                    field_path: "metadata.name".into(),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            }),
-            ..Default::default()
-        },
-        EnvVar {
-            name: "IP".into(),
-            value_from: Some(EnvVarSource {
-                field_ref: Some(ObjectFieldSelector {
-                    field_path: "status.podIP".into(),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            }),
-            ..Default::default()
-        },
+        env("A", "1"),
+        env("KUBERNETES_SERVICE_HOST", "10.0.0.1"),
+        env_from_field("ME", "metadata.name"),
+        env_from_field("IP", "status.podIP"),
     ]);
     let plan = translate(
         &data(pod(vec![c], vec![]), vec![], vec![], vec![]),
@@ -236,14 +159,7 @@ fn service_account_token_volumes_do_not_cross() {
     let mut c2 = container("d");
     c2.volume_mounts = Some(vec![mount("kube-api-access-xyz", SA_MOUNT_PATH)]);
     let vols = vec![
-        Volume {
-            name: "default-token-abcde".into(),
-            secret: Some(SecretVolumeSource {
-                secret_name: Some("default-token-abcde".into()),
-                ..Default::default()
-            }),
-            ..Default::default()
-        },
+        secret_volume("default-token-abcde", "default-token-abcde"),
         Volume {
             name: "kube-api-access-xyz".into(),
             projected: Some(ProjectedVolumeSource {
@@ -286,30 +202,8 @@ fn config_volumes_env_refs_and_env_from_are_renamed_and_shipped_once() {
     let mut c = container("c");
     c.volume_mounts = Some(vec![mount("cfg", "/etc/cfg"), mount("sec", "/etc/sec")]);
     c.env = Some(vec![
-        EnvVar {
-            name: "PASSWORD".into(),
-            value_from: Some(EnvVarSource {
-                secret_key_ref: Some(SecretKeySelector {
-                    name: "db".into(),
-                    key: "password".into(),
-                    optional: None,
-                }),
-                ..Default::default()
-            }),
-            ..Default::default()
-        },
-        EnvVar {
-            name: "MODE".into(),
-            value_from: Some(EnvVarSource {
-                config_map_key_ref: Some(ConfigMapKeySelector {
-                    name: "settings".into(),
-                    key: "mode".into(),
-                    optional: None,
-                }),
-                ..Default::default()
-            }),
-            ..Default::default()
-        },
+        env_from_secret("PASSWORD", "db", "password"),
+        env_from_config_map("MODE", "settings", "mode"),
     ]);
     c.env_from = Some(vec![EnvFromSource {
         secret_ref: Some(SecretEnvSource {
@@ -320,29 +214,15 @@ fn config_volumes_env_refs_and_env_from_are_renamed_and_shipped_once() {
     }]);
     let mut c2 = container("d");
     c2.volume_mounts = Some(vec![mount("cfg", "/etc/cfg")]);
-    let vols = vec![
-        Volume {
-            name: "cfg".into(),
-            config_map: Some(ConfigMapVolumeSource {
-                name: "settings".into(),
-                items: Some(vec![KeyToPath {
-                    key: "mode".into(),
-                    path: "conf/mode.txt".into(),
-                    mode: None,
-                }]),
-                ..Default::default()
-            }),
-            ..Default::default()
-        },
-        Volume {
-            name: "sec".into(),
-            secret: Some(SecretVolumeSource {
-                secret_name: Some("db".into()),
-                ..Default::default()
-            }),
-            ..Default::default()
-        },
-    ];
+    let mut cfg = config_map_volume("cfg", "settings");
+    if let Some(v) = cfg.config_map.as_mut() {
+        v.items = Some(vec![KeyToPath {
+            key: "mode".into(),
+            path: "conf/mode.txt".into(),
+            mode: None,
+        }]);
+    }
+    let vols = vec![cfg, secret_volume("sec", "db")];
     let mut d = data(
         pod(vec![c, c2], vols),
         vec![cm("settings", &[("mode", "fast")])],
@@ -423,18 +303,7 @@ fn config_volumes_env_refs_and_env_from_are_renamed_and_shipped_once() {
 #[test]
 fn missing_referenced_objects_are_named() {
     let mut c = container("c");
-    c.env = Some(vec![EnvVar {
-        name: "PASSWORD".into(),
-        value_from: Some(EnvVarSource {
-            secret_key_ref: Some(SecretKeySelector {
-                name: "db".into(),
-                key: "password".into(),
-                optional: None,
-            }),
-            ..Default::default()
-        }),
-        ..Default::default()
-    }]);
+    c.env = Some(vec![env_from_secret("PASSWORD", "db", "password")]);
     let err = translate(
         &data(pod(vec![c.clone()], vec![]), vec![], vec![], vec![]),
         &TranslateConfig::default(),
