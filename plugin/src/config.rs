@@ -18,10 +18,11 @@ use std::{ffi::OsString, net::SocketAddr, path::PathBuf, time::Duration};
 
 use clap::{ArgAction, CommandFactory, FromArgMatches, Parser};
 use offload_bastion::install::BastionSpec;
+use offload_runtime::duration::parse_duration;
 
 pub use self::values::{
-    KeyValues, Listen, StringList, Tolerations, parse_duration, parse_key_values, parse_size,
-    parse_string_list, parse_tolerations,
+    KeyValues, Listen, StringList, Tolerations, parse_key_values, parse_size, parse_string_list,
+    parse_tolerations,
 };
 use crate::{
     naming::NamespaceMapper, policy::Policy, sweep::SweepPolicy, translate::TranslateConfig,

@@ -18,9 +18,6 @@ fn listen_forms() {
 
 #[test]
 fn value_parsers() {
-    assert_eq!(parse_duration("15m"), Ok(Duration::from_secs(900)));
-    assert_eq!(parse_duration("90"), Ok(Duration::from_secs(90)));
-    assert!(parse_duration("soon").is_err());
     assert_eq!(parse_size("8MiB"), Ok(8 * 1024 * 1024));
     assert_eq!(parse_size("100"), Ok(100));
     assert!(parse_size("8XB").is_err());
@@ -146,4 +143,47 @@ fn config_file_sets_defaults_and_cli_wins() {
         PluginConfig::load(["offload-plugin", "--config", &p]),
         Err(ConfigError::UnknownKey { .. })
     ));
+}
+
+/// Every duration setting takes the runtime's syntax, and a bare number of
+/// seconds as before, from a flag or from the config file (a TOML integer
+/// too: the file's values reach clap as text).
+#[test]
+fn durations_from_flags_and_the_config_file() {
+    let c = PluginConfig::load([
+        "offload-plugin",
+        "--sweep-interval",
+        "500ms",
+        "--orphan-after=15m",
+        "--namespace-ready-timeout",
+        "90",
+    ])
+    .expect("parses");
+    assert_eq!(c.sweep_interval, Duration::from_millis(500));
+    assert_eq!(c.orphan_after, Duration::from_secs(900));
+    assert_eq!(c.namespace_ready_timeout, Duration::from_secs(90));
+    assert!(PluginConfig::load(["offload-plugin", "--orphan-after", "soon"]).is_err());
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let toml_path = dir.path().join("plugin.toml");
+    std::fs::write(
+        &toml_path,
+        "orphan-finished-after = \"2d\"\ncaller-alive-within = 120\nbastion_resync_interval = \"1m30s\"\n",
+    )
+    .expect("write");
+    let p = toml_path.to_string_lossy().to_string();
+    let c = PluginConfig::load(["offload-plugin", "--config", &p]).expect("parses");
+    assert_eq!(c.orphan_finished_after, Duration::from_secs(2 * 86_400));
+    assert_eq!(c.caller_alive_within, Duration::from_secs(120));
+    assert_eq!(c.bastion_resync_interval, Duration::from_secs(90));
+    // The defaults, as documented.
+    let c = PluginConfig::load(["offload-plugin"]).expect("parses");
+    assert_eq!(
+        (c.sweep_interval, c.orphan_after, c.orphan_finished_after),
+        (
+            Duration::from_secs(60),
+            Duration::from_secs(1800),
+            Duration::from_secs(86_400)
+        )
+    );
 }

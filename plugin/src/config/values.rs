@@ -1,6 +1,9 @@
 //! The value types of the flags and their parsers (clap `value_parser`s).
+//! Durations are not here: every duration flag uses the one syntax of all
+//! binaries, `offload_runtime::duration::parse_duration` (`500ms`, `30s`,
+//! `5m`, `2d`, and a bare number of seconds as this plugin always took).
 
-use std::{collections::BTreeMap, net::SocketAddr, path::PathBuf, str::FromStr, time::Duration};
+use std::{collections::BTreeMap, net::SocketAddr, path::PathBuf, str::FromStr};
 
 use k8s_openapi::api::core::v1::Toleration;
 
@@ -86,23 +89,6 @@ pub fn parse_tolerations(s: &str) -> Result<Tolerations, String> {
     serde_json::from_str(t)
         .map(Tolerations)
         .map_err(|e| format!("not a JSON list of tolerations: {e}"))
-}
-
-/// `90`, `90s`, `15m`, `24h`, `2d`.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let t = s.trim();
-    let (num, mult) = match t.char_indices().last() {
-        Some((i, 's')) => (&t[..i], 1),
-        Some((i, 'm')) => (&t[..i], 60),
-        Some((i, 'h')) => (&t[..i], 3600),
-        Some((i, 'd')) => (&t[..i], 86400),
-        _ => (t, 1),
-    };
-    let n: u64 = num
-        .trim()
-        .parse()
-        .map_err(|_| format!("{s:?} is not a duration like 90s, 15m, 24h"))?;
-    Ok(Duration::from_secs(n.saturating_mul(mult)))
 }
 
 /// `1048576`, `512KiB`, `8MiB`, `8M`.
