@@ -4,6 +4,25 @@
 use super::*;
 use pretty_assertions::assert_eq;
 
+/// A projected volume with a service-account token source only, as the
+/// local apiserver adds (`kube-api-access-*`).
+fn token_volume(name: &str) -> Volume {
+    Volume {
+        name: name.into(),
+        projected: Some(ProjectedVolumeSource {
+            sources: Some(vec![VolumeProjection {
+                service_account_token: Some(ServiceAccountTokenProjection {
+                    path: "token".into(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }]),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
 #[test]
 fn service_account_token_volumes_do_not_cross() {
     let mut c = container("c");
@@ -12,20 +31,7 @@ fn service_account_token_volumes_do_not_cross() {
     c2.volume_mounts = Some(vec![mount("kube-api-access-xyz", SA_MOUNT_PATH)]);
     let vols = vec![
         secret_volume("default-token-abcde", "default-token-abcde"),
-        Volume {
-            name: "kube-api-access-xyz".into(),
-            projected: Some(ProjectedVolumeSource {
-                sources: Some(vec![VolumeProjection {
-                    service_account_token: Some(ServiceAccountTokenProjection {
-                        path: "token".into(),
-                        ..Default::default()
-                    }),
-                    ..Default::default()
-                }]),
-                ..Default::default()
-            }),
-            ..Default::default()
-        },
+        token_volume("kube-api-access-xyz"),
     ];
     let mut token = secret("default-token-abcde", &[("token", "t")]);
     token.type_ = Some("kubernetes.io/service-account-token".into());
@@ -249,20 +255,7 @@ fn projected_volume_data_becomes_a_secret_with_items() {
 fn projected_volume_without_data_and_with_a_token_is_refused() {
     let mut c = container("c");
     c.volume_mounts = Some(vec![mount("tok", "/var/run/token")]);
-    let vols = vec![Volume {
-        name: "tok".into(),
-        projected: Some(ProjectedVolumeSource {
-            sources: Some(vec![VolumeProjection {
-                service_account_token: Some(ServiceAccountTokenProjection {
-                    path: "token".into(),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            }]),
-            ..Default::default()
-        }),
-        ..Default::default()
-    }];
+    let vols = vec![token_volume("tok")];
     let err = translate(
         &data(pod(vec![c], vols), vec![], vec![], vec![]),
         &TranslateConfig::default(),
