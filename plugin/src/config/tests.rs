@@ -98,13 +98,11 @@ fn bastion_flags() {
 #[test]
 fn config_file_sets_defaults_and_cli_wins() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let toml_path = dir.path().join("plugin.toml");
-    std::fs::write(
-        &toml_path,
+    let p = write_config(
+        &dir,
+        "plugin.toml",
         "listen = \"127.0.0.1:4000\"\nallow-privileged = true\nnamespace-prefix-exclusions = [\"a\", \"b\"]\nnode_selector = { pool = \"gpu\" }\nbody-limit = \"1MiB\"\n",
-    )
-    .expect("write");
-    let p = toml_path.to_string_lossy().to_string();
+    );
     let c = PluginConfig::load(["offload-plugin", "--config", &p]).expect("parses");
     assert_eq!(
         c.listen,
@@ -127,18 +125,16 @@ fn config_file_sets_defaults_and_cli_wins() {
     .expect("parses");
     assert_eq!(c.listen, Listen::Unix("/tmp/x.sock".into()));
 
-    let yaml_path = dir.path().join("plugin.yaml");
-    std::fs::write(
-        &yaml_path,
+    let y = write_config(
+        &dir,
+        "plugin.yaml",
         "insecure-no-auth: true\nnamespace-prefix: remote\n",
-    )
-    .expect("write");
-    let y = yaml_path.to_string_lossy().to_string();
+    );
     let c = PluginConfig::load(["offload-plugin", "--config", &y]).expect("parses");
     assert!(c.insecure_no_auth);
     assert_eq!(c.namespace_prefix, "remote");
 
-    std::fs::write(&toml_path, "no-such-flag = 1\n").expect("write");
+    let p = write_config(&dir, "plugin.toml", "no-such-flag = 1\n");
     assert!(matches!(
         PluginConfig::load(["offload-plugin", "--config", &p]),
         Err(ConfigError::UnknownKey { .. })
@@ -165,13 +161,11 @@ fn durations_from_flags_and_the_config_file() {
     assert!(PluginConfig::load(["offload-plugin", "--orphan-after", "soon"]).is_err());
 
     let dir = tempfile::tempdir().expect("tempdir");
-    let toml_path = dir.path().join("plugin.toml");
-    std::fs::write(
-        &toml_path,
+    let p = write_config(
+        &dir,
+        "plugin.toml",
         "orphan-finished-after = \"2d\"\ncaller-alive-within = 120\nbastion_resync_interval = \"1m30s\"\n",
-    )
-    .expect("write");
-    let p = toml_path.to_string_lossy().to_string();
+    );
     let c = PluginConfig::load(["offload-plugin", "--config", &p]).expect("parses");
     assert_eq!(c.orphan_finished_after, Duration::from_secs(2 * 86_400));
     assert_eq!(c.caller_alive_within, Duration::from_secs(120));
@@ -186,4 +180,11 @@ fn durations_from_flags_and_the_config_file() {
             Duration::from_secs(86_400)
         )
     );
+}
+
+/// Writes a config file `name` into `dir`; its path as an argument.
+fn write_config(dir: &tempfile::TempDir, name: &str, text: &str) -> String {
+    let path = dir.path().join(name);
+    std::fs::write(&path, text).expect("write");
+    path.to_string_lossy().to_string()
 }

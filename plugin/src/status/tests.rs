@@ -47,6 +47,12 @@ fn remote_pod(
     p.build()
 }
 
+/// The status of a one-container pod `a` whose remote status is `a`.
+fn one_container(restart: &str, phase: &str, a: ContainerStatus) -> PodStatus {
+    let remote = remote_pod(restart, phase, vec![], vec![a], &["a"], &[]);
+    pod_status(&id(), Some(&local_pod(&["a"], &[])), Some(&remote))
+}
+
 #[test]
 fn not_created_yet_reports_every_container_waiting() {
     let local = local_pod(&["a", "b"], &["init"]);
@@ -136,15 +142,7 @@ fn real_states_are_copied_with_exit_codes_and_restart_counts() {
 
 #[test]
 fn restartable_terminated_container_is_reported_waiting_with_last_state() {
-    let remote = remote_pod(
-        "Always",
-        "Running",
-        vec![],
-        vec![terminated("a", 1)],
-        &["a"],
-        &[],
-    );
-    let st = pod_status(&id(), Some(&local_pod(&["a"], &[])), Some(&remote));
+    let st = one_container("Always", "Running", terminated("a", 1));
     assert_eq!(reason(&st.containers[0]), ("waiting", Some("Restarting")));
     let last = st.containers[0]
         .last_state
@@ -153,20 +151,11 @@ fn restartable_terminated_container_is_reported_waiting_with_last_state() {
     assert_eq!(last.map(|t| t.exit_code), Some(1));
 
     // OnFailure + success is final.
-    let remote = remote_pod(
-        "OnFailure",
-        "Running",
-        vec![],
-        vec![terminated("a", 0)],
-        &["a"],
-        &[],
-    );
-    let st = pod_status(&id(), Some(&local_pod(&["a"], &[])), Some(&remote));
+    let st = one_container("OnFailure", "Running", terminated("a", 0));
     assert_eq!(reason(&st.containers[0]), ("terminated", Some("Completed")));
 
     // Running keeps its restart count.
-    let remote = remote_pod("Always", "Running", vec![], vec![running("a")], &["a"], &[]);
-    let st = pod_status(&id(), Some(&local_pod(&["a"], &[])), Some(&remote));
+    let st = one_container("Always", "Running", running("a"));
     assert_eq!(st.containers[0].restart_count, 2);
 }
 
