@@ -315,7 +315,7 @@ pub fn config_hash(parts: &[&str]) -> String {
 /// suffix when it would exceed 63 characters.
 pub fn pod_service_name(pod_name: &str) -> String {
     let full = format!("{pod_name}-tunnel");
-    if full.len() <= 63 && is_dns_label(&full) {
+    if full.len() <= 63 && is_rfc1035_label(&full) {
         return full;
     }
     let hash = hex::encode(&Sha256::digest(pod_name.as_bytes())[..4]);
@@ -341,8 +341,13 @@ pub fn pod_service_name(pod_name: &str) -> String {
     }
 }
 
-/// A Service name must be an RFC 1035 label.
-pub fn is_dns_label(s: &str) -> bool {
+/// Is `s` an RFC 1035 label (a lower-case letter first, then lower-case
+/// alphanumerics and `-`, not ending in `-`, 1..=63 characters)?
+///
+/// RFC 1035 (not the laxer RFC 1123 the plugin checks pod names with) because
+/// Kubernetes requires it of Service names, which this checks: a Service name
+/// becomes a DNS name and may not start with a digit.
+pub fn is_rfc1035_label(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 63
         && s.starts_with(|c: char| c.is_ascii_lowercase())

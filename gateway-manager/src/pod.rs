@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 use k8s_openapi::api::core::v1::Pod;
 use offload_wire::keys::tunnel;
 
-use crate::objects::is_dns_label;
+use crate::objects::is_rfc1035_label;
 use crate::ports::{ContainerPort, PortMap};
 
 /// What gateway-manager knows of one tunneled pod.
@@ -79,7 +79,7 @@ pub fn tunnel_pod(p: &Pod) -> Option<TunnelPod> {
         ports,
         workload_service: ann
             .get(tunnel::SERVICE)
-            .filter(|s| is_dns_label(s))
+            .filter(|s| is_rfc1035_label(s))
             .cloned(),
     })
 }

@@ -201,28 +201,7 @@ async fn run(
         calls.take_kinds();
         let before = calls.total();
         let started = Instant::now();
-        let results: Vec<anyhow::Result<()>> = stream::iter(bodies.iter())
-            .map(|b| {
-                let http = http.clone();
-                let url = format!("{base}/create");
-                async move {
-                    let r = http.post(url).json(b).send().await?;
-                    if r.status() != reqwest::StatusCode::OK {
-                        bail!(
-                            "create: {} {}",
-                            r.status(),
-                            r.text().await.unwrap_or_default()
-                        );
-                    }
-                    Ok(())
-                }
-            })
-            .buffer_unordered(16)
-            .collect()
-            .await;
-        for r in results {
-            r?;
-        }
+        post_all(&http, &format!("{base}/create"), &bodies).await?;
         let create_secs = started.elapsed().as_secs_f64();
         let create_calls = calls.total() - before;
         let create_kinds = calls.take_kinds();
@@ -282,24 +261,7 @@ async fn run(
 
         // Delete all (16 concurrent callers).
         let started = Instant::now();
-        let results: Vec<anyhow::Result<()>> = stream::iter(pods.iter())
-            .map(|p| {
-                let http = http.clone();
-                let url = format!("{base}/delete");
-                async move {
-                    let r = http.post(url).json(p).send().await?;
-                    if r.status() != reqwest::StatusCode::OK {
-                        bail!("delete: {}", r.status());
-                    }
-                    Ok(())
-                }
-            })
-            .buffer_unordered(16)
-            .collect()
-            .await;
-        for r in results {
-            r?;
-        }
+        post_all(&http, &format!("{base}/delete"), &pods).await?;
         let delete_secs = started.elapsed().as_secs_f64();
         calls.take_kinds();
 
@@ -319,4 +281,25 @@ async fn run(
     }
     plugin.shutdown().await;
     Ok(())
+}
+
+/// POSTs every item to `url`, 16 at a time (16 concurrent callers), and
+/// fails on the first answer that is not 200.
+async fn post_all(http: &reqwest::Client, url: &str, items: &[Value]) -> anyhow::Result<()> {
+    let results: Vec<anyhow::Result<()>> = stream::iter(items)
+        .map(|item| async move {
+            let r = http.post(url).json(item).send().await?;
+            if r.status() != reqwest::StatusCode::OK {
+                bail!(
+                    "{url}: {} {}",
+                    r.status(),
+                    r.text().await.unwrap_or_default()
+                );
+            }
+            Ok(())
+        })
+        .buffer_unordered(16)
+        .collect()
+        .await;
+    results.into_iter().collect()
 }

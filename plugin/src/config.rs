@@ -7,16 +7,23 @@
 //! `OFFLOADING_NAMESPACE_PREFIX_EXCLUSIONS` (JSON list),
 //! `OFFLOADING_NODE_SELECTOR` (JSON object), `OFFLOADING_NODE_TOLERATIONS`
 //! (JSON list) and `K8S_KUBECONFIG_PATH`.
+//!
+//! Layout: this file holds the struct and what the rest of the plugin derives
+//! from it; `values` the flag value types and parsers, `file` the config file.
 
-use std::{
-    collections::BTreeMap, ffi::OsString, net::SocketAddr, path::PathBuf, str::FromStr,
-    time::Duration,
-};
+mod file;
+mod values;
+
+use std::{ffi::OsString, net::SocketAddr, path::PathBuf, time::Duration};
 
 use clap::{ArgAction, CommandFactory, FromArgMatches, Parser};
-use k8s_openapi::api::core::v1::Toleration;
 use offload_bastion::install::BastionSpec;
+use offload_runtime::duration::parse_duration;
 
+pub use self::values::{
+    KeyValues, Listen, StringList, Tolerations, parse_key_values, parse_size, parse_string_list,
+    parse_tolerations,
+};
 use crate::{
     naming::NamespaceMapper, policy::Policy, sweep::SweepPolicy, translate::TranslateConfig,
 };
@@ -47,125 +54,6 @@ pub enum ConfigError {
     },
     #[error("token file {0} is empty")]
     EmptyToken(PathBuf),
-}
-
-/// Where the API listens.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Listen {
-    Tcp(SocketAddr),
-    Unix(PathBuf),
-}
-
-impl FromStr for Listen {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        if let Some(path) = s.strip_prefix("unix://") {
-            if path.is_empty() {
-                return Err("unix:// needs a path, e.g. unix:///var/run/plugin.sock".into());
-            }
-            return Ok(Listen::Unix(PathBuf::from(path)));
-        }
-        let addr = s
-            .strip_prefix("http://")
-            .or_else(|| s.strip_prefix("https://"))
-            .unwrap_or(s);
-        addr.parse()
-            .map(Listen::Tcp)
-            .map_err(|e| format!("{s:?} is neither host:port nor unix:///path ({e})"))
-    }
-}
-
-/// `key=value,...` or a JSON object.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct KeyValues(pub BTreeMap<String, String>);
-
-fn parse_key_values(s: &str) -> Result<KeyValues, String> {
-    let t = s.trim();
-    if t.is_empty() {
-        return Ok(KeyValues::default());
-    }
-    if t.starts_with('{') {
-        return serde_json::from_str(t)
-            .map(KeyValues)
-            .map_err(|e| format!("not a JSON object of strings: {e}"));
-    }
-    let mut out = BTreeMap::new();
-    for pair in t.split(',') {
-        let (k, v) = pair
-            .split_once('=')
-            .ok_or_else(|| format!("{pair:?} is not key=value"))?;
-        out.insert(k.trim().to_string(), v.trim().to_string());
-    }
-    Ok(KeyValues(out))
-}
-
-/// A JSON list of strings, or a comma-separated list.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct StringList(pub Vec<String>);
-
-fn parse_string_list(s: &str) -> Result<StringList, String> {
-    let t = s.trim();
-    if t.starts_with('[') {
-        return serde_json::from_str(t)
-            .map(StringList)
-            .map_err(|e| format!("not a JSON list of strings: {e}"));
-    }
-    Ok(StringList(
-        t.split(',')
-            .map(str::trim)
-            .filter(|x| !x.is_empty())
-            .map(String::from)
-            .collect(),
-    ))
-}
-
-/// A JSON list of Kubernetes tolerations.
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct Tolerations(pub Vec<Toleration>);
-
-fn parse_tolerations(s: &str) -> Result<Tolerations, String> {
-    let t = s.trim();
-    if t.is_empty() {
-        return Ok(Tolerations::default());
-    }
-    serde_json::from_str(t)
-        .map(Tolerations)
-        .map_err(|e| format!("not a JSON list of tolerations: {e}"))
-}
-
-/// `90`, `90s`, `15m`, `24h`, `2d`.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let t = s.trim();
-    let (num, mult) = match t.char_indices().last() {
-        Some((i, 's')) => (&t[..i], 1),
-        Some((i, 'm')) => (&t[..i], 60),
-        Some((i, 'h')) => (&t[..i], 3600),
-        Some((i, 'd')) => (&t[..i], 86400),
-        _ => (t, 1),
-    };
-    let n: u64 = num
-        .trim()
-        .parse()
-        .map_err(|_| format!("{s:?} is not a duration like 90s, 15m, 24h"))?;
-    Ok(Duration::from_secs(n.saturating_mul(mult)))
-}
-
-/// `1048576`, `512KiB`, `8MiB`, `8M`.
-pub fn parse_size(s: &str) -> Result<usize, String> {
-    let t = s.trim();
-    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let n: usize = num
-        .parse()
-        .map_err(|_| format!("{s:?} is not a size like 8MiB"))?;
-    let mult = match unit.trim() {
-        "" | "B" => 1,
-        "K" | "KB" | "KiB" | "k" => 1024,
-        "M" | "MB" | "MiB" => 1024 * 1024,
-        "G" | "GB" | "GiB" => 1024 * 1024 * 1024,
-        u => return Err(format!("unknown size unit {u:?}")),
-    };
-    Ok(n.saturating_mul(mult))
 }
 
 /// `--help` section of the bastion flags.
@@ -352,69 +240,6 @@ pub struct PluginConfig {
     pub bastion_resync_interval: Duration,
 }
 
-fn file_values(path: &PathBuf) -> Result<BTreeMap<String, String>, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-        path: path.clone(),
-        source,
-    })?;
-    let yaml = path.extension().is_some_and(|e| e == "yaml" || e == "yml");
-    let value: serde_json::Value = if yaml {
-        serde_saphyr::from_str(&text).map_err(|e| ConfigError::Parse {
-            path: path.clone(),
-            message: e.to_string(),
-        })?
-    } else {
-        toml::from_str(&text).map_err(|e| ConfigError::Parse {
-            path: path.clone(),
-            message: e.to_string(),
-        })?
-    };
-    let serde_json::Value::Object(map) = value else {
-        return Err(ConfigError::Parse {
-            path: path.clone(),
-            message: "the top level must be a table/mapping".into(),
-        });
-    };
-    let mut out = BTreeMap::new();
-    for (k, v) in map {
-        let s = match v {
-            serde_json::Value::String(s) => s,
-            serde_json::Value::Null => continue,
-            // Lists of strings become comma lists; everything else JSON.
-            serde_json::Value::Array(ref items)
-                if items.iter().all(|i| i.is_string())
-                    && k != "node-tolerations"
-                    && k != "node_tolerations" =>
-            {
-                items
-                    .iter()
-                    .filter_map(|i| i.as_str())
-                    .collect::<Vec<_>>()
-                    .join(",")
-            }
-            serde_json::Value::Bool(b) => b.to_string(),
-            serde_json::Value::Number(n) => n.to_string(),
-            other => other.to_string(),
-        };
-        out.insert(k, s);
-    }
-    Ok(out)
-}
-
-fn config_path_from_args(args: &[OsString]) -> Option<PathBuf> {
-    let mut it = args.iter().skip(1);
-    while let Some(a) = it.next() {
-        let s = a.to_string_lossy();
-        if s == "--config" {
-            return it.next().map(PathBuf::from);
-        }
-        if let Some(p) = s.strip_prefix("--config=") {
-            return Some(PathBuf::from(p));
-        }
-    }
-    std::env::var_os("OFFLOAD_PLUGIN_CONFIG").map(PathBuf::from)
-}
-
 impl PluginConfig {
     /// Parses command line, environment and config file.
     pub fn load<I, T>(args: I) -> Result<Self, ConfigError>
@@ -423,21 +248,7 @@ impl PluginConfig {
         T: Into<OsString> + Clone,
     {
         let args: Vec<OsString> = args.into_iter().map(Into::into).collect();
-        let mut cmd = Self::command();
-        if let Some(path) = config_path_from_args(&args) {
-            let values = file_values(&path)?;
-            let ids: Vec<String> = cmd
-                .get_arguments()
-                .map(|a| a.get_id().to_string())
-                .collect();
-            for (key, value) in values {
-                let id = key.replace('-', "_");
-                if !ids.contains(&id) || id == "config" {
-                    return Err(ConfigError::UnknownKey { path, key });
-                }
-                cmd = cmd.mut_arg(id, |a| a.default_value(value));
-            }
-        }
+        let cmd = file::with_file_defaults(Self::command(), &args)?;
         let matches = cmd.try_get_matches_from(args)?;
         Ok(Self::from_arg_matches(&matches)?)
     }
@@ -542,153 +353,4 @@ impl PluginConfig {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use pretty_assertions::assert_eq;
-
-    #[test]
-    fn listen_forms() {
-        assert_eq!(
-            "unix:///run/p.sock".parse::<Listen>(),
-            Ok(Listen::Unix("/run/p.sock".into()))
-        );
-        assert_eq!(
-            "http://0.0.0.0:4000".parse::<Listen>(),
-            Ok(Listen::Tcp("0.0.0.0:4000".parse().expect("addr")))
-        );
-        assert!("nonsense".parse::<Listen>().is_err());
-        assert!("unix://".parse::<Listen>().is_err());
-    }
-
-    #[test]
-    fn value_parsers() {
-        assert_eq!(parse_duration("15m"), Ok(Duration::from_secs(900)));
-        assert_eq!(parse_duration("90"), Ok(Duration::from_secs(90)));
-        assert!(parse_duration("soon").is_err());
-        assert_eq!(parse_size("8MiB"), Ok(8 * 1024 * 1024));
-        assert_eq!(parse_size("100"), Ok(100));
-        assert!(parse_size("8XB").is_err());
-        assert_eq!(
-            parse_key_values(r#"{"a":"b"}"#).map(|k| k.0),
-            Ok([("a".to_string(), "b".to_string())].into())
-        );
-        assert_eq!(parse_key_values("a=b, c=d").map(|k| k.0.len()), Ok(2));
-        assert_eq!(
-            parse_string_list(r#"["x","y"]"#).map(|l| l.0),
-            Ok(vec!["x".to_string(), "y".to_string()])
-        );
-        assert_eq!(parse_string_list("").map(|l| l.0), Ok(vec![]));
-        assert_eq!(
-            parse_tolerations(r#"[{"key":"k","operator":"Exists"}]"#).map(|t| t.0.len()),
-            Ok(1)
-        );
-    }
-
-    #[test]
-    fn defaults_refuse_to_run_without_auth() {
-        let c = PluginConfig::load(["offload-plugin"]).expect("parses");
-        assert_eq!(
-            c.listen,
-            Listen::Tcp("0.0.0.0:30400".parse().expect("addr"))
-        );
-        assert!(matches!(c.auth_token(), Err(ConfigError::NoAuth)));
-        let c = PluginConfig::load(["offload-plugin", "--insecure-no-auth"]).expect("parses");
-        assert!(matches!(c.auth_token(), Ok(None)));
-    }
-
-    #[test]
-    fn bastion_flags() {
-        let c = PluginConfig::load(["offload-plugin", "--insecure-no-auth"]).expect("parses");
-        let spec = c.bastion_spec().expect("on by default");
-        assert_eq!(spec.image, DEFAULT_BASTION_IMAGE);
-        assert_eq!(spec.name, "offload-bastion");
-        assert_eq!(spec.watch_namespace, None);
-        assert_eq!(spec.replicas, 2, "a standby by default");
-        assert!(spec.leader_election());
-        let c = PluginConfig::load([
-            "offload-plugin",
-            "--insecure-no-auth",
-            "--bastion-replicas=1",
-        ])
-        .expect("parses");
-        assert!(!c.bastion_spec().expect("on").leader_election());
-        assert!(
-            PluginConfig::load([
-                "offload-plugin",
-                "--insecure-no-auth",
-                "--bastion-replicas=0"
-            ])
-            .is_err()
-        );
-        let c = PluginConfig::load([
-            "offload-plugin",
-            "--bastion-namespace",
-            "tunnels",
-            "--bastion-watch-namespace",
-            "work",
-            "--bastion-image",
-            "reg/b:2",
-        ])
-        .expect("parses");
-        let spec = c.bastion_spec().expect("on");
-        assert_eq!(
-            (spec.namespace.as_str(), spec.image.as_str()),
-            ("tunnels", "reg/b:2")
-        );
-        assert_eq!(spec.watch_namespace.as_deref(), Some("work"));
-        let c = PluginConfig::load(["offload-plugin", "--no-bastion"]).expect("parses");
-        assert!(c.bastion_spec().is_none());
-        assert!(PluginConfig::for_tests().bastion_spec().is_none());
-        PluginConfig::command().debug_assert();
-    }
-
-    #[test]
-    fn config_file_sets_defaults_and_cli_wins() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let toml_path = dir.path().join("plugin.toml");
-        std::fs::write(
-            &toml_path,
-            "listen = \"127.0.0.1:4000\"\nallow-privileged = true\nnamespace-prefix-exclusions = [\"a\", \"b\"]\nnode_selector = { pool = \"gpu\" }\nbody-limit = \"1MiB\"\n",
-        )
-        .expect("write");
-        let p = toml_path.to_string_lossy().to_string();
-        let c = PluginConfig::load(["offload-plugin", "--config", &p]).expect("parses");
-        assert_eq!(
-            c.listen,
-            Listen::Tcp("127.0.0.1:4000".parse().expect("addr"))
-        );
-        assert!(c.allow_privileged);
-        assert_eq!(c.namespace_prefix_exclusions.0, vec!["a", "b"]);
-        assert_eq!(
-            c.node_selector.0.get("pool").map(String::as_str),
-            Some("gpu")
-        );
-        assert_eq!(c.body_limit, 1024 * 1024);
-        let c = PluginConfig::load([
-            "offload-plugin",
-            "--config",
-            &p,
-            "--listen",
-            "unix:///tmp/x.sock",
-        ])
-        .expect("parses");
-        assert_eq!(c.listen, Listen::Unix("/tmp/x.sock".into()));
-
-        let yaml_path = dir.path().join("plugin.yaml");
-        std::fs::write(
-            &yaml_path,
-            "insecure-no-auth: true\nnamespace-prefix: remote\n",
-        )
-        .expect("write");
-        let y = yaml_path.to_string_lossy().to_string();
-        let c = PluginConfig::load(["offload-plugin", "--config", &y]).expect("parses");
-        assert!(c.insecure_no_auth);
-        assert_eq!(c.namespace_prefix, "remote");
-
-        std::fs::write(&toml_path, "no-such-flag = 1\n").expect("write");
-        assert!(matches!(
-            PluginConfig::load(["offload-plugin", "--config", &p]),
-            Err(ConfigError::UnknownKey { .. })
-        ));
-    }
-}
+mod tests;

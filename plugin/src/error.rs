@@ -34,6 +34,17 @@ impl ApiError {
     pub fn bad_request(message: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, "bad_request", message)
     }
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, "not_found", message)
+    }
+    /// 503: the caller should retry later.
+    pub fn unavailable(code: &'static str, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::SERVICE_UNAVAILABLE, code, message)
+    }
+    /// 500: a bug of the plugin; details are in its log, not in the answer.
+    pub fn internal(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", message)
+    }
 }
 
 impl std::fmt::Display for ApiError {
@@ -48,16 +59,25 @@ impl std::fmt::Display for ApiError {
     }
 }
 
+/// Why a request failed (the error code, e.g. `missing_object`), left on the
+/// response for the access log, which sees only the response: its WARN line
+/// then says why, not only the status. Not the message: a message may quote
+/// the request body, which may hold secret values.
+#[derive(Clone, Copy, Debug)]
+pub struct FailureReason(pub &'static str);
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (
+        let mut r = (
             self.status,
             Json(Body {
                 error: self.code,
                 message: &self.message,
             }),
         )
-            .into_response()
+            .into_response();
+        r.extensions_mut().insert(FailureReason(self.code));
+        r
     }
 }
 

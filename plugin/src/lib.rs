@@ -34,10 +34,24 @@
 //!   its public key is served on `GET /bastion/publicKey`.
 //!
 //! ## Layout
-//! Pure logic, no `kube::Client` in sight, unit-tested: [`naming`],
-//! [`translate`] (spec translation), [`policy`], [`status`] (status mapping),
-//! [`logs`] (log options), [`sweep`] (orphan decision), [`config`].
-//! Thin I/O: [`remote`] (kube-rs), [`http`] (axum), [`serve`] (listeners).
+//! Pure logic, no `kube::Client` in sight, unit-tested (tests of a module
+//! in `<module>/tests.rs` when they are long):
+//! - [`naming`]: remote names and namespaces (RFC 1123 labels, hashed when long);
+//! - [`translate`]: `RetrievedPodData` -> remote pod, ConfigMaps and Secrets,
+//!   one step per module (`validate`, `volumes`, `env`, `compat`, `pod`,
+//!   `objects`, and `context` for the payload and its references);
+//! - [`policy`] (what the remote operator allows), [`status`] (remote pod ->
+//!   interLink `PodStatus`), [`logs`] (log options), [`sweep`] (orphan decision);
+//! - [`config`]: the clap struct (`config/values.rs` the flag value types,
+//!   `config/file.rs` the TOML/YAML config file; durations use
+//!   `offload_runtime::duration`).
+//!
+//! Thin I/O around it: [`remote`] (kube-rs: watch cache, create, apply,
+//! delete, logs), [`http`] (axum: router and state; `http/handlers.rs`,
+//! `http/body.rs` for JSON bodies, `http/middleware.rs` for authentication and
+//! the access log), [`error`] (the JSON error of every endpoint), [`serve`]
+//! (listeners), [`bastion`] (installs and keeps the bastion), the orphan-sweep
+//! task (`sweeper.rs`) and [`start`] below, which wires them together.
 
 pub mod bastion;
 pub mod config;
@@ -51,6 +65,7 @@ pub mod remote;
 pub mod serve;
 pub mod status;
 pub mod sweep;
+mod sweeper;
 pub mod translate;
 
 use std::{
@@ -63,13 +78,9 @@ pub use config::{Listen, PluginConfig};
 use kube::Client;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::info;
 
-use crate::{
-    metrics::Metrics,
-    remote::Remote,
-    sweep::{RemotePodInfo, SweepPolicy, Tracker},
-};
+use crate::{metrics::Metrics, remote::Remote, sweep::Tracker};
 
 /// Why the plugin could not start.
 #[derive(Debug, thiserror::Error)]
@@ -170,7 +181,7 @@ pub async fn start(config: PluginConfig, remote: Client) -> Result<RunningPlugin
         )));
     }
     if !config.no_sweep {
-        tasks.push(tokio::spawn(sweeper(
+        tasks.push(tokio::spawn(sweeper::run(
             remote.clone(),
             config.namespaces(),
             tracker,
@@ -186,91 +197,4 @@ pub async fn start(config: PluginConfig, remote: Client) -> Result<RunningPlugin
         tasks,
         remote,
     })
-}
-
-fn pod_info(p: &k8s_openapi::api::core::v1::Pod) -> Option<RemotePodInfo> {
-    let uid = p
-        .metadata
-        .labels
-        .as_ref()?
-        .get(offload_wire::keys::LABEL_SOURCE_POD_UID)?
-        .clone();
-    let phase = p
-        .status
-        .as_ref()
-        .and_then(|s| s.phase.as_deref())
-        .unwrap_or("");
-    Some(RemotePodInfo {
-        uid,
-        terminal: phase == "Succeeded" || phase == "Failed",
-    })
-}
-
-/// Periodically deletes remote pods whose local pod is gone (see [`sweep`]).
-async fn sweeper(
-    remote: Arc<Remote>,
-    namespaces: naming::NamespaceMapper,
-    tracker: Arc<Mutex<Tracker>>,
-    policy: SweepPolicy,
-    every: Duration,
-    metrics: Arc<Metrics>,
-    cancel: CancellationToken,
-) {
-    let mut tick = tokio::time::interval(every.max(Duration::from_secs(1)));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = cancel.cancelled() => return,
-            _ = tick.tick() => {}
-        }
-        if !remote.is_ready() {
-            continue;
-        }
-        let pods: Vec<_> = remote
-            .store()
-            .state()
-            .into_iter()
-            .filter(|p| {
-                p.metadata
-                    .namespace
-                    .as_deref()
-                    .is_some_and(|ns| namespaces.may_own(ns))
-            })
-            .collect();
-        let infos: Vec<RemotePodInfo> = pods.iter().filter_map(|p| pod_info(p)).collect();
-        let orphans = match tracker.lock() {
-            Ok(mut t) => {
-                t.retain(
-                    &infos,
-                    Instant::now(),
-                    policy.active_after.min(policy.finished_after),
-                );
-                t.orphans(&infos, &policy, Instant::now())
-            }
-            Err(_) => continue,
-        };
-        for uid in orphans {
-            let Some(p) = pods
-                .iter()
-                .find(|p| pod_info(p).is_some_and(|i| i.uid == uid))
-            else {
-                continue;
-            };
-            let (Some(ns), Some(name)) =
-                (p.metadata.namespace.as_deref(), p.metadata.name.as_deref())
-            else {
-                continue;
-            };
-            info!(uid = %uid, pod = name, namespace = ns, "orphan sweep: deleting remote pod");
-            match remote.delete(ns, name, &uid).await {
-                Ok(_) => {
-                    metrics.orphans_deleted.inc();
-                    if let Ok(mut t) = tracker.lock() {
-                        t.forget(&uid);
-                    }
-                }
-                Err(e) => warn!(uid = %uid, error = %e, "orphan sweep: delete failed"),
-            }
-        }
-    }
 }

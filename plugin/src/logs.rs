@@ -4,7 +4,7 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::api::LogParams;
 use offload_wire::LogStruct;
 
-use crate::naming::{is_dns_label, is_valid_uid};
+use crate::naming::{is_rfc1123_label, is_valid_uid};
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum LogOptsError {
@@ -30,7 +30,7 @@ pub enum LogOptsError {
 
 /// Checks the identity fields of a log request.
 pub fn validate(req: &LogStruct) -> Result<(), LogOptsError> {
-    if !is_dns_label(&req.namespace) {
+    if !is_rfc1123_label(&req.namespace) {
         return Err(LogOptsError::Namespace(req.namespace.clone()));
     }
     if req.pod_name.is_empty() {
@@ -39,7 +39,7 @@ pub fn validate(req: &LogStruct) -> Result<(), LogOptsError> {
     if !is_valid_uid(&req.pod_uid) {
         return Err(LogOptsError::PodUid(req.pod_uid.clone()));
     }
-    if !req.container_name.is_empty() && !is_dns_label(&req.container_name) {
+    if !req.container_name.is_empty() && !is_rfc1123_label(&req.container_name) {
         return Err(LogOptsError::ContainerName(req.container_name.clone()));
     }
     Ok(())
@@ -134,9 +134,9 @@ pub fn choose_container(remote: &Pod, requested: &str) -> Result<String, LogOpts
 #[cfg(test)]
 mod tests {
     use super::*;
-    use k8s_openapi::api::core::v1::{Container, PodSpec};
     use offload_wire::ContainerLogOpts;
     use pretty_assertions::assert_eq;
+    use testbed::fixtures::{container, pod};
 
     fn req(opts: ContainerLogOpts) -> LogStruct {
         LogStruct {
@@ -241,26 +241,11 @@ mod tests {
 
     #[test]
     fn container_choice_follows_kubectl() {
-        let mut pod = Pod {
-            spec: Some(PodSpec {
-                containers: vec![
-                    Container {
-                        name: "a".into(),
-                        ..Default::default()
-                    },
-                    Container {
-                        name: "b".into(),
-                        ..Default::default()
-                    },
-                ],
-                init_containers: Some(vec![Container {
-                    name: "init".into(),
-                    ..Default::default()
-                }]),
-                ..Default::default()
-            }),
-            ..Default::default()
-        };
+        let mut pod = pod("p")
+            .init_container(container("init"))
+            .container(container("a"))
+            .container(container("b"))
+            .build();
         assert_eq!(choose_container(&pod, "").expect("default"), "a");
         assert_eq!(choose_container(&pod, "init").expect("init"), "init");
         assert!(choose_container(&pod, "zzz").is_err());

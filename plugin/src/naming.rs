@@ -39,7 +39,13 @@ impl NameKind {
 
 /// Is `s` an RFC 1123 label (lower-case alphanumerics and `-`, alphanumeric at
 /// both ends, 1..=63 characters)?
-pub fn is_dns_label(s: &str) -> bool {
+///
+/// RFC 1123 (not RFC 1035) because this is the rule Kubernetes applies to the
+/// names the plugin checks or makes: namespaces, container and volume names,
+/// label values and most object names may start with a digit (a UID often
+/// does). Service names follow the stricter RFC 1035 label, see
+/// `gateway_manager::objects::is_rfc1035_label`.
+pub fn is_rfc1123_label(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= MAX_LABEL
         && s.bytes()
@@ -48,12 +54,15 @@ pub fn is_dns_label(s: &str) -> bool {
         && !s.ends_with('-')
 }
 
-/// Is `s` an RFC 1123 subdomain (labels joined by dots, at most 253 characters)?
-pub fn is_dns_subdomain(s: &str) -> bool {
-    !s.is_empty() && s.len() <= 253 && s.split('.').all(is_dns_label_any_len)
+/// Is `s` an RFC 1123 subdomain (labels joined by dots, at most 253
+/// characters)? The Kubernetes rule for pod, ConfigMap and Secret names.
+pub fn is_rfc1123_subdomain(s: &str) -> bool {
+    !s.is_empty() && s.len() <= 253 && s.split('.').all(is_rfc1123_label_any_len)
 }
 
-fn is_dns_label_any_len(s: &str) -> bool {
+/// An RFC 1123 label without the 63-character limit (a subdomain limits the
+/// whole name instead).
+fn is_rfc1123_label_any_len(s: &str) -> bool {
     !s.is_empty()
         && s.bytes()
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
@@ -65,7 +74,7 @@ fn is_dns_label_any_len(s: &str) -> bool {
 /// accept any lower-case alphanumeric/`-` string that is a valid label value,
 /// because the UID goes into label values and remote names.
 pub fn is_valid_uid(s: &str) -> bool {
-    is_dns_label(s)
+    is_rfc1123_label(s)
 }
 
 fn short_hash(parts: &[&str]) -> String {
@@ -100,7 +109,7 @@ fn sanitize(s: &str) -> String {
 /// Secret or volume name) for the local pod `uid`.
 pub fn remote_name(kind: NameKind, base: &str, uid: &str) -> String {
     let uid_form = format!("{base}-{uid}");
-    if kind != NameKind::VolumeData && is_dns_label(base) && is_dns_label(&uid_form) {
+    if kind != NameKind::VolumeData && is_rfc1123_label(base) && is_rfc1123_label(&uid_form) {
         return uid_form;
     }
     let hash = short_hash(&[kind.tag(), base, uid]);
@@ -139,7 +148,7 @@ impl NamespaceMapper {
             return local.to_string();
         }
         let full = format!("{}-{}", self.prefix, local);
-        if is_dns_label(&full) {
+        if is_rfc1123_label(&full) {
             return full;
         }
         let hash = short_hash(&["namespace", &self.prefix, local]);
@@ -194,7 +203,7 @@ mod tests {
         let long = "my-very-long-deployment-name-7c9f8d6b5-abcde";
         let a = remote_name(NameKind::Pod, long, UID);
         let b = remote_name(NameKind::Pod, long, UID2);
-        assert!(a.len() <= 63 && is_dns_label(&a), "{a}");
+        assert!(a.len() <= 63 && is_rfc1123_label(&a), "{a}");
         assert!(a.starts_with(
             "my-very-long-deployment-name-7c9f8d6b5-abcde"[..30].trim_end_matches('-')
         ));
@@ -207,9 +216,9 @@ mod tests {
     fn names_of_253_chars_and_dots_map_to_labels() {
         let name = format!("{}.{}", "a".repeat(200), "b".repeat(52));
         let r = remote_name(NameKind::Pod, &name, UID);
-        assert!(is_dns_label(&r), "{r}");
+        assert!(is_rfc1123_label(&r), "{r}");
         let dotted = remote_name(NameKind::ConfigMap, "app.config", UID);
-        assert!(is_dns_label(&dotted), "{dotted}");
+        assert!(is_rfc1123_label(&dotted), "{dotted}");
         assert_ne!(dotted, remote_name(NameKind::ConfigMap, "app-config", UID));
     }
 
@@ -228,7 +237,7 @@ mod tests {
         let v = remote_name(NameKind::VolumeData, "creds", UID);
         let s = remote_name(NameKind::Secret, "creds", UID);
         assert_ne!(v, s);
-        assert!(is_dns_label(&v));
+        assert!(is_rfc1123_label(&v));
     }
 
     #[test]
@@ -248,19 +257,19 @@ mod tests {
         assert_eq!(NamespaceMapper::default().remote("default"), "default");
         let long = "n".repeat(60);
         let r = m.remote(&long);
-        assert!(is_dns_label(&r), "{r}");
+        assert!(is_rfc1123_label(&r), "{r}");
         assert_ne!(r, m.remote(&"n".repeat(59)));
     }
 
     #[test]
     fn label_and_subdomain_checks() {
-        assert!(is_dns_label("a-1"));
-        assert!(!is_dns_label("A"));
-        assert!(!is_dns_label("-a"));
-        assert!(!is_dns_label(&"a".repeat(64)));
-        assert!(is_dns_subdomain("a.b-c"));
-        assert!(!is_dns_subdomain("a..b"));
-        assert!(!is_dns_subdomain("a_b"));
+        assert!(is_rfc1123_label("a-1"));
+        assert!(!is_rfc1123_label("A"));
+        assert!(!is_rfc1123_label("-a"));
+        assert!(!is_rfc1123_label(&"a".repeat(64)));
+        assert!(is_rfc1123_subdomain("a.b-c"));
+        assert!(!is_rfc1123_subdomain("a..b"));
+        assert!(!is_rfc1123_subdomain("a_b"));
         assert!(is_valid_uid(UID));
         assert!(!is_valid_uid("UPPER-case"));
     }

@@ -21,11 +21,12 @@ use std::{
 
 use futures::{AsyncBufRead, StreamExt};
 use k8s_openapi::{
+    NamespaceResourceScope,
     api::core::v1::{ConfigMap, Namespace, Pod, Secret, ServiceAccount},
     apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference},
 };
 use kube::{
-    Api, Client,
+    Api, Client, Resource,
     api::{DeleteParams, ListParams, LogParams, Patch, PatchParams, PostParams},
     runtime::{
         WatchStreamExt,
@@ -34,6 +35,7 @@ use kube::{
     },
 };
 use offload_wire::keys;
+use serde::{Serialize, de::DeserializeOwned};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
@@ -75,6 +77,25 @@ fn rejected(what: impl Into<String>, e: kube::Error) -> RemoteError {
 
 fn is_status(e: &kube::Error, code: u16) -> bool {
     matches!(e, kube::Error::Api(s) if s.code == code)
+}
+
+/// What `Api::namespaced` and server-side apply need of an object type.
+trait Namespaced:
+    Resource<Scope = NamespaceResourceScope, DynamicType = ()>
+    + Clone
+    + Serialize
+    + DeserializeOwned
+    + std::fmt::Debug
+{
+}
+
+impl<K> Namespaced for K where
+    K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + Serialize
+        + DeserializeOwned
+        + std::fmt::Debug
+{
 }
 
 /// Label selector of every object the plugin owns.
@@ -355,28 +376,34 @@ impl Remote {
         plan: &RemotePlan,
         owner: &OwnerReference,
     ) -> Result<(), RemoteError> {
+        let ns = &plan.namespace;
+        self.apply_owned(ns, &plan.config_maps, owner, "apply_configmap", "ConfigMap")
+            .await?;
+        self.apply_owned(ns, &plan.secrets, owner, "apply_secret", "Secret")
+            .await
+    }
+
+    /// Server-side applies `objects`, each owned by `owner`.
+    async fn apply_owned<K: Namespaced>(
+        &self,
+        ns: &str,
+        objects: &[K],
+        owner: &OwnerReference,
+        op: &'static str,
+        kind: &str,
+    ) -> Result<(), RemoteError> {
         let params = PatchParams::apply(FIELD_MANAGER).force();
-        let cms: Api<ConfigMap> = Api::namespaced(self.client.clone(), &plan.namespace);
-        for cm in &plan.config_maps {
-            let mut cm = cm.clone();
-            cm.metadata.owner_references = Some(vec![owner.clone()]);
-            let name = cm.metadata.name.clone().unwrap_or_default();
-            self.metrics.remote_call("apply_configmap");
-            cms.patch(&name, &params, &Patch::Apply(&cm))
+        let api: Api<K> = Api::namespaced(self.client.clone(), ns);
+        for obj in objects {
+            let mut obj = obj.clone();
+            obj.meta_mut().owner_references = Some(vec![owner.clone()]);
+            let name = obj.meta().name.clone().unwrap_or_default();
+            self.metrics.remote_call(op);
+            api.patch(&name, &params, &Patch::Apply(&obj))
                 .await
-                .map_err(|e| rejected(format!("ConfigMap {name:?}"), e))?;
-        }
-        let secrets: Api<Secret> = Api::namespaced(self.client.clone(), &plan.namespace);
-        for s in &plan.secrets {
-            let mut s = s.clone();
-            s.metadata.owner_references = Some(vec![owner.clone()]);
-            let name = s.metadata.name.clone().unwrap_or_default();
-            self.metrics.remote_call("apply_secret");
-            secrets
-                .patch(&name, &params, &Patch::Apply(&s))
-                .await
-                // Never echo the object: the message is the apiserver's reason only.
-                .map_err(|e| rejected(format!("Secret {name:?}"), e))?;
+                // Never echo the object (a Secret's data): the message is the
+                // apiserver's reason only.
+                .map_err(|e| rejected(format!("{kind} {name:?}"), e))?;
         }
         Ok(())
     }
@@ -398,24 +425,29 @@ impl Remote {
             managed_selector(),
             keys::LABEL_SOURCE_POD_UID
         ));
-        let cms: Api<ConfigMap> = Api::namespaced(self.client.clone(), ns);
-        self.metrics.remote_call("delete_configmaps");
-        match cms.delete_collection(&DeleteParams::default(), &lp).await {
-            Ok(_) => {}
-            Err(e) if is_status(&e, 404) => {}
-            Err(e) => return Err(rejected("deleting ConfigMaps", e)),
-        }
-        let secrets: Api<Secret> = Api::namespaced(self.client.clone(), ns);
-        self.metrics.remote_call("delete_secrets");
-        match secrets
-            .delete_collection(&DeleteParams::default(), &lp)
-            .await
-        {
-            Ok(_) => {}
-            Err(e) if is_status(&e, 404) => {}
-            Err(e) => return Err(rejected("deleting Secrets", e)),
-        }
+        self.delete_owned::<ConfigMap>(ns, &lp, "delete_configmaps", "deleting ConfigMaps")
+            .await?;
+        self.delete_owned::<Secret>(ns, &lp, "delete_secrets", "deleting Secrets")
+            .await?;
         Ok(existed)
+    }
+
+    /// Deletes the objects of one kind that `lp` selects; a missing namespace
+    /// is nothing to delete.
+    async fn delete_owned<K: Namespaced>(
+        &self,
+        ns: &str,
+        lp: &ListParams,
+        op: &'static str,
+        what: &str,
+    ) -> Result<(), RemoteError> {
+        let api: Api<K> = Api::namespaced(self.client.clone(), ns);
+        self.metrics.remote_call(op);
+        match api.delete_collection(&DeleteParams::default(), lp).await {
+            Ok(_) => Ok(()),
+            Err(e) if is_status(&e, 404) => Ok(()),
+            Err(e) => Err(rejected(what, e)),
+        }
     }
 
     /// The log stream of a container.

@@ -57,12 +57,7 @@ impl std::io::Write for LogWriter {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn full_pod_through_every_endpoint() -> anyhow::Result<()> {
     let logs_seen = captured_logs();
-    let env = env().await?;
-    let scope = scope(&env, "plugin-full")?;
-    let p = Plugin::start(&env, PluginConfig::for_tests()).await?;
-    let uid = uid();
-    let body = fixture("create_full.json", &scope.local_ns, &uid)?;
-    let pod = pod_of(&body)?;
+    let (env, scope, p, uid, body, pod) = case("plugin-full", "create_full.json").await?;
 
     // create: 200 with the local UID and the remote pod's UID as job id.
     let created = create(&env, &p, &body).await?;
@@ -155,8 +150,7 @@ async fn full_pod_through_every_endpoint() -> anyhow::Result<()> {
 
     // logs: container selection, init container, volumes, env from secretKeyRef.
     let ns = &scope.local_ns;
-    let (code, writer_log) =
-        logs(&env, &p, log_body(ns, &uid, "full", "writer", json!({}))).await?;
+    let (code, writer_log) = pod_logs(&env, &p, ns, &uid, "full", "writer", json!({})).await?;
     assert_eq!(code, StatusCode::OK, "{writer_log}");
     for line in [
         "mode=fast",
@@ -173,11 +167,11 @@ async fn full_pod_through_every_endpoint() -> anyhow::Result<()> {
             "writer log lacks {line:?}:\n{writer_log}"
         );
     }
-    let (code, init_log) = logs(&env, &p, log_body(ns, &uid, "full", "init", json!({}))).await?;
+    let (code, init_log) = pod_logs(&env, &p, ns, &uid, "full", "init", json!({})).await?;
     assert_eq!(code, StatusCode::OK);
     assert_eq!(init_log.trim(), "init says hello");
     let reader_log = testbed::wait_for("reader to tick 3 times", RUN, || async {
-        let (_, l) = logs(&env, &p, log_body(ns, &uid, "full", "reader", json!({}))).await?;
+        let (_, l) = pod_logs(&env, &p, ns, &uid, "full", "reader", json!({})).await?;
         Ok(l.contains("tick 3").then_some(l))
     })
     .await?;
@@ -187,41 +181,33 @@ async fn full_pod_through_every_endpoint() -> anyhow::Result<()> {
     );
 
     // Tail, Bytes (limitBytes), Timestamps.
-    let (_, tail) = logs(
-        &env,
-        &p,
-        log_body(ns, &uid, "full", "reader", json!({"Tail": 2})),
-    )
-    .await?;
+    let (_, tail) = pod_logs(&env, &p, ns, &uid, "full", "reader", json!({"Tail": 2})).await?;
     assert_eq!(tail.lines().count(), 2, "{tail}");
     assert!(tail.lines().all(|l| l.starts_with("tick ")), "{tail}");
-    let (_, bytes) = logs(
-        &env,
-        &p,
-        log_body(ns, &uid, "full", "writer", json!({"Bytes": 5})),
-    )
-    .await?;
+    let (_, bytes) = pod_logs(&env, &p, ns, &uid, "full", "writer", json!({"Bytes": 5})).await?;
     assert_eq!(bytes, "mode=");
-    let (_, ts) = logs(
+    let (_, ts) = pod_logs(
         &env,
         &p,
-        log_body(ns, &uid, "full", "init", json!({"Timestamps": true})),
+        ns,
+        &uid,
+        "full",
+        "init",
+        json!({"Timestamps": true}),
     )
     .await?;
     assert!(
         ts.starts_with("20") && ts.trim_end().ends_with(" init says hello"),
         "{ts}"
     );
-    let (_, since) = logs(
+    let (_, since) = pod_logs(
         &env,
         &p,
-        log_body(
-            ns,
-            &uid,
-            "full",
-            "init",
-            json!({"SinceTime": "2999-01-01T00:00:00Z"}),
-        ),
+        ns,
+        &uid,
+        "full",
+        "init",
+        json!({"SinceTime": "2999-01-01T00:00:00Z"}),
     )
     .await?;
     assert_eq!(since, "", "nothing was logged after 2999");
@@ -262,7 +248,7 @@ async fn full_pod_through_every_endpoint() -> anyhow::Result<()> {
     drop(stream);
 
     // Unknown container: a 404 that names the containers.
-    let (code, msg) = logs(&env, &p, log_body(ns, &uid, "full", "nope", json!({}))).await?;
+    let (code, msg) = pod_logs(&env, &p, ns, &uid, "full", "nope", json!({})).await?;
     assert_eq!(code, StatusCode::NOT_FOUND);
     assert!(msg.contains("writer"), "{msg}");
 
@@ -306,12 +292,7 @@ async fn full_pod_through_every_endpoint() -> anyhow::Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn create_twice_makes_one_pod_and_restart_keeps_serving() -> anyhow::Result<()> {
-    let env = env().await?;
-    let scope = scope(&env, "plugin-idem")?;
-    let p = Plugin::start(&env, PluginConfig::for_tests()).await?;
-    let uid = uid();
-    let body = fixture("create_hello.json", &scope.local_ns, &uid)?;
-    let pod = pod_of(&body)?;
+    let (env, scope, p, uid, body, pod) = case("plugin-idem", "create_hello.json").await?;
 
     // Concurrent retries: both 200, same job id, one remote pod.
     let (a, b) = tokio::join!(create(&env, &p, &body), create(&env, &p, &body));
@@ -340,28 +321,31 @@ async fn create_twice_makes_one_pod_and_restart_keeps_serving() -> anyhow::Resul
         ("terminated", Some("Completed".into()), Some(0))
     );
     assert_eq!(st2.jid, st.jid);
-    let (code, log) = logs(
-        &env,
-        &p2,
-        log_body(&scope.local_ns, &uid, "hello", "c", json!({})),
-    )
-    .await?;
+    let (code, log) = pod_logs(&env, &p2, &scope.local_ns, &uid, "hello", "c", json!({})).await?;
     assert_eq!(code, StatusCode::OK);
     assert_eq!(log, "hello world\nline2\nline3\n");
     // Follow on a finished container ends with the container's output.
-    let (code, log) = logs(
+    let (code, log) = pod_logs(
         &env,
         &p2,
-        log_body(&scope.local_ns, &uid, "hello", "c", json!({"Follow": true})),
+        &scope.local_ns,
+        &uid,
+        "hello",
+        "c",
+        json!({"Follow": true}),
     )
     .await?;
     assert_eq!(code, StatusCode::OK);
     assert_eq!(log, "hello world\nline2\nline3\n");
     // Empty container name: the only container.
-    let (_, log) = logs(
+    let (_, log) = pod_logs(
         &env,
         &p2,
-        log_body(&scope.local_ns, &uid, "hello", "", json!({"Tail": 1})),
+        &scope.local_ns,
+        &uid,
+        "hello",
+        "",
+        json!({"Tail": 1}),
     )
     .await?;
     assert_eq!(log, "line3\n");
@@ -389,12 +373,7 @@ async fn create_twice_makes_one_pod_and_restart_keeps_serving() -> anyhow::Resul
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn restarting_container_reports_restarts_and_previous_logs() -> anyhow::Result<()> {
-    let env = env().await?;
-    let scope = scope(&env, "plugin-prev")?;
-    let p = Plugin::start(&env, PluginConfig::for_tests()).await?;
-    let uid = uid();
-    let body = fixture("create_restarting.json", &scope.local_ns, &uid)?;
-    let pod = pod_of(&body)?;
+    let (env, scope, p, uid, body, pod) = case("plugin-prev", "create_restarting.json").await?;
     create(&env, &p, &body).await?;
     let st = wait_status(&env, &p, &pod, "second run", RUN, |s| {
         s.containers[0].restart_count >= 1 && state_of(&s.containers[0]).0 == "running"
@@ -407,19 +386,21 @@ async fn restarting_container_reports_restarts_and_previous_logs() -> anyhow::Re
         .map(|t| t.exit_code);
     assert_eq!(last, Some(3));
     let ns = &scope.local_ns;
-    let (code, prev) = logs(
+    let (code, prev) = pod_logs(
         &env,
         &p,
-        log_body(ns, &uid, "restarting", "c", json!({"Previous": true})),
+        ns,
+        &uid,
+        "restarting",
+        "c",
+        json!({"Previous": true}),
     )
     .await?;
     assert_eq!(code, StatusCode::OK, "{prev}");
     assert_eq!(prev, "run 1\n");
-    let (_, cur) = logs(&env, &p, log_body(ns, &uid, "restarting", "c", json!({}))).await?;
+    let (_, cur) = pod_logs(&env, &p, ns, &uid, "restarting", "c", json!({})).await?;
     assert_eq!(cur, "run 2\n");
-    let (code, _) = send(&env, Method::POST, p.url("/delete"), pod.to_string()).await?;
-    assert_eq!(code, StatusCode::OK);
-    wait_gone(&env, &uid).await?;
+    delete_and_wait(&env, &p, &pod, &uid).await?;
     p.stop().await;
     Ok(())
 }
@@ -449,9 +430,7 @@ async fn unschedulable_pod_is_waiting_never_finished() -> anyhow::Result<()> {
     assert_eq!(state_of(&st.containers[0]).0, "waiting");
     assert_eq!(st.init_containers.len(), 1);
     assert_eq!(state_of(&st.init_containers[0]).0, "waiting");
-    let (code, _) = send(&env, Method::POST, p.url("/delete"), pod.to_string()).await?;
-    assert_eq!(code, StatusCode::OK);
-    wait_gone(&env, &uid).await?;
+    delete_and_wait(&env, &p, &pod, &uid).await?;
     p.stop().await;
     Ok(())
 }
@@ -499,9 +478,7 @@ async fn orphan_sweep_deletes_pods_nobody_asks_about() -> anyhow::Result<()> {
     );
     let (pods, _, _) = remote_objects(&env, &kept).await?;
     assert_eq!(pods.len(), 1, "a polled pod is never swept");
-    let (code, _) = send(&env, Method::POST, p.url("/delete"), kept_pod.to_string()).await?;
-    assert_eq!(code, StatusCode::OK);
-    wait_gone(&env, &kept).await?;
+    delete_and_wait(&env, &p, &kept_pod, &kept).await?;
     p.stop().await;
     Ok(())
 }
@@ -636,9 +613,7 @@ async fn remote_pod_deleted_out_of_band_is_reported_failed() -> anyhow::Result<(
         state_of(&st.containers[0]),
         ("terminated", Some("RemotePodDeleted".into()), Some(137))
     );
-    let (code, _) = send(&env, Method::POST, p.url("/delete"), pod.to_string()).await?;
-    assert_eq!(code, StatusCode::OK);
-    wait_gone(&env, &uid).await?;
+    delete_and_wait(&env, &p, &pod, &uid).await?;
     p.stop().await;
     Ok(())
 }

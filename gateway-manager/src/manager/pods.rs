@@ -156,11 +156,11 @@ impl GatewayManager {
         let current = pod.annotations();
         let workload = current
             .get(tunnel::SERVICE)
-            .filter(|s| objects::is_dns_label(s))
+            .filter(|s| objects::is_rfc1035_label(s))
             .cloned();
         if let Some(bad) = current
             .get(tunnel::SERVICE)
-            .filter(|s| !objects::is_dns_label(s))
+            .filter(|s| !objects::is_rfc1035_label(s))
         {
             warn!(pod = %name, namespace = %ns, service = %bad, "tunnel-service is not a valid Service name; ignored");
         }
@@ -263,7 +263,7 @@ impl GatewayManager {
         let workload = removed
             .and_then(|p| p.workload_service)
             .or_else(|| pod.annotations().get(tunnel::SERVICE).cloned())
-            .filter(|s| objects::is_dns_label(s));
+            .filter(|s| objects::is_rfc1035_label(s));
         if let Some(w) = workload {
             self.apply_workload_service(&id.namespace, &w).await?;
         }

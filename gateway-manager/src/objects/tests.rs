@@ -58,10 +58,10 @@ fn service_names() {
     assert_eq!(pod_service_name("web-0"), "web-0-tunnel");
     let long = "a".repeat(70);
     let n = pod_service_name(&long);
-    assert!(n.len() <= 63 && is_dns_label(&n), "{n}");
+    assert!(n.len() <= 63 && is_rfc1035_label(&n), "{n}");
     assert_ne!(pod_service_name(&"a".repeat(71)), n);
     let odd = pod_service_name("1.2.3");
-    assert!(is_dns_label(&odd), "{odd}");
+    assert!(is_rfc1035_label(&odd), "{odd}");
 }
 
 #[test]

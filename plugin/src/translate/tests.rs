@@ -1,99 +1,54 @@
 use super::*;
 use k8s_openapi::api::core::v1::{
-    ConfigMapKeySelector, ConfigMapVolumeSource, EnvFromSource, EnvVarSource, ExecAction,
-    HTTPGetAction, Lifecycle, LifecycleHandler, ObjectFieldSelector, Probe, ProjectedVolumeSource,
-    SecretEnvSource, SecretKeySelector, SecurityContext, ServiceAccountTokenProjection,
-    VolumeMount, VolumeProjection,
+    Container, EnvFromSource, ExecAction, HTTPGetAction, KeyToPath, Lifecycle, LifecycleHandler,
+    Probe, ProjectedVolumeSource, SecretEnvSource, SecurityContext, ServiceAccountTokenProjection,
+    Volume, VolumeProjection,
 };
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use offload_wire::RetrievedContainer;
 use pretty_assertions::assert_eq;
+use testbed::fixtures::{
+    self, config_map_volume, container, env, env_from_config_map, env_from_field, env_from_secret,
+    mount, secret_volume,
+};
+
+mod references;
 
 const UID: &str = "6f1c1f1e-0000-4000-8000-000000000001";
 
-fn container(name: &str) -> Container {
-    Container {
-        name: name.into(),
-        image: Some("busybox".into()),
-        ..Default::default()
-    }
-}
-
-fn mount(name: &str, path: &str) -> VolumeMount {
-    VolumeMount {
-        name: name.into(),
-        mount_path: path.into(),
-        ..Default::default()
-    }
-}
-
+/// The local pod `default/hello` as the virtual node holds it: bound to the
+/// node, with a label, a VK control annotation (secret) and a user one.
 fn pod(containers: Vec<Container>, volumes: Vec<Volume>) -> Pod {
-    Pod {
-        metadata: ObjectMeta {
-            name: Some("hello".into()),
-            namespace: Some("default".into()),
-            uid: Some(UID.into()),
-            labels: Some([("app".to_string(), "web".to_string())].into()),
-            annotations: Some(
-                [
-                    (
-                        "interlink.eu/wg-private-key".to_string(),
-                        "SECRET".to_string(),
-                    ),
-                    ("team".to_string(), "a".to_string()),
-                ]
-                .into(),
-            ),
-            ..Default::default()
-        },
-        spec: Some(PodSpec {
-            node_name: Some("virtual-node".into()),
-            containers,
-            volumes: if volumes.is_empty() {
-                None
-            } else {
-                Some(volumes)
-            },
-            restart_policy: Some("Never".into()),
-            service_account_name: Some("default".into()),
-            ..Default::default()
-        }),
-        status: None,
+    let mut p = fixtures::pod("hello")
+        .namespace("default")
+        .uid(UID)
+        .label("app", "web")
+        .annotation("interlink.eu/wg-private-key", "SECRET")
+        .annotation("team", "a")
+        .node("virtual-node")
+        .restart_policy("Never");
+    for c in containers {
+        p = p.container(c);
     }
+    for v in volumes {
+        p = p.volume(v);
+    }
+    let mut p = p.build();
+    if let Some(spec) = p.spec.as_mut() {
+        spec.service_account_name = Some("default".into());
+    }
+    p
 }
 
+/// A ConfigMap of the local namespace (with a UID, as the apiserver gives it).
 fn cm(name: &str, data: &[(&str, &str)]) -> ConfigMap {
-    ConfigMap {
-        metadata: ObjectMeta {
-            name: Some(name.into()),
-            namespace: Some("default".into()),
-            uid: Some(format!("cm-{name}")),
-            ..Default::default()
-        },
-        data: Some(
-            data.iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
-        ),
-        ..Default::default()
-    }
+    let mut cm = fixtures::config_map("default", name, data);
+    cm.metadata.uid = Some(format!("cm-{name}"));
+    cm
 }
 
 fn secret(name: &str, data: &[(&str, &str)]) -> Secret {
-    Secret {
-        metadata: ObjectMeta {
-            name: Some(name.into()),
-            namespace: Some("default".into()),
-            ..Default::default()
-        },
-        data: Some(
-            data.iter()
-                .map(|(k, v)| (k.to_string(), ByteString(v.as_bytes().to_vec())))
-                .collect(),
-        ),
-        type_: Some("Opaque".into()),
-        ..Default::default()
-    }
+    fixtures::secret("default", name, data)
 }
 
 fn data(
@@ -143,38 +98,10 @@ fn copies_the_spec_faithfully_and_strips_local_fields() {
         ..Default::default()
     });
     c.env = Some(vec![
-        EnvVar {
-            name: "A".into(),
-            value: Some("1".into()),
-            ..Default::default()
-        },
-        EnvVar {
-            name: "KUBERNETES_SERVICE_HOST".into(),
-            value: Some("10.0.0.1".into()),
-            ..Default::default()
-        },
-        EnvVar {
-            name: "ME".into(),
-            value_from: Some(EnvVarSource {
-                field_ref: Some(ObjectFieldSelector {
-                    field_path: "metadata.name".into(),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            }),
-            ..Default::default()
-        },
-        EnvVar {
-            name: "IP".into(),
-            value_from: Some(EnvVarSource {
-                field_ref: Some(ObjectFieldSelector {
-                    field_path: "status.podIP".into(),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            }),
-            ..Default::default()
-        },
+        env("A", "1"),
+        env("KUBERNETES_SERVICE_HOST", "10.0.0.1"),
+        env_from_field("ME", "metadata.name"),
+        env_from_field("IP", "status.podIP"),
     ]);
     let plan = translate(
         &data(pod(vec![c], vec![]), vec![], vec![], vec![]),
@@ -225,327 +152,6 @@ fn copies_the_spec_faithfully_and_strips_local_fields() {
         Some("hello")
     );
     assert!(plan.config_maps.is_empty() && plan.secrets.is_empty());
-}
-
-#[test]
-fn service_account_token_volumes_do_not_cross() {
-    let mut c = container("c");
-    c.volume_mounts = Some(vec![mount("default-token-abcde", SA_MOUNT_PATH)]);
-    let mut c2 = container("d");
-    c2.volume_mounts = Some(vec![mount("kube-api-access-xyz", SA_MOUNT_PATH)]);
-    let vols = vec![
-        Volume {
-            name: "default-token-abcde".into(),
-            secret: Some(SecretVolumeSource {
-                secret_name: Some("default-token-abcde".into()),
-                ..Default::default()
-            }),
-            ..Default::default()
-        },
-        Volume {
-            name: "kube-api-access-xyz".into(),
-            projected: Some(ProjectedVolumeSource {
-                sources: Some(vec![VolumeProjection {
-                    service_account_token: Some(ServiceAccountTokenProjection {
-                        path: "token".into(),
-                        ..Default::default()
-                    }),
-                    ..Default::default()
-                }]),
-                ..Default::default()
-            }),
-            ..Default::default()
-        },
-    ];
-    let mut token = secret("default-token-abcde", &[("token", "t")]);
-    token.type_ = Some("kubernetes.io/service-account-token".into());
-    let plan = translate(
-        &data(
-            pod(vec![c, c2], vols),
-            vec![],
-            vec![token],
-            vec![cm("kube-api-access-xyz", &[("token", "t")])],
-        ),
-        &TranslateConfig::default(),
-    )
-    .expect("translates");
-    let spec = spec_of(&plan);
-    assert_eq!(spec.volumes, None);
-    assert!(
-        spec.containers
-            .iter()
-            .all(|c| c.volume_mounts.as_ref().is_none_or(|m| m.is_empty()))
-    );
-    assert!(plan.secrets.is_empty());
-}
-
-#[test]
-fn config_volumes_env_refs_and_env_from_are_renamed_and_shipped_once() {
-    let mut c = container("c");
-    c.volume_mounts = Some(vec![mount("cfg", "/etc/cfg"), mount("sec", "/etc/sec")]);
-    c.env = Some(vec![
-        EnvVar {
-            name: "PASSWORD".into(),
-            value_from: Some(EnvVarSource {
-                secret_key_ref: Some(SecretKeySelector {
-                    name: "db".into(),
-                    key: "password".into(),
-                    optional: None,
-                }),
-                ..Default::default()
-            }),
-            ..Default::default()
-        },
-        EnvVar {
-            name: "MODE".into(),
-            value_from: Some(EnvVarSource {
-                config_map_key_ref: Some(ConfigMapKeySelector {
-                    name: "settings".into(),
-                    key: "mode".into(),
-                    optional: None,
-                }),
-                ..Default::default()
-            }),
-            ..Default::default()
-        },
-    ]);
-    c.env_from = Some(vec![EnvFromSource {
-        secret_ref: Some(SecretEnvSource {
-            name: "db".into(),
-            optional: None,
-        }),
-        ..Default::default()
-    }]);
-    let mut c2 = container("d");
-    c2.volume_mounts = Some(vec![mount("cfg", "/etc/cfg")]);
-    let vols = vec![
-        Volume {
-            name: "cfg".into(),
-            config_map: Some(ConfigMapVolumeSource {
-                name: "settings".into(),
-                items: Some(vec![KeyToPath {
-                    key: "mode".into(),
-                    path: "conf/mode.txt".into(),
-                    mode: None,
-                }]),
-                ..Default::default()
-            }),
-            ..Default::default()
-        },
-        Volume {
-            name: "sec".into(),
-            secret: Some(SecretVolumeSource {
-                secret_name: Some("db".into()),
-                ..Default::default()
-            }),
-            ..Default::default()
-        },
-    ];
-    let mut d = data(
-        pod(vec![c, c2], vols),
-        vec![cm("settings", &[("mode", "fast")])],
-        vec![secret("db", &[("password", "hunter2")])],
-        vec![],
-    );
-    // interLink lists the shared ConfigMap for the second container too.
-    d.containers.push(RetrievedContainer {
-        name: "d".into(),
-        config_maps: vec![cm("settings", &[("mode", "fast")])],
-        ..Default::default()
-    });
-    let plan = translate(&d, &TranslateConfig::default()).expect("translates");
-    let cm_name = format!("settings-{UID}");
-    let secret_name = format!("db-{UID}");
-    assert_eq!(plan.config_maps.len(), 1);
-    assert_eq!(
-        plan.config_maps[0].metadata.name.as_deref(),
-        Some(cm_name.as_str())
-    );
-    assert_eq!(
-        plan.config_maps[0].metadata.namespace.as_deref(),
-        Some("offloading-default")
-    );
-    assert_eq!(plan.secrets.len(), 1);
-    assert_eq!(
-        plan.secrets[0].metadata.name.as_deref(),
-        Some(secret_name.as_str())
-    );
-    let spec = spec_of(&plan);
-    let vols = spec.volumes.as_ref().expect("volumes");
-    assert_eq!(
-        vols[0].config_map.as_ref().map(|c| c.name.as_str()),
-        Some(cm_name.as_str())
-    );
-    assert_eq!(
-        vols[0]
-            .config_map
-            .as_ref()
-            .and_then(|c| c.items.as_ref())
-            .map(|i| i[0].path.as_str()),
-        Some("conf/mode.txt")
-    );
-    assert_eq!(
-        vols[1]
-            .secret
-            .as_ref()
-            .and_then(|s| s.secret_name.as_deref()),
-        Some(secret_name.as_str())
-    );
-    let env = spec.containers[0].env.as_ref().expect("env");
-    assert_eq!(
-        env[0]
-            .value_from
-            .as_ref()
-            .and_then(|v| v.secret_key_ref.as_ref())
-            .map(|r| r.name.as_str()),
-        Some(secret_name.as_str())
-    );
-    assert_eq!(
-        env[1]
-            .value_from
-            .as_ref()
-            .and_then(|v| v.config_map_key_ref.as_ref())
-            .map(|r| r.name.as_str()),
-        Some(cm_name.as_str())
-    );
-    assert_eq!(
-        spec.containers[0]
-            .env_from
-            .as_ref()
-            .and_then(|e| e[0].secret_ref.as_ref())
-            .map(|r| r.name.as_str()),
-        Some(secret_name.as_str())
-    );
-}
-
-#[test]
-fn missing_referenced_objects_are_named() {
-    let mut c = container("c");
-    c.env = Some(vec![EnvVar {
-        name: "PASSWORD".into(),
-        value_from: Some(EnvVarSource {
-            secret_key_ref: Some(SecretKeySelector {
-                name: "db".into(),
-                key: "password".into(),
-                optional: None,
-            }),
-            ..Default::default()
-        }),
-        ..Default::default()
-    }]);
-    let err = translate(
-        &data(pod(vec![c.clone()], vec![]), vec![], vec![], vec![]),
-        &TranslateConfig::default(),
-    )
-    .expect_err("missing secret");
-    assert_eq!(
-        err.to_string(),
-        "Secret \"db\" is referenced by container \"c\" env \"PASSWORD\" but was not sent with the pod"
-    );
-    // Present, but without the key.
-    let err = translate(
-        &data(
-            pod(vec![c.clone()], vec![]),
-            vec![],
-            vec![secret("db", &[("user", "x")])],
-            vec![],
-        ),
-        &TranslateConfig::default(),
-    )
-    .expect_err("missing key");
-    assert!(
-        err.to_string()
-            .contains("key \"password\" of Secret \"db\""),
-        "{err}"
-    );
-    // Optional: fine, nothing shipped.
-    if let Some(r) = c
-        .env
-        .as_mut()
-        .and_then(|e| e[0].value_from.as_mut())
-        .and_then(|v| v.secret_key_ref.as_mut())
-    {
-        r.optional = Some(true);
-    }
-    let plan = translate(
-        &data(pod(vec![c], vec![]), vec![], vec![], vec![]),
-        &TranslateConfig::default(),
-    )
-    .expect("optional ref");
-    assert!(plan.secrets.is_empty());
-}
-
-#[test]
-fn projected_volume_data_becomes_a_secret_with_items() {
-    let mut c = container("c");
-    c.volume_mounts = Some(vec![mount("proj", "/projected")]);
-    let vols = vec![Volume {
-        name: "proj".into(),
-        projected: Some(ProjectedVolumeSource {
-            default_mode: Some(0o440),
-            sources: Some(vec![VolumeProjection {
-                config_map: Some(k8s_openapi::api::core::v1::ConfigMapProjection {
-                    name: "settings".into(),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            }]),
-        }),
-        ..Default::default()
-    }];
-    let rendered = cm("proj", &[("dir/a.txt", "line1\nline2\n"), ("b", "x")]);
-    let plan = translate(
-        &data(pod(vec![c], vols), vec![], vec![], vec![rendered]),
-        &TranslateConfig::default(),
-    )
-    .expect("translates");
-    assert_eq!(plan.secrets.len(), 1);
-    let s = &plan.secrets[0];
-    let v = &spec_of(&plan).volumes.as_ref().expect("volumes")[0];
-    let sv = v.secret.as_ref().expect("secret volume");
-    assert_eq!(sv.secret_name, s.metadata.name);
-    assert_eq!(sv.default_mode, Some(0o440));
-    let items = sv.items.as_ref().expect("items");
-    let by_path: BTreeMap<&str, &str> = items
-        .iter()
-        .map(|i| (i.path.as_str(), i.key.as_str()))
-        .collect();
-    let content = |path: &str| {
-        s.data
-            .as_ref()
-            .and_then(|d| d.get(by_path[path]))
-            .map(|b| String::from_utf8_lossy(&b.0).to_string())
-    };
-    assert_eq!(content("dir/a.txt").as_deref(), Some("line1\nline2\n"));
-    assert_eq!(content("b").as_deref(), Some("x"));
-    // The user ConfigMap was not needed: the rendered data replaces it.
-    assert!(plan.config_maps.is_empty());
-}
-
-#[test]
-fn projected_volume_without_data_and_with_a_token_is_refused() {
-    let mut c = container("c");
-    c.volume_mounts = Some(vec![mount("tok", "/var/run/token")]);
-    let vols = vec![Volume {
-        name: "tok".into(),
-        projected: Some(ProjectedVolumeSource {
-            sources: Some(vec![VolumeProjection {
-                service_account_token: Some(ServiceAccountTokenProjection {
-                    path: "token".into(),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            }]),
-            ..Default::default()
-        }),
-        ..Default::default()
-    }];
-    let err = translate(
-        &data(pod(vec![c], vols), vec![], vec![], vec![]),
-        &TranslateConfig::default(),
-    )
-    .expect_err("refused");
-    assert!(matches!(err, TranslateError::Missing { .. }), "{err}");
 }
 
 #[test]

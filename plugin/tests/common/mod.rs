@@ -81,6 +81,22 @@ pub fn scope_mapped(env: &Env, prefix: &str, namespace_prefix: &str) -> anyhow::
     })
 }
 
+/// What most tests start from: the environment, a scope, a plugin with the
+/// test configuration, a fresh pod UID, the create fixture `fixture_name`
+/// filled in for it, and that body's `pod` (what `/status` and `/delete` take).
+pub async fn case(
+    scope_prefix: &str,
+    fixture_name: &str,
+) -> anyhow::Result<(Env, Scope, Plugin, String, String, Value)> {
+    let env = env().await?;
+    let scope = scope(&env, scope_prefix)?;
+    let plugin = Plugin::start(&env, PluginConfig::for_tests()).await?;
+    let uid = uid();
+    let body = fixture(fixture_name, &scope.local_ns, &uid)?;
+    let pod = pod_of(&body)?;
+    Ok((env, scope, plugin, uid, body, pod))
+}
+
 pub fn uid() -> String {
     uuid::Uuid::new_v4().to_string()
 }
@@ -155,6 +171,19 @@ pub async fn logs(env: &Env, p: &Plugin, body: String) -> anyhow::Result<(Status
     send(env, Method::GET, p.url("/getLogs"), body).await
 }
 
+/// `/getLogs` of one container with interLink's default options plus `opts`.
+pub async fn pod_logs(
+    env: &Env,
+    p: &Plugin,
+    ns: &str,
+    uid: &str,
+    pod: &str,
+    container: &str,
+    opts: Value,
+) -> anyhow::Result<(StatusCode, String)> {
+    logs(env, p, log_body(ns, uid, pod, container, opts)).await
+}
+
 /// State of a container status: ("running"|"waiting"|"terminated", reason, exit code).
 pub fn state_of(
     s: &k8s_openapi::api::core::v1::ContainerStatus,
@@ -206,6 +235,15 @@ pub async fn remote_objects(
         .await?
         .items;
     Ok((pods, cms, secrets))
+}
+
+/// `/delete` of `pod` answers 200, then every remote object of `uid` goes.
+pub async fn delete_and_wait(env: &Env, p: &Plugin, pod: &Value, uid: &str) -> anyhow::Result<()> {
+    let (code, text) = send(env, Method::POST, p.url("/delete"), pod.to_string()).await?;
+    if code != StatusCode::OK {
+        bail!("delete answered {code}: {text}");
+    }
+    wait_gone(env, uid).await
 }
 
 /// Waits until no remote object of `uid` is left (the GC removes owned ones).
