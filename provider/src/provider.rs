@@ -153,7 +153,7 @@ async fn spawn_admin(
     Ok(Some(bound))
 }
 
-/// The pod Controller, the force-delete watch and, once the pod cache is
+/// The pod Controller, the handling of vanished pods and, once the pod cache is
 /// synced (`/readyz` turns ready), the status poller. The Controller's pod
 /// store is returned (the kubelet API and the tests read it).
 fn spawn_pod_machinery(
@@ -163,7 +163,7 @@ fn spawn_pod_machinery(
     cancel: &CancellationToken,
 ) -> reflector::Store<Pod> {
     let (wake, woken) = tokio::sync::mpsc::unbounded_channel();
-    let pods = controller::pod_controller(
+    let (pods, taps) = controller::pod_controller(
         &base.client,
         &base.config.node_name,
         base.config.workers,
@@ -185,14 +185,16 @@ fn spawn_pod_machinery(
         state: State::default(),
     });
     tasks.spawn(controller::run(pods, Arc::clone(&ctx), cancel.clone()));
-    tasks.spawn(controller::run_vanished_watcher(
+    tasks.spawn(controller::run_vanished(
         Arc::clone(&ctx),
+        taps.gone,
         cancel.clone(),
     ));
     let (c, poller_ctx, s) = (cancel.clone(), Arc::clone(&ctx), store.clone());
+    let mut synced = taps.synced;
     tasks.spawn(async move {
         tokio::select! {
-            _ = controller::wait_ready(&s) => {}
+            _ = controller::wait_ready(&mut synced) => {}
             _ = c.cancelled() => return,
         }
         ready.store(true, std::sync::atomic::Ordering::Relaxed);

@@ -8,7 +8,8 @@
 //! - [`reconcile`] dispatches to the create steps ([`create`]: adopt,
 //!   tunnel, gather, create) or the delete steps ([`delete`]); each step ends
 //!   in an [`Outcome`] that `reconcile` turns into an [`Action`];
-//! - [`vanished`]: the one plain watcher, for force-deleted pods;
+//! - [`vanished`]: force-deleted pods (the Controller never reconciles a
+//!   pod that is gone);
 //! - [`status_poll`]: the batched status poller.
 //!
 //! Every step is idempotent and restart-safe: the cluster (the `JobID`
@@ -23,14 +24,15 @@ mod vanished;
 
 use std::sync::Arc;
 
-use futures::StreamExt;
+use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::Pod;
 use kube::ResourceExt;
 use kube::api::Api;
 use kube::runtime::controller::{self as kcontroller, Action, Controller};
-use kube::runtime::reflector::{ObjectRef, Store};
-use kube::runtime::watcher;
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::{WatchStreamExt, watcher};
 use offload_wire::keys::ANNOTATION_JOB_ID;
+use tokio::sync::mpsc::UnboundedReceiver;
 use tokio_stream::wrappers::UnboundedReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info_span, warn};
@@ -41,7 +43,7 @@ use crate::status::{self, Phase};
 
 pub use context::{Context, State, recorder};
 pub use status_poll::{poll_once, run_status_poller};
-pub use vanished::run_vanished_watcher;
+pub use vanished::run_vanished;
 
 /// The field manager of the provider for objects (node, lease, pod annotations).
 pub const FIELD_MANAGER: &str = "offload-provider";
@@ -136,20 +138,49 @@ pub fn error_policy(pod: Arc<Pod>, err: &ControllerError, ctx: Arc<Context>) -> 
     Action::requeue(delay)
 }
 
+/// What the Controller's pod watch tells besides the pods to reconcile.
+pub struct Taps {
+    /// Turns `true` once the store holds the initial list.
+    pub synced: tokio::sync::watch::Receiver<bool>,
+    /// Pods that left the API (see [`vanished`]).
+    pub gone: UnboundedReceiver<Pod>,
+}
+
 /// The Controller over the pods of our node, before it runs: its store is
-/// what [`Context::pods`] must be.
+/// what [`Context::pods`] must be. Its watch stream is ours (a reflector
+/// feeding the Controller) so that the events the Controller does not act
+/// on, the initial list being complete and pods vanishing, are seen too, in
+/// order with the store.
 pub fn pod_controller(
     client: &kube::Client,
     node: &str,
     workers: usize,
-    wake: tokio::sync::mpsc::UnboundedReceiver<ObjectRef<Pod>>,
-) -> Controller<Pod> {
+    wake: UnboundedReceiver<ObjectRef<Pod>>,
+) -> (Controller<Pod>, Taps) {
     let api: Api<Pod> = Api::all(client.clone());
     let cfg = watcher::Config::default().fields(&format!("spec.nodeName={node}"));
+    let (store, writer) = reflector::store();
+    let (synced_tx, synced) = tokio::sync::watch::channel(false);
+    let (gone_tx, gone) = tokio::sync::mpsc::unbounded_channel();
+    let pods = watcher(api, cfg)
+        .default_backoff()
+        .reflect(writer)
+        .inspect_ok(move |ev| match ev {
+            watcher::Event::InitDone => {
+                synced_tx.send_replace(true);
+            }
+            watcher::Event::Delete(p) => {
+                // Closed only when the provider stops.
+                let _ = gone_tx.send(p.clone());
+            }
+            _ => {}
+        })
+        .applied_objects();
     let concurrency = u16::try_from(workers.max(1)).unwrap_or(u16::MAX);
-    Controller::new(api, cfg)
+    let controller = Controller::for_stream(pods, store)
         .with_config(kcontroller::Config::default().concurrency(concurrency))
-        .reconcile_on(UnboundedReceiverStream::new(wake))
+        .reconcile_on(UnboundedReceiverStream::new(wake));
+    (controller, Taps { synced, gone })
 }
 
 /// Run `controller` until `cancel`: no new reconcile starts after it, the
@@ -171,9 +202,11 @@ pub async fn run(controller: Controller<Pod>, ctx: Arc<Context>, cancel: Cancell
         .await;
 }
 
-/// Wait until the store has seen the initial list.
-pub async fn wait_ready(store: &Store<Pod>) {
-    let _ = store.wait_until_ready().await;
+/// Wait until the store has seen the initial list. Not through
+/// `Store::wait_until_ready`: of several tasks waiting on it at once only
+/// one is woken, and the Controller waits on it too.
+pub async fn wait_ready(synced: &mut tokio::sync::watch::Receiver<bool>) {
+    let _ = synced.wait_for(|s| *s).await;
 }
 
 /// Used by tests: the phase counts in the store.

@@ -1,41 +1,37 @@
 //! Pods that vanish from the API without us (force-deleted: `--grace-period=0
 //! --force`, or a terminal pod removed at once) must be deleted remotely too.
 //!
-//! This is the one plain watcher of the provider: kube-runtime's Controller
-//! only reconciles objects that are in its store, so a pod that is gone is
-//! never handed to `reconcile` (its queued reconciles end as
-//! `ObjectNotFound`). The watch events' `Delete` is the only place that
-//! still sees the pod.
+//! kube-runtime's Controller cannot do this: it only reconciles objects that
+//! are in its store, so a pod that is gone is never handed to `reconcile`
+//! (its queued reconciles end as `ObjectNotFound`). The `Delete` events of
+//! the Controller's watch stream are tapped instead ([`super::Taps::gone`]).
 
 use std::sync::Arc;
 use std::time::Instant;
 
-use futures::TryStreamExt;
 use k8s_openapi::api::core::v1::Pod;
 use kube::ResourceExt;
-use kube::api::Api;
-use kube::runtime::{WatchStreamExt, watcher};
+use tokio::sync::mpsc::UnboundedReceiver;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use super::delete::release_tunnel;
 use super::{Context, uid};
 
-/// Watch the pods of our node (the Controller's field selector) for deletes.
-pub async fn run_vanished_watcher(ctx: Arc<Context>, cancel: CancellationToken) {
-    let api: Api<Pod> = Api::all(ctx.client.clone());
-    let cfg = watcher::Config::default().fields(&format!("spec.nodeName={}", ctx.config.node_name));
-    let mut stream = std::pin::pin!(watcher(api, cfg).default_backoff());
+/// Handle the pods that left the API until `cancel`.
+pub async fn run_vanished(
+    ctx: Arc<Context>,
+    mut gone: UnboundedReceiver<Pod>,
+    cancel: CancellationToken,
+) {
     loop {
-        let ev = tokio::select! {
-            ev = stream.try_next() => ev,
+        let pod = tokio::select! {
+            p = gone.recv() => p,
             _ = cancel.cancelled() => return,
         };
-        match ev {
-            Ok(Some(watcher::Event::Delete(p))) => on_vanished(&ctx, p),
-            Ok(Some(_)) => {}
-            Ok(None) => return,
-            Err(e) => warn!(error = %e, "pod watch error (deletes)"),
+        match pod {
+            Some(p) => on_vanished(&ctx, p),
+            None => return,
         }
     }
 }
