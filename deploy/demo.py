@@ -13,9 +13,7 @@ Helm SDK on PYTHONPATH (charts/tests/helm-sdk.sh).
 """
 
 import base64
-import json
-import os
-import subprocess
+import functools
 import sys
 import time
 from pathlib import Path
@@ -23,6 +21,10 @@ from pathlib import Path
 import helm_python as helm
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "testbed" / "python"))
+import offload_testlib as testlib  # noqa: E402 - found through the path above
+from offload_testlib import Failed  # noqa: E402
+
 NS = "offload-system"
 APP_NS = "demo"
 NODE = "offload-remote"
@@ -40,30 +42,12 @@ def say(msg):
     print(f"--> {msg}", flush=True)
 
 
-class Failed(Exception):
-    pass
+# Only our own failures are retried: anything else is a bug of the demo, not a slow cluster.
+wait_for = functools.partial(testlib.wait_for, retry_on=Failed)
 
 
-class Cluster:
-    def __init__(self, name):
-        self.name = name
-        self.kubeconfig = os.environ.get(f"KUBECONFIG_{name.upper()}", "")
-        if not Path(self.kubeconfig).is_file():
-            raise Failed(f"{name} cluster: no kubeconfig at {self.kubeconfig!r} (is the testbed up?)")
-        self.kubectl_bin = os.environ.get("OFFLOAD_KUBECTL", "kubectl")
-
-    def kubectl(self, *args, input=None, check=True, timeout=120):
-        r = subprocess.run([self.kubectl_bin, "--kubeconfig", self.kubeconfig, *args], input=input,
-                           capture_output=True, text=True, timeout=timeout)
-        if check and r.returncode != 0:
-            raise Failed(f"kubectl {' '.join(args)} on the {self.name} cluster: {r.stderr.strip()}")
-        return r.stdout
-
-    def get(self, *args):
-        return json.loads(self.kubectl("get", "-o", "json", *args))
-
-    def apply(self, obj):
-        self.kubectl("apply", "-f", "-", input=json.dumps(obj))
+class Cluster(testlib.Cluster):
+    """A testbed cluster (offload_testlib) with what the demo does to it."""
 
     def namespace(self, ns):
         def not_terminating():
@@ -72,11 +56,7 @@ class Cluster:
 
         wait_for(not_terminating, 180, f"namespace {ns} of a previous run to be deleted on the {self.name} cluster")
         self.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}})
-        wait_for(lambda: self.kubectl("-n", ns, "get", "serviceaccount", "default", check=False),
-                 60, f"the default ServiceAccount of {ns} on the {self.name} cluster")
-
-    def helm(self, ns):
-        return helm.Config(kubeconfig_path=self.kubeconfig, namespace=ns)
+        self.wait_default_service_account(ns)
 
     def install(self, ns, chart, release, values):
         cfg = self.helm(ns)
@@ -89,40 +69,6 @@ class Cluster:
         except helm.HelmError as e:
             raise Failed(f"helm install {release} (charts/{chart}) on the {self.name} cluster: {e}") from e
 
-    def node_ip(self):
-        for n in self.get("nodes")["items"]:
-            if "virtual-node.interlink/type" in n["metadata"].get("labels", {}):
-                continue
-            for a in n["status"]["addresses"]:
-                if a["type"] == "InternalIP":
-                    return a["address"]
-        raise Failed(f"{self.name} cluster: no node with an InternalIP")
-
-    def describe(self, ns):
-        return self.kubectl("-n", ns, "get", "pods,deploy,svc,endpoints", "-o", "wide", check=False) + \
-            self.kubectl("-n", ns, "get", "events", "--sort-by=.lastTimestamp", check=False)[-3000:]
-
-
-def wait_for(cond, timeout, what, on_timeout=None):
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        try:
-            v = cond()
-            if v:
-                return v
-        except Failed as e:
-            last = e
-        time.sleep(1)
-    extra = f"\n{on_timeout()}" if on_timeout else ""
-    raise Failed(f"timed out after {timeout} s waiting for {what}{f' (last error: {last})' if last else ''}{extra}")
-
-
-def deployment_ready(c, ns, name):
-    d = c.get("-n", ns, "deployment", name)
-    want = d["spec"].get("replicas", 1)
-    return d.get("status", {}).get("readyReplicas", 0) >= want
-
 
 def up():
     local, remote = Cluster("local"), Cluster("remote")
@@ -134,7 +80,7 @@ def up():
         "service": {"type": "NodePort", "nodePort": PLUGIN_NODE_PORT},
     })
     plugin = f"{RELEASE_PLUGIN}-plugin"
-    wait_for(lambda: deployment_ready(remote, NS, plugin), 180, f"deployment {plugin} Ready on the remote cluster",
+    wait_for(lambda: remote.deployment_ready(NS, plugin), 180, f"deployment {plugin} Ready on the remote cluster",
              lambda: remote.describe(NS))
     token = base64.b64decode(remote.get("-n", NS, "secret", f"{plugin}-token")["data"]["token"]).decode()
     url = f"http://{remote.node_ip()}:{PLUGIN_NODE_PORT}"
@@ -148,7 +94,7 @@ def up():
         "gateway": {"enabled": True, "nodePort": GATEWAY_NODE_PORT},
     })
     provider = f"{RELEASE_PROVIDER}-provider"
-    wait_for(lambda: deployment_ready(local, NS, provider), 180, f"deployment {provider} Ready on the local cluster",
+    wait_for(lambda: local.deployment_ready(NS, provider), 180, f"deployment {provider} Ready on the local cluster",
              lambda: local.describe(NS))
 
     def node_ready():
@@ -182,7 +128,7 @@ def up():
             },
         },
     })
-    wait_for(lambda: deployment_ready(local, APP_NS, "web"), 240, "both replicas Running on the virtual node",
+    wait_for(lambda: local.deployment_ready(APP_NS, "web"), 240, "both replicas Running on the virtual node",
              lambda: local.describe(APP_NS))
     say("both replicas run remotely; fetching the page through the Service 'web' from a client pod")
 

@@ -18,7 +18,8 @@ if [ ! -f "$CACHE/pylib/.complete" ]; then
       --only-binary=:all: -d "$CACHE/whl" "helm-python-sdk==$VERSION" >&2
   fi
   rm -rf "$CACHE/pylib.tmp"
-  "$PYTHON" -m zipfile -e "$(ls "$CACHE"/whl/helm_python_sdk-"$VERSION"-*.whl | head -n1)" "$CACHE/pylib.tmp"
+  wheels=("$CACHE"/whl/helm_python_sdk-"$VERSION"-*.whl)
+  "$PYTHON" -m zipfile -e "${wheels[0]}" "$CACHE/pylib.tmp"
   rm -rf "$CACHE/pylib"
   mv "$CACHE/pylib.tmp" "$CACHE/pylib"
   touch "$CACHE/pylib/.complete"

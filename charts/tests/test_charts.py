@@ -32,6 +32,9 @@ from pathlib import Path
 import helm_python as helm
 
 REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO / "testbed" / "python"))
+import offload_testlib as testlib  # noqa: E402 - found through the path above
+from offload_testlib import wait_for  # noqa: E402
 CHARTS = REPO / "charts"
 PROVIDER = CHARTS / "provider"
 PLUGIN = CHARTS / "plugin"
@@ -517,43 +520,11 @@ class RenderTests(unittest.TestCase, Hardened):
 # remote node for minutes) on a loaded 2-core machine.
 POD_START = 300
 
-class Cluster:
+class Cluster(testlib.Cluster):
+    """A testbed cluster (offload_testlib) with what the install tests need."""
+
     def __init__(self, name, kubeconfig):
-        if not kubeconfig or not Path(kubeconfig).is_file():
-            raise RuntimeError(f"{name} cluster: kubeconfig {kubeconfig!r} missing (set KUBECONFIG_{name.upper()}; "
-                               "bash testbed/scripts/testbed.sh up)")
-        self.name = name
-        self.kubeconfig = kubeconfig
-        self.kubectl_bin = os.environ.get("OFFLOAD_KUBECTL", "kubectl")
-        self.namespaces = []
-
-    def kubectl(self, *args, input=None, check=True):
-        r = subprocess.run([self.kubectl_bin, "--kubeconfig", self.kubeconfig, *args], input=input,
-                           capture_output=True, text=True, timeout=120)
-        if check and r.returncode != 0:
-            raise AssertionError(f"kubectl {' '.join(args)} on {self.name}: {r.stderr.strip()}")
-        return r.stdout
-
-    def get(self, *args):
-        return json.loads(self.kubectl("get", "-o", "json", *args))
-
-    def fresh_namespace(self, prefix):
-        ns = f"{prefix}-{secrets.token_hex(3)}"
-        self.kubectl("create", "namespace", ns)
-        self.namespaces.append(ns)
-        wait_for(lambda: self.kubectl("-n", ns, "get", "serviceaccount", "default", check=False),
-                 60, f"default ServiceAccount in {ns}")
-        return ns
-
-    def helm(self, namespace):
-        return helm.Config(kubeconfig_path=self.kubeconfig, namespace=namespace)
-
-    def node_ip(self):
-        nodes = self.get("nodes", "-l", "!virtual-node.interlink/type")["items"]
-        for a in nodes[0]["status"]["addresses"]:
-            if a["type"] == "InternalIP":
-                return a["address"]
-        raise AssertionError(f"{self.name}: no InternalIP")
+        super().__init__(name, kubeconfig or "")
 
     def free_node_port(self):
         used = {p.get("nodePort") for s in self.get("services", "-A")["items"] for p in s["spec"].get("ports", [])}
@@ -575,34 +546,6 @@ class Cluster:
 
         wait_for(ready, timeout, f"deployment {ns}/{deploy} on {self.name} ready",
                  on_timeout=lambda: self.describe(ns))
-
-    def describe(self, ns):
-        pods = self.kubectl("-n", ns, "get", "pods", "-o", "wide", check=False)
-        events = self.kubectl("-n", ns, "get", "events", "--sort-by=.lastTimestamp", check=False)
-        logs = ""
-        for name in self.kubectl("-n", ns, "get", "pods", "-o", "name", check=False).split():
-            logs += f"--- {name}\n" + self.kubectl("-n", ns, "logs", name, "--all-containers", "--tail=30",
-                                                 check=False)[-3000:]
-        return f"pods:\n{pods}\nevents:\n{events[-3000:]}\nlogs:\n{logs}"
-
-    def cleanup(self):
-        for ns in self.namespaces:
-            self.kubectl("delete", "namespace", ns, "--wait=false", check=False)
-
-
-def wait_for(cond, timeout, what, on_timeout=None):
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        try:
-            v = cond()
-            if v:
-                return v
-        except Exception as e:  # noqa: BLE001 - keep polling, report the last error
-            last = e
-        time.sleep(1)
-    extra = on_timeout() if on_timeout else ""
-    raise AssertionError(f"timed out after {timeout}s waiting for {what} (last error: {last})\n{extra}")
 
 
 def http(url, token=None, method="GET", body=None):

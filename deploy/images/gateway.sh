@@ -1,4 +1,4 @@
-# shellcheck disable=SC2034 # the variables are read by build.sh, which sources this file
+# shellcheck shell=bash disable=SC2034 # the variables are read by build.sh, which sources this file
 # Image recipe: the tunnel gateway, Debian's stock OpenSSH sshd running as the
 # non-root user `tunnel` (uid 1000). Its sshd_config and authorized_keys come
 # from the ConfigMap gateway-manager renders (/etc/ssh/gateway/config), the

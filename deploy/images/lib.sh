@@ -44,3 +44,45 @@ binary_rootfs() {
   printf 'root:x:0:0:root:/root:/bin/false\n%s:x:%s:%s:%s:/nonexistent:/bin/false\n' "$user" "$uid" "$uid" "$user" > "$root/etc/passwd"
   printf 'root:x:0:\n%s:x:%s:\n' "$user" "$uid" > "$root/etc/group"
 }
+
+# rust_binary_recipe NAME USER CA [CMD...]: the variables of the recipe of an image
+# holding only our release binary NAME (see release_bin) as /usr/bin/NAME (the
+# entrypoint), the libraries it links and an account USER with uid 65532 that
+# runs it; CA=ca also copies the host's CA bundle (if installed), CA=no-ca does
+# not. CMD are the image's default arguments. Repo localhost/offload/<NAME
+# without "offload-">, tag the workspace version. The recipe then defines
+# `image_inputs() { rust_binary_inputs; }` and
+# `image_rootfs() { rust_binary_rootfs "$1"; }`.
+# shellcheck disable=SC2034 # IMAGE_* are read by build.sh, which sources the recipe
+rust_binary_recipe() {
+  RUST_BINARY=$1 RUST_BINARY_USER=$2 RUST_BINARY_CA=$3
+  shift 3
+  IMAGE_REPO=localhost/offload/${RUST_BINARY#offload-}
+  IMAGE_TAG=$(workspace_version)
+  IMAGE_CONFIG=(--config.env PATH=/usr/bin:/bin --config.user 65532:65532
+    --config.entrypoint "/usr/bin/$RUST_BINARY")
+  local arg
+  for arg in "$@"; do IMAGE_CONFIG+=(--config.cmd "$arg"); done
+  IMAGE_CONFIG+=(--config.workingdir /)
+}
+
+# rust_binary_inputs: what the image of rust_binary_recipe is made of (its cache key).
+rust_binary_inputs() {
+  sha256sum "$(release_bin "$RUST_BINARY")"
+  if [ "$RUST_BINARY_CA" = ca ]; then
+    dpkg-query -W -f='${Package} ${Version}\n' libc6 ca-certificates 2>/dev/null || true
+  else
+    dpkg-query -W -f='${Package} ${Version}\n' libc6
+  fi
+  cat "${BASH_SOURCE[0]}"
+}
+
+# rust_binary_rootfs ROOT: the root filesystem of the image of rust_binary_recipe.
+rust_binary_rootfs() {
+  local root=$1
+  binary_rootfs "$root" "$(release_bin "$RUST_BINARY")" "$RUST_BINARY" 65532 "$RUST_BINARY_USER"
+  if [ "$RUST_BINARY_CA" = ca ] && [ -f /etc/ssl/certs/ca-certificates.crt ]; then
+    mkdir -p "$root/etc/ssl/certs"
+    cp /etc/ssl/certs/ca-certificates.crt "$root/etc/ssl/certs/"
+  fi
+}

@@ -1,26 +1,11 @@
-# shellcheck disable=SC2034 # the variables are read by build.sh, which sources this file
+# shellcheck shell=bash disable=SC2034 # the variables are read by build.sh, which sources this file
 # Image recipe: the provider, our offload-provider binary (release build) and the
 # libraries it links (plus the CA bundle, if installed), running as uid 65532.
 # Built by deploy/images/build.sh; OFFLOAD_PROVIDER_BIN overrides the binary
 # (default: $CARGO_TARGET_DIR/release/offload-provider). Tag: the workspace version.
 # shellcheck source=lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
-IMAGE_REPO=localhost/offload/provider
-IMAGE_TAG=$(workspace_version)
-IMAGE_CONFIG=(--config.env PATH=/usr/bin:/bin --config.user 65532:65532
-  --config.entrypoint /usr/bin/offload-provider --config.workingdir /)
+rust_binary_recipe offload-provider provider ca
 
-image_inputs() {
-  sha256sum "$(release_bin offload-provider)"
-  dpkg-query -W -f='${Package} ${Version}\n' libc6 ca-certificates 2>/dev/null || true
-  cat "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
-}
-
-image_rootfs() {
-  local root=$1
-  binary_rootfs "$root" "$(release_bin offload-provider)" offload-provider 65532 provider
-  if [ -f /etc/ssl/certs/ca-certificates.crt ]; then
-    mkdir -p "$root/etc/ssl/certs"
-    cp /etc/ssl/certs/ca-certificates.crt "$root/etc/ssl/certs/"
-  fi
-}
+image_inputs() { rust_binary_inputs; }
+image_rootfs() { rust_binary_rootfs "$1"; }

@@ -1,6 +1,6 @@
 //! Status mapping: remote pod (from the watch cache) -> interLink `PodStatus`.
 //!
-//! Pure. Rules the Virtual Kubelet depends on (see interlink-api.md §1.3, §7):
+//! Pure. Rules the Virtual Kubelet depends on (interLink's status contract):
 //! - one entry for every container and init container of the spec, in spec
 //!   order, so "all terminated" is never reached by omission;
 //! - a pod that is not created yet or cannot be scheduled is *waiting*;

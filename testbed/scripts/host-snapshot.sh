@@ -10,6 +10,8 @@
 # in between.) Counters and other sessions' processes may differ; nothing of ours may.
 set -uo pipefail
 echo "== processes"
+# Counts per command name (pgrep would list pids, not a comparable count).
+# shellcheck disable=SC2009
 ps -eo comm= | grep -E 'kube|etcd|containerd|runc|pause|busybox|httpd|sleep' | sort | uniq -c
 echo "== mounts"
 awk '{print $2" "$3}' /proc/mounts | grep -v -E '^/proc|^/sys/fs/cgroup ' | sort

@@ -8,7 +8,8 @@
 set -euo pipefail
 
 # etcd-server/etcd-client: the clusters' store (3.4, fine for apiserver 1.20).
-# containerd + runc (not crun: see docs) + containernetworking-plugins: the nodes' runtime.
+# containerd + runc (not crun: it refuses the nodes' hybrid cgroup layout, see testbed.d/node.sh)
+# + containernetworking-plugins: the nodes' runtime.
 # busybox-static, umoci, gcc, libc6-dev: images built locally (no registry).
 # iptables, iproute2, conntrack: kube-proxy, bridges, veths, network namespaces.
 # util-linux (unshare, nsenter, mountpoint), procps (pgrep), psmisc, openssl, curl, jq: the scripts.

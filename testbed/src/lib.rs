@@ -17,7 +17,11 @@
 //! Limits worth knowing: the API is 1.20 (never send fields newer than 1.20), there is
 //! no cluster DNS (use IPs, ClusterIPs and env vars), and only the images in [`images`]
 //! exist (no registry).
+//!
+//! [`fixtures`] holds pure builders (pods, containers, container statuses) that the
+//! unit tests of every crate share; they need no cluster.
 
+pub mod fixtures;
 mod layout;
 mod pods;
 mod wait;

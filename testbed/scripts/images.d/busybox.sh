@@ -1,4 +1,4 @@
-# shellcheck disable=SC2034 # the variables are read by images.sh, which sources this file
+# shellcheck shell=bash disable=SC2034 # the variables are read by images.sh, which sources this file
 # Image recipe: a shell, coreutils and httpd/wget/nc for test pods, from Debian's
 # busybox-static (a static binary, so the image needs no libc).
 # Sourced by images.sh; see images.sh for the contract.

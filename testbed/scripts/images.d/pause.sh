@@ -1,4 +1,4 @@
-# shellcheck disable=SC2034 # the variables are read by images.sh, which sources this file
+# shellcheck shell=bash disable=SC2034 # the variables are read by images.sh, which sources this file
 # Image recipe: the pod sandbox ("pause") image, compiled from the Kubernetes source's
 # own build/pause/linux/pause.c (build-k8s.sh keeps a copy next to the binaries).
 IMAGE_REPO=localhost/offload/pause
