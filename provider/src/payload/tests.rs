@@ -6,30 +6,17 @@ use k8s_openapi::api::core::v1::{
     VolumeProjection,
 };
 use pretty_assertions::assert_eq;
+use testbed::fixtures;
 
 fn mount(name: &str) -> VolumeMount {
-    VolumeMount {
-        name: name.into(),
-        mount_path: format!("/m/{name}"),
-        ..Default::default()
-    }
+    fixtures::mount(name, &format!("/m/{name}"))
 }
 
 fn cm(name: &str, kv: &[(&str, &str)]) -> ConfigMap {
-    ConfigMap {
-        metadata: ObjectMeta {
-            name: Some(name.into()),
-            namespace: Some("ns".into()),
-            managed_fields: Some(vec![]),
-            ..Default::default()
-        },
-        data: Some(
-            kv.iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
-        ),
-        ..Default::default()
-    }
+    let mut cm = fixtures::config_map("ns", name, kv);
+    // What the apiserver returns; never part of the payload.
+    cm.metadata.managed_fields = Some(vec![]);
+    cm
 }
 
 fn secret(name: &str, kv: &[(&str, &str)], type_: Option<&str>) -> Secret {
@@ -38,13 +25,8 @@ fn secret(name: &str, kv: &[(&str, &str)], type_: Option<&str>) -> Secret {
             name: Some(name.into()),
             ..Default::default()
         },
-        data: Some(
-            kv.iter()
-                .map(|(k, v)| (k.to_string(), ByteString(v.as_bytes().to_vec())))
-                .collect(),
-        ),
         type_: type_.map(str::to_string),
-        ..Default::default()
+        ..fixtures::secret("", name, kv)
     }
 }
 

@@ -1,66 +1,11 @@
 use super::*;
-use k8s_openapi::api::core::v1::{ContainerStateRunning, PodSpec, Probe};
+use k8s_openapi::api::core::v1::Probe;
 use pretty_assertions::assert_eq;
-
-fn ts(s: &str) -> Timestamp {
-    s.parse().expect("timestamp")
-}
+use testbed::fixtures::{crash_loop, pod_spec, running, terminated, timestamp as ts};
 
 fn pod(policy: &str, init: &[&str], main: &[&str]) -> Pod {
-    let c = |n: &&str| Container {
-        name: n.to_string(),
-        image: Some("busybox:1".into()),
-        ..Default::default()
-    };
     Pod {
-        spec: Some(PodSpec {
-            restart_policy: Some(policy.into()),
-            init_containers: (!init.is_empty()).then(|| init.iter().map(c).collect()),
-            containers: main.iter().map(c).collect(),
-            ..Default::default()
-        }),
-        ..Default::default()
-    }
-}
-
-fn running(name: &str, restarts: i32) -> ContainerStatus {
-    ContainerStatus {
-        name: name.into(),
-        state: Some(ContainerState {
-            running: Some(ContainerStateRunning {
-                started_at: Some(Time(ts("2026-01-01T00:00:00Z"))),
-            }),
-            ..Default::default()
-        }),
-        restart_count: restarts,
-        image: "busybox:1".into(),
-        ..Default::default()
-    }
-}
-
-fn terminated(name: &str, code: i32) -> ContainerStatus {
-    ContainerStatus {
-        name: name.into(),
-        state: Some(ContainerState {
-            terminated: Some(ContainerStateTerminated {
-                exit_code: code,
-                reason: Some(if code == 0 { "Completed" } else { "Error" }.into()),
-                started_at: Some(Time(ts("2026-01-01T00:00:00Z"))),
-                finished_at: Some(Time(ts("2026-01-01T00:00:05Z"))),
-                ..Default::default()
-            }),
-            ..Default::default()
-        }),
-        ..Default::default()
-    }
-}
-
-fn crashloop(name: &str, last_code: i32, restarts: i32) -> ContainerStatus {
-    ContainerStatus {
-        name: name.into(),
-        state: Some(waiting("CrashLoopBackOff", None)),
-        last_state: terminated(name, last_code).state,
-        restart_count: restarts,
+        spec: Some(pod_spec(policy, init, main)),
         ..Default::default()
     }
 }
@@ -112,7 +57,7 @@ fn nothing_reported_yet_stays_pending_not_succeeded() {
 #[test]
 fn running_then_succeeded() {
     let p = pod("Never", &[], &["c"]);
-    let s = map_remote_status(&p, &remote(vec![], vec![running("c", 0)]), None, now());
+    let s = map_remote_status(&p, &remote(vec![], vec![running("c")]), None, now());
     assert_eq!(s.phase.as_deref(), Some("Running"));
     assert_eq!(cond(&s, "Ready").status, "True");
     let c = &s.container_statuses.as_ref().expect("statuses")[0];
@@ -160,10 +105,7 @@ fn partial_report_is_not_completion() {
     );
     // One running, one terminated: Running.
     assert_eq!(
-        phase_of(
-            &p,
-            &remote(vec![], vec![terminated("a", 0), running("b", 0)])
-        ),
+        phase_of(&p, &remote(vec![], vec![terminated("a", 0), running("b")])),
         "Running"
     );
 }
@@ -171,7 +113,7 @@ fn partial_report_is_not_completion() {
 #[test]
 fn init_containers_run_first() {
     let p = pod("Never", &["init"], &["c"]);
-    let s = map_remote_status(&p, &remote(vec![running("init", 0)], vec![]), None, now());
+    let s = map_remote_status(&p, &remote(vec![running("init")], vec![]), None, now());
     assert_eq!(s.phase.as_deref(), Some("Pending"));
     assert_eq!(cond(&s, "Initialized").status, "False");
     let main = &s.container_statuses.as_ref().expect("statuses")[0];
@@ -184,7 +126,7 @@ fn init_containers_run_first() {
     );
     let s = map_remote_status(
         &p,
-        &remote(vec![terminated("init", 0)], vec![running("c", 0)]),
+        &remote(vec![terminated("init", 0)], vec![running("c")]),
         None,
         now(),
     );
@@ -204,7 +146,7 @@ fn failed_init_container_fails_a_never_pod_but_not_an_always_pod() {
     );
     let always = pod("Always", &["init"], &["c"]);
     assert_eq!(
-        phase_of(&always, &remote(vec![crashloop("init", 3, 2)], vec![])),
+        phase_of(&always, &remote(vec![crash_loop("init", 3, 2)], vec![])),
         "Pending"
     );
 }
@@ -212,7 +154,12 @@ fn failed_init_container_fails_a_never_pod_but_not_an_always_pod() {
 #[test]
 fn restartable_pods_stay_running_with_restart_counts() {
     let p = pod("Always", &[], &["c"]);
-    let s = map_remote_status(&p, &remote(vec![], vec![crashloop("c", 1, 4)]), None, now());
+    let s = map_remote_status(
+        &p,
+        &remote(vec![], vec![crash_loop("c", 1, 4)]),
+        None,
+        now(),
+    );
     assert_eq!(s.phase.as_deref(), Some("Running"));
     let c = &s.container_statuses.as_ref().expect("statuses")[0];
     assert_eq!(c.restart_count, 4);
@@ -242,7 +189,7 @@ fn on_failure_pod_succeeds_or_keeps_running() {
         "Succeeded"
     );
     assert_eq!(
-        phase_of(&p, &remote(vec![], vec![crashloop("c", 2, 1)])),
+        phase_of(&p, &remote(vec![], vec![crash_loop("c", 2, 1)])),
         "Running"
     );
 }
@@ -266,10 +213,10 @@ fn readiness_probe_means_remote_readiness_counts() {
     if let Some(spec) = p.spec.as_mut() {
         spec.containers[0].readiness_probe = Some(Probe::default());
     }
-    let s = map_remote_status(&p, &remote(vec![], vec![running("c", 0)]), None, now());
+    let s = map_remote_status(&p, &remote(vec![], vec![running("c")]), None, now());
     assert_eq!(s.phase.as_deref(), Some("Running"));
     assert_eq!(cond(&s, "Ready").status, "False");
-    let mut ready = running("c", 0);
+    let mut ready = running("c");
     ready.ready = true;
     let s = map_remote_status(&p, &remote(vec![], vec![ready]), None, now());
     assert_eq!(cond(&s, "Ready").status, "True");
@@ -278,7 +225,7 @@ fn readiness_probe_means_remote_readiness_counts() {
 #[test]
 fn newer_fields_are_dropped_and_transition_times_kept() {
     let p0 = pod("Never", &[], &["c"]);
-    let mut r = running("c", 0);
+    let mut r = running("c");
     r.allocated_resources = Some(Default::default());
     r.user = Some(Default::default());
     r.volume_mounts = Some(vec![]);
@@ -360,7 +307,7 @@ fn a_startup_probe_holds_started_and_ready_back_as_reported() {
     if let Some(spec) = p.spec.as_mut() {
         spec.containers[0].startup_probe = Some(Probe::default());
     }
-    let mut c = running("c", 0);
+    let mut c = running("c");
     c.started = Some(false);
     let s = map_remote_status(&p, &remote(vec![], vec![c.clone()]), None, now());
     let cs = &s.container_statuses.clone().expect("statuses")[0];
@@ -389,7 +336,7 @@ fn past_active_deadline_the_pod_fails_with_deadline_exceeded() {
         start_time: Some(Time(ts("2026-01-01T00:00:55Z"))),
         ..Default::default()
     });
-    let r = remote(vec![], vec![running("c", 0)]);
+    let r = remote(vec![], vec![running("c")]);
     let s = map_remote_status(&p, &r, None, now());
     assert_eq!(s.phase.as_deref(), Some("Running"));
     assert_eq!(s.reason, None);
