@@ -5,12 +5,14 @@
 //! waiting for a free gateway port are reconciled again as soon as ports are
 //! given back (`reconcile_on`).
 //!
-//! - [`reconcile`] dispatches to the create steps ([`create`]: adopt,
-//!   tunnel, gather, create) or the delete steps ([`delete`]); each step ends
-//!   in an [`Outcome`] that `reconcile` turns into an [`Action`];
-//! - [`vanished`]: force-deleted pods (the Controller never reconciles a
-//!   pod that is gone);
-//! - [`status_poll`]: the batched status poller.
+//! - [`reconcile`] dispatches to the create steps (`create.rs`: adopt,
+//!   tunnel, gather, create) or the delete steps (`delete.rs`: remote
+//!   delete, release tunnel, remove local); each step ends in an [`Outcome`]
+//!   that `reconcile` turns into an [`Action`];
+//! - `vanished.rs`: force-deleted pods (the Controller never reconciles a
+//!   pod that is gone: the `Delete` events of its watch stream are tapped);
+//! - `status_poll.rs`: the batched status poller;
+//! - `context.rs`: [`Context`], built with a struct literal.
 //!
 //! Every step is idempotent and restart-safe: the cluster (the `JobID`
 //! annotation) and the plugin (its remote pods) are the state, [`Context`]
@@ -142,7 +144,7 @@ pub fn error_policy(pod: Arc<Pod>, err: &ControllerError, ctx: Arc<Context>) -> 
 pub struct Taps {
     /// Turns `true` once the store holds the initial list.
     pub synced: tokio::sync::watch::Receiver<bool>,
-    /// Pods that left the API (see [`vanished`]).
+    /// Pods that left the API (force-deleted, or removed by us).
     pub gone: UnboundedReceiver<Pod>,
 }
 
