@@ -19,10 +19,11 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use clap::Parser;
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::{Container, Namespace, Pod, PodSpec, Toleration};
+use k8s_openapi::api::core::v1::{Container, Namespace, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use kube::runtime::{WatchStreamExt, watcher};
+use testbed::fixtures;
 
 #[derive(Parser, Debug)]
 struct Args {
@@ -75,32 +76,17 @@ fn pct(sorted: &[Duration], p: f64) -> Duration {
 }
 
 fn bench_pod(name: &str, node: &str, image: &str) -> Pod {
-    Pod {
-        metadata: ObjectMeta {
-            name: Some(name.into()),
-            labels: Some(BTreeMap::from([(
-                "bench".to_string(),
-                "offload".to_string(),
-            )])),
-            ..Default::default()
-        },
-        spec: Some(PodSpec {
-            node_name: Some(node.into()),
-            restart_policy: Some("Never".into()),
-            containers: vec![Container {
-                name: "main".into(),
-                image: Some(image.into()),
-                command: Some(vec!["sleep".into(), "3600".into()]),
-                ..Default::default()
-            }],
-            tolerations: Some(vec![Toleration {
-                operator: Some("Exists".into()),
-                ..Default::default()
-            }]),
-            ..Default::default()
-        }),
-        ..Default::default()
-    }
+    fixtures::pod(name)
+        .label("bench", "offload")
+        .node(node)
+        .restart_policy("Never")
+        .container(Container {
+            image: Some(image.into()),
+            command: Some(vec!["sleep".into(), "3600".into()]),
+            ..fixtures::container("main")
+        })
+        .tolerate_all()
+        .build()
 }
 
 async fn round(

@@ -23,7 +23,7 @@ use serde::Serialize;
 use crate::config::{Config, PluginMode};
 use crate::metrics::Metrics;
 use crate::payload::to_create_requests;
-use crate::queue::Backoff;
+use crate::retry::Backoff;
 
 #[derive(Debug, thiserror::Error)]
 pub enum PluginError {

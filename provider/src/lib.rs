@@ -3,8 +3,11 @@
 //! protocol (our plugin directly, or an interLink API server).
 //!
 //! Pure logic (status mapping, node building, log queries, payload gathering,
-//! queue bookkeeping) lives in modules without a `kube::Client`; the
-//! controllers and servers are thin I/O layers around them.
+//! retry delays) lives in modules without a `kube::Client`; the controllers
+//! and servers are thin I/O layers around them. The pods of the node are run
+//! by kube-runtime's `Controller` (`controller/`: a `Context`, a `reconcile`
+//! made of named steps, an `error_policy` with jittered backoff); `provider`
+//! wires every task under one cancellation token.
 
 pub mod client;
 pub mod config;
@@ -16,7 +19,7 @@ pub mod node;
 pub mod node_controller;
 pub mod payload;
 pub mod provider;
-pub mod queue;
+pub mod retry;
 pub mod status;
 pub mod tls;
 pub mod tunnel;

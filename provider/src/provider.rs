@@ -4,6 +4,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
+use jiff::Timestamp;
 use k8s_openapi::api::core::v1::Pod;
 use kube::runtime::reflector;
 use tokio::net::TcpListener;
@@ -13,11 +14,12 @@ use tracing::info;
 
 use crate::client::{ClientSettings, PluginClient, PluginError};
 use crate::config::Config;
-use crate::controller::{self, Context};
+use crate::controller::{self, Context, State};
 use crate::kubelet_api::{self, KubeletState};
 use crate::metrics::Metrics;
 use crate::node::NodeSpecInput;
 use crate::node_controller::NodeController;
+use crate::retry::Backoff;
 use crate::tls::{self, TlsError};
 use crate::tunnel::{self, TunnelError};
 use gateway_manager::GatewayManager;
@@ -89,36 +91,25 @@ pub fn local_ip_towards(host: &str, port: u16) -> Option<IpAddr> {
     sock.local_addr().ok().map(|a| a.ip())
 }
 
-/// Start the provider against the local cluster `client`.
 /// The cluster CA a pod's service account sees; the default client CA of the
 /// kubelet API in a pod (the apiserver's kubelet client certificate is signed
 /// by it in kubeadm-style clusters).
 const IN_CLUSTER_CA: &str = "/var/run/secrets/kubernetes.io/serviceaccount/ca.crt";
 
-pub async fn start(
-    config: Config,
-    client: kube::Client,
-    node_ip: IpAddr,
-) -> Result<RunningProvider, ProviderError> {
-    let config = Arc::new(config);
-    let cancel = CancellationToken::new();
-    let metrics = Metrics::new();
-    let plugin = PluginClient::new(ClientSettings::from_config(&config), Some(metrics.clone()))?;
-    let mut tasks = JoinSet::new();
+async fn bind(addr: SocketAddr) -> Result<(TcpListener, SocketAddr), ProviderError> {
+    let listen = |source| ProviderError::Listen { addr, source };
+    let listener = TcpListener::bind(addr).await.map_err(listen)?;
+    let bound = listener.local_addr().map_err(listen)?;
+    Ok((listener, bound))
+}
 
-    // Kubelet API first: the node must advertise the bound port.
-    let listener = TcpListener::bind(config.kubelet_addr)
-        .await
-        .map_err(|source| ProviderError::Listen {
-            addr: config.kubelet_addr,
-            source,
-        })?;
-    let kubelet_addr = listener
-        .local_addr()
-        .map_err(|source| ProviderError::Listen {
-            addr: config.kubelet_addr,
-            source,
-        })?;
+/// The kubelet API's TLS: the given certificate or a self-signed one, and
+/// client certificates checked against `--client-ca-file` or, in a pod, the
+/// cluster CA.
+fn kubelet_tls(
+    config: &Config,
+    node_ip: IpAddr,
+) -> Result<Arc<rustls::ServerConfig>, ProviderError> {
     let (certs, key) = match (&config.tls_cert_file, &config.tls_key_file) {
         (Some(c), Some(k)) => (tls::load_certs(c)?, tls::load_key(k)?),
         _ => tls::self_signed(&[
@@ -137,7 +128,110 @@ pub async fn start(
             in_cluster.to_path_buf()
         })
     });
-    let server_tls = tls::server_config(certs, key, client_ca.as_deref())?;
+    Ok(tls::server_config(certs, key, client_ca.as_deref())?)
+}
+
+/// The plain admin port (`/metrics`, `/healthz`, `/readyz`), if configured.
+async fn spawn_admin(
+    config: &Config,
+    metrics: &Metrics,
+    ready: &Arc<AtomicBool>,
+    tasks: &mut JoinSet<()>,
+    cancel: &CancellationToken,
+) -> Result<Option<SocketAddr>, ProviderError> {
+    let Some(addr) = config.admin_addr else {
+        return Ok(None);
+    };
+    let (l, bound) = bind(addr).await?;
+    let app = kubelet_api::admin_router(metrics.clone(), Arc::clone(ready));
+    let c = cancel.clone();
+    tasks.spawn(async move {
+        let _ = axum::serve(l, app)
+            .with_graceful_shutdown(async move { c.cancelled().await })
+            .await;
+    });
+    Ok(Some(bound))
+}
+
+/// The pod Controller, the handling of vanished pods and, once the pod cache is
+/// synced (`/readyz` turns ready), the status poller. The Controller's pod
+/// store is returned (the kubelet API and the tests read it).
+fn spawn_pod_machinery(
+    base: Shared,
+    ready: Arc<AtomicBool>,
+    tasks: &mut JoinSet<()>,
+    cancel: &CancellationToken,
+) -> reflector::Store<Pod> {
+    let (wake, woken) = tokio::sync::mpsc::unbounded_channel();
+    let (pods, taps) = controller::pod_controller(
+        &base.client,
+        &base.config.node_name,
+        base.config.workers,
+        woken,
+    );
+    let store = pods.store();
+    let ctx = Arc::new(Context {
+        recorder: controller::recorder(&base.client, &base.config.node_name),
+        retry: Backoff::new(base.config.retry_base, base.config.retry_max),
+        client: base.client,
+        plugin: base.plugin,
+        config: base.config,
+        metrics: base.metrics,
+        pods: store.clone(),
+        host_ip: base.host_ip,
+        started: Timestamp::now(),
+        tunnel: base.tunnel,
+        wake,
+        state: State::default(),
+    });
+    tasks.spawn(controller::run(pods, Arc::clone(&ctx), cancel.clone()));
+    tasks.spawn(controller::run_vanished(
+        Arc::clone(&ctx),
+        taps.gone,
+        cancel.clone(),
+    ));
+    let (c, poller_ctx, s) = (cancel.clone(), Arc::clone(&ctx), store.clone());
+    let mut synced = taps.synced;
+    tasks.spawn(async move {
+        tokio::select! {
+            _ = controller::wait_ready(&mut synced) => {}
+            _ = c.cancelled() => return,
+        }
+        ready.store(true, std::sync::atomic::Ordering::Relaxed);
+        info!(
+            pods = s.state().len(),
+            "pod cache synced; state rebuilt from the node's pods"
+        );
+        controller::run_status_poller(poller_ctx, c).await;
+    });
+    store
+}
+
+/// What the pod machinery is built from (the rest of [`Context`] is its own).
+struct Shared {
+    client: kube::Client,
+    plugin: PluginClient,
+    config: Arc<Config>,
+    metrics: Metrics,
+    host_ip: String,
+    tunnel: Option<Arc<GatewayManager>>,
+}
+
+/// Start the provider against the local cluster `client`.
+pub async fn start(
+    config: Config,
+    client: kube::Client,
+    node_ip: IpAddr,
+) -> Result<RunningProvider, ProviderError> {
+    let config = Arc::new(config);
+    let cancel = CancellationToken::new();
+    let metrics = Metrics::new();
+    let plugin = PluginClient::new(ClientSettings::from_config(&config), Some(metrics.clone()))?;
+    let mut tasks = JoinSet::new();
+
+    // Kubelet API first: the node must advertise the bound port.
+    let (listener, kubelet_addr) = bind(config.kubelet_addr).await?;
+    let server_tls = kubelet_tls(&config, node_ip)?;
 
     // The tunnel before the controller: its first creates need the gateway.
     let tunnel = tunnel::start(&config, &client, &plugin, &mut tasks, &cancel).await?;
@@ -146,16 +240,19 @@ pub async fn start(
         gateway_manager::metrics::register_embedded(metrics.registry(), gm);
     }
 
-    let (store, writer) = reflector::store::<Pod>();
-    let ctx = Context::new(
-        client.clone(),
-        plugin.clone(),
-        Arc::clone(&config),
-        metrics.clone(),
-        store.clone(),
-        node_ip.to_string(),
-        cancel.clone(),
-        tunnel.clone(),
+    let ready = Arc::new(AtomicBool::new(false));
+    let store = spawn_pod_machinery(
+        Shared {
+            client: client.clone(),
+            plugin: plugin.clone(),
+            config: Arc::clone(&config),
+            metrics: metrics.clone(),
+            host_ip: node_ip.to_string(),
+            tunnel: tunnel.clone(),
+        },
+        Arc::clone(&ready),
+        &mut tasks,
+        &cancel,
     );
 
     let kstate = KubeletState::new(
@@ -171,22 +268,7 @@ pub async fn start(
         kubelet_api::router(kstate),
         cancel.clone(),
     ));
-
-    let ready = Arc::new(AtomicBool::new(false));
-    let mut admin_addr = None;
-    if let Some(addr) = config.admin_addr {
-        let l = TcpListener::bind(addr)
-            .await
-            .map_err(|source| ProviderError::Listen { addr, source })?;
-        admin_addr = l.local_addr().ok();
-        let app = kubelet_api::admin_router(metrics.clone(), Arc::clone(&ready));
-        let c = cancel.clone();
-        tasks.spawn(async move {
-            let _ = axum::serve(l, app)
-                .with_graceful_shutdown(async move { c.cancelled().await })
-                .await;
-        });
-    }
+    let admin_addr = spawn_admin(&config, &metrics, &ready, &mut tasks, &cancel).await?;
 
     let advertised = config
         .kubelet_advertised_port
@@ -202,30 +284,6 @@ pub async fn start(
         delete_on_shutdown: config.delete_node_on_shutdown,
     });
     tasks.spawn(node.run(cancel.clone()));
-    tasks.spawn(controller::run_watcher(
-        Arc::clone(&ctx),
-        writer,
-        cancel.clone(),
-    ));
-    tasks.spawn(controller::run_workers(Arc::clone(&ctx)));
-    {
-        let ctx = Arc::clone(&ctx);
-        let c = cancel.clone();
-        let store = store.clone();
-        let ready = Arc::clone(&ready);
-        tasks.spawn(async move {
-            tokio::select! {
-                _ = controller::wait_ready(&store) => {}
-                _ = c.cancelled() => return,
-            }
-            ready.store(true, std::sync::atomic::Ordering::Relaxed);
-            info!(
-                pods = store.state().len(),
-                "pod cache synced; state rebuilt from the node's pods"
-            );
-            controller::run_status_poller(ctx, c).await;
-        });
-    }
     info!(node = %config.node_name, %kubelet_addr, %node_ip, "provider started");
     Ok(RunningProvider {
         kubelet_addr,

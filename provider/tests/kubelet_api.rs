@@ -5,8 +5,7 @@
 use axum::Router;
 use axum::body::Bytes;
 use axum::routing::any;
-use k8s_openapi::api::core::v1::{Container, Pod, PodSpec};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use k8s_openapi::api::core::v1::{Container, Pod};
 use kube::runtime::{reflector, watcher};
 use offload_provider::client::{ClientSettings, PluginClient};
 use offload_provider::config::PluginMode;
@@ -17,6 +16,7 @@ use rcgen::{
     BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa,
     KeyPair,
 };
+use testbed::fixtures;
 use tokio_util::sync::CancellationToken;
 
 struct Pki {
@@ -81,26 +81,20 @@ async fn start(pki: &Pki) -> (String, CancellationToken) {
     let cfg = tls::server_config(certs, key, Some(&ca_file)).expect("tls");
 
     let (store, mut writer) = reflector::store::<Pod>();
-    writer.apply_watcher_event(&watcher::Event::Apply(Pod {
-        metadata: ObjectMeta {
-            name: Some("hello".into()),
-            namespace: Some("default".into()),
-            uid: Some("6f1c1f1e-0000-4000-8000-000000000000".into()),
-            ..Default::default()
-        },
-        spec: Some(PodSpec {
-            containers: vec![Container {
+    writer.apply_watcher_event(&watcher::Event::Apply(
+        fixtures::pod("hello")
+            .namespace("default")
+            .uid("6f1c1f1e-0000-4000-8000-000000000000")
+            .container(Container {
                 name: "c".into(),
                 ..Default::default()
-            }],
-            init_containers: Some(vec![Container {
+            })
+            .init_container(Container {
                 name: "init".into(),
                 ..Default::default()
-            }]),
-            ..Default::default()
-        }),
-        ..Default::default()
-    }));
+            })
+            .build(),
+    ));
     let plugin = PluginClient::new(
         ClientSettings::new(&fake_plugin().await, PluginMode::Plugin),
         None,

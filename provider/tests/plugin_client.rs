@@ -8,13 +8,14 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::routing::any;
-use k8s_openapi::api::core::v1::{ConfigMap, Container, Pod, PodSpec};
+use k8s_openapi::api::core::v1::{ConfigMap, Container, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use offload_provider::client::{ClientSettings, PluginClient, PluginError};
 use offload_provider::config::PluginMode;
 use offload_provider::logs::{LogQuery, log_request};
 use offload_wire::{RetrievedContainer, RetrievedPodData};
 use serde_json::{Value, json};
+use testbed::fixtures;
 
 #[derive(Clone, Debug)]
 struct Seen {
@@ -86,23 +87,15 @@ async fn server() -> (String, Log) {
 }
 
 fn pod() -> Pod {
-    Pod {
-        metadata: ObjectMeta {
-            name: Some("hello".into()),
-            namespace: Some("default".into()),
-            uid: Some("6f1c1f1e-0000-4000-8000-000000000000".into()),
+    fixtures::pod("hello")
+        .namespace("default")
+        .uid("6f1c1f1e-0000-4000-8000-000000000000")
+        .container(Container {
+            name: "c".into(),
+            image: Some("busybox".into()),
             ..Default::default()
-        },
-        spec: Some(PodSpec {
-            containers: vec![Container {
-                name: "c".into(),
-                image: Some("busybox".into()),
-                ..Default::default()
-            }],
-            ..Default::default()
-        }),
-        ..Default::default()
-    }
+        })
+        .build()
 }
 
 fn cm(name: &str) -> ConfigMap {

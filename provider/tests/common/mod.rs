@@ -9,13 +9,13 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::core::v1::{ConfigMap, Container, Node, Pod, PodSpec, Secret, Toleration};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use k8s_openapi::api::core::v1::{ConfigMap, Container, Node, Pod, Secret};
 use kube::api::{Api, ListParams};
 use offload_plugin::{Listen, PluginConfig, RunningPlugin};
 use offload_provider::config::Config;
 use offload_provider::provider::{RunningProvider, start};
 use offload_wire::keys::{ANNOTATION_JOB_ID, LABEL_SOURCE_POD_UID};
+use testbed::fixtures;
 
 /// Both clusters and a client for each.
 pub struct Env {
@@ -167,37 +167,24 @@ impl Drop for ProviderProcess {
 
 /// A busybox container running `sh -c script` (`$` escaped for the kubelet's
 /// `$(VAR)` expansion, as a user writes `$$` in a manifest).
-pub fn container(name: &str, script: &str) -> Container {
-    Container {
-        name: name.into(),
-        image: Some(testbed::images::BUSYBOX.into()),
-        command: Some(vec!["sh".into(), "-c".into(), script.replace('$', "$$")]),
-        ..Default::default()
-    }
-}
+pub use testbed::fixtures::sh_container as container;
 
 /// A pod bound to `node` (the scheduler is bypassed, as the "bound"),
 /// tolerating the virtual node's taint.
 pub fn pod(name: &str, node: &str, restart: &str, init: Option<Container>, main: Container) -> Pod {
-    Pod {
-        metadata: ObjectMeta {
-            name: Some(name.into()),
-            ..Default::default()
-        },
-        spec: Some(PodSpec {
-            node_name: Some(node.into()),
-            restart_policy: Some(restart.into()),
-            init_containers: init.map(|c| vec![c]),
-            containers: vec![main],
-            termination_grace_period_seconds: Some(30),
-            tolerations: Some(vec![Toleration {
-                operator: Some("Exists".into()),
-                ..Default::default()
-            }]),
-            ..Default::default()
-        }),
-        ..Default::default()
+    let mut fixture = fixtures::pod(name)
+        .node(node)
+        .restart_policy(restart)
+        .container(main)
+        .tolerate_all();
+    if let Some(init) = init {
+        fixture = fixture.init_container(init);
     }
+    let mut pod = fixture.build();
+    if let Some(spec) = pod.spec.as_mut() {
+        spec.termination_grace_period_seconds = Some(30);
+    }
+    pod
 }
 
 /// Polls `f` every 250 ms until it returns `Some`, panicking with `what` after `timeout`.

@@ -1,0 +1,56 @@
+//! Retry delays: capped exponential backoff, with jitter for the controller
+//! so pods that failed together (a plugin outage) do not retry in lockstep.
+
+use std::time::Duration;
+
+/// Exponential backoff: `base * 2^attempt`, capped at `max`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Backoff {
+    pub base: Duration,
+    pub max: Duration,
+}
+
+impl Backoff {
+    pub const fn new(base: Duration, max: Duration) -> Self {
+        Backoff { base, max }
+    }
+
+    /// Delay before retry number `attempt` (0 = first retry).
+    pub fn delay(&self, attempt: u32) -> Duration {
+        let factor = 1u32.checked_shl(attempt.min(30)).unwrap_or(u32::MAX);
+        self.base.saturating_mul(factor).min(self.max)
+    }
+
+    /// [`Backoff::delay`] less up to a fifth at random: never above the
+    /// unjittered delay (so never above `max`), never below 80% of it.
+    pub fn jittered(&self, attempt: u32) -> Duration {
+        self.delay(attempt).mul_f64(rand::random_range(0.8..=1.0))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_and_caps() {
+        let b = Backoff::new(Duration::from_millis(100), Duration::from_secs(1));
+        assert_eq!(b.delay(0), Duration::from_millis(100));
+        assert_eq!(b.delay(1), Duration::from_millis(200));
+        assert_eq!(b.delay(3), Duration::from_millis(800));
+        assert_eq!(b.delay(4), Duration::from_secs(1));
+        assert_eq!(b.delay(200), Duration::from_secs(1));
+    }
+
+    #[test]
+    fn jitter_stays_within_a_fifth_below_the_delay() {
+        let b = Backoff::new(Duration::from_millis(100), Duration::from_secs(1));
+        for attempt in [0, 2, 10] {
+            for _ in 0..100 {
+                let d = b.jittered(attempt);
+                assert!(d <= b.delay(attempt), "{d:?}");
+                assert!(d >= b.delay(attempt).mul_f64(0.8), "{d:?}");
+            }
+        }
+    }
+}

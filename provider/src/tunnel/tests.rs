@@ -1,0 +1,120 @@
+use super::*;
+use clap::Parser;
+
+#[test]
+fn addresses() {
+    assert_eq!(
+        gateway_address("10.201.0.1", 30222).ok().as_deref(),
+        Some("10.201.0.1:30222")
+    );
+    assert_eq!(
+        gateway_address("gw.example.org:2222", 30222)
+            .ok()
+            .as_deref(),
+        Some("gw.example.org:2222")
+    );
+    assert_eq!(
+        gateway_address("[fd00::1]", 30222).ok().as_deref(),
+        Some("[fd00::1]:30222")
+    );
+    assert!(matches!(
+        gateway_address("10.0.0.1", 0),
+        Err(TunnelError::NoPort(_))
+    ));
+    assert!(matches!(
+        gateway_address("http://x", 30222),
+        Err(TunnelError::Address(_))
+    ));
+}
+
+#[test]
+fn settings_from_flags() {
+    let off = Config::parse_from(["offload-provider"]);
+    assert!(settings(&off).expect("ok").is_none(), "off by default");
+    let on = Config::parse_from([
+        "offload-provider",
+        "--gateway-address",
+        "10.201.0.1",
+        "--gateway-namespace",
+        "tunnels",
+        "--gateway-port-range",
+        "41000-41009",
+    ]);
+    let s = settings(&on).expect("ok").expect("on");
+    assert_eq!(s.public_address, "10.201.0.1:30222");
+    assert_eq!(s.gateway.namespace, "tunnels");
+    assert_eq!(s.gateway.node_port, Some(30222));
+    assert_eq!(s.range.to_string(), "41000-41009");
+    assert_eq!(s.bastion_public_key, None, "fetched from the plugin");
+    // An interLink API server cannot tell us the key.
+    let interlink = Config::parse_from([
+        "offload-provider",
+        "--gateway-address",
+        "10.201.0.1",
+        "--plugin-mode",
+        "interlink",
+    ]);
+    assert!(matches!(
+        settings(&interlink),
+        Err(TunnelError::NoBastionKey)
+    ));
+    let (_, public) = gateway_manager::render::generate_ed25519("bastion").expect("keygen");
+    let with_key = Config::parse_from([
+        "offload-provider",
+        "--gateway-address",
+        "gw:22",
+        "--plugin-mode",
+        "interlink",
+        "--bastion-public-key",
+        &format!("{public} some comment"),
+    ]);
+    let s = settings(&with_key).expect("ok").expect("on");
+    assert_eq!(s.bastion_public_key.as_deref(), Some(public.as_str()));
+    let bad_key = Config::parse_from([
+        "offload-provider",
+        "--gateway-address",
+        "gw:22",
+        "--bastion-public-key",
+        "not a key",
+    ]);
+    assert!(matches!(
+        settings(&bad_key),
+        Err(TunnelError::BastionKey(_))
+    ));
+}
+
+#[test]
+fn condition_keeps_its_transition_time_until_it_flips() {
+    let t0: jiff::Timestamp = "2026-01-01T12:00:00Z".parse().expect("ts");
+    let t1: jiff::Timestamp = "2026-01-01T12:00:05Z".parse().expect("ts");
+    let down = tunnel_condition(&[], None, t0);
+    assert_eq!(down.type_, CONDITION_TUNNEL_UP);
+    assert_eq!(down.status, "False");
+    assert_eq!(down.last_transition_time, Some(Time(t0)));
+    let still = tunnel_condition(std::slice::from_ref(&down), Some(false), t1);
+    assert_eq!(still.last_transition_time, Some(Time(t0)));
+    let up = tunnel_condition(std::slice::from_ref(&still), Some(true), t1);
+    assert_eq!(up.status, "True");
+    assert_eq!(up.reason.as_deref(), Some("TunnelUp"));
+    assert_eq!(up.last_transition_time, Some(Time(t1)));
+}
+
+#[test]
+fn the_authorized_key_is_read_back_from_the_rendered_config() {
+    let (_, public) = gateway_manager::render::generate_ed25519("b").expect("keygen");
+    let range = "40000-40002".parse().expect("range");
+    let text = gateway_manager::render::authorized_keys(&public, range, "0.0.0.0").expect("render");
+    assert_eq!(key_of_authorized_keys(&text), Some(public));
+    assert_eq!(
+        key_of_authorized_keys("# no bastion key configured yet\n"),
+        None
+    );
+    assert_eq!(key_of_authorized_keys("garbage here\n"), None);
+}
+
+#[test]
+fn backoff_grows_and_is_capped() {
+    assert_eq!(backoff(1), Duration::from_millis(500));
+    assert_eq!(backoff(2), Duration::from_secs(1));
+    assert_eq!(backoff(30), Duration::from_secs(10));
+}
