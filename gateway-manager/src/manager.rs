@@ -18,7 +18,6 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::Client;
 use kube::runtime::events::{Recorder, Reporter};
 use offload_runtime::kubeapi;
-use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
 use crate::annotations::AnnotationError;
@@ -138,18 +137,6 @@ pub struct GatewayManager {
 /// Lock, ignoring poisoning: every critical section leaves the data whole.
 pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-/// A token cancelled when `shutdown` fires (or its sender is dropped), for
-/// the shims that still take the old `watch<bool>` shutdown signal.
-pub(crate) fn token_of(mut shutdown: tokio::sync::watch::Receiver<bool>) -> CancellationToken {
-    let token = CancellationToken::new();
-    let cancel = token.clone();
-    tokio::spawn(async move {
-        let _ = shutdown.changed().await;
-        cancel.cancel();
-    });
-    token
 }
 
 impl GatewayManager {

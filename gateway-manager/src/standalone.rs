@@ -10,11 +10,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{CommandFactory, Parser, ValueEnum};
+use offload_runtime::admin::SharedRegistry;
 use offload_runtime::shutdown::CancellationToken;
 use offload_runtime::telemetry::LogArgs;
 use offload_runtime::{admin, cli, tls};
-use prometheus_client::registry::Registry;
-use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tracing::info;
 
@@ -198,7 +197,7 @@ pub enum StandaloneError {
     #[error("setting up the gateway: {0}")]
     Gateway(#[from] crate::Error),
     #[error("registering the MutatingWebhookConfiguration: {0}")]
-    Register(#[source] kube::Error),
+    Register(#[source] offload_runtime::kubeapi::Error),
 }
 
 fn parse_service(s: &str) -> Result<Endpoint, StandaloneError> {
@@ -282,18 +281,6 @@ fn settings(args: &Args) -> Result<Settings, StandaloneError> {
     Ok(settings)
 }
 
-/// A `watch` that turns `true` when `token` is cancelled, for the manager
-/// and webhook loops that still stop on a `watch<bool>`.
-fn stop_channel(token: &CancellationToken) -> watch::Receiver<bool> {
-    let (tx, rx) = watch::channel(false);
-    let token = token.clone();
-    tokio::spawn(async move {
-        token.cancelled().await;
-        let _ = tx.send(true);
-    });
-    rx
-}
-
 /// Runs the standalone gateway-manager until `shutdown` is cancelled.
 pub async fn run(args: Args, shutdown: CancellationToken) -> Result<(), StandaloneError> {
     let endpoint = endpoint(&args)?;
@@ -314,20 +301,19 @@ pub async fn run(args: Args, shutdown: CancellationToken) -> Result<(), Standalo
     let gm = GatewayManager::start(client.clone(), settings(&args)?).await?;
     let ttl = Duration::from_secs(args.reservation_ttl_secs.max(1));
     let wh = Arc::new(Webhook::new(Arc::clone(&gm), args.node_name.clone(), ttl));
-    let mut registry = Registry::default();
-    wh.metrics.register(&mut registry);
-    let app = webhook::router(Arc::clone(&wh), Arc::new(registry));
+    let registry = SharedRegistry::default();
+    registry.with_root(|r| wh.metrics.register(r));
+    let app = webhook::router_with_admin(Arc::clone(&wh), registry);
 
-    let stop = stop_channel(&shutdown);
     // `--sync-secs 0` used to mean 1 s; a zero interval would not tick.
     let sync = match args.gateway.sync_interval {
         Duration::ZERO => Duration::from_secs(1),
         d => d,
     };
     let mut tasks = JoinSet::new();
-    tasks.spawn(Arc::clone(&gm).run(sync, stop.clone()));
-    tasks.spawn(Arc::clone(&wh).watch_pods(client.clone(), stop.clone()));
-    tasks.spawn(Arc::clone(&wh).run_sweeper(Duration::from_secs(5), stop));
+    tasks.spawn(Arc::clone(&gm).run_until(sync, shutdown.clone()));
+    tasks.spawn(Arc::clone(&wh).watch_pods_until(client.clone(), shutdown.clone()));
+    tasks.spawn(Arc::clone(&wh).sweep_until(Duration::from_secs(5), shutdown.clone()));
     let listener = admin::bind(args.listen).await?;
     info!(addr = %args.listen, node = %args.node_name, "webhook listening (HTTPS)");
     tasks.spawn(tls::serve_tls(

@@ -158,7 +158,7 @@ async fn scenario(
     let listener = tokio::net::TcpListener::bind((ip, 0)).await?;
     let port = listener.local_addr()?.port();
     let cert = ServingCert::self_signed(&[ip.to_string()])?;
-    let app = webhook::router(Arc::clone(&wh), Arc::new(Default::default()));
+    let app = webhook::router_with_admin(Arc::clone(&wh), Default::default());
     tokio::spawn(webhook::serve_tls_until(
         listener,
         cert.server_config()?,

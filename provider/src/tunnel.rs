@@ -185,15 +185,7 @@ pub async fn start(
         "tunnel gateway ready; allocations rebuilt from the cluster"
     );
 
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    tasks.spawn(Arc::clone(&gm).run(config.gateway.sync_interval, stop_rx));
-    {
-        let c = cancel.clone();
-        tasks.spawn(async move {
-            c.cancelled().await;
-            let _ = stop_tx.send(true);
-        });
-    }
+    tasks.spawn(Arc::clone(&gm).run_until(config.gateway.sync_interval, cancel.clone()));
     if !configured_key {
         tasks.spawn(follow_bastion_key(
             Arc::clone(&gm),

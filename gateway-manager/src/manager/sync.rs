@@ -10,7 +10,7 @@ use k8s_openapi::api::core::v1::Endpoints;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
-use super::{Error, GatewayManager, lock, token_of};
+use super::{Error, GatewayManager, lock};
 use crate::plan::{PortProbe, endpoints_plan, probes_of};
 
 impl GatewayManager {
@@ -64,17 +64,6 @@ impl GatewayManager {
                 _ = cancel.cancelled() => return,
             }
         }
-    }
-
-    /// [`run_until`](Self::run_until) with the old shutdown signal. Shim for
-    /// the callers not on a `CancellationToken` yet (provider's `tunnel.rs`,
-    /// the standalone binary, the e2e tests): remove once they are.
-    pub async fn run(
-        self: Arc<Self>,
-        interval: Duration,
-        shutdown: tokio::sync::watch::Receiver<bool>,
-    ) {
-        self.run_until(interval, token_of(shutdown)).await
     }
 }
 

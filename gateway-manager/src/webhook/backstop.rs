@@ -165,18 +165,6 @@ impl Webhook {
         }
     }
 
-    /// [`watch_pods_until`](Self::watch_pods_until) with the old shutdown
-    /// signal. Shim for callers not on a `CancellationToken` yet (the
-    /// standalone binary): remove once they are.
-    pub async fn watch_pods(
-        self: Arc<Self>,
-        client: Client,
-        shutdown: tokio::sync::watch::Receiver<bool>,
-    ) {
-        self.watch_pods_until(client, crate::manager::token_of(shutdown))
-            .await
-    }
-
     async fn on_event(&self, w: PodWatch, ev: watcher::Event<Pod>, seen: &mut Seen) {
         match ev {
             watcher::Event::Init => seen.init(w),

@@ -9,13 +9,12 @@ use axum::extract::State;
 use axum::extract::rejection::JsonRejection;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::post;
 use k8s_openapi::api::core::v1::Pod;
 use kube::core::DynamicObject;
 use kube::core::admission::{AdmissionRequest, AdmissionReview};
 use offload_runtime::admin::{self, Ready, SharedRegistry};
 use offload_runtime::tls::HANDSHAKE_TIMEOUT;
-use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -69,23 +68,6 @@ pub fn router_with_admin(webhook: Arc<Webhook>, registry: SharedRegistry) -> Rou
     routes(webhook).merge(admin::router(registry, Ready::always()))
 }
 
-/// `POST /mutate`, `GET /healthz`, `GET /metrics` of a registry filled at
-/// start. Shim for the standalone binary until it holds a
-/// [`SharedRegistry`] (then [`router_with_admin`]): remove then.
-pub fn router(webhook: Arc<Webhook>, registry: Arc<Registry>) -> Router {
-    let metrics = move || {
-        let mut body = String::new();
-        let encoded = prometheus_client::encoding::text::encode(&mut body, &registry);
-        std::future::ready(match encoded {
-            Ok(()) => ([(header::CONTENT_TYPE, admin::OPENMETRICS)], body).into_response(),
-            Err(_) => (StatusCode::INTERNAL_SERVER_ERROR, "encoding failed").into_response(),
-        })
-    };
-    routes(webhook)
-        .route("/healthz", get(|| async { "ok" }))
-        .route("/metrics", get(metrics))
-}
-
 /// Serve `router` over TLS on `listener` until `cancel`, then drain.
 pub async fn serve_tls_until(
     listener: TcpListener,
@@ -94,17 +76,6 @@ pub async fn serve_tls_until(
     cancel: CancellationToken,
 ) {
     offload_runtime::tls::serve_tls(listener, tls, router, cancel, HANDSHAKE_TIMEOUT).await
-}
-
-/// [`serve_tls_until`] with the old shutdown signal. Shim for callers not on
-/// a `CancellationToken` yet (the standalone binary): remove once they are.
-pub async fn serve_tls(
-    listener: TcpListener,
-    tls: Arc<rustls::ServerConfig>,
-    router: Router,
-    shutdown: tokio::sync::watch::Receiver<bool>,
-) {
-    serve_tls_until(listener, tls, router, crate::manager::token_of(shutdown)).await
 }
 
 #[cfg(test)]
@@ -160,7 +131,7 @@ mod tests {
     #[tokio::test]
     async fn http_answers_reviews_and_refuses_garbage_with_400() {
         let wh = webhook();
-        let app = router(Arc::clone(&wh), Arc::new(Registry::default()));
+        let app = router_with_admin(Arc::clone(&wh), Default::default());
         let (status, _) = call(app.clone(), "not json".into()).await;
         assert_eq!(status, StatusCode::BAD_REQUEST);
         let app = router_with_admin(Arc::clone(&wh), SharedRegistry::default());

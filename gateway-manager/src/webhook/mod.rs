@@ -89,7 +89,7 @@ pub use admission::{
     Decision, HOSTNAME_LABEL, RESERVATION_PREFIX, annotation_patch, decide, reservation_key,
     reservation_matches, targets_node,
 };
-pub use http::{router, serve_tls, serve_tls_until};
+pub use http::{router_with_admin, routes, serve_tls_until};
 pub use metrics::{ResultLabels, WebhookMetrics};
 pub use registration::{Endpoint, Registration, WEBHOOK_NAME, is_ip, parse_labels, unregister};
 pub use reservations::Webhook;

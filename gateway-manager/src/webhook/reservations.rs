@@ -279,16 +279,4 @@ impl Webhook {
             }
         }
     }
-
-    /// [`sweep_until`](Self::sweep_until) with the old shutdown signal.
-    /// Shim for callers not on a `CancellationToken` yet (the standalone
-    /// binary): remove once they are.
-    pub async fn run_sweeper(
-        self: Arc<Self>,
-        interval: Duration,
-        shutdown: tokio::sync::watch::Receiver<bool>,
-    ) {
-        self.sweep_until(interval, crate::manager::token_of(shutdown))
-            .await
-    }
 }
