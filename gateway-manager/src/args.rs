@@ -13,9 +13,9 @@ use clap::Args;
 use offload_runtime::cli::Renamed;
 use offload_runtime::duration::parse_duration;
 
-use crate::annotations::split_host_port;
 use crate::objects::GatewaySpec;
-use crate::ports::PortRange;
+use offload_wire::tunnel::PortRange;
+use offload_wire::tunnel::split_host_port;
 
 /// Namespace of the gateway when nothing else says where.
 pub const DEFAULT_NAMESPACE: &str = "offload-system";

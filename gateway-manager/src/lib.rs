@@ -47,8 +47,8 @@
 //! # Modules
 //!
 //! The tunnel contract (annotation codec, port newtypes and range, sshd
-//! policy, SSH keys) lives in [`offload_wire::tunnel`]; [`annotations`] and
-//! [`render`] re-export it for existing paths.
+//! policy, SSH keys) lives in [`offload_wire::tunnel`], shared with the
+//! remote side.
 //!
 //! Pure (no `kube::Client`, plain unit tests):
 //! - [`ports`]: the allocator: range, next-fit, all-or-nothing,
@@ -82,7 +82,6 @@
 //!
 //! Long-running tasks stop on a `tokio_util::sync::CancellationToken`.
 
-pub mod annotations;
 pub mod args;
 pub mod manager;
 pub mod metrics;
@@ -90,7 +89,6 @@ pub mod objects;
 pub mod plan;
 pub mod pod;
 pub mod ports;
-pub mod render;
 pub mod standalone;
 pub mod webhook;
 

@@ -20,10 +20,11 @@ use kube::runtime::events::{Recorder, Reporter};
 use offload_runtime::kubeapi;
 use tracing::warn;
 
-use crate::annotations::AnnotationError;
 use crate::objects::GatewaySpec;
-use crate::ports::{AllocError, Allocator, PortRange};
-use crate::render::{self, KeyError};
+use crate::ports::{AllocError, Allocator};
+use offload_wire::tunnel::AnnotationError;
+use offload_wire::tunnel::PortRange;
+use offload_wire::tunnel::{self, KeyError};
 
 pub use crate::pod::{TunnelPod, annotated_by, tunnel_pod};
 
@@ -203,7 +204,7 @@ impl GatewayManager {
     /// Set the bastion's public key (fetched from the plugin) and re-apply
     /// the gateway config. Rotation is this call with the new key.
     pub async fn set_bastion_key(&self, key: &str) -> Result<(), Error> {
-        render::normalise_public_key(key)?;
+        tunnel::normalise_public_key(key)?;
         if let Ok(mut s) = self.settings.write() {
             s.bastion_public_key = Some(key.to_owned());
         }

@@ -17,7 +17,7 @@ use offload_runtime::kubeapi;
 use offload_wire::keys;
 use sha2::{Digest, Sha256};
 
-use crate::ports::{ContainerPort, GatewayPort, PortMap};
+use offload_wire::tunnel::{ContainerPort, GatewayPort, PortMap};
 
 /// Label on every object gateway-manager owns, value [`COMPONENT_VALUE`].
 pub const LABEL_COMPONENT: &str = "app.kubernetes.io/component";

@@ -10,7 +10,7 @@ use k8s_openapi::api::core::v1::{Endpoints, Pod};
 
 use crate::objects::{self, TunnelServiceKind};
 use crate::pod::TunnelPod;
-use crate::ports::{ContainerPort, GatewayPort, PortMap};
+use offload_wire::tunnel::{ContainerPort, GatewayPort, PortMap};
 
 /// One probe of one tunnel port: a TCP connect to the gateway pod on
 /// `gateway_port` (sshd listens there only while the bastion's forward is up).

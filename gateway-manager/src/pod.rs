@@ -7,7 +7,7 @@ use k8s_openapi::api::core::v1::Pod;
 use offload_wire::keys::tunnel;
 
 use crate::objects::is_rfc1035_label;
-use crate::ports::{ContainerPort, PortMap};
+use offload_wire::tunnel::{ContainerPort, PortMap};
 
 /// What gateway-manager knows of one tunneled pod.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -68,7 +68,7 @@ pub fn tunnel_pod(p: &Pod) -> Option<TunnelPod> {
         return None;
     }
     let ann = p.metadata.annotations.as_ref()?;
-    let ports = crate::annotations::decode_ports(ann.get(tunnel::PORTS)?).ok()?;
+    let ports = offload_wire::tunnel::decode_ports(ann.get(tunnel::PORTS)?).ok()?;
     if ports.is_empty() {
         return None;
     }

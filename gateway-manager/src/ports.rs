@@ -14,9 +14,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-pub use offload_wire::tunnel::ports::{
-    ContainerPort, GatewayPort, MAX_RANGE_LEN, PortMap, PortRange, RangeError,
-};
+use offload_wire::tunnel::ports::{ContainerPort, GatewayPort, PortMap, PortRange};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum AllocError {

@@ -7,7 +7,6 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use anyhow::Context;
-use gateway_manager::annotations::TunnelAnnotations;
 use gateway_manager::objects::{GatewaySpec, pod_service_name};
 use gateway_manager::{GatewayManager, Settings};
 use k8s_openapi::api::apps::v1::Deployment;
@@ -15,6 +14,7 @@ use k8s_openapi::api::core::v1::{ConfigMap, Endpoints, Pod, Secret, Service};
 use kube::api::{DeleteParams, PostParams};
 use kube::{Api, Client};
 use offload_wire::keys::tunnel;
+use offload_wire::tunnel::TunnelAnnotations;
 
 mod common;
 
@@ -61,7 +61,7 @@ async fn gateway_objects_annotations_services_and_cleanup() -> anyhow::Result<()
     let common::Local {
         client, gw_ns, ns, ..
     } = common::local("gw", "gwpods").await?;
-    let bastion_key = gateway_manager::render::generate_ed25519("bastion")?.1;
+    let bastion_key = offload_wire::tunnel::generate_ed25519("bastion")?.1;
     let mut s = settings(&gw_ns.name);
     s.bastion_public_key = Some(bastion_key.clone());
 

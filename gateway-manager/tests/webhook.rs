@@ -21,15 +21,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, ensure};
-use gateway_manager::annotations::TunnelAnnotations;
 use gateway_manager::objects::{GatewaySpec, pod_service_name};
-use gateway_manager::ports::{GatewayPort, PortMap};
 use gateway_manager::webhook::{self, Endpoint, Registration, ServingCert, Webhook};
 use gateway_manager::{GatewayManager, Settings};
 use k8s_openapi::api::core::v1::{Namespace, Node, Pod, Service};
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
 use kube::{Api, Client, ResourceExt};
 use offload_wire::keys::tunnel;
+use offload_wire::tunnel::TunnelAnnotations;
+use offload_wire::tunnel::{GatewayPort, PortMap};
 use tokio_util::sync::CancellationToken;
 
 const PUBLIC_ADDRESS: &str = "10.201.0.1:30222";

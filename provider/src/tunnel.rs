@@ -56,7 +56,7 @@ pub enum TunnelError {
     )]
     NoBastionKey,
     #[error("--bastion-public-key: {0}")]
-    BastionKey(#[from] gateway_manager::render::KeyError),
+    BastionKey(#[from] offload_wire::tunnel::KeyError),
     #[error("gateway namespace {namespace:?}: {source}")]
     Namespace {
         namespace: String,
@@ -103,7 +103,7 @@ pub fn settings(config: &Config) -> Result<Option<Settings>, TunnelError> {
     let mut s = Settings::new(g.spec(g.namespace_or(own_namespace)), public_address);
     s.range = g.port_range;
     s.bastion_public_key = match bastion_key {
-        Some(k) => Some(gateway_manager::render::normalise_public_key(k)?),
+        Some(k) => Some(offload_wire::tunnel::normalise_public_key(k)?),
         None => None,
     };
     Ok(Some(s))
@@ -268,7 +268,7 @@ pub fn key_of_authorized_keys(text: &str) -> Option<String> {
             let [.., kind, blob] = fields.as_slice() else {
                 return None;
             };
-            gateway_manager::render::normalise_public_key(&format!("{kind} {blob}")).ok()
+            offload_wire::tunnel::normalise_public_key(&format!("{kind} {blob}")).ok()
         })
 }
 
@@ -277,7 +277,7 @@ async fn first_key(plugin: &PluginClient) -> Option<String> {
     let ask = async {
         loop {
             match plugin.bastion_public_key().await {
-                Ok(k) => match gateway_manager::render::normalise_public_key(&k) {
+                Ok(k) => match offload_wire::tunnel::normalise_public_key(&k) {
                     Ok(k) => return Some(k),
                     Err(e) => {
                         warn!(error = %e, "the plugin's bastion key is not an OpenSSH public key");
@@ -319,7 +319,7 @@ pub fn has_tunnel(gm: &GatewayManager, pod: &Pod) -> bool {
 
 /// The pod with the tunnel annotations gateway-manager just wrote merged in
 /// (the store may not have the patched pod yet).
-pub fn annotated(pod: &Pod, tunnel: &gateway_manager::annotations::TunnelAnnotations) -> Pod {
+pub fn annotated(pod: &Pod, tunnel: &offload_wire::tunnel::TunnelAnnotations) -> Pod {
     let mut p = pod.clone();
     p.metadata
         .annotations

@@ -10,7 +10,7 @@ use tracing::info;
 use super::{Error, GatewayManager};
 use crate::objects::{self, GatewaySpec};
 use crate::plan::ready_pod_ips;
-use crate::render::{self, SshdConfig};
+use offload_wire::tunnel::{self, SshdConfig};
 
 impl GatewayManager {
     /// Create or update the gateway: host-key Secret (generated once, never
@@ -22,7 +22,7 @@ impl GatewayManager {
         let host_public = self.ensure_host_key(g).await?;
         let sshd = SshdConfig::for_gateway_image().render();
         let ak = match &s.bastion_public_key {
-            Some(k) => render::authorized_keys(k, s.range, &s.listen_host)?,
+            Some(k) => tunnel::authorized_keys(k, s.range, &s.listen_host)?,
             None => "# no bastion key configured yet\n".to_owned(),
         };
         let hash = objects::config_hash(&[&sshd, &ak, &host_public]);

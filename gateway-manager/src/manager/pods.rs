@@ -14,10 +14,10 @@ use offload_wire::keys::tunnel;
 use tracing::{info, warn};
 
 use super::{Error, GatewayManager, TunnelPod, annotated_by, lock, tunnel_pod};
-use crate::annotations::TunnelAnnotations;
 use crate::objects::{self, TunnelServiceKind};
 use crate::pod::tcp_container_ports;
 use crate::ports::{AllocError, Allocator, Conflict};
+use offload_wire::tunnel::TunnelAnnotations;
 
 /// UID, name and namespace of a pod (all set on a created pod).
 struct PodId {
@@ -212,7 +212,7 @@ impl GatewayManager {
     }
 
     async fn apply_workload_service(&self, ns: &str, svc: &str) -> Result<(), Error> {
-        let ports: BTreeSet<crate::ports::ContainerPort> = lock(&self.index)
+        let ports: BTreeSet<offload_wire::tunnel::ContainerPort> = lock(&self.index)
             .pods
             .values()
             .filter(|p| p.namespace == ns && p.workload_service.as_deref() == Some(svc))

@@ -6,8 +6,8 @@
 use std::collections::BTreeSet;
 
 use super::{Error, GatewayManager, lock};
-use crate::annotations::TunnelAnnotations;
-use crate::ports::{ContainerPort, GatewayPort, PortMap};
+use offload_wire::tunnel::TunnelAnnotations;
+use offload_wire::tunnel::{ContainerPort, GatewayPort, PortMap};
 
 impl GatewayManager {
     /// Allocate one gateway port per container port under `key` (idempotent

@@ -1,7 +1,7 @@
 //! Unit tests of the object builders.
 
 use super::*;
-use crate::render::GATEWAY_USER;
+use offload_wire::tunnel::GATEWAY_USER;
 
 fn spec() -> GatewaySpec {
     GatewaySpec {

@@ -7,9 +7,9 @@ use std::collections::BTreeSet;
 use k8s_openapi::api::core::v1::Pod;
 use kube::core::admission::{AdmissionRequest, Operation};
 
-use crate::annotations::TunnelAnnotations;
 use crate::pod::tcp_container_ports;
-use crate::ports::ContainerPort;
+use offload_wire::tunnel::ContainerPort;
+use offload_wire::tunnel::TunnelAnnotations;
 
 /// The node label interLink's docs select the virtual node with.
 pub const HOSTNAME_LABEL: &str = "kubernetes.io/hostname";

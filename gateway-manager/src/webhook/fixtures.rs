@@ -7,7 +7,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::core::admission::{AdmissionRequest, AdmissionReview};
 
 use super::HOSTNAME_LABEL;
-use crate::annotations::TunnelAnnotations;
+use offload_wire::tunnel::TunnelAnnotations;
 
 pub const NODE: &str = "vk-node";
 

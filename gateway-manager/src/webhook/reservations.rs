@@ -18,9 +18,9 @@ use tracing::{debug, info, warn};
 
 use super::admission::{Decision, annotation_patch, decide, reservation_matches, targets_node};
 use super::metrics::WebhookMetrics;
-use crate::annotations::{TunnelAnnotations, decode_ports, encode_ports};
 use crate::manager::{Error as ManagerError, GatewayManager, lock};
 use crate::pod::{finished, tcp_container_ports};
+use offload_wire::tunnel::{TunnelAnnotations, decode_ports, encode_ports};
 
 /// What the sweeper retries for a pod (by UID).
 pub(super) enum Retry {

@@ -58,7 +58,7 @@ fn settings_from_flags() {
         settings(&interlink),
         Err(TunnelError::NoBastionKey)
     ));
-    let (_, public) = gateway_manager::render::generate_ed25519("bastion").expect("keygen");
+    let (_, public) = offload_wire::tunnel::generate_ed25519("bastion").expect("keygen");
     let with_key = Config::parse_from([
         "offload-provider",
         "--gateway-address",
@@ -101,9 +101,9 @@ fn condition_keeps_its_transition_time_until_it_flips() {
 
 #[test]
 fn the_authorized_key_is_read_back_from_the_rendered_config() {
-    let (_, public) = gateway_manager::render::generate_ed25519("b").expect("keygen");
+    let (_, public) = offload_wire::tunnel::generate_ed25519("b").expect("keygen");
     let range = "40000-40002".parse().expect("range");
-    let text = gateway_manager::render::authorized_keys(&public, range, "0.0.0.0").expect("render");
+    let text = offload_wire::tunnel::authorized_keys(&public, range, "0.0.0.0").expect("render");
     assert_eq!(key_of_authorized_keys(&text), Some(public));
     assert_eq!(
         key_of_authorized_keys("# no bastion key configured yet\n"),
