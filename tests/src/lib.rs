@@ -1,5 +1,10 @@
 //! End-to-end tests across the local and remote clusters live in `tests/tests/`;
-//! this library holds what several of them share.
+//! this library holds what several of them share: [`conformance`] (the suite
+//! type, its setup, case runner and helpers; the cases are in
+//! `tests/tests/conformance/`), image import and the helpers of the tunnel
+//! scenarios.
+
+pub mod conformance;
 
 use std::path::PathBuf;
 
