@@ -18,12 +18,7 @@ pub fn sh(name: &str, script: &str) -> Value {
     })
 }
 
-pub fn phase(pod: &Pod) -> &str {
-    pod.status
-        .as_ref()
-        .and_then(|s| s.phase.as_deref())
-        .unwrap_or("")
-}
+pub use crate::phase;
 
 pub fn expect_phase(pod: &Pod, want: &str) -> Result<()> {
     ensure!(

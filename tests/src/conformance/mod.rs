@@ -66,13 +66,7 @@ pub struct Running {
 /// Brings up the plugin (remote cluster) and the provider (local cluster) of a
 /// fresh virtual node, a fresh local namespace, and waits for the node to be Ready.
 pub async fn start() -> (Suite, Running) {
-    let _ = tracing_subscriber::fmt()
-        .with_test_writer()
-        .with_env_filter(
-            std::env::var("RUST_LOG")
-                .unwrap_or_else(|_| "offload_provider=warn,offload_plugin=warn".into()),
-        )
-        .try_init();
+    crate::init_tracing("offload_provider=warn,offload_plugin=warn");
     let began = Instant::now();
     let tb = testbed::testbed().await.expect("testbed");
     let local = tb.local.client().await.expect("local client");
