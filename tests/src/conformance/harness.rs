@@ -12,7 +12,7 @@ use kube::api::{Api, ListParams};
 use offload_wire::keys;
 use serde_json::{Value, json};
 
-use super::{POLL, START, Suite, describe, job_condition, phase};
+use super::{POLL, START, Suite, describe, expect_eq, job_condition, phase};
 
 impl Suite {
     /// `kubectl -n <ns> ARGS` against the local cluster.
@@ -120,6 +120,19 @@ impl Suite {
                 last.lock().map(|l| l.clone()).unwrap_or_default()
             )
         })
+    }
+
+    /// Applies pod `name` (placed by [`Suite::pod`]), waits until it ends and returns
+    /// it as `kubectl get pod -o json` shows it.
+    pub async fn run_to_end(&self, name: &str, spec: Value) -> Result<Pod> {
+        self.apply(&self.pod(name, spec)).await?;
+        self.wait_finished(name).await?;
+        self.get_pod(name).await
+    }
+
+    /// `kubectl logs NAME` prints exactly `want`.
+    pub async fn expect_log(&self, name: &str, want: impl Into<String>) -> Result<()> {
+        expect_eq("log", self.kubectl(&["logs", name]).await?, want.into())
     }
 
     pub async fn wait_finished(&self, name: &str) -> Result<Pod> {

@@ -22,15 +22,16 @@ pub async fn env_values(s: &Suite) -> Result<()> {
         "printf '<%s>\\n' \"$QUOTES\" \"$NEWLINES\" \"$BACKTICKS\" \"$UNICODE\" \"$EMPTY\"",
     );
     c["env"] = json!(env);
-    s.apply(&s.pod(
-        "envvalues",
-        json!({ "restartPolicy": "Never", "containers": [c] }),
-    ))
-    .await?;
-    s.wait_finished("envvalues").await?;
-    expect_phase(&s.get_pod("envvalues").await?, "Succeeded")?;
+    expect_phase(
+        &s.run_to_end(
+            "envvalues",
+            json!({ "restartPolicy": "Never", "containers": [c] }),
+        )
+        .await?,
+        "Succeeded",
+    )?;
     let want: String = values.iter().map(|(_, v)| format!("<{v}>\n")).collect();
-    expect_eq("log", s.kubectl(&["logs", "envvalues"]).await?, want)
+    s.expect_log("envvalues", want).await
 }
 
 /// `valueFrom` ConfigMap and Secret keys, `envFrom` of both (with a prefix).
@@ -61,19 +62,19 @@ pub async fn env_from(s: &Suite) -> Result<()> {
         { "configMapRef": { "name": "env-cm-all" } },
         { "prefix": "S_", "secretRef": { "name": "env-secret-all" } },
     ]);
-    s.apply(&s.pod(
+    expect_phase(
+        &s.run_to_end(
+            "envfrom",
+            json!({ "restartPolicy": "Never", "containers": [c] }),
+        )
+        .await?,
+        "Succeeded",
+    )?;
+    s.expect_log(
         "envfrom",
-        json!({ "restartPolicy": "Never", "containers": [c] }),
-    ))
-    .await?;
-    s.wait_finished("envfrom").await?;
-    expect_phase(&s.get_pod("envfrom").await?, "Succeeded")?;
-    expect_eq(
-        "log",
-        s.kubectl(&["logs", "envfrom"]).await?,
-        "COLOR=blue\nPASSWORD=p@ss w0rd!\"'\nALPHA=a1\nBETA=b 2\nS_TOKEN=t0k3n\nTOKEN=unset\n"
-            .into(),
+        "COLOR=blue\nPASSWORD=p@ss w0rd!\"'\nALPHA=a1\nBETA=b 2\nS_TOKEN=t0k3n\nTOKEN=unset\n",
     )
+    .await
 }
 
 /// Downward-API env vars, hostname, workingDir and runAsUser: the values a pod
@@ -96,24 +97,23 @@ pub async fn pod_identity(s: &Suite) -> Result<()> {
         { "name": "MEM", "valueFrom": { "resourceFieldRef": {
             "resource": "limits.memory", "divisor": "1Mi" } } },
     ]);
-    s.apply(&s.pod(
-        "identity",
-        json!({ "restartPolicy": "Never", "containers": [c] }),
-    ))
-    .await?;
-    s.wait_finished("identity").await?;
-    let pod = s.get_pod("identity").await?;
+    let pod = s
+        .run_to_end(
+            "identity",
+            json!({ "restartPolicy": "Never", "containers": [c] }),
+        )
+        .await?;
     expect_phase(&pod, "Succeeded")?;
     let uid = pod.metadata.uid.clone().unwrap_or_default();
-    expect_eq(
-        "log",
-        s.kubectl(&["logs", "identity"]).await?,
+    s.expect_log(
+        "identity",
         format!(
             "name=identity\nns={}\nuid={uid}\nlabel=identity\nsa=default\nmem=64\n\
              host=identity\ncwd=/tmp\nid=1234:2345\n",
             s.ns
         ),
     )
+    .await
 }
 
 /// A pod referencing a ConfigMap that does not exist yet waits (the kubelet
@@ -164,9 +164,6 @@ pub async fn missing_config_map(s: &Suite) -> Result<()> {
     .await?;
     s.wait_finished("late-config").await?;
     expect_phase(&s.get_pod("late-config").await?, "Succeeded")?;
-    expect_eq(
-        "log",
-        s.kubectl(&["logs", "late-config"]).await?,
-        "value=arrived optional=unset\n0\n".into(),
-    )
+    s.expect_log("late-config", "value=arrived optional=unset\n0\n")
+        .await
 }

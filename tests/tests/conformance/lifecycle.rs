@@ -18,18 +18,17 @@ pub async fn init_containers(s: &Suite) -> Result<()> {
     i2["volumeMounts"] = mount.clone();
     let mut main = sh("main", "cat /scratch/order");
     main["volumeMounts"] = mount;
-    s.apply(&s.pod(
-        "init",
-        json!({
-            "restartPolicy": "Never",
-            "initContainers": [i1, i2],
-            "containers": [main],
-            "volumes": [{ "name": "work", "emptyDir": {} }],
-        }),
-    ))
-    .await?;
-    s.wait_finished("init").await?;
-    let pod = s.get_pod("init").await?;
+    let pod = s
+        .run_to_end(
+            "init",
+            json!({
+                "restartPolicy": "Never",
+                "initContainers": [i1, i2],
+                "containers": [main],
+                "volumes": [{ "name": "work", "emptyDir": {} }],
+            }),
+        )
+        .await?;
     expect_phase(&pod, "Succeeded")?;
     let first = terminated(&pod, "init-1")?;
     let second = terminated(&pod, "init-2")?;
@@ -61,17 +60,16 @@ pub async fn init_containers(s: &Suite) -> Result<()> {
 /// A failing init container fails a restartPolicy Never pod; the main
 /// container never runs.
 pub async fn init_fails(s: &Suite) -> Result<()> {
-    s.apply(&s.pod(
-        "init-fails",
-        json!({
-            "restartPolicy": "Never",
-            "initContainers": [sh("setup", "echo setting up; exit 7")],
-            "containers": [sh("main", "echo main ran")],
-        }),
-    ))
-    .await?;
-    s.wait_finished("init-fails").await?;
-    let pod = s.get_pod("init-fails").await?;
+    let pod = s
+        .run_to_end(
+            "init-fails",
+            json!({
+                "restartPolicy": "Never",
+                "initContainers": [sh("setup", "echo setting up; exit 7")],
+                "containers": [sh("main", "echo main ran")],
+            }),
+        )
+        .await?;
     expect_phase(&pod, "Failed")?;
     expect_eq("init exit code", terminated(&pod, "setup")?.exit_code, 7)?;
     let main = status(&pod, "main").context("no status for main")?;
@@ -211,13 +209,12 @@ pub async fn oom_killed(s: &Suite) -> Result<()> {
     // container's own limit is the one that triggers, as on a typical node.
     let mut headroom = sh("headroom", "true");
     headroom["resources"] = json!({ "limits": { "memory": "64Mi" } });
-    s.apply(&s.pod(
-        "oom",
-        json!({ "restartPolicy": "Never", "initContainers": [headroom], "containers": [c] }),
-    ))
-    .await?;
-    s.wait_finished("oom").await?;
-    let pod = s.get_pod("oom").await?;
+    let pod = s
+        .run_to_end(
+            "oom",
+            json!({ "restartPolicy": "Never", "initContainers": [headroom], "containers": [c] }),
+        )
+        .await?;
     expect_phase(&pod, "Failed")?;
     let t = terminated(&pod, "main")?;
     expect_eq("exit code", t.exit_code, 137)?;
@@ -240,11 +237,7 @@ pub async fn oom_killed(s: &Suite) -> Result<()> {
         s.get_columns("oom").await?[1].clone(),
         "OOMKilled".into(),
     )?;
-    expect_eq(
-        "log",
-        s.kubectl(&["logs", "oom"]).await?,
-        "allocating\n".into(),
-    )
+    s.expect_log("oom", "allocating\n").await
 }
 
 /// restartPolicy Always and a container that keeps crashing: the restart count

@@ -6,13 +6,12 @@ use serde_json::json;
 
 /// The smallest pod: runs, succeeds, its output is its log.
 pub async fn hello(s: &Suite) -> Result<()> {
-    s.apply(&s.pod(
-        "hello",
-        json!({ "restartPolicy": "Never", "containers": [sh("main", "echo hello world")] }),
-    ))
-    .await?;
-    s.wait_finished("hello").await?;
-    let pod = s.get_pod("hello").await?;
+    let pod = s
+        .run_to_end(
+            "hello",
+            json!({ "restartPolicy": "Never", "containers": [sh("main", "echo hello world")] }),
+        )
+        .await?;
     expect_phase(&pod, "Succeeded")?;
     let t = terminated(&pod, "main")?;
     expect_eq("exit code", t.exit_code, 0)?;
@@ -27,11 +26,7 @@ pub async fn hello(s: &Suite) -> Result<()> {
         s.get_columns("hello").await?,
         ["0/1", "Completed", "0"].map(String::from).to_vec(),
     )?;
-    expect_eq(
-        "log",
-        s.kubectl(&["logs", "hello"]).await?,
-        "hello world\n".into(),
-    )
+    s.expect_log("hello", "hello world\n").await
 }
 
 /// `command` and `args` reach the process verbatim (no shell), with the
@@ -47,22 +42,21 @@ pub async fn command_and_args(s: &Suite) -> Result<()> {
         "",
         "line\nbreak",
     ];
-    s.apply(&s.pod(
-        "cmdargs",
-        json!({
-            "restartPolicy": "Never",
-            "containers": [{
-                "name": "main",
-                "image": BUSYBOX,
-                "command": ["printf", "[%s]\\n"],
-                "args": args,
-                "env": [{ "name": "GREETING", "value": "hi there" }],
-            }],
-        }),
-    ))
-    .await?;
-    s.wait_finished("cmdargs").await?;
-    let pod = s.get_pod("cmdargs").await?;
+    let pod = s
+        .run_to_end(
+            "cmdargs",
+            json!({
+                "restartPolicy": "Never",
+                "containers": [{
+                    "name": "main",
+                    "image": BUSYBOX,
+                    "command": ["printf", "[%s]\\n"],
+                    "args": args,
+                    "env": [{ "name": "GREETING", "value": "hi there" }],
+                }],
+            }),
+        )
+        .await?;
     expect_phase(&pod, "Succeeded")?;
     let want: String = args
         .iter()
@@ -74,7 +68,7 @@ pub async fn command_and_args(s: &Suite) -> Result<()> {
             format!("[{expanded}]\n")
         })
         .collect();
-    expect_eq("log", s.kubectl(&["logs", "cmdargs"]).await?, want)
+    s.expect_log("cmdargs", want).await
 }
 
 /// No command and no args: the image's default (busybox: `sh`, which ends at
@@ -96,11 +90,7 @@ pub async fn default_entrypoint(s: &Suite) -> Result<()> {
     let pod = s.get_pod("default-sh").await?;
     expect_phase(&pod, "Succeeded")?;
     expect_eq("exit code", terminated(&pod, "main")?.exit_code, 0)?;
-    expect_eq(
-        "log",
-        s.kubectl(&["logs", "default-sh"]).await?,
-        String::new(),
-    )?;
+    s.expect_log("default-sh", String::new()).await?;
     s.wait_pod("default-pause", "Running and Ready", START, is_ready)
         .await?;
     let pod = s.get_pod("default-pause").await?;
@@ -118,36 +108,36 @@ pub async fn default_entrypoint(s: &Suite) -> Result<()> {
 /// `args` without `command`: the args replace the image's Cmd (busybox has no
 /// entrypoint), with the image's PATH and working directory.
 pub async fn args_only(s: &Suite) -> Result<()> {
-    s.apply(&s.pod(
-        "args-only",
-        json!({ "restartPolicy": "Never", "containers": [{
+    expect_phase(
+        &s.run_to_end(
+            "args-only",
+            json!({ "restartPolicy": "Never", "containers": [{
             "name": "main", "image": BUSYBOX,
             "args": ["sh", "-c", "echo PATH=$PATH; pwd; echo args-only"],
         }] }),
-    ))
-    .await?;
-    s.wait_finished("args-only").await?;
-    expect_phase(&s.get_pod("args-only").await?, "Succeeded")?;
-    expect_eq(
-        "log",
-        s.kubectl(&["logs", "args-only"]).await?,
-        "PATH=/usr/sbin:/usr/bin:/sbin:/bin\n/\nargs-only\n".into(),
+        )
+        .await?,
+        "Succeeded",
+    )?;
+    s.expect_log(
+        "args-only",
+        "PATH=/usr/sbin:/usr/bin:/sbin:/bin\n/\nargs-only\n",
     )
+    .await
 }
 
 /// A container exiting 42: the pod fails with that exit code.
 pub async fn exit_42(s: &Suite) -> Result<()> {
-    s.apply(&s.pod(
-        "exit42",
-        json!({ "restartPolicy": "Never",
+    let pod = s
+        .run_to_end(
+            "exit42",
+            json!({ "restartPolicy": "Never",
                 "containers": [sh(
                     "main",
                     "echo failing on purpose; echo 'the reason' > /dev/termination-log; exit 42",
                 )] }),
-    ))
-    .await?;
-    s.wait_finished("exit42").await?;
-    let pod = s.get_pod("exit42").await?;
+        )
+        .await?;
     expect_phase(&pod, "Failed")?;
     let t = terminated(&pod, "main")?;
     expect_eq("exit code", t.exit_code, 42)?;
@@ -162,11 +152,7 @@ pub async fn exit_42(s: &Suite) -> Result<()> {
         s.get_columns("exit42").await?[1].clone(),
         "Error".into(),
     )?;
-    expect_eq(
-        "log",
-        s.kubectl(&["logs", "exit42"]).await?,
-        "failing on purpose\n".into(),
-    )
+    s.expect_log("exit42", "failing on purpose\n").await
 }
 
 /// A command that does not exist: as the image's runtime reports it (exec

@@ -25,27 +25,28 @@ pub async fn volumes_with_items(s: &Suite) -> Result<()> {
         { "name": "cfg", "mountPath": "/cfg" },
         { "name": "sec", "mountPath": "/sec" },
     ]);
-    s.apply(&s.pod(
+    expect_phase(
+        &s.run_to_end(
+            "volumes",
+            json!({
+                "restartPolicy": "Never",
+                "containers": [c],
+                "volumes": [
+                    { "name": "cfg", "configMap": { "name": "vol-cm", "defaultMode": 0o640,
+                      "items": [{ "key": "a", "path": "sub/a.txt" }] } },
+                    { "name": "sec", "secret": { "secretName": "vol-secret",
+                      "items": [{ "key": "token", "path": "tok", "mode": 0o400 }] } },
+                ],
+            }),
+        )
+        .await?,
+        "Succeeded",
+    )?;
+    s.expect_log(
         "volumes",
-        json!({
-            "restartPolicy": "Never",
-            "containers": [c],
-            "volumes": [
-                { "name": "cfg", "configMap": { "name": "vol-cm", "defaultMode": 0o640,
-                  "items": [{ "key": "a", "path": "sub/a.txt" }] } },
-                { "name": "sec", "secret": { "secretName": "vol-secret",
-                  "items": [{ "key": "token", "path": "tok", "mode": 0o400 }] } },
-            ],
-        }),
-    ))
-    .await?;
-    s.wait_finished("volumes").await?;
-    expect_phase(&s.get_pod("volumes").await?, "Succeeded")?;
-    expect_eq(
-        "log",
-        s.kubectl(&["logs", "volumes"]).await?,
-        "first file\nsecond line\n/cfg:\nsub\n\n/cfg/sub:\na.txt\ns3cr3t\ntok\n400\n640\n".into(),
+        "first file\nsecond line\n/cfg:\nsub\n\n/cfg/sub:\na.txt\ns3cr3t\ntok\n400\n640\n",
     )
+    .await
 }
 
 /// Two containers share an emptyDir; the reader's mount is read-only.
@@ -61,17 +62,16 @@ pub async fn shared_empty_dir(s: &Suite) -> Result<()> {
          if touch /data/x 2>/dev/null; then echo WRITABLE; else echo read-only-ok; fi",
     );
     reader["volumeMounts"] = json!([{ "name": "data", "mountPath": "/data", "readOnly": true }]);
-    s.apply(&s.pod(
-        "shared",
-        json!({
-            "restartPolicy": "Never",
-            "containers": [writer, reader],
-            "volumes": [{ "name": "data", "emptyDir": {} }],
-        }),
-    ))
-    .await?;
-    s.wait_finished("shared").await?;
-    let pod = s.get_pod("shared").await?;
+    let pod = s
+        .run_to_end(
+            "shared",
+            json!({
+                "restartPolicy": "Never",
+                "containers": [writer, reader],
+                "volumes": [{ "name": "data", "emptyDir": {} }],
+            }),
+        )
+        .await?;
     expect_phase(&pod, "Succeeded")?;
     expect_eq("writer exit", terminated(&pod, "writer")?.exit_code, 0)?;
     expect_eq("reader exit", terminated(&pod, "reader")?.exit_code, 0)?;
@@ -109,20 +109,21 @@ pub async fn binary_data(s: &Suite) -> Result<()> {
         { "name": "sec", "mountPath": "/sec" },
         { "name": "cm", "mountPath": "/cm" },
     ]);
-    s.apply(&s.pod(
-        "binary",
-        json!({
-            "restartPolicy": "Never",
-            "containers": [c],
-            "volumes": [
-                { "name": "sec", "secret": { "secretName": "bin-secret" } },
-                { "name": "cm", "configMap": { "name": "bin-cm" } },
-            ],
-        }),
-    ))
-    .await?;
-    s.wait_finished("binary").await?;
-    expect_phase(&s.get_pod("binary").await?, "Succeeded")?;
+    expect_phase(
+        &s.run_to_end(
+            "binary",
+            json!({
+                "restartPolicy": "Never",
+                "containers": [c],
+                "volumes": [
+                    { "name": "sec", "secret": { "secretName": "bin-secret" } },
+                    { "name": "cm", "configMap": { "name": "bin-cm" } },
+                ],
+            }),
+        )
+        .await?,
+        "Succeeded",
+    )?;
     let log = s.kubectl(&["logs", "binary"]).await?;
     let words: Vec<&str> = log.split_whitespace().collect();
     let bytes = ["00", "ff", "0a", "80", "c3", "28", "6f", "6b"];
@@ -170,11 +171,10 @@ pub async fn projected_volume(s: &Suite) -> Result<()> {
     s.apply(&pod).await?;
     s.wait_finished("projected").await?;
     expect_phase(&s.get_pod("projected").await?, "Succeeded")?;
-    expect_eq(
-        "log",
-        s.kubectl(&["logs", "projected"]).await?,
+    s.expect_log(
+        "projected",
         "from-configmap\nfrom-secret\nprojected\ncase=\"projected\"\ntier=\"test\"\n\
-         cm-a\nlabels\nname\nsec\n"
-            .into(),
+         cm-a\nlabels\nname\nsec\n",
     )
+    .await
 }
