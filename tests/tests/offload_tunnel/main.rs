@@ -38,8 +38,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, ensure};
 use gateway_manager::annotations::TunnelAnnotations;
 use k8s_openapi::api::core::v1::{Event, Namespace, Node, Pod};
-use kube::Api;
 use kube::api::DeleteParams;
+use kube::{Api, Client};
 use offload_e2e::tunnel::{BASTION_IMAGE, GATEWAY_IMAGE, HTTP_PORT, HTTPD, free_node_port};
 use offload_e2e::{init_tracing, phase};
 use offload_plugin::PluginConfig;
@@ -175,6 +175,18 @@ fn watch_milestones(
     })
 }
 
+/// Best effort, after a test: the virtual node the provider registered and the remote
+/// namespace the plugin mapped the test namespace to (the plugin never deletes the
+/// namespaces it maps to; the tests do).
+async fn remove_node_and_remote_namespace(local: &Client, remote: &Client, node: &str, rns: &str) {
+    let _ = Api::<Node>::all(local.clone())
+        .delete(node, &DeleteParams::default())
+        .await;
+    let _ = Api::<Namespace>::all(remote.clone())
+        .delete(rns, &DeleteParams::default())
+        .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn offloaded_pods_are_served_locally_through_the_tunnel() -> anyhow::Result<()> {
     init_tracing("warn,offload_provider::tunnel=info,offload_plugin::bastion=info");
@@ -222,13 +234,7 @@ async fn offloaded_pods_are_served_locally_through_the_tunnel() -> anyhow::Resul
     }
     plugin.shutdown().await;
     let uninstalled = offload_bastion::install::uninstall(&remote, &bastion_spec).await;
-    let _ = Api::<Node>::all(local.clone())
-        .delete(&node, &DeleteParams::default())
-        .await;
-    // The plugin never deletes the namespaces it maps to; this test does.
-    let _ = Api::<Namespace>::all(remote.clone())
-        .delete(&rns, &DeleteParams::default())
-        .await;
+    remove_node_and_remote_namespace(&local, &remote, &node, &rns).await;
     result?;
     uninstalled?;
     drop((lns, bns));
@@ -273,12 +279,7 @@ async fn a_full_port_range_is_an_event_and_the_pod_waits_for_a_port() -> anyhow:
     let result = full_range::scenario(&pods, &events, &node).await;
     prov.shutdown().await;
     plugin.shutdown().await;
-    let _ = Api::<Node>::all(local.clone())
-        .delete(&node, &DeleteParams::default())
-        .await;
-    let _ = Api::<Namespace>::all(remote.clone())
-        .delete(&rns, &DeleteParams::default())
-        .await;
+    remove_node_and_remote_namespace(&local, &remote, &node, &rns).await;
     drop(lns);
     result
 }
