@@ -39,7 +39,7 @@ use tokio::sync::OnceCell;
 
 pub use layout::{Info, namespace_name};
 pub use pods::{busybox_pod, pod_logs, wait_for_pod_phase, wait_for_pod_running};
-pub use wait::wait_for;
+pub use wait::{GiveUp, give_up, wait_every, wait_for};
 
 /// Images present in both clusters (imported at cluster start; see
 /// `testbed/scripts/images.d/`). Tags are our recipe versions, never `latest`, so the

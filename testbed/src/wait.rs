@@ -9,8 +9,23 @@ const POLL_INTERVAL: Duration = Duration::from_millis(200);
 
 /// Calls `check` every 200 ms until it returns `Ok(Some(value))`, for at most `timeout`.
 /// An `Err` from `check` is remembered and retried (the API may hiccup); the last one is
-/// reported on timeout.
-pub async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> anyhow::Result<T>
+/// reported on timeout. An error made with [`give_up`] ends the wait at once.
+pub async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, check: F) -> anyhow::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = anyhow::Result<Option<T>>>,
+{
+    wait_every(POLL_INTERVAL, what, timeout, check).await
+}
+
+/// [`wait_for`] calling `check` every `interval` (longer when many waits poll the same
+/// apiserver at once).
+pub async fn wait_every<T, F, Fut>(
+    interval: Duration,
+    what: &str,
+    timeout: Duration,
+    mut check: F,
+) -> anyhow::Result<T>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = anyhow::Result<Option<T>>>,
@@ -21,6 +36,7 @@ where
         match check().await {
             Ok(Some(value)) => return Ok(value),
             Ok(None) => {}
+            Err(e) if e.is::<GiveUp>() => return Err(e),
             Err(e) => last_error = Some(e),
         }
         if Instant::now() >= deadline {
@@ -32,8 +48,27 @@ where
                 None => bail!("timed out after {}s waiting for {what}", timeout.as_secs()),
             }
         }
-        tokio::time::sleep(POLL_INTERVAL).await;
+        tokio::time::sleep(interval).await;
     }
+}
+
+/// The error of a check that knows the awaited state can no longer come (the pod ended
+/// in another phase, the Job failed): [`wait_for`] returns it at once instead of
+/// retrying until the timeout.
+#[derive(Debug)]
+pub struct GiveUp(pub String);
+
+impl std::fmt::Display for GiveUp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for GiveUp {}
+
+/// An error that ends a [`wait_for`] at once, saying `why`.
+pub fn give_up(why: impl Into<String>) -> anyhow::Error {
+    GiveUp(why.into()).into()
 }
 
 #[cfg(test)]
@@ -63,5 +98,18 @@ mod tests {
         let msg = format!("{err:#}");
         assert!(msg.contains("waiting for nothing"), "{msg}");
         assert!(msg.contains("still broken"), "{msg}");
+    }
+
+    #[tokio::test]
+    async fn gives_up_at_once() {
+        let calls = AtomicU32::new(0);
+        let err = wait_for::<(), _, _>("a pod that ended", Duration::from_secs(30), || async {
+            calls.fetch_add(1, Ordering::SeqCst);
+            Err(give_up("pod ended Failed"))
+        })
+        .await
+        .expect_err("must give up");
+        assert_eq!(format!("{err:#}"), "pod ended Failed");
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
     }
 }

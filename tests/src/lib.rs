@@ -1,5 +1,11 @@
 //! End-to-end tests across the local and remote clusters live in `tests/tests/`;
-//! this library holds what several of them share.
+//! this library holds what several of them share: [`conformance`] (the suite
+//! type, its setup, case runner and helpers; the cases are in
+//! `tests/tests/conformance/`), image import and the helpers of the tunnel
+//! scenarios.
+
+pub mod conformance;
+pub mod tunnel;
 
 use std::path::PathBuf;
 
@@ -62,4 +68,23 @@ pub async fn import_images(tb: &testbed::Testbed, names: &[&str]) -> anyhow::Res
         .await?;
     }
     Ok(())
+}
+
+/// The pod's phase, "" before it has one.
+pub fn phase(pod: &k8s_openapi::api::core::v1::Pod) -> &str {
+    pod.status
+        .as_ref()
+        .and_then(|s| s.phase.as_deref())
+        .unwrap_or("")
+}
+
+/// Test logging: `RUST_LOG`, else `default` (an env-filter), to the test writer.
+pub fn init_tracing(default: &str) {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default)),
+        )
+        .with_test_writer()
+        .try_init();
 }

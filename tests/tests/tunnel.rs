@@ -28,41 +28,20 @@ use anyhow::{Context, bail, ensure};
 use gateway_manager::annotations::TunnelAnnotations;
 use gateway_manager::objects::{GatewaySpec, pod_service_name};
 use gateway_manager::{GatewayManager, Settings};
-use k8s_openapi::api::core::v1::{ContainerPort, Endpoints, Pod, Service};
+use k8s_openapi::api::core::v1::{ContainerPort, Pod, Service};
 use kube::api::{DeleteParams, ListParams, PostParams};
 use kube::{Api, Client};
 use offload_bastion::install::{self, BastionSpec};
+use offload_e2e::tunnel::{
+    BASTION_IMAGE, GATEWAY_IMAGE, HTTP_PORT, HTTPD, exec_sh, free_node_port, http_get,
+    wait_endpoint_ports,
+};
+use offload_e2e::{init_tracing, phase};
 use offload_wire::keys;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-const GATEWAY_IMAGE: &str = gateway_manager::DEFAULT_GATEWAY_IMAGE;
-const BASTION_IMAGE: &str = "localhost/offload/bastion:0.1.0";
-const HTTP_PORT: u16 = 8080;
 /// What the design promises after a gateway or bastion restart.
 const RECOVERY_LIMIT: Duration = Duration::from_secs(10);
 const POD_START: Duration = Duration::from_secs(120);
-const HTTPD: &str = "mkdir -p /tmp/www && echo \"hello from $(hostname)\" > /tmp/www/index.html \
-                     && exec httpd -f -p 8080 -h /tmp/www";
-
-/// A NodePort inside the local cluster's range that no Service uses yet
-/// (other tests may run a gateway on the default 30222).
-async fn free_node_port(tb: &testbed::Testbed, client: &Client) -> anyhow::Result<u16> {
-    let used: BTreeSet<i32> = Api::<Service>::all(client.clone())
-        .list(&ListParams::default())
-        .await?
-        .items
-        .iter()
-        .filter_map(|s| s.spec.as_ref()?.ports.as_ref())
-        .flatten()
-        .filter_map(|p| p.node_port)
-        .collect();
-    let range = tb.local.node_port_range();
-    range
-        .clone()
-        .rev()
-        .find(|p| !used.contains(&i32::from(*p)))
-        .with_context(|| format!("no free NodePort in {range:?}"))
-}
 
 fn with_http_port(mut pod: Pod) -> Pod {
     if let Some(c) = pod.spec.as_mut().and_then(|s| s.containers.first_mut()) {
@@ -113,13 +92,6 @@ fn remote_pod(local: &Pod, local_ns: &str) -> anyhow::Result<Pod> {
     Ok(p)
 }
 
-fn phase(p: &Pod) -> &str {
-    p.status
-        .as_ref()
-        .and_then(|s| s.phase.as_deref())
-        .unwrap_or("")
-}
-
 fn pod_ip(p: &Pod) -> Option<String> {
     p.status.as_ref()?.pod_ip.clone()
 }
@@ -150,20 +122,6 @@ async fn wait_new_running(
     }
 }
 
-/// One HTTP/1.0 GET from this process; the body on success.
-async fn http_get(addr: SocketAddr) -> anyhow::Result<String> {
-    let fetch = async {
-        let mut s = tokio::net::TcpStream::connect(addr).await?;
-        s.write_all(b"GET / HTTP/1.0\r\nHost: e2e\r\n\r\n").await?;
-        let mut buf = Vec::new();
-        s.read_to_end(&mut buf).await?;
-        anyhow::Ok(String::from_utf8_lossy(&buf).to_string())
-    };
-    tokio::time::timeout(Duration::from_secs(2), fetch)
-        .await
-        .context("timeout")?
-}
-
 /// Poll (20 ms) until every `(address, expected text)` serves its page
 /// through the gateway; returns when the last one did.
 async fn wait_all_answer(
@@ -175,7 +133,7 @@ async fn wait_all_answer(
     loop {
         let mut still = Vec::new();
         for t in pending {
-            match http_get(t.0).await {
+            match http_get(&t.0.to_string(), "/", Duration::from_secs(2)).await {
                 Ok(body) if body.contains(&t.1) => {}
                 _ => still.push(t),
             }
@@ -260,7 +218,7 @@ impl Env {
             wait_new_running(&rpods, &format!("app={name}"), None, POD_START).await?;
         let gw = *tunnel
             .ports
-            .get(&offload_wire::tunnel::ContainerPort(HTTP_PORT))
+            .get(&HTTP_PORT)
             .context("gateway port of 8080")?;
         let addr: SocketAddr = format!("{gateway_ip}:{gw}").parse()?;
         let answered = wait_all_answer(
@@ -273,10 +231,7 @@ impl Env {
 
     /// `sh -c script` in the local client pod.
     async fn client_sh(&self, script: &str) -> anyhow::Result<String> {
-        self.tb
-            .local
-            .run_kubectl(&["-n", &self.lns, "exec", "client", "--", "sh", "-c", script])
-            .await
+        exec_sh(&self.tb.local, &self.lns, "client", script).await
     }
 
     async fn cluster_ip(&self, service: &str) -> anyhow::Result<String> {
@@ -338,23 +293,12 @@ impl Env {
             )
             .await?;
         }
-        let eps = Api::<Endpoints>::namespaced(self.local.clone(), &self.lns);
-        testbed::wait_for(
-            "Endpoints app to list the 3 replicas' gateway ports",
+        wait_endpoint_ports(
+            &self.local,
+            &self.lns,
+            "app",
+            names.len(),
             Duration::from_secs(30),
-            || async {
-                let ports: BTreeSet<i32> = eps
-                    .get_opt("app")
-                    .await?
-                    .and_then(|e| e.subsets)
-                    .unwrap_or_default()
-                    .iter()
-                    .filter(|s| s.addresses.as_ref().is_some_and(|a| !a.is_empty()))
-                    .flat_map(|s| s.ports.clone().unwrap_or_default())
-                    .map(|p| p.port)
-                    .collect();
-                Ok((ports.len() == names.len()).then_some(()))
-            },
         )
         .await?;
         self.fetch_through_service("app", names, Duration::from_secs(60))
@@ -388,13 +332,7 @@ impl Env {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tunnel_end_to_end_on_two_clusters() -> anyhow::Result<()> {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .with_test_writer()
-        .try_init();
+    init_tracing("warn");
     let tb = testbed::testbed().await?;
     offload_e2e::import_images(tb, &["gateway", "bastion"]).await?;
     let local = tb.local.client().await?;
@@ -410,7 +348,7 @@ async fn tunnel_end_to_end_on_two_clusters() -> anyhow::Result<()> {
     ensure!(install::apply(&remote, &bastion).await? == bastion_key);
 
     // Local: the gateway, reachable from remote pods on the node IP.
-    let node_port = free_node_port(tb, &local).await?;
+    let node_port = free_node_port(tb, &local, None, 0).await?;
     let gateway = GatewaySpec {
         namespace: lns.name.clone(),
         name: "offload-gateway".into(),
@@ -449,7 +387,36 @@ async fn tunnel_end_to_end_on_two_clusters() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The steps, in order; each one leaves what the next one needs.
 async fn scenario(env: &Env) -> anyhow::Result<()> {
+    let gw_pod = gateway_bastion_and_client_run(env).await?;
+    let gw_ip = pod_ip(&gw_pod).context("gateway pod IP")?;
+    let web = one_pod_through_its_service(env, &gw_ip).await?;
+    let replicas = workload_through_its_stable_service(env, &gw_ip).await?;
+    let names = replica_pages();
+    let mut all: Vec<(String, u16)> = vec![("web".into(), gw_port(&web.1)?)];
+    for (pod, tunnel) in &replicas {
+        all.push((
+            pod.metadata.name.clone().unwrap_or_default(),
+            gw_port(tunnel)?,
+        ));
+    }
+    let (gw_recovery, new_ip) = gateway_pod_replaced(env, &gw_pod, &all, &names).await?;
+    let b_recovery = bastion_pod_replaced(env, &new_ip, &all, &names).await?;
+    ensure!(
+        gw_recovery <= RECOVERY_LIMIT,
+        "forwards back {gw_recovery:?} after the new gateway pod ran (limit {RECOVERY_LIMIT:?})"
+    );
+    ensure!(
+        b_recovery <= RECOVERY_LIMIT,
+        "forwards back {b_recovery:?} after the new bastion pod ran (limit {RECOVERY_LIMIT:?})"
+    );
+    release_everything(env, std::iter::once(&web).chain(replicas.iter())).await
+}
+
+/// The local client pod, the gateway pod and the bastion pod all run; returns the
+/// gateway pod.
+async fn gateway_bastion_and_client_run(env: &Env) -> anyhow::Result<Pod> {
     let lpods = Api::<Pod>::namespaced(env.local.clone(), &env.lns);
     lpods
         .create(
@@ -458,14 +425,19 @@ async fn scenario(env: &Env) -> anyhow::Result<()> {
         )
         .await?;
     let (gw_pod, _) = env.gateway_pod().await?;
-    let gw_ip = pod_ip(&gw_pod).context("gateway pod IP")?;
     let rbpods = Api::<Pod>::namespaced(env.remote.clone(), &env.rns);
     wait_new_running(&rbpods, &env.bastion_selector(), None, POD_START).await?;
     testbed::wait_for_pod_running(&env.local, &env.lns, "client", POD_START).await?;
+    Ok(gw_pod)
+}
 
-    // One pod, through its own Service.
+/// One pod, through its own Service.
+async fn one_pod_through_its_service(
+    env: &Env,
+    gw_ip: &str,
+) -> anyhow::Result<(Pod, TunnelAnnotations)> {
     let (web, web_tunnel) = env.offload("web", None).await?;
-    let web_latency = env.running_to_answering("web", &web_tunnel, &gw_ip).await?;
+    let web_latency = env.running_to_answering("web", &web_tunnel, gw_ip).await?;
     println!("tunnel: web: pod Running remotely -> gateway port answers: {web_latency:?}");
     env.fetch_through_service(
         &pod_service_name("web"),
@@ -477,41 +449,56 @@ async fn scenario(env: &Env) -> anyhow::Result<()> {
         "tunnel: client pod fetched web through Service {}",
         pod_service_name("web")
     );
+    Ok((web, web_tunnel))
+}
 
-    // A 3-replica workload, through its stable Service name.
+/// The pages of the 3 replicas of the workload `app`.
+fn replica_pages() -> Vec<String> {
+    (0..3).map(|i| format!("hello from app-{i}")).collect()
+}
+
+/// A 3-replica workload, through its stable Service name.
+async fn workload_through_its_stable_service(
+    env: &Env,
+    gw_ip: &str,
+) -> anyhow::Result<Vec<(Pod, TunnelAnnotations)>> {
     let mut replicas = Vec::new();
     for i in 0..3 {
         replicas.push(env.offload(&format!("app-{i}"), Some("app")).await?);
     }
     for (pod, tunnel) in &replicas {
         let name = pod.metadata.name.clone().unwrap_or_default();
-        let d = env.running_to_answering(&name, tunnel, &gw_ip).await?;
+        let d = env.running_to_answering(&name, tunnel, gw_ip).await?;
         println!("tunnel: {name}: pod Running remotely -> gateway port answers: {d:?}");
     }
-    let names: Vec<String> = (0..3).map(|i| format!("hello from app-{i}")).collect();
-    env.check_workload(&names).await?;
+    env.check_workload(&replica_pages()).await?;
+    Ok(replicas)
+}
 
-    let mut all: Vec<(String, u16)> = vec![("web".into(), gw_port(&web_tunnel)?)];
-    for (pod, tunnel) in &replicas {
-        all.push((
-            pod.metadata.name.clone().unwrap_or_default(),
-            gw_port(tunnel)?,
-        ));
-    }
-    let targets = |ip: &str| -> anyhow::Result<Vec<(SocketAddr, String)>> {
-        all.iter()
-            .map(|(n, p)| Ok((format!("{ip}:{p}").parse()?, format!("hello from {n}"))))
-            .collect()
-    };
+/// Every forward (pod name, gateway port) on the gateway pod at `ip`, with the page it
+/// serves.
+fn targets(all: &[(String, u16)], ip: &str) -> anyhow::Result<Vec<(SocketAddr, String)>> {
+    all.iter()
+        .map(|(n, p)| Ok((format!("{ip}:{p}").parse()?, format!("hello from {n}"))))
+        .collect()
+}
 
-    // Fault 1: the gateway pod goes; the Deployment makes a new one and the
-    // bastion reconnects and restores every forward by itself.
+/// Fault 1: the gateway pod goes; the Deployment makes a new one and the bastion
+/// reconnects and restores every forward by itself. Returns the recovery time and
+/// the new gateway pod's IP.
+async fn gateway_pod_replaced(
+    env: &Env,
+    gw_pod: &Pod,
+    all: &[(String, u16)],
+    names: &[String],
+) -> anyhow::Result<(Duration, String)> {
+    let lpods = Api::<Pod>::namespaced(env.local.clone(), &env.lns);
     let old = gw_pod.metadata.name.clone().unwrap_or_default();
     lpods.delete(&old, &DeleteParams::default()).await?;
     let (new_gw, running) =
         wait_new_running(&lpods, &env.gateway_selector(), Some(&old), POD_START).await?;
     let new_ip = pod_ip(&new_gw).context("new gateway IP")?;
-    let back = wait_all_answer(&targets(&new_ip)?, Duration::from_secs(60)).await?;
+    let back = wait_all_answer(&targets(all, &new_ip)?, Duration::from_secs(60)).await?;
     let gw_recovery = back - running;
     println!(
         "tunnel: gateway pod replaced: new pod Running -> all {} forwards answer: {gw_recovery:?}",
@@ -523,24 +510,33 @@ async fn scenario(env: &Env) -> anyhow::Result<()> {
         Duration::from_secs(30),
     )
     .await?;
-    env.check_workload(&names).await?;
+    env.check_workload(names).await?;
     println!("tunnel: Services follow the new gateway pod");
+    Ok((gw_recovery, new_ip))
+}
 
-    // Fault 2: the bastion pod goes.
+/// Fault 2: the bastion pod goes. Returns the recovery time.
+async fn bastion_pod_replaced(
+    env: &Env,
+    gw_ip: &str,
+    all: &[(String, u16)],
+    names: &[String],
+) -> anyhow::Result<Duration> {
+    let rbpods = Api::<Pod>::namespaced(env.remote.clone(), &env.rns);
     let (old_b, _) = wait_new_running(&rbpods, &env.bastion_selector(), None, POD_START).await?;
     let old_b = old_b.metadata.name.unwrap_or_default();
     rbpods.delete(&old_b, &DeleteParams::default()).await?;
     let (new_b, running) =
         wait_new_running(&rbpods, &env.bastion_selector(), Some(&old_b), POD_START).await?;
-    let back = wait_all_answer(&targets(&new_ip)?, Duration::from_secs(60)).await?;
+    let back = wait_all_answer(&targets(all, gw_ip)?, Duration::from_secs(60)).await?;
     let b_recovery = back - running;
     println!(
         "tunnel: bastion pod replaced: new pod Running -> all {} forwards answer: {b_recovery:?}",
         all.len()
     );
-    env.check_workload(&names).await?;
+    env.check_workload(names).await?;
     if let Some(ip) = pod_ip(&new_b)
-        && let Ok(m) = http_get_path(&format!("{ip}:9090"), "/metrics").await
+        && let Ok(m) = http_get(&format!("{ip}:9090"), "/metrics", Duration::from_secs(2)).await
     {
         for l in m
             .lines()
@@ -549,19 +545,18 @@ async fn scenario(env: &Env) -> anyhow::Result<()> {
             println!("tunnel: bastion metrics: {l}");
         }
     }
+    Ok(b_recovery)
+}
 
-    ensure!(
-        gw_recovery <= RECOVERY_LIMIT,
-        "forwards back {gw_recovery:?} after the new gateway pod ran (limit {RECOVERY_LIMIT:?})"
-    );
-    ensure!(
-        b_recovery <= RECOVERY_LIMIT,
-        "forwards back {b_recovery:?} after the new bastion pod ran (limit {RECOVERY_LIMIT:?})"
-    );
-
-    // Teardown as the provider and plugin would do it: remote pods, then release.
+/// Teardown as the provider and plugin would do it: remote pods, then release; the
+/// tunnel Services go with the release.
+async fn release_everything(
+    env: &Env,
+    offloaded: impl Iterator<Item = &(Pod, TunnelAnnotations)>,
+) -> anyhow::Result<()> {
+    let lpods = Api::<Pod>::namespaced(env.local.clone(), &env.lns);
     let rpods = Api::<Pod>::namespaced(env.remote.clone(), &env.rns);
-    for (pod, _) in std::iter::once(&(web.clone(), web_tunnel.clone())).chain(replicas.iter()) {
+    for (pod, _) in offloaded {
         let name = pod.metadata.name.clone().unwrap_or_default();
         rpods.delete(&name, &DeleteParams::default()).await?;
         env.gm.release_pod(pod).await?;
@@ -579,21 +574,7 @@ async fn scenario(env: &Env) -> anyhow::Result<()> {
 
 fn gw_port(t: &TunnelAnnotations) -> anyhow::Result<u16> {
     t.ports
-        .get(&offload_wire::tunnel::ContainerPort(HTTP_PORT))
-        .map(|p| p.0)
+        .get(&HTTP_PORT)
+        .copied()
         .context("gateway port of 8080")
-}
-
-async fn http_get_path(addr: &str, path: &str) -> anyhow::Result<String> {
-    let fetch = async {
-        let mut s = tokio::net::TcpStream::connect(addr).await?;
-        s.write_all(format!("GET {path} HTTP/1.0\r\nHost: e2e\r\n\r\n").as_bytes())
-            .await?;
-        let mut buf = Vec::new();
-        s.read_to_end(&mut buf).await?;
-        anyhow::Ok(String::from_utf8_lossy(&buf).to_string())
-    };
-    tokio::time::timeout(Duration::from_secs(2), fetch)
-        .await
-        .context("timeout")?
 }

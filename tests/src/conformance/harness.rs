@@ -1,0 +1,336 @@
+//! The [`Suite`] methods the cases use: `kubectl` in the case namespace, apply,
+//! waits (API polling every [`POLL`]) and the remote objects of a local pod.
+
+use std::collections::BTreeSet;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use anyhow::{Context, Result, ensure};
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::{ConfigMap, Node, Pod, Secret};
+use kube::api::{Api, ListParams};
+use offload_wire::keys;
+use serde_json::{Value, json};
+
+use super::{POLL, START, Suite, describe, expect_eq, job_condition, phase};
+
+impl Suite {
+    /// `kubectl -n <ns> ARGS` against the local cluster.
+    pub async fn kubectl(&self, args: &[&str]) -> Result<String> {
+        let mut full = vec!["-n", self.ns.as_str()];
+        full.extend_from_slice(args);
+        self.tb.local.run_kubectl(&full).await
+    }
+
+    pub async fn apply(&self, manifest: &Value) -> Result<()> {
+        self.tb
+            .local
+            .run_kubectl_with_input(
+                &["-n", &self.ns, "apply", "-f", "-"],
+                Some(&manifest.to_string()),
+            )
+            .await
+            .map(drop)
+    }
+
+    /// A pod spec placed on the virtual node the way a user would: a
+    /// nodeSelector and a toleration of the virtual node's taint.
+    pub fn placed(&self, mut spec: Value) -> Value {
+        if let Some(o) = spec.as_object_mut() {
+            o.entry("nodeSelector")
+                .or_insert(json!({ "kubernetes.io/hostname": self.node }));
+            o.entry("tolerations").or_insert(json!([{
+                "key": keys::TAINT_NO_SCHEDULE, "operator": "Exists", "effect": "NoSchedule",
+            }]));
+            // `sh` as PID 1 ignores SIGTERM: do not wait 30 s on each delete.
+            o.entry("terminationGracePeriodSeconds").or_insert(json!(2));
+        }
+        spec
+    }
+
+    pub fn pod(&self, name: &str, spec: Value) -> Value {
+        json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": { "name": name, "labels": { "case": name } },
+            "spec": self.placed(spec),
+        })
+    }
+
+    /// READY, STATUS and RESTARTS of `kubectl get pod NAME`.
+    pub async fn get_columns(&self, name: &str) -> Result<Vec<String>> {
+        let line = self.kubectl(&["get", "pod", name, "--no-headers"]).await?;
+        let columns: Vec<String> = line
+            .split_whitespace()
+            .skip(1)
+            .take(3)
+            .map(String::from)
+            .collect();
+        ensure!(columns.len() == 3, "kubectl get pod {name}: {line:?}");
+        Ok(columns)
+    }
+
+    /// The pod as `kubectl get pod -o json` shows it.
+    pub async fn get_pod(&self, name: &str) -> Result<Pod> {
+        let out = self.kubectl(&["get", "pod", name, "-o", "json"]).await?;
+        serde_json::from_str(&out).with_context(|| format!("parsing kubectl's pod {name}"))
+    }
+
+    /// Waits (API polling) until `ok` holds for the pod; fails early when the
+    /// pod ends in a terminal phase that does not satisfy it.
+    pub async fn wait_pod(
+        &self,
+        name: &str,
+        what: &str,
+        timeout: Duration,
+        ok: impl Fn(&Pod) -> bool,
+    ) -> Result<Pod> {
+        let pods: Api<Pod> = Api::namespaced(self.local.clone(), &self.ns);
+        let last = Mutex::new(String::from("pod not found"));
+        let ok = &ok;
+        let last_ref = &last;
+        let pods = &pods;
+        testbed::wait_every(
+            POLL,
+            &format!("pod {name}: {what}"),
+            timeout,
+            || async move {
+                let Some(pod) = pods.get_opt(name).await? else {
+                    return Ok(None);
+                };
+                if let Ok(mut l) = last_ref.lock() {
+                    *l = describe(&pod);
+                }
+                if ok(&pod) {
+                    return Ok(Some(pod));
+                }
+                if matches!(phase(&pod), "Succeeded" | "Failed") {
+                    return Err(testbed::give_up(format!(
+                        "pod {name} ended {} before {what}: {}",
+                        phase(&pod),
+                        describe(&pod)
+                    )));
+                }
+                Ok(None)
+            },
+        )
+        .await
+        .with_context(|| {
+            format!(
+                "last seen status of {name}: {}",
+                last.lock().map(|l| l.clone()).unwrap_or_default()
+            )
+        })
+    }
+
+    /// Applies pod `name` (placed by [`Suite::pod`]), waits until it ends and returns
+    /// it as `kubectl get pod -o json` shows it.
+    pub async fn run_to_end(&self, name: &str, spec: Value) -> Result<Pod> {
+        self.apply(&self.pod(name, spec)).await?;
+        self.wait_finished(name).await?;
+        self.get_pod(name).await
+    }
+
+    /// `kubectl logs NAME` prints exactly `want`.
+    pub async fn expect_log(&self, name: &str, want: impl Into<String>) -> Result<()> {
+        expect_eq("log", self.kubectl(&["logs", name]).await?, want.into())
+    }
+
+    pub async fn wait_finished(&self, name: &str) -> Result<Pod> {
+        self.wait_pod(name, "Succeeded or Failed", START, |p| {
+            matches!(phase(p), "Succeeded" | "Failed")
+        })
+        .await
+    }
+
+    /// Waits until `kubectl logs NAME ARGS` prints exactly `want`.
+    pub async fn wait_log(&self, name: &str, args: &[&str], want: &str) -> Result<()> {
+        let last = Mutex::new(String::new());
+        let last_ref = &last;
+        let mut full = vec!["logs", name];
+        full.extend_from_slice(args);
+        let full = &full;
+        testbed::wait_every(
+            POLL,
+            &format!("kubectl logs {} to be {want:?}", full[1..].join(" ")),
+            Duration::from_secs(120),
+            || async move {
+                let log = self.kubectl(full).await?;
+                let done = log == want;
+                if let Ok(mut l) = last_ref.lock() {
+                    *l = log;
+                }
+                Ok(done.then_some(()))
+            },
+        )
+        .await
+        .with_context(|| {
+            format!(
+                "last log: {:?}",
+                last.lock().map(|l| l.clone()).unwrap_or_default()
+            )
+        })
+    }
+
+    pub async fn wait_job(&self, name: &str, condition: &str, timeout: Duration) -> Result<Job> {
+        let jobs: Api<Job> = Api::namespaced(self.local.clone(), &self.ns);
+        let jobs = &jobs;
+        testbed::wait_every(
+            POLL,
+            &format!("job {name} condition {condition}"),
+            timeout,
+            || async move {
+                let job = jobs.get(name).await?;
+                let status = job.status.clone().unwrap_or_default();
+                if let Some(c) = job_condition(&status, "Failed").filter(|_| condition != "Failed")
+                {
+                    return Err(testbed::give_up(format!(
+                        "job {name} failed: {:?} {:?}",
+                        c.reason, c.message
+                    )));
+                }
+                Ok(job_condition(&status, condition).is_some().then_some(()))
+            },
+        )
+        .await?;
+        let out = self.kubectl(&["get", "job", name, "-o", "json"]).await?;
+        serde_json::from_str(&out).context("parsing kubectl's job")
+    }
+
+    /// The Job's pods as `kubectl get pods -l job-name=NAME` lists them.
+    pub async fn job_pods(&self, job: &str) -> Result<Vec<Pod>> {
+        let out = self
+            .kubectl(&[
+                "get",
+                "pods",
+                "-l",
+                &format!("job-name={job}"),
+                "-o",
+                "json",
+            ])
+            .await?;
+        let list: Value = serde_json::from_str(&out)?;
+        list["items"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+            .into_iter()
+            .map(|p| serde_json::from_value(p).context("parsing a pod"))
+            .collect()
+    }
+
+    pub async fn remote_pods(&self, uid: &str) -> Result<Vec<Pod>> {
+        Ok(Api::<Pod>::all(self.remote.clone())
+            .list(&by_source(uid))
+            .await?
+            .items)
+    }
+
+    /// The remote pod, ConfigMaps and Secrets made for a local pod.
+    pub async fn remote_objects(
+        &self,
+        uid: &str,
+    ) -> Result<(Vec<Pod>, Vec<ConfigMap>, Vec<Secret>)> {
+        let lp = by_source(uid);
+        Ok((
+            self.remote_pods(uid).await?,
+            Api::<ConfigMap>::all(self.remote.clone())
+                .list(&lp)
+                .await?
+                .items,
+            Api::<Secret>::all(self.remote.clone())
+                .list(&lp)
+                .await?
+                .items,
+        ))
+    }
+
+    pub async fn wait_node_ready(&self) -> Result<()> {
+        let nodes: Api<Node> = Api::all(self.local.clone());
+        let nodes = &nodes;
+        testbed::wait_every(
+            POLL,
+            &format!("virtual node {} Ready", self.node),
+            Duration::from_secs(120),
+            || async move {
+                let Some(node) = nodes.get_opt(&self.node).await? else {
+                    return Ok(None);
+                };
+                let ready = node
+                    .status
+                    .and_then(|s| s.conditions)
+                    .unwrap_or_default()
+                    .iter()
+                    .any(|c| c.type_ == "Ready" && c.status == "True");
+                Ok(ready.then_some(()))
+            },
+        )
+        .await
+    }
+
+    /// Deletes the local namespace (the provider deletes what is left on the
+    /// remote side), checks the remote side is empty, then deletes the remote
+    /// namespace the plugin created (the plugin never deletes namespaces).
+    pub async fn cleanup(&self, ns: testbed::TestNamespace) -> Result<()> {
+        let remote_pods: Api<Pod> = Api::all(self.remote.clone());
+        let ours = ListParams::default().labels(&format!(
+            "{}={}",
+            keys::LABEL_OFFLOADING,
+            keys::OFFLOADING_VALUE
+        ));
+        let from_ns = |p: &Pod| {
+            p.metadata
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get(keys::ANNOTATION_SOURCE_NAMESPACE))
+                .is_some_and(|n| *n == self.ns)
+        };
+        let mut remote_namespaces: BTreeSet<String> = remote_pods
+            .list(&ours)
+            .await?
+            .items
+            .iter()
+            .filter(|p| from_ns(p))
+            .filter_map(|p| p.metadata.namespace.clone())
+            .collect();
+        // The plugin's default mapping, in case no pod is left to name it.
+        remote_namespaces.insert(format!("offloading-{}", self.ns));
+        ns.delete().await?;
+        let remote_pods = &remote_pods;
+        let ours = &ours;
+        let from_ns = &from_ns;
+        testbed::wait_every(
+            POLL,
+            "the remote pods of the deleted namespace to be gone",
+            Duration::from_secs(180),
+            || async move {
+                let left: Vec<String> = remote_pods
+                    .list(ours)
+                    .await?
+                    .items
+                    .iter()
+                    .filter(|p| from_ns(p))
+                    .filter_map(|p| p.metadata.name.clone())
+                    .collect();
+                Ok(left.is_empty().then_some(()))
+            },
+        )
+        .await?;
+        for n in remote_namespaces {
+            self.tb
+                .remote
+                .run_kubectl(&[
+                    "delete",
+                    "namespace",
+                    &n,
+                    "--wait=false",
+                    "--ignore-not-found",
+                ])
+                .await?;
+        }
+        Ok(())
+    }
+}
+
+fn by_source(uid: &str) -> ListParams {
+    ListParams::default().labels(&format!("{}={uid}", keys::LABEL_SOURCE_POD_UID))
+}

@@ -1,0 +1,238 @@
+//! What runs: the command, its arguments and environment expansion, the image's entrypoint, exit codes.
+
+use anyhow::{Context, Result, ensure};
+use offload_e2e::conformance::*;
+use serde_json::json;
+
+/// The smallest pod: runs, succeeds, its output is its log.
+pub async fn hello(s: &Suite) -> Result<()> {
+    let pod = s
+        .run_to_end(
+            "hello",
+            json!({ "restartPolicy": "Never", "containers": [sh("main", "echo hello world")] }),
+        )
+        .await?;
+    expect_phase(&pod, "Succeeded")?;
+    let t = terminated(&pod, "main")?;
+    expect_eq("exit code", t.exit_code, 0)?;
+    expect_eq("reason", t.reason.as_deref(), Some("Completed"))?;
+    expect_eq(
+        "node",
+        pod.spec.as_ref().and_then(|s| s.node_name.as_deref()),
+        Some(s.node.as_str()),
+    )?;
+    expect_eq(
+        "kubectl get: READY STATUS RESTARTS",
+        s.get_columns("hello").await?,
+        ["0/1", "Completed", "0"].map(String::from).to_vec(),
+    )?;
+    s.expect_log("hello", "hello world\n").await
+}
+
+/// `command` and `args` reach the process verbatim (no shell), with the
+/// Kubernetes `$(VAR)` expansion and `$$` escape and nothing else.
+pub async fn command_and_args(s: &Suite) -> Result<()> {
+    let args = [
+        "héllo wörld ✓ 日本語 🚀",
+        "two  spaces\tand a tab",
+        "'single' \"double\"",
+        "`uname` $(GREETING) $$(GREETING) $HOME $(NOT_DEFINED)",
+        "; rm -rf / && echo pwned | cat > x &",
+        "* ? [a-z] ~ \\backslash\\ #hash !bang",
+        "",
+        "line\nbreak",
+    ];
+    let pod = s
+        .run_to_end(
+            "cmdargs",
+            json!({
+                "restartPolicy": "Never",
+                "containers": [{
+                    "name": "main",
+                    "image": BUSYBOX,
+                    "command": ["printf", "[%s]\\n"],
+                    "args": args,
+                    "env": [{ "name": "GREETING", "value": "hi there" }],
+                }],
+            }),
+        )
+        .await?;
+    expect_phase(&pod, "Succeeded")?;
+    let want: String = args
+        .iter()
+        .map(|a| {
+            let expanded = a
+                .replace("$$(GREETING)", "\u{0}")
+                .replace("$(GREETING)", "hi there")
+                .replace('\u{0}', "$(GREETING)");
+            format!("[{expanded}]\n")
+        })
+        .collect();
+    s.expect_log("cmdargs", want).await
+}
+
+/// No command and no args: the image's default (busybox: `sh`, which ends at
+/// the end of its empty stdin; pause: its entrypoint `/pause`, which runs).
+pub async fn default_entrypoint(s: &Suite) -> Result<()> {
+    s.apply(&s.pod(
+        "default-sh",
+        json!({ "restartPolicy": "Never",
+                "containers": [{ "name": "main", "image": BUSYBOX }] }),
+    ))
+    .await?;
+    s.apply(&s.pod(
+        "default-pause",
+        json!({ "restartPolicy": "Always",
+                "containers": [{ "name": "main", "image": PAUSE }] }),
+    ))
+    .await?;
+    s.wait_finished("default-sh").await?;
+    let pod = s.get_pod("default-sh").await?;
+    expect_phase(&pod, "Succeeded")?;
+    expect_eq("exit code", terminated(&pod, "main")?.exit_code, 0)?;
+    s.expect_log("default-sh", String::new()).await?;
+    s.wait_pod("default-pause", "Running and Ready", START, is_ready)
+        .await?;
+    let pod = s.get_pod("default-pause").await?;
+    expect_phase(&pod, "Running")?;
+    expect_eq(
+        "restart count",
+        status(&pod, "main").map(|c| c.restart_count),
+        Some(0),
+    )?;
+    s.kubectl(&["delete", "pod", "default-pause", "--timeout=120s"])
+        .await?;
+    Ok(())
+}
+
+/// `args` without `command`: the args replace the image's Cmd (busybox has no
+/// entrypoint), with the image's PATH and working directory.
+pub async fn args_only(s: &Suite) -> Result<()> {
+    expect_phase(
+        &s.run_to_end(
+            "args-only",
+            json!({ "restartPolicy": "Never", "containers": [{
+            "name": "main", "image": BUSYBOX,
+            "args": ["sh", "-c", "echo PATH=$PATH; pwd; echo args-only"],
+        }] }),
+        )
+        .await?,
+        "Succeeded",
+    )?;
+    s.expect_log(
+        "args-only",
+        "PATH=/usr/sbin:/usr/bin:/sbin:/bin\n/\nargs-only\n",
+    )
+    .await
+}
+
+/// A container exiting 42: the pod fails with that exit code.
+pub async fn exit_42(s: &Suite) -> Result<()> {
+    let pod = s
+        .run_to_end(
+            "exit42",
+            json!({ "restartPolicy": "Never",
+                "containers": [sh(
+                    "main",
+                    "echo failing on purpose; echo 'the reason' > /dev/termination-log; exit 42",
+                )] }),
+        )
+        .await?;
+    expect_phase(&pod, "Failed")?;
+    let t = terminated(&pod, "main")?;
+    expect_eq("exit code", t.exit_code, 42)?;
+    expect_eq("reason", t.reason.as_deref(), Some("Error"))?;
+    expect_eq(
+        "termination message",
+        t.message.as_deref(),
+        Some("the reason\n"),
+    )?;
+    expect_eq(
+        "kubectl get STATUS",
+        s.get_columns("exit42").await?[1].clone(),
+        "Error".into(),
+    )?;
+    s.expect_log("exit42", "failing on purpose\n").await
+}
+
+/// A command that does not exist: as the image's runtime reports it (exec
+/// fails: the remote kubelet's exit code and reason, message naming the
+/// command), and through a shell (127, "not found" in the log).
+pub async fn command_not_found(s: &Suite) -> Result<()> {
+    s.apply(&s.pod(
+        "noexec",
+        json!({ "restartPolicy": "Never", "containers": [{
+            "name": "main", "image": BUSYBOX, "command": ["no-such-command-xyz", "arg"],
+        }] }),
+    ))
+    .await?;
+    s.apply(&s.pod(
+        "noexec-sh",
+        json!({ "restartPolicy": "Never", "containers": [sh("main", "no-such-command-xyz")] }),
+    ))
+    .await?;
+    s.wait_finished("noexec").await?;
+    let pod = s.get_pod("noexec").await?;
+    expect_phase(&pod, "Failed")?;
+    let t = terminated(&pod, "main")?;
+    ensure!(
+        t.exit_code != 0,
+        "exit code 0 for a missing binary: {}",
+        describe(&pod)
+    );
+    ensure!(
+        t.message
+            .as_deref()
+            .is_some_and(|m| m.contains("no-such-command-xyz")),
+        "the termination message does not name the missing command: {:?}",
+        t.message
+    );
+    // Same as what the remote kubelet reported.
+    let uid = pod.metadata.uid.clone().unwrap_or_default();
+    let remote = s.remote_pods(&uid).await?;
+    let remote_pod = remote.first().context("no remote pod for noexec")?;
+    let rt = terminated(remote_pod, "main")?;
+    expect_eq("exit code (local vs remote)", t.exit_code, rt.exit_code)?;
+    expect_eq(
+        "reason (local vs remote)",
+        t.reason.clone(),
+        rt.reason.clone(),
+    )?;
+    let remote_columns =
+        s.tb.remote
+            .run_kubectl(&[
+                "-n",
+                remote_pod.metadata.namespace.as_deref().unwrap_or_default(),
+                "get",
+                "pod",
+                remote_pod.metadata.name.as_deref().unwrap_or_default(),
+                "--no-headers",
+            ])
+            .await?;
+    let remote_columns: Vec<String> = remote_columns
+        .split_whitespace()
+        .skip(1)
+        .take(3)
+        .map(String::from)
+        .collect();
+    expect_eq(
+        "kubectl get READY STATUS RESTARTS (local vs remote)",
+        s.get_columns("noexec").await?,
+        remote_columns,
+    )?;
+    println!(
+        "conformance: a missing binary shows as exit code {} reason {:?}",
+        t.exit_code, t.reason
+    );
+
+    s.wait_finished("noexec-sh").await?;
+    let pod = s.get_pod("noexec-sh").await?;
+    expect_phase(&pod, "Failed")?;
+    expect_eq("exit code", terminated(&pod, "main")?.exit_code, 127)?;
+    let log = s.kubectl(&["logs", "noexec-sh"]).await?;
+    ensure!(
+        log.contains("no-such-command-xyz") && log.contains("not found"),
+        "log: {log:?}"
+    );
+    Ok(())
+}
