@@ -12,7 +12,7 @@ use kube::api::{Api, ListParams};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// The gateway image of `deploy/images/gateway.sh` (Debian's OpenSSH sshd).
-pub const GATEWAY_IMAGE: &str = "localhost/offload/gateway:1.0";
+pub const GATEWAY_IMAGE: &str = gateway_manager::DEFAULT_GATEWAY_IMAGE;
 /// The bastion image of `deploy/images/bastion.sh`: tagged with the workspace version.
 pub const BASTION_IMAGE: &str = concat!("localhost/offload/bastion:", env!("CARGO_PKG_VERSION"));
 /// The port every test httpd listens on.

@@ -25,7 +25,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail, ensure};
-use gateway_manager::annotations::TunnelAnnotations;
 use gateway_manager::objects::{GatewaySpec, pod_service_name};
 use gateway_manager::{GatewayManager, Settings};
 use k8s_openapi::api::core::v1::{ContainerPort, Pod, Service};
@@ -38,6 +37,7 @@ use offload_e2e::tunnel::{
 };
 use offload_e2e::{init_tracing, phase};
 use offload_wire::keys;
+use offload_wire::tunnel::TunnelAnnotations;
 
 /// What the design promises after a gateway or bastion restart.
 const RECOVERY_LIMIT: Duration = Duration::from_secs(10);
@@ -218,7 +218,7 @@ impl Env {
             wait_new_running(&rpods, &format!("app={name}"), None, POD_START).await?;
         let gw = *tunnel
             .ports
-            .get(&HTTP_PORT)
+            .get(&offload_wire::tunnel::ContainerPort(HTTP_PORT))
             .context("gateway port of 8080")?;
         let addr: SocketAddr = format!("{gateway_ip}:{gw}").parse()?;
         let answered = wait_all_answer(
@@ -361,8 +361,8 @@ async fn tunnel_end_to_end_on_two_clusters() -> anyhow::Result<()> {
     settings.range = "40000-40099".parse()?;
     settings.bastion_public_key = Some(bastion_key);
     let gm = GatewayManager::start(local.clone(), settings).await?;
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let sync = tokio::spawn(Arc::clone(&gm).run(Duration::from_millis(500), stop_rx));
+    let stop = tokio_util::sync::CancellationToken::new();
+    let sync = tokio::spawn(Arc::clone(&gm).run_until(Duration::from_millis(500), stop.clone()));
 
     let env = Env {
         tb,
@@ -378,7 +378,7 @@ async fn tunnel_end_to_end_on_two_clusters() -> anyhow::Result<()> {
     if result.is_err() {
         env.diagnose().await;
     }
-    let _ = stop_tx.send(true);
+    stop.cancel();
     let _ = sync.await;
     let uninstalled = install::uninstall(&env.remote, &env.bastion).await;
     result?;
@@ -574,7 +574,7 @@ async fn release_everything(
 
 fn gw_port(t: &TunnelAnnotations) -> anyhow::Result<u16> {
     t.ports
-        .get(&HTTP_PORT)
-        .copied()
+        .get(&offload_wire::tunnel::ContainerPort(HTTP_PORT))
+        .map(|p| p.0)
         .context("gateway port of 8080")
 }

@@ -46,7 +46,10 @@ async fn first_takes_the_only_port(pods: &Api<Pod>, node: &str) -> anyhow::Resul
     )
     .await?;
     ensure!(
-        tunnel_of(&first)?.ports.values().eq([&ONLY_PORT]),
+        tunnel_of(&first)?
+            .ports
+            .values()
+            .eq([&offload_wire::tunnel::GatewayPort(ONLY_PORT)]),
         "first holds 40200"
     );
     Ok(())
@@ -108,7 +111,10 @@ async fn a_deleted_pods_port_goes_to_the_waiting_pod(pods: &Api<Pod>) -> anyhow:
     .await?;
     let handed_over = released.elapsed();
     ensure!(
-        tunnel_of(&second)?.ports.values().eq([&ONLY_PORT]),
+        tunnel_of(&second)?
+            .ports
+            .values()
+            .eq([&offload_wire::tunnel::GatewayPort(ONLY_PORT)]),
         "second holds 40200"
     );
     // Its backoff had grown past 8 s; the wake-up makes it much less.
@@ -142,7 +148,10 @@ async fn a_finished_pods_port_goes_to_the_waiting_pod(
         "second finished"
     );
     ensure!(
-        tunnel_of(&third)?.ports.values().eq([&ONLY_PORT]),
+        tunnel_of(&third)?
+            .ports
+            .values()
+            .eq([&offload_wire::tunnel::GatewayPort(ONLY_PORT)]),
         "third holds 40200"
     );
     println!("offload-tunnel: the port of a pod that finished went to the waiting pod");

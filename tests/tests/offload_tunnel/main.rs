@@ -36,7 +36,6 @@ mod served;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, ensure};
-use gateway_manager::annotations::TunnelAnnotations;
 use k8s_openapi::api::core::v1::{Event, Namespace, Node, Pod};
 use kube::api::DeleteParams;
 use kube::{Api, Client};
@@ -47,6 +46,7 @@ use offload_provider::config::Config;
 use offload_provider::provider::start;
 use offload_provider::tunnel::CONDITION_TUNNEL_UP;
 use offload_wire::keys;
+use offload_wire::tunnel::TunnelAnnotations;
 
 /// Generous: the testbed is shared, and remote containers start slowly under load.
 const POD_START: Duration = Duration::from_secs(300);
@@ -267,11 +267,11 @@ async fn a_full_port_range_is_an_event_and_the_pod_waits_for_a_port() -> anyhow:
     cfg.kubelet_addr = "0.0.0.0:0".parse()?;
     cfg.admin_addr = None;
     cfg.status_interval = Duration::from_millis(500);
-    cfg.gateway_address = Some("192.0.2.1:2222".into());
-    cfg.gateway_node_port = 0;
-    cfg.gateway_namespace = Some(lns.name.clone());
-    cfg.gateway_image = GATEWAY_IMAGE.into();
-    cfg.gateway_port_range = format!("{ONLY_PORT}-{ONLY_PORT}").parse()?;
+    cfg.gateway.address = Some("192.0.2.1:2222".into());
+    cfg.gateway.node_port = 0;
+    cfg.gateway.namespace = Some(lns.name.clone());
+    cfg.gateway.image = GATEWAY_IMAGE.into();
+    cfg.gateway.port_range = format!("{ONLY_PORT}-{ONLY_PORT}").parse()?;
     let prov = start(cfg, local.clone(), tb.local.node_ip).await?;
 
     let pods: Api<Pod> = Api::namespaced(local.clone(), &lns.name);

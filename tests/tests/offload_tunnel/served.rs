@@ -5,7 +5,6 @@ use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail, ensure};
-use gateway_manager::annotations::TunnelAnnotations;
 use gateway_manager::objects::pod_service_name;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Service};
 use kube::api::{DeleteParams, ListParams, PostParams};
@@ -15,6 +14,7 @@ use offload_provider::config::Config;
 use offload_provider::provider::{RunningProvider, start};
 use offload_provider::tunnel::CONDITION_TUNNEL_UP;
 use offload_wire::keys;
+use offload_wire::tunnel::TunnelAnnotations;
 
 use crate::{POD_START, tunnel_of, tunnel_up, watch_milestones, web_pod};
 
@@ -122,12 +122,12 @@ pub fn provider_config(
     cfg.admin_addr = None;
     cfg.status_interval = Duration::from_millis(500);
     // The tunnel: the bastion reaches the gateway on the local node's IP.
-    cfg.gateway_address = Some(tb.local.node_ip.to_string());
-    cfg.gateway_node_port = node_port;
-    cfg.gateway_namespace = Some(lns.to_owned());
-    cfg.gateway_image = GATEWAY_IMAGE.into();
-    cfg.gateway_port_range = "40100-40199".parse()?;
-    cfg.gateway_sync_interval = Duration::from_millis(500);
+    cfg.gateway.address = Some(tb.local.node_ip.to_string());
+    cfg.gateway.node_port = node_port;
+    cfg.gateway.namespace = Some(lns.to_owned());
+    cfg.gateway.image = GATEWAY_IMAGE.into();
+    cfg.gateway.port_range = "40100-40199".parse()?;
+    cfg.gateway.sync_interval = Duration::from_millis(500);
     Ok(cfg)
 }
 
@@ -236,7 +236,9 @@ async fn one_pod_through_its_service(env: &Env, bastion_ns: &str) -> anyhow::Res
     let web = pods.get("web").await?;
     let web_tunnel = tunnel_of(&web)?;
     ensure!(
-        web_tunnel.ports.contains_key(&HTTP_PORT),
+        web_tunnel
+            .ports
+            .contains_key(&offload_wire::tunnel::ContainerPort(HTTP_PORT)),
         "8080 has a gateway port: {web_tunnel:?}"
     );
     let web_uid = web.metadata.uid.clone().context("uid")?;
@@ -337,9 +339,18 @@ async fn workload_through_its_stable_service(
     let mut ports = BTreeSet::new();
     for i in 0..2 {
         let t = tunnel_of(&pods.get(&format!("app-{i}")).await?)?;
-        ports.insert(*t.ports.get(&HTTP_PORT).context("gateway port")?);
+        ports.insert(
+            *t.ports
+                .get(&offload_wire::tunnel::ContainerPort(HTTP_PORT))
+                .context("gateway port")?,
+        );
     }
-    ports.insert(*web_tunnel.ports.get(&HTTP_PORT).context("gateway port")?);
+    ports.insert(
+        *web_tunnel
+            .ports
+            .get(&offload_wire::tunnel::ContainerPort(HTTP_PORT))
+            .context("gateway port")?,
+    );
     ensure!(
         ports.len() == 3,
         "three pods, three gateway ports: {ports:?}"
