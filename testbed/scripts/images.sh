@@ -22,6 +22,9 @@ HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 export OFFLOAD_CACHE=${OFFLOAD_CACHE:-$HOME/.cache/offload}
 IMAGES=$OFFLOAD_CACHE/images
 
+# shellcheck source=oci.sh
+source "$HERE/oci.sh"
+
 recipes() { ls "$HERE"/images.d/*.sh; }
 
 need() {
@@ -47,14 +50,7 @@ build_one() (
   trap 'rm -rf "$work"' EXIT
   (
     cd "$work"
-    umoci init --layout oci
-    umoci new --image "oci:$IMAGE_TAG"
-    umoci unpack --image "oci:$IMAGE_TAG" bundle >/dev/null
-    image_rootfs "$work/bundle/rootfs"
-    umoci repack --image "oci:$IMAGE_TAG" bundle
-    umoci config --image "oci:$IMAGE_TAG" --author offload-testbed "${IMAGE_CONFIG[@]}"
-    umoci gc --layout oci
-    tar -C oci -cf image.tar .
+    oci_image_tar offload-testbed
   ) || { echo "images.sh: building image $name from $recipe failed" >&2; exit 1; }
   mkdir -p "$dir"
   mv "$work/image.tar" "$dir/image.tar.tmp"
