@@ -34,11 +34,9 @@ build_one() (
   recipe=$HERE/$name.sh
   # shellcheck source=/dev/null
   source "$recipe"
-  key=$( { cat "$recipe"; image_inputs; } | sha256sum | cut -d' ' -f1)
+  key=$(image_key "$recipe")
   dir=$IMAGES/$name
-  if [ -f "$dir/image.tar" ] && [ "$(cat "$dir/key" 2>/dev/null)" = "$key" ]; then
-    return 0
-  fi
+  if image_cached "$dir" "$key"; then return 0; fi
   work=$(mktemp -d "${TMPDIR:-/tmp}/offload-image-$name.XXXXXX")
   trap 'rm -rf "$work"' EXIT
   (
@@ -46,11 +44,7 @@ build_one() (
     if [ "$name" = gateway ]; then oci_image_tar offload gateway_sanity; else oci_image_tar offload; fi
   )
   # (not `( ... ) || ...`: that would switch errexit off inside the subshell)
-  mkdir -p "$dir"
-  mv "$work/image.tar" "$dir/image.tar"
-  echo "$IMAGE_REPO" > "$dir/repo"
-  echo "$IMAGE_REPO:$IMAGE_TAG" > "$dir/ref"
-  echo "$key" > "$dir/key"
+  store_image "$work/image.tar" "$dir" "$key"
   echo "build.sh: built $IMAGE_REPO:$IMAGE_TAG ($(du -h "$dir/image.tar" | cut -f1))" >&2
 )
 
