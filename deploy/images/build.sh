@@ -15,45 +15,36 @@ HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 export OFFLOAD_CACHE=${OFFLOAD_CACHE:-$HOME/.cache/offload}
 IMAGES=$OFFLOAD_CACHE/images
 RECIPES=(gateway bastion provider plugin)
+# shellcheck source=../../testbed/scripts/oci.sh
+source "$HERE/../../testbed/scripts/oci.sh"
+
+# gateway_sanity ROOT: the packed sshd starts and parses a config as the tunnel user.
+gateway_sanity() {
+  local root=$1
+  printf 'Port 2222\nHostKey /tmp/k\nPidFile /tmp/p\nUsePAM no\n' > "$root/tmp/c"
+  ssh-keygen -q -t ed25519 -N '' -f "$root/tmp/k"
+  chown 1000:1000 "$root/tmp/k"
+  mknod -m 666 "$root/dev/null" c 1 3
+  chroot --userspec=1000:1000 "$root" /usr/sbin/sshd -t -f /tmp/c
+  rm -f "$root/dev/null" "$root"/tmp/{c,k,k.pub}
+}
 
 build_one() (
   local name=$1 recipe key dir work
   recipe=$HERE/$name.sh
   # shellcheck source=/dev/null
   source "$recipe"
-  key=$( { cat "$recipe"; image_inputs; } | sha256sum | cut -d' ' -f1)
+  key=$(image_key "$recipe")
   dir=$IMAGES/$name
-  if [ -f "$dir/image.tar" ] && [ "$(cat "$dir/key" 2>/dev/null)" = "$key" ]; then
-    return 0
-  fi
+  if image_cached "$dir" "$key"; then return 0; fi
   work=$(mktemp -d "${TMPDIR:-/tmp}/offload-image-$name.XXXXXX")
   trap 'rm -rf "$work"' EXIT
   (
     cd "$work"
-    umoci init --layout oci
-    umoci new --image "oci:$IMAGE_TAG"
-    umoci unpack --image "oci:$IMAGE_TAG" bundle >/dev/null
-    image_rootfs "$work/bundle/rootfs"
-    if [ "$name" = gateway ]; then
-      # Sanity: the packed sshd starts and parses a config as the tunnel user.
-      printf 'Port 2222\nHostKey /tmp/k\nPidFile /tmp/p\nUsePAM no\n' > bundle/rootfs/tmp/c
-      ssh-keygen -q -t ed25519 -N '' -f bundle/rootfs/tmp/k
-      chown 1000:1000 bundle/rootfs/tmp/k
-      mknod -m 666 bundle/rootfs/dev/null c 1 3
-      chroot --userspec=1000:1000 bundle/rootfs /usr/sbin/sshd -t -f /tmp/c
-      rm -f bundle/rootfs/dev/null bundle/rootfs/tmp/{c,k,k.pub}
-    fi
-    umoci repack --image "oci:$IMAGE_TAG" bundle
-    umoci config --image "oci:$IMAGE_TAG" --author offload "${IMAGE_CONFIG[@]}"
-    umoci gc --layout oci
-    tar -C oci -cf image.tar .
+    if [ "$name" = gateway ]; then oci_image_tar offload gateway_sanity; else oci_image_tar offload; fi
   )
   # (not `( ... ) || ...`: that would switch errexit off inside the subshell)
-  mkdir -p "$dir"
-  mv "$work/image.tar" "$dir/image.tar"
-  echo "$IMAGE_REPO" > "$dir/repo"
-  echo "$IMAGE_REPO:$IMAGE_TAG" > "$dir/ref"
-  echo "$key" > "$dir/key"
+  store_image "$work/image.tar" "$dir" "$key"
   echo "build.sh: built $IMAGE_REPO:$IMAGE_TAG ($(du -h "$dir/image.tar" | cut -f1))" >&2
 )
 

@@ -22,6 +22,9 @@ HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 export OFFLOAD_CACHE=${OFFLOAD_CACHE:-$HOME/.cache/offload}
 IMAGES=$OFFLOAD_CACHE/images
 
+# shellcheck source=oci.sh
+source "$HERE/oci.sh"
+
 recipes() { ls "$HERE"/images.d/*.sh; }
 
 need() {
@@ -38,30 +41,16 @@ build_one() (
   source "$recipe"
   : "${IMAGE_REPO:?$recipe must set IMAGE_REPO}" "${IMAGE_TAG:?$recipe must set IMAGE_TAG}"
   [ "$IMAGE_TAG" != latest ] || { echo "images.sh: $recipe: tag 'latest' would make the kubelet pull from a registry" >&2; exit 1; }
-  key=$( { cat "$recipe"; image_inputs; } | sha256sum | cut -d' ' -f1)
+  key=$(image_key "$recipe")
   dir=$IMAGES/$name
-  if [ -f "$dir/image.tar" ] && [ "$(cat "$dir/key" 2>/dev/null)" = "$key" ]; then
-    return 0
-  fi
+  if image_cached "$dir" "$key"; then return 0; fi
   work=$(mktemp -d "${TMPDIR:-/tmp}/offload-image-$name.XXXXXX")
   trap 'rm -rf "$work"' EXIT
   (
     cd "$work"
-    umoci init --layout oci
-    umoci new --image "oci:$IMAGE_TAG"
-    umoci unpack --image "oci:$IMAGE_TAG" bundle >/dev/null
-    image_rootfs "$work/bundle/rootfs"
-    umoci repack --image "oci:$IMAGE_TAG" bundle
-    umoci config --image "oci:$IMAGE_TAG" --author offload-testbed "${IMAGE_CONFIG[@]}"
-    umoci gc --layout oci
-    tar -C oci -cf image.tar .
+    oci_image_tar offload-testbed
   ) || { echo "images.sh: building image $name from $recipe failed" >&2; exit 1; }
-  mkdir -p "$dir"
-  mv "$work/image.tar" "$dir/image.tar.tmp"
-  mv "$dir/image.tar.tmp" "$dir/image.tar"
-  echo "$IMAGE_REPO" > "$dir/repo"
-  echo "$IMAGE_REPO:$IMAGE_TAG" > "$dir/ref"
-  echo "$key" > "$dir/key"
+  store_image "$work/image.tar" "$dir" "$key"
   echo "images.sh: built $IMAGE_REPO:$IMAGE_TAG ($(du -h "$dir/image.tar" | cut -f1))" >&2
 )
 

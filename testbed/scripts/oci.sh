@@ -1,0 +1,40 @@
+# shellcheck shell=bash
+# Packs and caches container images without Docker or a registry; sourced by the image builders
+# testbed/scripts/images.sh (test images) and deploy/images/build.sh (our images).
+
+# oci_image_tar AUTHOR [CHECK]: in the current (empty, scratch) directory, builds the
+# image of the recipe sourced before: an OCI layout tagged $IMAGE_TAG whose root
+# filesystem `image_rootfs` fills, checked by `CHECK bundle/rootfs` when given, with
+# the `umoci config` arguments IMAGE_CONFIG and AUTHOR; packed as ./image.tar.
+oci_image_tar() {
+  local author=$1 check=${2:-}
+  umoci init --layout oci
+  umoci new --image "oci:$IMAGE_TAG"
+  umoci unpack --image "oci:$IMAGE_TAG" bundle >/dev/null
+  image_rootfs "$PWD/bundle/rootfs"
+  if [ -n "$check" ]; then "$check" bundle/rootfs; fi
+  umoci repack --image "oci:$IMAGE_TAG" bundle
+  umoci config --image "oci:$IMAGE_TAG" --author "$author" "${IMAGE_CONFIG[@]}"
+  umoci gc --layout oci
+  tar -C oci -cf image.tar .
+}
+
+# image_key RECIPE: the cache key of the recipe sourced before: its text and what its
+# image_inputs prints (package versions, binary hashes), so a change rebuilds the image.
+image_key() { { cat "$1"; image_inputs; } | sha256sum | cut -d' ' -f1; }
+
+# image_cached DIR KEY: DIR holds the image built for KEY.
+image_cached() { [ -f "$1/image.tar" ] && [ "$(cat "$1/key" 2>/dev/null)" = "$2" ]; }
+
+# store_image TAR DIR KEY: keeps TAR, the image of the recipe sourced before, in DIR
+# (image.tar, repo, ref, key); the archive is renamed into place, so a reader never
+# sees half of it.
+store_image() {
+  local tar=$1 dir=$2 key=$3
+  mkdir -p "$dir"
+  mv "$tar" "$dir/image.tar.tmp"
+  mv "$dir/image.tar.tmp" "$dir/image.tar"
+  echo "$IMAGE_REPO" >"$dir/repo"
+  echo "$IMAGE_REPO:$IMAGE_TAG" >"$dir/ref"
+  echo "$key" >"$dir/key"
+}
