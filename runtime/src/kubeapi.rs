@@ -10,8 +10,9 @@
 //!   first one's key);
 //! - [`field_manager`]: the field-manager names, one per writer;
 //! - [`hardened_security_context`] and [`non_root_pod_security_context`]:
-//!   what every container we install runs under; [`recreate_deployment`]:
-//!   the Deployment shape of our single-active components.
+//!   what every container we install runs under; [`container_resources`]:
+//!   its requests and memory limit; [`recreate_deployment`]: the Deployment
+//!   shape of our single-active components.
 //!
 //! Everything applied must use fields Kubernetes 1.20 knows (our test
 //! apiserver rejects newer ones under server-side apply).
@@ -22,8 +23,10 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec, DeploymentStrategy};
 use k8s_openapi::api::core::v1::{
-    Capabilities, PodSecurityContext, PodTemplateSpec, Secret, SecurityContext,
+    Capabilities, PodSecurityContext, PodTemplateSpec, ResourceRequirements, Secret,
+    SecurityContext,
 };
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::{ClusterResourceScope, NamespaceResourceScope};
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
@@ -282,6 +285,24 @@ pub fn non_root_pod_security_context(uid: i64) -> PodSecurityContext {
     }
 }
 
+/// The resources of a container we install: `cpu` and `memory` requested,
+/// only `memory` limited.
+pub fn container_resources(
+    cpu_request: &str,
+    memory_request: &str,
+    memory_limit: &str,
+) -> ResourceRequirements {
+    let q = |s: &str| Quantity(s.to_owned());
+    ResourceRequirements {
+        requests: Some(BTreeMap::from([
+            ("cpu".into(), q(cpu_request)),
+            ("memory".into(), q(memory_request)),
+        ])),
+        limits: Some(BTreeMap::from([("memory".into(), q(memory_limit))])),
+        ..Default::default()
+    }
+}
+
 /// A Deployment that replaces its pods with `Recreate`: the old pods must be
 /// gone before new ones start when two would hold the same ports (two
 /// gateway `sshd`s, two active bastions).
@@ -472,6 +493,23 @@ mod tests {
             (Some(65532), Some(65532), Some(65532))
         );
         assert_eq!(p.run_as_non_root, Some(true));
+    }
+
+    #[test]
+    fn resources() {
+        let r = container_resources("50m", "32Mi", "512Mi");
+        let q = |s: &str| Quantity(s.to_owned());
+        assert_eq!(
+            r.requests,
+            Some(BTreeMap::from([
+                ("cpu".to_owned(), q("50m")),
+                ("memory".to_owned(), q("32Mi")),
+            ]))
+        );
+        assert_eq!(
+            r.limits,
+            Some(BTreeMap::from([("memory".to_owned(), q("512Mi"))]))
+        );
     }
 
     #[test]
