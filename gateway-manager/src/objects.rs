@@ -5,10 +5,9 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{
-    ConfigMap, ConfigMapVolumeSource, Container, ContainerPort as KContainerPort,
-    EmptyDirVolumeSource, EndpointAddress, EndpointPort, EndpointSubset, Endpoints, PodSpec,
-    PodTemplateSpec, Probe, SecretVolumeSource, Service, ServicePort, ServiceSpec, TCPSocketAction,
-    Volume, VolumeMount,
+    ConfigMap, ConfigMapVolumeSource, Container, EmptyDirVolumeSource, EndpointAddress,
+    EndpointPort, EndpointSubset, Endpoints, PodSpec, PodTemplateSpec, Probe, SecretVolumeSource,
+    Service, ServicePort, ServiceSpec, TCPSocketAction, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
@@ -151,12 +150,7 @@ impl GatewaySpec {
                 .map(String::from)
                 .to_vec(),
             ),
-            ports: Some(vec![KContainerPort {
-                name: Some(SSH_PORT_NAME.into()),
-                container_port: SSHD_PORT,
-                protocol: Some("TCP".into()),
-                ..Default::default()
-            }]),
+            ports: Some(vec![kubeapi::tcp_container_port(SSH_PORT_NAME, SSHD_PORT)]),
             // Every second: the NodePort lists the pod only once it is ready,
             // and the bastion's reconnect waits for that after a restart.
             readiness_probe: Some(Probe {

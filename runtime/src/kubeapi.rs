@@ -11,8 +11,9 @@
 //! - [`field_manager`]: the field-manager names, one per writer;
 //! - [`hardened_security_context`] and [`non_root_pod_security_context`]:
 //!   what every container we install runs under; [`container_resources`]:
-//!   its requests and memory limit; [`recreate_deployment`]: the Deployment
-//!   shape of our single-active components.
+//!   its requests and memory limit, [`tcp_container_port`] its named ports;
+//!   [`recreate_deployment`]: the Deployment shape of our single-active
+//!   components.
 //!
 //! Everything applied must use fields Kubernetes 1.20 knows (our test
 //! apiserver rejects newer ones under server-side apply).
@@ -23,7 +24,7 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec, DeploymentStrategy};
 use k8s_openapi::api::core::v1::{
-    Capabilities, PodSecurityContext, PodTemplateSpec, ResourceRequirements, Secret,
+    Capabilities, ContainerPort, PodSecurityContext, PodTemplateSpec, ResourceRequirements, Secret,
     SecurityContext,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
@@ -303,6 +304,16 @@ pub fn container_resources(
     }
 }
 
+/// A named TCP port of a container we install.
+pub fn tcp_container_port(name: &str, port: i32) -> ContainerPort {
+    ContainerPort {
+        name: Some(name.into()),
+        container_port: port,
+        protocol: Some("TCP".into()),
+        ..Default::default()
+    }
+}
+
 /// A Deployment that replaces its pods with `Recreate`: the old pods must be
 /// gone before new ones start when two would hold the same ports (two
 /// gateway `sshd`s, two active bastions).
@@ -509,6 +520,11 @@ mod tests {
         assert_eq!(
             r.limits,
             Some(BTreeMap::from([("memory".to_owned(), q("512Mi"))]))
+        );
+        let p = tcp_container_port("ssh", 2222);
+        assert_eq!(
+            (p.name.as_deref(), p.container_port, p.protocol.as_deref()),
+            (Some("ssh"), 2222, Some("TCP"))
         );
     }
 
