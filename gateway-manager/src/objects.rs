@@ -136,9 +136,6 @@ impl GatewaySpec {
     /// Stock OpenSSH in the foreground, logging to stderr, on 2222.
     fn sshd_container(&self) -> Container {
         Container {
-            name: "sshd".into(),
-            image: Some(self.image.clone()),
-            image_pull_policy: Some(self.image_pull_policy.clone()),
             command: Some(
                 [
                     "/usr/sbin/sshd",
@@ -162,9 +159,8 @@ impl GatewaySpec {
                 ..sshd_probe()
             }),
             resources: Some(kubeapi::container_resources("50m", "32Mi", "512Mi")),
-            security_context: Some(kubeapi::hardened_security_context()),
             volume_mounts: Some(volume_mounts()),
-            ..Default::default()
+            ..kubeapi::hardened_container("sshd", &self.image, &self.image_pull_policy)
         }
     }
 

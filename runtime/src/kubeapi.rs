@@ -9,11 +9,11 @@
 //!   created once and then only read (two racing creators converge on the
 //!   first one's key);
 //! - [`field_manager`]: the field-manager names, one per writer;
-//! - [`hardened_security_context`] and [`non_root_pod_security_context`]:
-//!   what every container we install runs under; [`container_resources`]:
-//!   its requests and memory limit, [`tcp_container_port`] its named ports;
-//!   [`recreate_deployment`]: the Deployment shape of our single-active
-//!   components.
+//! - [`hardened_container`] (with [`hardened_security_context`]) and
+//!   [`non_root_pod_security_context`]: what every container we install
+//!   runs under; [`container_resources`]: its requests and memory limit;
+//!   [`tcp_container_port`]: its named ports; [`recreate_deployment`]: the
+//!   Deployment shape of our single-active components.
 //!
 //! Everything applied must use fields Kubernetes 1.20 knows (our test
 //! apiserver rejects newer ones under server-side apply).
@@ -24,8 +24,8 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec, DeploymentStrategy};
 use k8s_openapi::api::core::v1::{
-    Capabilities, ContainerPort, PodSecurityContext, PodTemplateSpec, ResourceRequirements, Secret,
-    SecurityContext,
+    Capabilities, Container, ContainerPort, PodSecurityContext, PodTemplateSpec,
+    ResourceRequirements, Secret, SecurityContext,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
@@ -274,6 +274,19 @@ pub fn hardened_security_context() -> SecurityContext {
     }
 }
 
+/// A container we install: `name` running `image` (pulled per
+/// `image_pull_policy`) under [`hardened_security_context`]. Callers add
+/// command, ports, probes and mounts with `..hardened_container(...)`.
+pub fn hardened_container(name: &str, image: &str, image_pull_policy: &str) -> Container {
+    Container {
+        name: name.into(),
+        image: Some(image.into()),
+        image_pull_policy: Some(image_pull_policy.into()),
+        security_context: Some(hardened_security_context()),
+        ..Default::default()
+    }
+}
+
 /// The pod side of the hardening: run as `uid` (user and group), and let
 /// that group read the mounted Secrets (their files are root-owned).
 pub fn non_root_pod_security_context(uid: i64) -> PodSecurityContext {
@@ -498,6 +511,13 @@ mod tests {
             c.capabilities.and_then(|c| c.drop),
             Some(vec!["ALL".to_owned()])
         );
+        let k = hardened_container("c", "img:1", "Never");
+        assert_eq!(k.name, "c");
+        assert_eq!(
+            (k.image.as_deref(), k.image_pull_policy.as_deref()),
+            (Some("img:1"), Some("Never"))
+        );
+        assert_eq!(k.security_context, Some(hardened_security_context()));
         let p = non_root_pod_security_context(65532);
         assert_eq!(
             (p.run_as_user, p.run_as_group, p.fs_group),
