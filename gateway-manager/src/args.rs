@@ -249,25 +249,19 @@ mod tests {
 
     #[test]
     fn public_addresses() {
-        assert_eq!(
-            public_address("10.201.0.1", 30222).as_deref(),
-            Ok("10.201.0.1:30222")
-        );
-        assert_eq!(
-            public_address("gw.example.org:2222", 30222).as_deref(),
-            Ok("gw.example.org:2222")
-        );
-        assert_eq!(
-            public_address("[fd00::1]", 30222).as_deref(),
-            Ok("[fd00::1]:30222")
-        );
-        assert!(matches!(
-            public_address("10.0.0.1", 0),
-            Err(AddressError::NoPort(_))
-        ));
-        assert!(matches!(
-            public_address("http://x", 30222),
-            Err(AddressError::Invalid(_))
-        ));
+        let ok = |a: &str| Ok(a.to_owned());
+        for (addr, node_port, want) in [
+            ("10.201.0.1", 30222, ok("10.201.0.1:30222")),
+            ("gw.example.org:2222", 30222, ok("gw.example.org:2222")),
+            ("[fd00::1]", 30222, ok("[fd00::1]:30222")),
+            ("10.0.0.1", 0, Err(AddressError::NoPort("10.0.0.1".into()))),
+            (
+                "http://x",
+                30222,
+                Err(AddressError::Invalid("http://x".into())),
+            ),
+        ] {
+            assert_eq!(public_address(addr, node_port), want, "{addr}");
+        }
     }
 }

@@ -3,15 +3,14 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec, DeploymentStrategy};
+use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{
-    ConfigMap, ConfigMapVolumeSource, Container, ContainerPort as KContainerPort,
-    EmptyDirVolumeSource, EndpointAddress, EndpointPort, EndpointSubset, Endpoints, PodSpec,
-    PodTemplateSpec, Probe, ResourceRequirements, SecretVolumeSource, Service, ServicePort,
-    ServiceSpec, TCPSocketAction, Volume, VolumeMount,
+    ConfigMap, ConfigMapVolumeSource, Container, EmptyDirVolumeSource, EndpointAddress,
+    EndpointPort, EndpointSubset, Endpoints, PodSpec, PodTemplateSpec, Probe, SecretVolumeSource,
+    Service, ServicePort, ServiceSpec, TCPSocketAction, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use offload_runtime::kubeapi;
 use offload_wire::keys;
@@ -111,30 +110,15 @@ impl GatewaySpec {
     pub fn deployment(&self, config_hash: &str) -> Deployment {
         let template_annotations =
             BTreeMap::from([(ANNOTATION_CONFIG_HASH.to_owned(), config_hash.to_owned())]);
-        Deployment {
-            metadata: self.meta(self.name.clone()),
-            spec: Some(DeploymentSpec {
-                replicas: Some(1),
-                selector: LabelSelector {
-                    match_labels: Some(self.selector()),
-                    ..Default::default()
-                },
-                strategy: Some(DeploymentStrategy {
-                    type_: Some("Recreate".into()),
-                    rolling_update: None,
-                }),
-                template: PodTemplateSpec {
-                    metadata: Some(ObjectMeta {
-                        labels: Some(self.labels()),
-                        annotations: Some(template_annotations),
-                        ..Default::default()
-                    }),
-                    spec: Some(self.pod_spec()),
-                },
+        let template = PodTemplateSpec {
+            metadata: Some(ObjectMeta {
+                labels: Some(self.labels()),
+                annotations: Some(template_annotations),
                 ..Default::default()
             }),
-            ..Default::default()
-        }
+            spec: Some(self.pod_spec()),
+        };
+        kubeapi::recreate_deployment(self.meta(self.name.clone()), 1, self.selector(), template)
     }
 
     fn pod_spec(&self) -> PodSpec {
@@ -152,9 +136,6 @@ impl GatewaySpec {
     /// Stock OpenSSH in the foreground, logging to stderr, on 2222.
     fn sshd_container(&self) -> Container {
         Container {
-            name: "sshd".into(),
-            image: Some(self.image.clone()),
-            image_pull_policy: Some(self.image_pull_policy.clone()),
             command: Some(
                 [
                     "/usr/sbin/sshd",
@@ -166,12 +147,7 @@ impl GatewaySpec {
                 .map(String::from)
                 .to_vec(),
             ),
-            ports: Some(vec![KContainerPort {
-                name: Some(SSH_PORT_NAME.into()),
-                container_port: SSHD_PORT,
-                protocol: Some("TCP".into()),
-                ..Default::default()
-            }]),
+            ports: Some(vec![kubeapi::tcp_container_port(SSH_PORT_NAME, SSHD_PORT)]),
             // Every second: the NodePort lists the pod only once it is ready,
             // and the bastion's reconnect waits for that after a restart.
             readiness_probe: Some(Probe {
@@ -182,41 +158,41 @@ impl GatewaySpec {
                 initial_delay_seconds: Some(5),
                 ..sshd_probe()
             }),
-            resources: Some(sshd_resources()),
-            security_context: Some(kubeapi::hardened_security_context()),
+            resources: Some(kubeapi::container_resources("50m", "32Mi", "512Mi")),
             volume_mounts: Some(volume_mounts()),
-            ..Default::default()
+            ..kubeapi::hardened_container("sshd", &self.image, &self.image_pull_policy)
         }
     }
 
     /// The config (ConfigMap), the host key (Secret) and a small tmpfs.
     fn volumes(&self) -> Vec<Volume> {
+        let volume = |name: &str| Volume {
+            name: name.into(),
+            ..Default::default()
+        };
         vec![
             Volume {
-                name: "config".into(),
                 config_map: Some(ConfigMapVolumeSource {
                     name: self.name.clone(),
                     default_mode: Some(0o444),
                     ..Default::default()
                 }),
-                ..Default::default()
+                ..volume("config")
             },
             Volume {
-                name: "hostkey".into(),
                 secret: Some(SecretVolumeSource {
                     secret_name: Some(self.host_key_secret()),
                     default_mode: Some(0o440),
                     ..Default::default()
                 }),
-                ..Default::default()
+                ..volume("hostkey")
             },
             Volume {
-                name: "tmp".into(),
                 empty_dir: Some(EmptyDirVolumeSource {
                     medium: Some("Memory".into()),
                     size_limit: Some(Quantity("1Mi".into())),
                 }),
-                ..Default::default()
+                ..volume("tmp")
             },
         ]
     }
@@ -271,18 +247,6 @@ fn sshd_probe() -> Probe {
             host: None,
         }),
         period_seconds: Some(5),
-        ..Default::default()
-    }
-}
-
-fn sshd_resources() -> ResourceRequirements {
-    let q = |s: &str| Quantity(s.to_owned());
-    ResourceRequirements {
-        requests: Some(BTreeMap::from([
-            ("cpu".into(), q("50m")),
-            ("memory".into(), q("32Mi")),
-        ])),
-        limits: Some(BTreeMap::from([("memory".into(), q("512Mi"))])),
         ..Default::default()
     }
 }

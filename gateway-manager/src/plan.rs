@@ -148,6 +148,12 @@ mod tests {
         ("ns".to_owned(), name.to_owned())
     }
 
+    /// The tunnel kind label (`pod`, `workload`) of the Endpoints `name`.
+    fn kind(plan: &EndpointsPlan, name: &str) -> Option<String> {
+        let labels = plan.endpoints[&key(name)].metadata.labels.as_ref()?;
+        labels.get(objects::LABEL_TUNNEL_KIND).cloned()
+    }
+
     #[test]
     fn pods_are_up_when_every_port_answers_and_list_only_up_ports() {
         let pods = [
@@ -169,11 +175,7 @@ mod tests {
             listed(&plan.endpoints[&key("db-tunnel")]),
             vec![vec![("p5432".to_owned(), 40002)]]
         );
-        let labels = plan.endpoints[&key("db-tunnel")].metadata.labels.clone();
-        assert_eq!(
-            labels.and_then(|l| l.get(objects::LABEL_TUNNEL_KIND).cloned()),
-            Some("pod".into())
-        );
+        assert_eq!(kind(&plan, "db-tunnel"), Some("pod".into()));
     }
 
     #[test]
@@ -193,11 +195,7 @@ mod tests {
                 vec![("p80".to_owned(), 40002)]
             ]
         );
-        let labels = plan.endpoints[&key("web")].metadata.labels.clone();
-        assert_eq!(
-            labels.and_then(|l| l.get(objects::LABEL_TUNNEL_KIND).cloned()),
-            Some("workload".into())
-        );
+        assert_eq!(kind(&plan, "web"), Some("workload".into()));
     }
 
     #[test]

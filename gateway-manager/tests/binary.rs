@@ -15,8 +15,8 @@ use anyhow::{Context, ensure};
 use gateway_manager::objects::pod_service_name;
 use gateway_manager::webhook;
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{Namespace, Pod, Service};
-use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
+use k8s_openapi::api::core::v1::{Pod, Service};
+use kube::api::{DeleteParams, PostParams};
 use kube::{Api, ResourceExt};
 use offload_wire::tunnel::TunnelAnnotations;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -47,16 +47,9 @@ async fn binary_registers_its_webhook_and_tunnels_pods() -> anyhow::Result<()> {
         gw_ns,
         ns,
     } = common::local("gmbin-gw", "gmbin").await?;
-    let scope = format!("offload.test/gm-binary={}", ns.name);
-    Api::<Namespace>::all(client.clone())
-        .patch(
-            &ns.name,
-            &PatchParams::default(),
-            &Patch::Merge(serde_json::json!({
-                "metadata": { "labels": { "offload.test/gm-binary": ns.name } }
-            })),
-        )
-        .await?;
+    let scope_label = "offload.test/gm-binary";
+    common::label_namespace(&client, &ns.name, scope_label).await?;
+    let scope = format!("{scope_label}={}", ns.name);
     let node = format!("vn-{}", ns.name);
     let config = format!("offload-gm-bin-{}", ns.name);
     let ip = cluster.node_ip;

@@ -24,8 +24,8 @@ use anyhow::{Context, ensure};
 use gateway_manager::objects::{GatewaySpec, pod_service_name};
 use gateway_manager::webhook::{self, Endpoint, Registration, ServingCert, Webhook};
 use gateway_manager::{GatewayManager, Settings};
-use k8s_openapi::api::core::v1::{Namespace, Node, Pod, Service};
-use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
+use k8s_openapi::api::core::v1::{Node, Pod, Service};
+use kube::api::{DeleteParams, PostParams};
 use kube::{Api, Client, ResourceExt};
 use offload_wire::keys::tunnel;
 use offload_wire::tunnel::TunnelAnnotations;
@@ -87,15 +87,7 @@ async fn webhook_annotates_pods_of_the_virtual_node_and_releases_them() -> anyho
         ns,
     } = common::local("gmwh-gw", "gmwh").await?;
     let scope_label = "offload.test/gm-webhook";
-    Api::<Namespace>::all(client.clone())
-        .patch(
-            &ns.name,
-            &PatchParams::default(),
-            &Patch::Merge(
-                serde_json::json!({ "metadata": { "labels": { scope_label: ns.name } } }),
-            ),
-        )
-        .await?;
+    common::label_namespace(&client, &ns.name, scope_label).await?;
     let node = format!("vn-{}", ns.name);
     let config_name = format!("offload-gm-test-{}", ns.name);
     create_node(&client, &node).await?;

@@ -9,9 +9,11 @@
 //!   created once and then only read (two racing creators converge on the
 //!   first one's key);
 //! - [`field_manager`]: the field-manager names, one per writer;
-//! - [`hardened_security_context`] and [`non_root_pod_security_context`]:
-//!   what every container we install runs under; [`recreate_deployment`]:
-//!   the Deployment shape of our single-active components.
+//! - [`hardened_container`] (with [`hardened_security_context`]) and
+//!   [`non_root_pod_security_context`]: what every container we install
+//!   runs under; [`container_resources`]: its requests and memory limit;
+//!   [`tcp_container_port`]: its named ports; [`recreate_deployment`]: the
+//!   Deployment shape of our single-active components.
 //!
 //! Everything applied must use fields Kubernetes 1.20 knows (our test
 //! apiserver rejects newer ones under server-side apply).
@@ -22,8 +24,10 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec, DeploymentStrategy};
 use k8s_openapi::api::core::v1::{
-    Capabilities, PodSecurityContext, PodTemplateSpec, Secret, SecurityContext,
+    Capabilities, Container, ContainerPort, PodSecurityContext, PodTemplateSpec,
+    ResourceRequirements, Secret, SecurityContext,
 };
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::{ClusterResourceScope, NamespaceResourceScope};
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
@@ -270,6 +274,19 @@ pub fn hardened_security_context() -> SecurityContext {
     }
 }
 
+/// A container we install: `name` running `image` (pulled per
+/// `image_pull_policy`) under [`hardened_security_context`]. Callers add
+/// command, ports, probes and mounts with `..hardened_container(...)`.
+pub fn hardened_container(name: &str, image: &str, image_pull_policy: &str) -> Container {
+    Container {
+        name: name.into(),
+        image: Some(image.into()),
+        image_pull_policy: Some(image_pull_policy.into()),
+        security_context: Some(hardened_security_context()),
+        ..Default::default()
+    }
+}
+
 /// The pod side of the hardening: run as `uid` (user and group), and let
 /// that group read the mounted Secrets (their files are root-owned).
 pub fn non_root_pod_security_context(uid: i64) -> PodSecurityContext {
@@ -278,6 +295,34 @@ pub fn non_root_pod_security_context(uid: i64) -> PodSecurityContext {
         run_as_group: Some(uid),
         run_as_non_root: Some(true),
         fs_group: Some(uid),
+        ..Default::default()
+    }
+}
+
+/// The resources of a container we install: `cpu` and `memory` requested,
+/// only `memory` limited.
+pub fn container_resources(
+    cpu_request: &str,
+    memory_request: &str,
+    memory_limit: &str,
+) -> ResourceRequirements {
+    let q = |s: &str| Quantity(s.to_owned());
+    ResourceRequirements {
+        requests: Some(BTreeMap::from([
+            ("cpu".into(), q(cpu_request)),
+            ("memory".into(), q(memory_request)),
+        ])),
+        limits: Some(BTreeMap::from([("memory".into(), q(memory_limit))])),
+        ..Default::default()
+    }
+}
+
+/// A named TCP port of a container we install.
+pub fn tcp_container_port(name: &str, port: i32) -> ContainerPort {
+    ContainerPort {
+        name: Some(name.into()),
+        container_port: port,
+        protocol: Some("TCP".into()),
         ..Default::default()
     }
 }
@@ -466,12 +511,41 @@ mod tests {
             c.capabilities.and_then(|c| c.drop),
             Some(vec!["ALL".to_owned()])
         );
+        let k = hardened_container("c", "img:1", "Never");
+        assert_eq!(k.name, "c");
+        assert_eq!(
+            (k.image.as_deref(), k.image_pull_policy.as_deref()),
+            (Some("img:1"), Some("Never"))
+        );
+        assert_eq!(k.security_context, Some(hardened_security_context()));
         let p = non_root_pod_security_context(65532);
         assert_eq!(
             (p.run_as_user, p.run_as_group, p.fs_group),
             (Some(65532), Some(65532), Some(65532))
         );
         assert_eq!(p.run_as_non_root, Some(true));
+    }
+
+    #[test]
+    fn resources() {
+        let r = container_resources("50m", "32Mi", "512Mi");
+        let q = |s: &str| Quantity(s.to_owned());
+        assert_eq!(
+            r.requests,
+            Some(BTreeMap::from([
+                ("cpu".to_owned(), q("50m")),
+                ("memory".to_owned(), q("32Mi")),
+            ]))
+        );
+        assert_eq!(
+            r.limits,
+            Some(BTreeMap::from([("memory".to_owned(), q("512Mi"))]))
+        );
+        let p = tcp_container_port("ssh", 2222);
+        assert_eq!(
+            (p.name.as_deref(), p.container_port, p.protocol.as_deref()),
+            (Some("ssh"), 2222, Some("TCP"))
+        );
     }
 
     #[test]

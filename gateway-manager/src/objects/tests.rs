@@ -17,21 +17,11 @@ fn spec() -> GatewaySpec {
 #[test]
 fn gateway_objects() {
     let s = spec();
-    let d = s.deployment("abc");
-    let pod = d
-        .spec
-        .as_ref()
-        .and_then(|s| s.template.spec.as_ref())
-        .expect("pod spec");
+    let d = s.deployment("abc").spec.expect("deployment spec");
+    let pod = d.template.spec.expect("pod spec");
+    assert_eq!(pod.security_context.and_then(|s| s.run_as_user), Some(1000));
     assert_eq!(
-        pod.security_context.as_ref().and_then(|s| s.run_as_user),
-        Some(1000)
-    );
-    assert_eq!(
-        d.spec
-            .as_ref()
-            .and_then(|s| s.strategy.as_ref())
-            .and_then(|s| s.type_.as_deref()),
+        d.strategy.and_then(|s| s.type_).as_deref(),
         Some("Recreate")
     );
     let np = s.nodeport_service_object().expect("nodeport");

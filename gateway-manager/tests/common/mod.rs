@@ -47,3 +47,20 @@ pub async fn local(gw_prefix: &str, pods_prefix: &str) -> anyhow::Result<Local> 
         ns: tb.local.test_namespace(pods_prefix).await?,
     })
 }
+
+/// Label the namespace `ns` with `key: ns`, so that a webhook whose
+/// namespaceSelector is `key=ns` sees this test's pods and no other's.
+// Each test binary compiles this module; local_cluster never calls it.
+#[allow(dead_code)]
+pub async fn label_namespace(client: &kube::Client, ns: &str, key: &str) -> anyhow::Result<()> {
+    use k8s_openapi::api::core::v1::Namespace;
+    use kube::api::{Api, Patch, PatchParams};
+    Api::<Namespace>::all(client.clone())
+        .patch(
+            ns,
+            &PatchParams::default(),
+            &Patch::Merge(serde_json::json!({ "metadata": { "labels": { key: ns } } })),
+        )
+        .await?;
+    Ok(())
+}
