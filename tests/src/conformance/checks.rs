@@ -18,6 +18,11 @@ pub fn sh(name: &str, script: &str) -> Value {
     })
 }
 
+/// A pod spec that runs `containers` once (`restartPolicy: Never`).
+pub fn run_once(containers: &[Value]) -> Value {
+    json!({ "restartPolicy": "Never", "containers": containers })
+}
+
 pub use crate::phase;
 
 pub fn expect_phase(pod: &Pod, want: &str) -> Result<()> {
@@ -50,6 +55,22 @@ pub fn terminated<'a>(pod: &'a Pod, container: &str) -> Result<&'a ContainerStat
         .and_then(|c| c.state.as_ref())
         .and_then(|s| s.terminated.as_ref())
         .with_context(|| format!("container {container} not terminated: {}", describe(pod)))
+}
+
+/// READY, STATUS and RESTARTS of a `kubectl get pod --no-headers` line.
+pub fn kubectl_columns(line: &str) -> Vec<String> {
+    line.split_whitespace()
+        .skip(1)
+        .take(3)
+        .map(String::from)
+        .collect()
+}
+
+/// The container has been restarted at least once and runs again.
+pub fn restarted_and_running(pod: &Pod, container: &str) -> bool {
+    status(pod, container).is_some_and(|c| {
+        c.restart_count >= 1 && c.state.as_ref().is_some_and(|st| st.running.is_some())
+    })
 }
 
 pub fn is_ready(pod: &Pod) -> bool {

@@ -22,32 +22,23 @@ pub async fn env_values(s: &Suite) -> Result<()> {
         "printf '<%s>\\n' \"$QUOTES\" \"$NEWLINES\" \"$BACKTICKS\" \"$UNICODE\" \"$EMPTY\"",
     );
     c["env"] = json!(env);
-    expect_phase(
-        &s.run_to_end(
-            "envvalues",
-            json!({ "restartPolicy": "Never", "containers": [c] }),
-        )
-        .await?,
-        "Succeeded",
-    )?;
+    s.run_succeeded("envvalues", run_once(&[c])).await?;
     let want: String = values.iter().map(|(_, v)| format!("<{v}>\n")).collect();
     s.expect_log("envvalues", want).await
 }
 
 /// `valueFrom` ConfigMap and Secret keys, `envFrom` of both (with a prefix).
 pub async fn env_from(s: &Suite) -> Result<()> {
-    s.apply(&json!({
-        "apiVersion": "v1", "kind": "List", "items": [
-            { "apiVersion": "v1", "kind": "ConfigMap", "metadata": { "name": "env-cm" },
-              "data": { "color": "blue", "size": "XL" } },
-            { "apiVersion": "v1", "kind": "ConfigMap", "metadata": { "name": "env-cm-all" },
-              "data": { "ALPHA": "a1", "BETA": "b 2" } },
-            { "apiVersion": "v1", "kind": "Secret", "metadata": { "name": "env-secret" },
-              "stringData": { "password": "p@ss w0rd!\"'" } },
-            { "apiVersion": "v1", "kind": "Secret", "metadata": { "name": "env-secret-all" },
-              "stringData": { "TOKEN": "t0k3n" } },
-        ]
-    }))
+    s.apply_all(json!([
+        { "apiVersion": "v1", "kind": "ConfigMap", "metadata": { "name": "env-cm" },
+          "data": { "color": "blue", "size": "XL" } },
+        { "apiVersion": "v1", "kind": "ConfigMap", "metadata": { "name": "env-cm-all" },
+          "data": { "ALPHA": "a1", "BETA": "b 2" } },
+        { "apiVersion": "v1", "kind": "Secret", "metadata": { "name": "env-secret" },
+          "stringData": { "password": "p@ss w0rd!\"'" } },
+        { "apiVersion": "v1", "kind": "Secret", "metadata": { "name": "env-secret-all" },
+          "stringData": { "TOKEN": "t0k3n" } },
+    ]))
     .await?;
     let mut c = sh(
         "main",
@@ -62,14 +53,7 @@ pub async fn env_from(s: &Suite) -> Result<()> {
         { "configMapRef": { "name": "env-cm-all" } },
         { "prefix": "S_", "secretRef": { "name": "env-secret-all" } },
     ]);
-    expect_phase(
-        &s.run_to_end(
-            "envfrom",
-            json!({ "restartPolicy": "Never", "containers": [c] }),
-        )
-        .await?,
-        "Succeeded",
-    )?;
+    s.run_succeeded("envfrom", run_once(&[c])).await?;
     s.expect_log(
         "envfrom",
         "COLOR=blue\nPASSWORD=p@ss w0rd!\"'\nALPHA=a1\nBETA=b 2\nS_TOKEN=t0k3n\nTOKEN=unset\n",
@@ -97,13 +81,7 @@ pub async fn pod_identity(s: &Suite) -> Result<()> {
         { "name": "MEM", "valueFrom": { "resourceFieldRef": {
             "resource": "limits.memory", "divisor": "1Mi" } } },
     ]);
-    let pod = s
-        .run_to_end(
-            "identity",
-            json!({ "restartPolicy": "Never", "containers": [c] }),
-        )
-        .await?;
-    expect_phase(&pod, "Succeeded")?;
+    let pod = s.run_succeeded("identity", run_once(&[c])).await?;
     let uid = pod.metadata.uid.clone().unwrap_or_default();
     s.expect_log(
         "identity",
@@ -152,18 +130,14 @@ pub async fn missing_config_map(s: &Suite) -> Result<()> {
         },
     )
     .await?;
-    expect_eq(
-        "kubectl get STATUS",
-        s.get_columns("late-config").await?[1].clone(),
-        "CreateContainerConfigError".into(),
-    )?;
+    s.expect_status_column("late-config", "CreateContainerConfigError")
+        .await?;
     s.apply(&json!({
         "apiVersion": "v1", "kind": "ConfigMap", "metadata": { "name": "late-cm" },
         "data": { "v": "arrived" },
     }))
     .await?;
-    s.wait_finished("late-config").await?;
-    expect_phase(&s.get_pod("late-config").await?, "Succeeded")?;
+    s.ended("late-config", Some("Succeeded")).await?;
     s.expect_log("late-config", "value=arrived optional=unset\n0\n")
         .await
 }

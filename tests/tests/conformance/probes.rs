@@ -34,11 +34,7 @@ pub async fn liveness_probe(s: &Suite) -> Result<()> {
         "liveness",
         "restarted by its liveness probe, running again",
         START,
-        |p| {
-            status(p, "main").is_some_and(|c| {
-                c.restart_count >= 1 && c.state.as_ref().is_some_and(|st| st.running.is_some())
-            })
-        },
+        |p| restarted_and_running(p, "main"),
     )
     .await?;
     let pod = s.get_pod("liveness").await?;
