@@ -47,23 +47,64 @@ pub async fn wait_for_pod_phase(
     phase: &str,
     timeout: Duration,
 ) -> anyhow::Result<Pod> {
+    wait_for_pod(client, namespace, name, phase, timeout, |pod| {
+        pod_phase(pod) == phase
+    })
+    .await
+}
+
+/// Waits until the pod is Running with every container ready.
+pub async fn wait_for_pod_running(
+    client: &kube::Client,
+    namespace: &str,
+    name: &str,
+    timeout: Duration,
+) -> anyhow::Result<Pod> {
+    wait_for_pod(
+        client,
+        namespace,
+        name,
+        "Running and ready",
+        timeout,
+        |pod| {
+            let ready = pod
+                .status
+                .as_ref()
+                .and_then(|s| s.container_statuses.as_ref())
+                .is_some_and(|cs| !cs.is_empty() && cs.iter().all(|c| c.ready));
+            pod_phase(pod) == "Running" && ready
+        },
+    )
+    .await
+}
+
+/// Waits until `done` holds for the pod; fails early when it ends (Succeeded or
+/// Failed) without `done` holding or cannot start its containers.
+async fn wait_for_pod(
+    client: &kube::Client,
+    namespace: &str,
+    name: &str,
+    what: &str,
+    timeout: Duration,
+    done: impl Fn(&Pod) -> bool,
+) -> anyhow::Result<Pod> {
     let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
     let last = Mutex::new(String::from("pod not found"));
     wait_for(
-        &format!("pod {namespace}/{name} to be {phase}"),
+        &format!("pod {namespace}/{name} to be {what}"),
         timeout,
         || async {
             let Some(pod) = pods.get_opt(name).await? else {
                 return Ok(None);
             };
             remember(&last, &pod);
-            let current = pod_phase(&pod);
-            if current == phase {
+            if done(&pod) {
                 return Ok(Some(pod));
             }
+            let current = pod_phase(&pod);
             if matches!(current, "Succeeded" | "Failed") {
                 bail!(
-                    "pod {namespace}/{name} ended {current} instead of {phase}: {}",
+                    "pod {namespace}/{name} ended {current} instead of {what}: {}",
                     describe(&pod)
                 );
             }
@@ -74,48 +115,6 @@ pub async fn wait_for_pod_phase(
                 );
             }
             Ok(None)
-        },
-    )
-    .await
-    .with_context(|| last_seen(&last))
-}
-
-/// Waits until the pod is Running with every container ready.
-pub async fn wait_for_pod_running(
-    client: &kube::Client,
-    namespace: &str,
-    name: &str,
-    timeout: Duration,
-) -> anyhow::Result<Pod> {
-    let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
-    let last = Mutex::new(String::from("pod not found"));
-    wait_for(
-        &format!("pod {namespace}/{name} to be Running and ready"),
-        timeout,
-        || async {
-            let Some(pod) = pods.get_opt(name).await? else {
-                return Ok(None);
-            };
-            remember(&last, &pod);
-            if matches!(pod_phase(&pod), "Succeeded" | "Failed") {
-                bail!(
-                    "pod {namespace}/{name} ended {}: {}",
-                    pod_phase(&pod),
-                    describe(&pod)
-                );
-            }
-            if let Some(reason) = stuck_reason(&pod) {
-                bail!(
-                    "pod {namespace}/{name} cannot start ({reason}): {}",
-                    describe(&pod)
-                );
-            }
-            let ready = pod
-                .status
-                .as_ref()
-                .and_then(|s| s.container_statuses.as_ref())
-                .is_some_and(|cs| !cs.is_empty() && cs.iter().all(|c| c.ready));
-            Ok((pod_phase(&pod) == "Running" && ready).then_some(pod))
         },
     )
     .await
