@@ -18,6 +18,19 @@ pub fn sh(name: &str, script: &str) -> Value {
     })
 }
 
+/// A pod spec: `containers` with their `volumes`, restarted as `restart_policy` says.
+pub fn pod_spec(restart_policy: &str, containers: &[Value], volumes: Value) -> Value {
+    json!({ "restartPolicy": restart_policy, "containers": containers, "volumes": volumes })
+}
+
+/// A container's `volumeMounts`: each `(volume, mountPath)`.
+pub fn mounts(mounts: &[(&str, &str)]) -> Value {
+    mounts
+        .iter()
+        .map(|(name, path)| json!({ "name": name, "mountPath": path }))
+        .collect()
+}
+
 /// A pod spec that runs `containers` once (`restartPolicy: Never`).
 pub fn run_once(containers: &[Value]) -> Value {
     json!({ "restartPolicy": "Never", "containers": containers })

@@ -107,14 +107,14 @@ pub async fn missing_config_map(s: &Suite) -> Result<()> {
         { "name": "OPT", "valueFrom": { "configMapKeyRef": {
             "name": "never-cm", "key": "v", "optional": true } } },
     ]);
-    c["volumeMounts"] = json!([{ "name": "opt", "mountPath": "/opt-cfg" }]);
+    c["volumeMounts"] = mounts(&[("opt", "/opt-cfg")]);
     s.apply(&s.pod(
         "late-config",
-        json!({
-            "restartPolicy": "Never",
-            "containers": [c],
-            "volumes": [{ "name": "opt", "configMap": { "name": "never-cm", "optional": true } }],
-        }),
+        pod_spec(
+            "Never",
+            &[c],
+            json!([{ "name": "opt", "configMap": { "name": "never-cm", "optional": true } }]),
+        ),
     ))
     .await?;
     s.wait_pod(

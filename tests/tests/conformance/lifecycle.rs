@@ -8,7 +8,7 @@ use serde_json::json;
 /// Init containers run one after the other, before the main container; each
 /// one's log is there with `kubectl logs -c`.
 pub async fn init_containers(s: &Suite) -> Result<()> {
-    let mount = json!([{ "name": "work", "mountPath": "/scratch" }]);
+    let mount = mounts(&[("work", "/scratch")]);
     let mut i1 = sh("init-1", "echo first > /scratch/order; echo init-1 says hi");
     i1["volumeMounts"] = mount.clone();
     let mut i2 = sh(
@@ -89,7 +89,7 @@ pub async fn lifecycle_hooks(s: &Suite) -> Result<()> {
          until [ -f /tmp/post ]; do sleep 0.2; done; printf 'main saw: '; cat /tmp/post; \
          if [ -z \"$again\" ]; then sleep 3; rm /tmp/alive; fi; sleep 3600",
     );
-    c["volumeMounts"] = json!([{ "name": "shared", "mountPath": "/shared" }]);
+    c["volumeMounts"] = mounts(&[("shared", "/shared")]);
     c["lifecycle"] = json!({
         "postStart": { "exec": { "command": ["sh", "-c", "echo poststart-ran > /tmp/post"] } },
         "preStop": { "exec": { "command": ["sh", "-c", "echo prestop-ran > /shared/prestop"] } },
@@ -226,14 +226,10 @@ pub async fn crash_loop(s: &Suite) -> Result<()> {
         "main",
         "n=$(cat /d/n 2>/dev/null || echo 0); n=$((n+1)); echo $n > /d/n; echo run-$n; exit 1",
     );
-    c["volumeMounts"] = json!([{ "name": "d", "mountPath": "/d" }]);
+    c["volumeMounts"] = mounts(&[("d", "/d")]);
     s.apply(&s.pod(
         "crashloop",
-        json!({
-            "restartPolicy": "Always",
-            "containers": [c],
-            "volumes": [{ "name": "d", "emptyDir": {} }],
-        }),
+        pod_spec("Always", &[c], json!([{ "name": "d", "emptyDir": {} }])),
     ))
     .await?;
     // Between two runs the pod waits in CrashLoopBackOff (what `kubectl get

@@ -87,14 +87,14 @@ pub async fn delete_cleans_both_sides(s: &Suite) -> Result<()> {
     .await?;
     let mut c = sh("main", "echo up; sleep 3600");
     c["env"] = json!([{ "name": "S", "valueFrom": { "secretKeyRef": { "name": "del-secret", "key": "k" } } }]);
-    c["volumeMounts"] = json!([{ "name": "cfg", "mountPath": "/cfg" }]);
+    c["volumeMounts"] = mounts(&[("cfg", "/cfg")]);
     s.apply(&s.pod(
         "deleteme",
-        json!({
-            "restartPolicy": "Always",
-            "containers": [c],
-            "volumes": [{ "name": "cfg", "configMap": { "name": "del-cm" } }],
-        }),
+        pod_spec(
+            "Always",
+            &[c],
+            json!([{ "name": "cfg", "configMap": { "name": "del-cm" } }]),
+        ),
     ))
     .await?;
     s.wait_pod("deleteme", "Running and Ready", START, is_ready)

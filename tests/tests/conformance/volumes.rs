@@ -19,22 +19,19 @@ pub async fn volumes_with_items(s: &Suite) -> Result<()> {
         "cat /cfg/sub/a.txt; echo; ls /cfg /cfg/sub; cat /sec/tok; echo; ls /sec; \
          stat -L -c %a /sec/tok /cfg/sub/a.txt",
     );
-    c["volumeMounts"] = json!([
-        { "name": "cfg", "mountPath": "/cfg" },
-        { "name": "sec", "mountPath": "/sec" },
-    ]);
+    c["volumeMounts"] = mounts(&[("cfg", "/cfg"), ("sec", "/sec")]);
     s.run_succeeded(
         "volumes",
-        json!({
-            "restartPolicy": "Never",
-            "containers": [c],
-            "volumes": [
+        pod_spec(
+            "Never",
+            &[c],
+            json!([
                 { "name": "cfg", "configMap": { "name": "vol-cm", "defaultMode": 0o640,
                   "items": [{ "key": "a", "path": "sub/a.txt" }] } },
                 { "name": "sec", "secret": { "secretName": "vol-secret",
                   "items": [{ "key": "token", "path": "tok", "mode": 0o400 }] } },
-            ],
-        }),
+            ]),
+        ),
     )
     .await?;
     s.expect_log(
@@ -50,7 +47,7 @@ pub async fn shared_empty_dir(s: &Suite) -> Result<()> {
         "writer",
         "echo shared-hello > /data/msg; echo wrote; sleep 5",
     );
-    writer["volumeMounts"] = json!([{ "name": "data", "mountPath": "/data" }]);
+    writer["volumeMounts"] = mounts(&[("data", "/data")]);
     let mut reader = sh(
         "reader",
         "until [ -f /data/msg ]; do sleep 0.2; done; cat /data/msg; \
@@ -60,11 +57,11 @@ pub async fn shared_empty_dir(s: &Suite) -> Result<()> {
     let pod = s
         .run_succeeded(
             "shared",
-            json!({
-                "restartPolicy": "Never",
-                "containers": [writer, reader],
-                "volumes": [{ "name": "data", "emptyDir": {} }],
-            }),
+            pod_spec(
+                "Never",
+                &[writer, reader],
+                json!([{ "name": "data", "emptyDir": {} }]),
+            ),
         )
         .await?;
     expect_eq("writer exit", terminated(&pod, "writer")?.exit_code, 0)?;
@@ -91,20 +88,17 @@ pub async fn binary_data(s: &Suite) -> Result<()> {
         "main",
         "od -An -tx1 /sec/blob; od -An -tx1 /cm/blob; cat /cm/text; echo",
     );
-    c["volumeMounts"] = json!([
-        { "name": "sec", "mountPath": "/sec" },
-        { "name": "cm", "mountPath": "/cm" },
-    ]);
+    c["volumeMounts"] = mounts(&[("sec", "/sec"), ("cm", "/cm")]);
     s.run_succeeded(
         "binary",
-        json!({
-            "restartPolicy": "Never",
-            "containers": [c],
-            "volumes": [
+        pod_spec(
+            "Never",
+            &[c],
+            json!([
                 { "name": "sec", "secret": { "secretName": "bin-secret" } },
                 { "name": "cm", "configMap": { "name": "bin-cm" } },
-            ],
-        }),
+            ]),
+        ),
     )
     .await?;
     let log = s.kubectl(&["logs", "binary"]).await?;
@@ -132,21 +126,21 @@ pub async fn projected_volume(s: &Suite) -> Result<()> {
         "main",
         "cat /p/cm-a; echo; cat /p/sec/s; echo; cat /p/name; echo; cat /p/labels; echo; ls /p",
     );
-    c["volumeMounts"] = json!([{ "name": "proj", "mountPath": "/p" }]);
+    c["volumeMounts"] = mounts(&[("proj", "/p")]);
     let mut pod = s.pod(
         "projected",
-        json!({
-            "restartPolicy": "Never",
-            "containers": [c],
-            "volumes": [{ "name": "proj", "projected": { "sources": [
+        pod_spec(
+            "Never",
+            &[c],
+            json!([{ "name": "proj", "projected": { "sources": [
                 { "configMap": { "name": "proj-cm", "items": [{ "key": "a", "path": "cm-a" }] } },
                 { "secret": { "name": "proj-secret", "items": [{ "key": "s", "path": "sec/s" }] } },
                 { "downwardAPI": { "items": [
                     { "path": "name", "fieldRef": { "fieldPath": "metadata.name" } },
                     { "path": "labels", "fieldRef": { "fieldPath": "metadata.labels" } },
                 ] } },
-            ] } }],
-        }),
+            ] } }]),
+        ),
     );
     pod["metadata"]["labels"]["tier"] = json!("test");
     s.apply(&pod).await?;
