@@ -168,6 +168,17 @@ impl Suite {
         Ok(pod)
     }
 
+    /// [`Suite::run_succeeded`], then `kubectl logs NAME` prints exactly `want`.
+    pub async fn expect_success_log(
+        &self,
+        name: &str,
+        spec: Value,
+        want: impl Into<String>,
+    ) -> Result<()> {
+        self.run_succeeded(name, spec).await?;
+        self.expect_log(name, want).await
+    }
+
     /// Waits until the applied pod `name` ends, checks it ended in phase
     /// `want` (when given) and returns it as `kubectl get pod -o json` shows it.
     pub async fn ended(&self, name: &str, want: Option<&str>) -> Result<Pod> {

@@ -22,9 +22,9 @@ pub async fn env_values(s: &Suite) -> Result<()> {
         "printf '<%s>\\n' \"$QUOTES\" \"$NEWLINES\" \"$BACKTICKS\" \"$UNICODE\" \"$EMPTY\"",
     );
     c["env"] = json!(env);
-    s.run_succeeded("envvalues", run_once(&[c])).await?;
     let want: String = values.iter().map(|(_, v)| format!("<{v}>\n")).collect();
-    s.expect_log("envvalues", want).await
+    s.expect_success_log("envvalues", run_once(&[c]), want)
+        .await
 }
 
 /// `valueFrom` ConfigMap and Secret keys, `envFrom` of both (with a prefix).
@@ -53,9 +53,9 @@ pub async fn env_from(s: &Suite) -> Result<()> {
         { "configMapRef": { "name": "env-cm-all" } },
         { "prefix": "S_", "secretRef": { "name": "env-secret-all" } },
     ]);
-    s.run_succeeded("envfrom", run_once(&[c])).await?;
-    s.expect_log(
+    s.expect_success_log(
         "envfrom",
+        run_once(&[c]),
         "COLOR=blue\nPASSWORD=p@ss w0rd!\"'\nALPHA=a1\nBETA=b 2\nS_TOKEN=t0k3n\nTOKEN=unset\n",
     )
     .await

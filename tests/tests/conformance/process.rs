@@ -38,20 +38,6 @@ pub async fn command_and_args(s: &Suite) -> Result<()> {
         "",
         "line\nbreak",
     ];
-    s.run_succeeded(
-        "cmdargs",
-        json!({
-            "restartPolicy": "Never",
-            "containers": [{
-                "name": "main",
-                "image": BUSYBOX,
-                "command": ["printf", "[%s]\\n"],
-                "args": args,
-                "env": [{ "name": "GREETING", "value": "hi there" }],
-            }],
-        }),
-    )
-    .await?;
     let want: String = args
         .iter()
         .map(|a| {
@@ -62,7 +48,18 @@ pub async fn command_and_args(s: &Suite) -> Result<()> {
             format!("[{expanded}]\n")
         })
         .collect();
-    s.expect_log("cmdargs", want).await
+    s.expect_success_log(
+        "cmdargs",
+        run_once(&[json!({
+            "name": "main",
+            "image": BUSYBOX,
+            "command": ["printf", "[%s]\\n"],
+            "args": args,
+            "env": [{ "name": "GREETING", "value": "hi there" }],
+        })]),
+        want,
+    )
+    .await
 }
 
 /// No command and no args: the image's default (busybox: `sh`, which ends at
@@ -100,16 +97,12 @@ pub async fn default_entrypoint(s: &Suite) -> Result<()> {
 /// `args` without `command`: the args replace the image's Cmd (busybox has no
 /// entrypoint), with the image's PATH and working directory.
 pub async fn args_only(s: &Suite) -> Result<()> {
-    s.run_succeeded(
+    s.expect_success_log(
         "args-only",
         run_once(&[json!({
             "name": "main", "image": BUSYBOX,
             "args": ["sh", "-c", "echo PATH=$PATH; pwd; echo args-only"],
         })]),
-    )
-    .await?;
-    s.expect_log(
-        "args-only",
         "PATH=/usr/sbin:/usr/bin:/sbin:/bin\n/\nargs-only\n",
     )
     .await

@@ -20,7 +20,7 @@ pub async fn volumes_with_items(s: &Suite) -> Result<()> {
          stat -L -c %a /sec/tok /cfg/sub/a.txt",
     );
     c["volumeMounts"] = mounts(&[("cfg", "/cfg"), ("sec", "/sec")]);
-    s.run_succeeded(
+    s.expect_success_log(
         "volumes",
         pod_spec(
             "Never",
@@ -32,10 +32,6 @@ pub async fn volumes_with_items(s: &Suite) -> Result<()> {
                   "items": [{ "key": "token", "path": "tok", "mode": 0o400 }] } },
             ]),
         ),
-    )
-    .await?;
-    s.expect_log(
-        "volumes",
         "first file\nsecond line\n/cfg:\nsub\n\n/cfg/sub:\na.txt\ns3cr3t\ntok\n400\n640\n",
     )
     .await
