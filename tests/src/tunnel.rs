@@ -1,6 +1,7 @@
-//! What the tunnel scenarios (`tests/tests/tunnel.rs`, `tests/tests/offload_tunnel.rs`)
-//! share: their start (testbed, images, clients, a local namespace), the images, the httpd every offloaded test pod runs, a free NodePort for a
-//! gateway, plain HTTP from the test process and the waits on a workload's Endpoints.
+//! What the tunnel scenarios (`tests/tests/tunnel.rs`, `tests/tests/offload_tunnel/`)
+//! share: their start (testbed, images, clients, a local namespace), the images, the
+//! httpd every offloaded test pod runs, a free NodePort for a gateway, plain HTTP from
+//! the test process and the waits on a workload's Endpoints.
 
 use std::collections::BTreeSet;
 use std::time::Duration;
