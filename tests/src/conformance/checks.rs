@@ -18,6 +18,19 @@ pub fn sh(name: &str, script: &str) -> Value {
     })
 }
 
+/// A ConfigMap `name` with `data`.
+pub fn config_map(name: &str, data: Value) -> Value {
+    json!({ "apiVersion": "v1", "kind": "ConfigMap", "metadata": { "name": name }, "data": data })
+}
+
+/// A Secret `name` with `stringData`.
+pub fn secret(name: &str, string_data: Value) -> Value {
+    json!({
+        "apiVersion": "v1", "kind": "Secret", "metadata": { "name": name },
+        "stringData": string_data,
+    })
+}
+
 /// A pod spec: `containers` with their `volumes`, restarted as `restart_policy` says.
 pub fn pod_spec(restart_policy: &str, containers: &[Value], volumes: Value) -> Value {
     json!({ "restartPolicy": restart_policy, "containers": containers, "volumes": volumes })

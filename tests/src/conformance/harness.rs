@@ -41,7 +41,7 @@ impl Suite {
     }
 
     /// Applies several objects at once (a `v1` `List` of `items`).
-    pub async fn apply_all(&self, items: Value) -> Result<()> {
+    pub async fn apply_all(&self, items: &[Value]) -> Result<()> {
         self.apply(&json!({ "apiVersion": "v1", "kind": "List", "items": items }))
             .await
     }

@@ -29,16 +29,12 @@ pub async fn env_values(s: &Suite) -> Result<()> {
 
 /// `valueFrom` ConfigMap and Secret keys, `envFrom` of both (with a prefix).
 pub async fn env_from(s: &Suite) -> Result<()> {
-    s.apply_all(json!([
-        { "apiVersion": "v1", "kind": "ConfigMap", "metadata": { "name": "env-cm" },
-          "data": { "color": "blue", "size": "XL" } },
-        { "apiVersion": "v1", "kind": "ConfigMap", "metadata": { "name": "env-cm-all" },
-          "data": { "ALPHA": "a1", "BETA": "b 2" } },
-        { "apiVersion": "v1", "kind": "Secret", "metadata": { "name": "env-secret" },
-          "stringData": { "password": "p@ss w0rd!\"'" } },
-        { "apiVersion": "v1", "kind": "Secret", "metadata": { "name": "env-secret-all" },
-          "stringData": { "TOKEN": "t0k3n" } },
-    ]))
+    s.apply_all(&[
+        config_map("env-cm", json!({ "color": "blue", "size": "XL" })),
+        config_map("env-cm-all", json!({ "ALPHA": "a1", "BETA": "b 2" })),
+        secret("env-secret", json!({ "password": "p@ss w0rd!\"'" })),
+        secret("env-secret-all", json!({ "TOKEN": "t0k3n" })),
+    ])
     .await?;
     let mut c = sh(
         "main",
@@ -132,11 +128,8 @@ pub async fn missing_config_map(s: &Suite) -> Result<()> {
     .await?;
     s.expect_status_column("late-config", "CreateContainerConfigError")
         .await?;
-    s.apply(&json!({
-        "apiVersion": "v1", "kind": "ConfigMap", "metadata": { "name": "late-cm" },
-        "data": { "v": "arrived" },
-    }))
-    .await?;
+    s.apply(&config_map("late-cm", json!({ "v": "arrived" })))
+        .await?;
     s.ended("late-config", Some("Succeeded")).await?;
     s.expect_log("late-config", "value=arrived optional=unset\n0\n")
         .await

@@ -78,12 +78,10 @@ pub async fn logs_follow(s: &Suite) -> Result<()> {
 
 /// Deleting a pod removes it locally and its remote pod, ConfigMaps and Secrets.
 pub async fn delete_cleans_both_sides(s: &Suite) -> Result<()> {
-    s.apply_all(json!([
-        { "apiVersion": "v1", "kind": "ConfigMap", "metadata": { "name": "del-cm" },
-          "data": { "k": "v" } },
-        { "apiVersion": "v1", "kind": "Secret", "metadata": { "name": "del-secret" },
-          "stringData": { "k": "v" } },
-    ]))
+    s.apply_all(&[
+        config_map("del-cm", json!({ "k": "v" })),
+        secret("del-secret", json!({ "k": "v" })),
+    ])
     .await?;
     let mut c = sh("main", "echo up; sleep 3600");
     c["env"] = json!([{ "name": "S", "valueFrom": { "secretKeyRef": { "name": "del-secret", "key": "k" } } }]);

@@ -7,12 +7,16 @@ use serde_json::json;
 /// ConfigMap and Secret volumes with `items`: only the listed keys, at their
 /// paths, with the item's mode.
 pub async fn volumes_with_items(s: &Suite) -> Result<()> {
-    s.apply_all(json!([
-        { "apiVersion": "v1", "kind": "ConfigMap", "metadata": { "name": "vol-cm" },
-          "data": { "a": "first file\nsecond line", "b": "not mounted" } },
-        { "apiVersion": "v1", "kind": "Secret", "metadata": { "name": "vol-secret" },
-          "stringData": { "token": "s3cr3t", "other": "not mounted" } },
-    ]))
+    s.apply_all(&[
+        config_map(
+            "vol-cm",
+            json!({ "a": "first file\nsecond line", "b": "not mounted" }),
+        ),
+        secret(
+            "vol-secret",
+            json!({ "token": "s3cr3t", "other": "not mounted" }),
+        ),
+    ])
     .await?;
     let mut c = sh(
         "main",
@@ -73,12 +77,12 @@ pub async fn shared_empty_dir(s: &Suite) -> Result<()> {
 pub async fn binary_data(s: &Suite) -> Result<()> {
     // 0x00 0xff 0x0a 0x80 0xc3 0x28 "ok"
     let b64 = "AP8KgMMob2s=";
-    s.apply_all(json!([
-        { "apiVersion": "v1", "kind": "Secret", "metadata": { "name": "bin-secret" },
-          "data": { "blob": b64 } },
-        { "apiVersion": "v1", "kind": "ConfigMap", "metadata": { "name": "bin-cm" },
-          "binaryData": { "blob": b64 }, "data": { "text": "plain" } },
-    ]))
+    s.apply_all(&[
+        json!({ "apiVersion": "v1", "kind": "Secret", "metadata": { "name": "bin-secret" },
+                "data": { "blob": b64 } }),
+        json!({ "apiVersion": "v1", "kind": "ConfigMap", "metadata": { "name": "bin-cm" },
+                "binaryData": { "blob": b64 }, "data": { "text": "plain" } }),
+    ])
     .await?;
     let mut c = sh(
         "main",
@@ -111,12 +115,13 @@ pub async fn binary_data(s: &Suite) -> Result<()> {
 
 /// A projected volume of a ConfigMap item, a Secret item and downward-API files.
 pub async fn projected_volume(s: &Suite) -> Result<()> {
-    s.apply_all(json!([
-        { "apiVersion": "v1", "kind": "ConfigMap", "metadata": { "name": "proj-cm" },
-          "data": { "a": "from-configmap", "b": "not projected" } },
-        { "apiVersion": "v1", "kind": "Secret", "metadata": { "name": "proj-secret" },
-          "stringData": { "s": "from-secret" } },
-    ]))
+    s.apply_all(&[
+        config_map(
+            "proj-cm",
+            json!({ "a": "from-configmap", "b": "not projected" }),
+        ),
+        secret("proj-secret", json!({ "s": "from-secret" })),
+    ])
     .await?;
     let mut c = sh(
         "main",
