@@ -47,10 +47,8 @@ pub async fn wait_for_pod_phase(
     phase: &str,
     timeout: Duration,
 ) -> anyhow::Result<Pod> {
-    wait_for_pod(client, namespace, name, phase, timeout, |pod| {
-        pod_phase(pod) == phase
-    })
-    .await
+    let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
+    wait_for_pod(&pods, name, phase, timeout, |pod| pod_phase(pod) == phase).await
 }
 
 /// Waits until the pod is Running with every container ready.
@@ -60,35 +58,31 @@ pub async fn wait_for_pod_running(
     name: &str,
     timeout: Duration,
 ) -> anyhow::Result<Pod> {
-    wait_for_pod(
-        client,
-        namespace,
-        name,
-        "Running and ready",
-        timeout,
-        |pod| {
-            let ready = pod
-                .status
-                .as_ref()
-                .and_then(|s| s.container_statuses.as_ref())
-                .is_some_and(|cs| !cs.is_empty() && cs.iter().all(|c| c.ready));
-            pod_phase(pod) == "Running" && ready
-        },
-    )
+    let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
+    wait_for_pod(&pods, name, "Running and ready", timeout, |pod| {
+        pod_phase(pod) == "Running" && all_ready(pod)
+    })
     .await
+}
+
+/// The pod has containers and every one is ready.
+fn all_ready(pod: &Pod) -> bool {
+    pod.status
+        .as_ref()
+        .and_then(|s| s.container_statuses.as_ref())
+        .is_some_and(|cs| !cs.is_empty() && cs.iter().all(|c| c.ready))
 }
 
 /// Waits until `done` holds for the pod; fails early when it ends (Succeeded or
 /// Failed) without `done` holding or cannot start its containers.
 async fn wait_for_pod(
-    client: &kube::Client,
-    namespace: &str,
+    pods: &Api<Pod>,
     name: &str,
     what: &str,
     timeout: Duration,
     done: impl Fn(&Pod) -> bool,
 ) -> anyhow::Result<Pod> {
-    let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
+    let namespace = pods.namespace().unwrap_or_default();
     let last = Mutex::new(String::from("pod not found"));
     wait_for(
         &format!("pod {namespace}/{name} to be {what}"),
