@@ -30,22 +30,15 @@ gateway_sanity() {
 }
 
 build_one() (
-  local name=$1 recipe key dir work
+  local name=$1 recipe
   recipe=$HERE/$name.sh
   # shellcheck source=/dev/null
   source "$recipe"
-  key=$(image_key "$recipe")
-  dir=$IMAGES/$name
-  if image_cached "$dir" "$key"; then return 0; fi
-  work=$(mktemp -d "${TMPDIR:-/tmp}/offload-image-$name.XXXXXX")
-  trap 'rm -rf "$work"' EXIT
-  (
-    cd "$work"
-    if [ "$name" = gateway ]; then oci_image_tar offload gateway_sanity; else oci_image_tar offload; fi
-  )
-  # (not `( ... ) || ...`: that would switch errexit off inside the subshell)
-  store_image "$work/image.tar" "$dir" "$key"
-  echo "build.sh: built $IMAGE_REPO:$IMAGE_TAG ($(du -h "$dir/image.tar" | cut -f1))" >&2
+  if [ "$name" = gateway ]; then
+    build_image build.sh "$name" "$recipe" offload gateway_sanity
+  else
+    build_image build.sh "$name" "$recipe" offload
+  fi
 )
 
 cmd=${1:-build}

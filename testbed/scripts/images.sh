@@ -35,23 +35,13 @@ need() {
 }
 
 build_one() (
-  local recipe=$1 name key dir work
+  local recipe=$1 name
   name=$(basename "$recipe" .sh)
   # shellcheck source=/dev/null
   source "$recipe"
   : "${IMAGE_REPO:?$recipe must set IMAGE_REPO}" "${IMAGE_TAG:?$recipe must set IMAGE_TAG}"
   [ "$IMAGE_TAG" != latest ] || { echo "images.sh: $recipe: tag 'latest' would make the kubelet pull from a registry" >&2; exit 1; }
-  key=$(image_key "$recipe")
-  dir=$IMAGES/$name
-  if image_cached "$dir" "$key"; then return 0; fi
-  work=$(mktemp -d "${TMPDIR:-/tmp}/offload-image-$name.XXXXXX")
-  trap 'rm -rf "$work"' EXIT
-  (
-    cd "$work"
-    oci_image_tar offload-testbed
-  ) || { echo "images.sh: building image $name from $recipe failed" >&2; exit 1; }
-  store_image "$work/image.tar" "$dir" "$key"
-  echo "images.sh: built $IMAGE_REPO:$IMAGE_TAG ($(du -h "$dir/image.tar" | cut -f1))" >&2
+  build_image images.sh "$name" "$recipe" offload-testbed
 )
 
 cmd=${1:-build}

@@ -309,6 +309,13 @@ pub struct TestNamespace {
 }
 
 impl TestNamespace {
+    /// `kubectl -n <this namespace> ARGS` against its cluster.
+    pub async fn kubectl(&self, args: &[&str]) -> anyhow::Result<String> {
+        let mut full = vec!["-n", self.name.as_str()];
+        full.extend_from_slice(args);
+        self.cluster.run_kubectl(&full).await
+    }
+
     /// Deletes the namespace now and waits until it is gone.
     pub async fn delete(self) -> anyhow::Result<()> {
         let client = self.cluster.client().await?;

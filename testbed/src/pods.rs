@@ -48,36 +48,7 @@ pub async fn wait_for_pod_phase(
     timeout: Duration,
 ) -> anyhow::Result<Pod> {
     let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
-    let last = Mutex::new(String::from("pod not found"));
-    wait_for(
-        &format!("pod {namespace}/{name} to be {phase}"),
-        timeout,
-        || async {
-            let Some(pod) = pods.get_opt(name).await? else {
-                return Ok(None);
-            };
-            remember(&last, &pod);
-            let current = pod_phase(&pod);
-            if current == phase {
-                return Ok(Some(pod));
-            }
-            if matches!(current, "Succeeded" | "Failed") {
-                bail!(
-                    "pod {namespace}/{name} ended {current} instead of {phase}: {}",
-                    describe(&pod)
-                );
-            }
-            if let Some(reason) = stuck_reason(&pod) {
-                bail!(
-                    "pod {namespace}/{name} cannot start ({reason}): {}",
-                    describe(&pod)
-                );
-            }
-            Ok(None)
-        },
-    )
-    .await
-    .with_context(|| last_seen(&last))
+    wait_for_pod(&pods, name, phase, timeout, |pod| pod_phase(pod) == phase).await
 }
 
 /// Waits until the pod is Running with every container ready.
@@ -88,19 +59,46 @@ pub async fn wait_for_pod_running(
     timeout: Duration,
 ) -> anyhow::Result<Pod> {
     let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
+    wait_for_pod(&pods, name, "Running and ready", timeout, |pod| {
+        pod_phase(pod) == "Running" && all_ready(pod)
+    })
+    .await
+}
+
+/// The pod has containers and every one is ready.
+fn all_ready(pod: &Pod) -> bool {
+    pod.status
+        .as_ref()
+        .and_then(|s| s.container_statuses.as_ref())
+        .is_some_and(|cs| !cs.is_empty() && cs.iter().all(|c| c.ready))
+}
+
+/// Waits until `done` holds for the pod; fails early when it ends (Succeeded or
+/// Failed) without `done` holding or cannot start its containers.
+async fn wait_for_pod(
+    pods: &Api<Pod>,
+    name: &str,
+    what: &str,
+    timeout: Duration,
+    done: impl Fn(&Pod) -> bool,
+) -> anyhow::Result<Pod> {
+    let namespace = pods.namespace().unwrap_or_default();
     let last = Mutex::new(String::from("pod not found"));
     wait_for(
-        &format!("pod {namespace}/{name} to be Running and ready"),
+        &format!("pod {namespace}/{name} to be {what}"),
         timeout,
         || async {
             let Some(pod) = pods.get_opt(name).await? else {
                 return Ok(None);
             };
             remember(&last, &pod);
-            if matches!(pod_phase(&pod), "Succeeded" | "Failed") {
+            if done(&pod) {
+                return Ok(Some(pod));
+            }
+            let current = pod_phase(&pod);
+            if matches!(current, "Succeeded" | "Failed") {
                 bail!(
-                    "pod {namespace}/{name} ended {}: {}",
-                    pod_phase(&pod),
+                    "pod {namespace}/{name} ended {current} instead of {what}: {}",
                     describe(&pod)
                 );
             }
@@ -110,12 +108,7 @@ pub async fn wait_for_pod_running(
                     describe(&pod)
                 );
             }
-            let ready = pod
-                .status
-                .as_ref()
-                .and_then(|s| s.container_statuses.as_ref())
-                .is_some_and(|cs| !cs.is_empty() && cs.iter().all(|c| c.ready));
-            Ok((pod_phase(&pod) == "Running" && ready).then_some(pod))
+            Ok(None)
         },
     )
     .await

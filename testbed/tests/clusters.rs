@@ -41,6 +41,19 @@ async fn wait_until_gone(c: &Cluster, args: &[&str], what: &str) -> anyhow::Resu
     .await
 }
 
+/// Creates `busybox_pod(name, script)` in `namespace`.
+async fn create_busybox(
+    client: &kube::Client,
+    namespace: &str,
+    name: &str,
+    script: &str,
+) -> anyhow::Result<()> {
+    Api::<Pod>::namespaced(client.clone(), namespace)
+        .create(&PostParams::default(), &busybox_pod(name, script))
+        .await?;
+    Ok(())
+}
+
 #[tokio::test]
 async fn node_is_ready() {
     in_each_cluster(|c| async move {
@@ -74,16 +87,11 @@ async fn pod_runs_a_real_container_with_exit_code_and_logs() {
         let marker = format!("hello from a container in cluster {}", c.name);
         // `$$` is 1 only inside the container's own PID namespace.
         let script = format!("echo '{marker}'; echo \"pid=$$\"; exit 3");
-        Api::<Pod>::namespaced(client.clone(), &ns.name)
-            .create(&PostParams::default(), &busybox_pod("hello", &script))
-            .await?;
+        create_busybox(&client, &ns.name, "hello", &script).await?;
         wait_for_pod_phase(&client, &ns.name, "hello", "Failed", POD_TIMEOUT).await?;
 
-        let n = ns.name.as_str();
-        let exit_code = c
-            .run_kubectl(&[
-                "-n",
-                n,
+        let exit_code = ns
+            .kubectl(&[
                 "get",
                 "pod",
                 "hello",
@@ -92,11 +100,9 @@ async fn pod_runs_a_real_container_with_exit_code_and_logs() {
             ])
             .await?;
         anyhow::ensure!(exit_code.trim() == "3", "exit code {exit_code:?}, want 3");
-        let row = c
-            .run_kubectl(&["-n", n, "get", "pod", "hello", "--no-headers"])
-            .await?;
+        let row = ns.kubectl(&["get", "pod", "hello", "--no-headers"]).await?;
         anyhow::ensure!(row.contains("Error"), "kubectl get pod shows {row:?}");
-        let logs = c.run_kubectl(&["-n", n, "logs", "hello"]).await?;
+        let logs = ns.kubectl(&["logs", "hello"]).await?;
         anyhow::ensure!(
             logs.contains(&marker) && logs.contains("pid=1"),
             "kubectl logs: {logs:?}"
@@ -120,8 +126,9 @@ async fn server_side_apply_twice_is_a_no_op() {
                 "spec": {{"selector": {{"app": "web"}}, "ports": [{{"port": 80, "targetPort": 8080, "protocol": "TCP"}}]}}}}
             ]}}"#
         );
+        let ns = &ns;
         let version = |kind: &'static str, name: &'static str| async move {
-            c.run_kubectl(&["-n", n, "get", kind, name, "-o", "jsonpath={.metadata.resourceVersion}"])
+            ns.kubectl(&["get", kind, name, "-o", "jsonpath={.metadata.resourceVersion}"])
                 .await
         };
         let apply = ["apply", "--server-side", "--field-manager=testbed-test", "-f", "-"];
@@ -160,12 +167,7 @@ async fn deleted_namespace_goes_away() {
         let name = c.fresh_namespace("doomed").await?;
         // A running pod inside: deletion must go through the kubelet, not just etcd.
         let client = c.client().await?;
-        Api::<Pod>::namespaced(client.clone(), &name)
-            .create(
-                &PostParams::default(),
-                &busybox_pod("sleeper", "sleep 3600"),
-            )
-            .await?;
+        create_busybox(&client, &name, "sleeper", "sleep 3600").await?;
         wait_for_pod_running(&client, &name, "sleeper", POD_TIMEOUT).await?;
         c.run_kubectl(&[
             "create",
@@ -194,10 +196,10 @@ async fn dependent_of_a_deleted_owner_is_garbage_collected() {
     in_each_cluster(|c| async move {
         let ns = c.test_namespace("gc").await?;
         let n = ns.name.as_str();
-        c.run_kubectl(&["create", "configmap", "-n", n, "owner", "--from-literal=role=owner"])
+        ns.kubectl(&["create", "configmap", "owner", "--from-literal=role=owner"])
             .await?;
-        let uid = c
-            .run_kubectl(&["get", "configmap", "-n", n, "owner", "-o", "jsonpath={.metadata.uid}"])
+        let uid = ns
+            .kubectl(&["get", "configmap", "owner", "-o", "jsonpath={.metadata.uid}"])
             .await?;
         let dependent = format!(
             r#"{{"apiVersion": "v1", "kind": "Secret", "metadata": {{"name": "dependent", "namespace": "{n}",
@@ -205,9 +207,9 @@ async fn dependent_of_a_deleted_owner_is_garbage_collected() {
                 "stringData": {{"k": "v"}}}}"#
         );
         c.run_kubectl_with_input(&["create", "-f", "-"], Some(&dependent)).await?;
-        c.run_kubectl(&["get", "secret", "-n", n, "dependent"]).await?;
+        ns.kubectl(&["get", "secret", "dependent"]).await?;
 
-        c.run_kubectl(&["delete", "configmap", "-n", n, "owner"]).await?;
+        ns.kubectl(&["delete", "configmap", "owner"]).await?;
         wait_until_gone(
             c,
             &["get", "secret", "-n", n, "dependent"],
@@ -254,12 +256,10 @@ async fn lease_can_be_created_and_renewed() {
             renewed.metadata.resource_version != created.metadata.resource_version,
             "renewal did not write a new resourceVersion"
         );
-        let holder = c
-            .run_kubectl(&[
+        let holder = ns
+            .kubectl(&[
                 "get",
                 "lease",
-                "-n",
-                &ns.name,
                 "leader",
                 "-o",
                 "jsonpath={.spec.holderIdentity}",
@@ -277,15 +277,8 @@ async fn objects_and_pods_of_one_cluster_are_absent_from_the_other() {
     let (local, remote) = (&tb.local, &tb.remote);
 
     let local_ns = local.test_namespace("iso").await.expect("local namespace");
-    local
-        .run_kubectl(&[
-            "create",
-            "configmap",
-            "-n",
-            &local_ns.name,
-            "only-local",
-            "--from-literal=k=v",
-        ])
+    local_ns
+        .kubectl(&["create", "configmap", "only-local", "--from-literal=k=v"])
         .await
         .expect("create a configmap in local");
     let remote_ns = remote
@@ -293,11 +286,7 @@ async fn objects_and_pods_of_one_cluster_are_absent_from_the_other() {
         .await
         .expect("remote namespace");
     let client = remote.client().await.expect("remote client");
-    Api::<Pod>::namespaced(client.clone(), &remote_ns.name)
-        .create(
-            &PostParams::default(),
-            &busybox_pod("only-remote", "sleep 3600"),
-        )
+    create_busybox(&client, &remote_ns.name, "only-remote", "sleep 3600")
         .await
         .expect("create a pod in remote");
     wait_for_pod_running(&client, &remote_ns.name, "only-remote", POD_TIMEOUT)
@@ -350,8 +339,7 @@ async fn remote_pod_reaches_a_local_nodeport_service_via_the_local_node_ip() {
     let script = format!(
         "mkdir -p /www && echo '{page}' > /www/index.html && exec httpd -f -p 8080 -h /www"
     );
-    Api::<Pod>::namespaced(lc.clone(), &local_ns.name)
-        .create(&PostParams::default(), &busybox_pod("web", &script))
+    create_busybox(&lc, &local_ns.name, "web", &script)
         .await
         .expect("create the web pod");
     let service = format!(
@@ -367,12 +355,10 @@ async fn remote_pod_reaches_a_local_nodeport_service_via_the_local_node_ip() {
     wait_for_pod_running(&lc, &local_ns.name, "web", POD_TIMEOUT)
         .await
         .expect("web pod runs");
-    let node_port: u16 = local
-        .run_kubectl(&[
+    let node_port: u16 = local_ns
+        .kubectl(&[
             "get",
             "service",
-            "-n",
-            &local_ns.name,
             "web",
             "-o",
             "jsonpath={.spec.ports[0].nodePort}",
@@ -399,15 +385,14 @@ async fn remote_pod_reaches_a_local_nodeport_service_via_the_local_node_ip() {
         "for i in $(seq 30); do if timeout 5 wget -qO- {url}; then exit 0; fi; sleep 1; done; exit 1"
     );
     let rc = remote.client().await.expect("remote client");
-    Api::<Pod>::namespaced(rc.clone(), &remote_ns.name)
-        .create(&PostParams::default(), &busybox_pod("fetch", &fetch))
+    create_busybox(&rc, &remote_ns.name, "fetch", &fetch)
         .await
         .expect("create the client pod");
     wait_for_pod_phase(&rc, &remote_ns.name, "fetch", "Succeeded", POD_TIMEOUT)
         .await
         .unwrap_or_else(|e| panic!("remote pod could not fetch {url}: {e:#}"));
-    let logs = remote
-        .run_kubectl(&["logs", "-n", &remote_ns.name, "fetch"])
+    let logs = remote_ns
+        .kubectl(&["logs", "fetch"])
         .await
         .expect("client pod logs");
     assert!(
@@ -421,23 +406,12 @@ async fn kubectl_exec_runs_in_the_container() {
     in_each_cluster(|c| async move {
         let ns = c.test_namespace("exec").await?;
         let client = c.client().await?;
-        Api::<Pod>::namespaced(client.clone(), &ns.name)
-            .create(&PostParams::default(), &busybox_pod("target", "sleep 3600"))
-            .await?;
+        create_busybox(&client, &ns.name, "target", "sleep 3600").await?;
         wait_for_pod_running(&client, &ns.name, "target", POD_TIMEOUT).await?;
         // Goes apiserver -> kubelet -> containerd; in "remote" all of that crosses into
         // the node's own network namespace.
-        let out = c
-            .run_kubectl(&[
-                "exec",
-                "-n",
-                &ns.name,
-                "target",
-                "--",
-                "sh",
-                "-c",
-                "echo exec-ok; hostname",
-            ])
+        let out = ns
+            .kubectl(&["exec", "target", "--", "sh", "-c", "echo exec-ok; hostname"])
             .await?;
         anyhow::ensure!(out == "exec-ok\ntarget\n", "kubectl exec printed {out:?}");
         Ok(())
@@ -454,11 +428,9 @@ async fn pod_reaches_its_apiserver_through_the_kubernetes_service() {
         let script = "test -s /var/run/secrets/kubernetes.io/serviceaccount/token && \
             timeout 10 wget -qO- --no-check-certificate \
             https://$KUBERNETES_SERVICE_HOST:$KUBERNETES_SERVICE_PORT/version";
-        Api::<Pod>::namespaced(client.clone(), &ns.name)
-            .create(&PostParams::default(), &busybox_pod("api", script))
-            .await?;
+        create_busybox(&client, &ns.name, "api", script).await?;
         wait_for_pod_phase(&client, &ns.name, "api", "Succeeded", POD_TIMEOUT).await?;
-        let out = c.run_kubectl(&["logs", "-n", &ns.name, "api"]).await?;
+        let out = ns.kubectl(&["logs", "api"]).await?;
         anyhow::ensure!(
             out.contains("\"gitVersion\": \"v1.20.2\""),
             "pod got {out:?}"
@@ -478,8 +450,7 @@ async fn pod_reaches_a_clusterip_service_of_its_own_cluster() {
         let client = c.client().await?;
         let page = format!("served in cluster {} behind a ClusterIP", c.name);
         let server = format!("mkdir -p /www && echo '{page}' > /www/index.html && exec httpd -f -p 8080 -h /www");
-        Api::<Pod>::namespaced(client.clone(), n)
-            .create(&PostParams::default(), &busybox_pod("web", &server))
+        create_busybox(&client, n, "web", &server)
             .await?;
         let service = format!(
             r#"{{"apiVersion": "v1", "kind": "Service", "metadata": {{"name": "web", "namespace": "{n}"}},
@@ -488,17 +459,16 @@ async fn pod_reaches_a_clusterip_service_of_its_own_cluster() {
         c.run_kubectl_with_input(&["apply", "--server-side", "-f", "-"], Some(&service))
             .await?;
         wait_for_pod_running(&client, n, "web", POD_TIMEOUT).await?;
-        let ip = c
-            .run_kubectl(&["get", "service", "-n", n, "web", "-o", "jsonpath={.spec.clusterIP}"])
+        let ip = ns
+            .kubectl(&["get", "service", "web", "-o", "jsonpath={.spec.clusterIP}"])
             .await?;
         let fetch = format!(
             "for i in $(seq 30); do if timeout 5 wget -qO- http://{ip}/; then exit 0; fi; sleep 1; done; exit 1"
         );
-        Api::<Pod>::namespaced(client.clone(), n)
-            .create(&PostParams::default(), &busybox_pod("fetch", &fetch))
+        create_busybox(&client, n, "fetch", &fetch)
             .await?;
         wait_for_pod_phase(&client, n, "fetch", "Succeeded", POD_TIMEOUT).await?;
-        let logs = c.run_kubectl(&["logs", "-n", n, "fetch"]).await?;
+        let logs = ns.kubectl(&["logs", "fetch"]).await?;
         anyhow::ensure!(logs.contains(&page), "got {logs:?} from http://{ip}/");
         Ok(())
     })

@@ -1,6 +1,7 @@
-//! What the tunnel scenarios (`tests/tests/tunnel.rs`, `tests/tests/offload_tunnel.rs`)
-//! share: the images, the httpd every offloaded test pod runs, a free NodePort for a
-//! gateway, plain HTTP from the test process and the waits on a workload's Endpoints.
+//! What the tunnel scenarios (`tests/tests/tunnel.rs`, `tests/tests/offload_tunnel/`)
+//! share: their start (testbed, images, clients, a local namespace), the images, the
+//! httpd every offloaded test pod runs, a free NodePort for a gateway, plain HTTP from
+//! the test process and the waits on a workload's Endpoints.
 
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -22,6 +23,24 @@ pub const HTTP_PORT: u16 = 8080;
 /// as is, in a manifest written by hand with every `$` doubled.
 pub const HTTPD: &str = "mkdir -p /tmp/www && echo \"hello from $(hostname)\" > /tmp/www/index.html \
                          && exec httpd -f -p 8080 -h /tmp/www";
+
+/// Where every tunnel scenario starts: the testbed, with the gateway and bastion
+/// images imported, a client of the local and of the remote cluster, and a fresh
+/// local namespace named after `local_ns`.
+pub async fn start_scenario(
+    local_ns: &str,
+) -> anyhow::Result<(
+    &'static testbed::Testbed,
+    Client,
+    Client,
+    testbed::TestNamespace,
+)> {
+    let tb = testbed::testbed().await?;
+    crate::import_images(tb, &["gateway", "bastion"]).await?;
+    let local = tb.local.client().await?;
+    let remote = tb.remote.client().await?;
+    Ok((tb, local, remote, tb.local.test_namespace(local_ns).await?))
+}
 
 /// A NodePort of the local cluster that no Service holds (other tests run gateways
 /// too): `preferred` when it is free, else the highest free one below the top `skip`

@@ -33,7 +33,7 @@ use kube::{Api, Client};
 use offload_bastion::install::{self, BastionSpec};
 use offload_e2e::tunnel::{
     BASTION_IMAGE, GATEWAY_IMAGE, HTTP_PORT, HTTPD, exec_sh, free_node_port, http_get,
-    wait_endpoint_ports,
+    start_scenario, wait_endpoint_ports,
 };
 use offload_e2e::{init_tracing, phase};
 use offload_wire::keys;
@@ -333,11 +333,7 @@ impl Env {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tunnel_end_to_end_on_two_clusters() -> anyhow::Result<()> {
     init_tracing("warn");
-    let tb = testbed::testbed().await?;
-    offload_e2e::import_images(tb, &["gateway", "bastion"]).await?;
-    let local = tb.local.client().await?;
-    let remote = tb.remote.client().await?;
-    let lns = tb.local.test_namespace("tunnel-e2e").await?;
+    let (tb, local, remote, lns) = start_scenario("tunnel-e2e").await?;
     let rns = tb.remote.test_namespace("tunnel-e2e").await?;
 
     // Remote: the bastion, watching the test namespace only (a Role).

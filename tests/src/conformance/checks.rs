@@ -18,6 +18,37 @@ pub fn sh(name: &str, script: &str) -> Value {
     })
 }
 
+/// A ConfigMap `name` with `data`.
+pub fn config_map(name: &str, data: Value) -> Value {
+    json!({ "apiVersion": "v1", "kind": "ConfigMap", "metadata": { "name": name }, "data": data })
+}
+
+/// A Secret `name` with `stringData`.
+pub fn secret(name: &str, string_data: Value) -> Value {
+    json!({
+        "apiVersion": "v1", "kind": "Secret", "metadata": { "name": name },
+        "stringData": string_data,
+    })
+}
+
+/// A pod spec: `containers` with their `volumes`, restarted as `restart_policy` says.
+pub fn pod_spec(restart_policy: &str, containers: &[Value], volumes: Value) -> Value {
+    json!({ "restartPolicy": restart_policy, "containers": containers, "volumes": volumes })
+}
+
+/// A container's `volumeMounts`: each `(volume, mountPath)`.
+pub fn mounts(mounts: &[(&str, &str)]) -> Value {
+    mounts
+        .iter()
+        .map(|(name, path)| json!({ "name": name, "mountPath": path }))
+        .collect()
+}
+
+/// A pod spec that runs `containers` once (`restartPolicy: Never`).
+pub fn run_once(containers: &[Value]) -> Value {
+    json!({ "restartPolicy": "Never", "containers": containers })
+}
+
 pub use crate::phase;
 
 pub fn expect_phase(pod: &Pod, want: &str) -> Result<()> {
@@ -50,6 +81,22 @@ pub fn terminated<'a>(pod: &'a Pod, container: &str) -> Result<&'a ContainerStat
         .and_then(|c| c.state.as_ref())
         .and_then(|s| s.terminated.as_ref())
         .with_context(|| format!("container {container} not terminated: {}", describe(pod)))
+}
+
+/// READY, STATUS and RESTARTS of a `kubectl get pod --no-headers` line.
+pub fn kubectl_columns(line: &str) -> Vec<String> {
+    line.split_whitespace()
+        .skip(1)
+        .take(3)
+        .map(String::from)
+        .collect()
+}
+
+/// The container has been restarted at least once and runs again.
+pub fn restarted_and_running(pod: &Pod, container: &str) -> bool {
+    status(pod, container).is_some_and(|c| {
+        c.restart_count >= 1 && c.state.as_ref().is_some_and(|st| st.running.is_some())
+    })
 }
 
 pub fn is_ready(pod: &Pod) -> bool {

@@ -12,7 +12,25 @@ use kube::api::{Api, ListParams};
 use offload_wire::keys;
 use serde_json::{Value, json};
 
-use super::{POLL, START, Suite, describe, expect_eq, job_condition, phase};
+use super::{
+    POLL, START, Suite, describe, expect_eq, expect_phase, job_condition, kubectl_columns, phase,
+};
+
+/// The last thing a wait saw, for its error message when it times out.
+#[derive(Default)]
+pub struct LastSeen(Mutex<String>);
+
+impl LastSeen {
+    pub fn set(&self, seen: String) {
+        if let Ok(mut l) = self.0.lock() {
+            *l = seen;
+        }
+    }
+
+    pub fn get(&self) -> String {
+        self.0.lock().map(|l| l.clone()).unwrap_or_default()
+    }
+}
 
 impl Suite {
     /// `kubectl -n <ns> ARGS` against the local cluster.
@@ -20,6 +38,12 @@ impl Suite {
         let mut full = vec!["-n", self.ns.as_str()];
         full.extend_from_slice(args);
         self.tb.local.run_kubectl(&full).await
+    }
+
+    /// Applies several objects at once (a `v1` `List` of `items`).
+    pub async fn apply_all(&self, items: &[Value]) -> Result<()> {
+        self.apply(&json!({ "apiVersion": "v1", "kind": "List", "items": items }))
+            .await
     }
 
     pub async fn apply(&self, manifest: &Value) -> Result<()> {
@@ -48,6 +72,16 @@ impl Suite {
         spec
     }
 
+    /// A Job `name` with `spec` (completions, backoffLimit...) whose pod
+    /// template is `pod_spec` placed on the virtual node.
+    pub fn job(&self, name: &str, mut spec: Value, pod_spec: Value) -> Value {
+        spec["template"] = json!({ "spec": self.placed(pod_spec) });
+        json!({
+            "apiVersion": "batch/v1", "kind": "Job", "metadata": { "name": name },
+            "spec": spec,
+        })
+    }
+
     pub fn pod(&self, name: &str, spec: Value) -> Value {
         json!({
             "apiVersion": "v1", "kind": "Pod",
@@ -59,14 +93,18 @@ impl Suite {
     /// READY, STATUS and RESTARTS of `kubectl get pod NAME`.
     pub async fn get_columns(&self, name: &str) -> Result<Vec<String>> {
         let line = self.kubectl(&["get", "pod", name, "--no-headers"]).await?;
-        let columns: Vec<String> = line
-            .split_whitespace()
-            .skip(1)
-            .take(3)
-            .map(String::from)
-            .collect();
+        let columns = kubectl_columns(&line);
         ensure!(columns.len() == 3, "kubectl get pod {name}: {line:?}");
         Ok(columns)
+    }
+
+    /// The STATUS column of `kubectl get pod NAME` is `want`.
+    pub async fn expect_status_column(&self, name: &str, want: impl Into<String>) -> Result<()> {
+        expect_eq(
+            "kubectl get STATUS",
+            self.get_columns(name).await?[1].clone(),
+            want.into(),
+        )
     }
 
     /// The pod as `kubectl get pod -o json` shows it.
@@ -85,7 +123,8 @@ impl Suite {
         ok: impl Fn(&Pod) -> bool,
     ) -> Result<Pod> {
         let pods: Api<Pod> = Api::namespaced(self.local.clone(), &self.ns);
-        let last = Mutex::new(String::from("pod not found"));
+        let last = LastSeen::default();
+        last.set("pod not found".into());
         let ok = &ok;
         let last_ref = &last;
         let pods = &pods;
@@ -97,9 +136,7 @@ impl Suite {
                 let Some(pod) = pods.get_opt(name).await? else {
                     return Ok(None);
                 };
-                if let Ok(mut l) = last_ref.lock() {
-                    *l = describe(&pod);
-                }
+                last_ref.set(describe(&pod));
                 if ok(&pod) {
                     return Ok(Some(pod));
                 }
@@ -114,20 +151,43 @@ impl Suite {
             },
         )
         .await
-        .with_context(|| {
-            format!(
-                "last seen status of {name}: {}",
-                last.lock().map(|l| l.clone()).unwrap_or_default()
-            )
-        })
+        .with_context(|| format!("last seen status of {name}: {}", last.get()))
     }
 
     /// Applies pod `name` (placed by [`Suite::pod`]), waits until it ends and returns
     /// it as `kubectl get pod -o json` shows it.
     pub async fn run_to_end(&self, name: &str, spec: Value) -> Result<Pod> {
         self.apply(&self.pod(name, spec)).await?;
+        self.ended(name, None).await
+    }
+
+    /// [`Suite::run_to_end`] of a pod that must end Succeeded.
+    pub async fn run_succeeded(&self, name: &str, spec: Value) -> Result<Pod> {
+        let pod = self.run_to_end(name, spec).await?;
+        expect_phase(&pod, "Succeeded")?;
+        Ok(pod)
+    }
+
+    /// [`Suite::run_succeeded`], then `kubectl logs NAME` prints exactly `want`.
+    pub async fn expect_success_log(
+        &self,
+        name: &str,
+        spec: Value,
+        want: impl Into<String>,
+    ) -> Result<()> {
+        self.run_succeeded(name, spec).await?;
+        self.expect_log(name, want).await
+    }
+
+    /// Waits until the applied pod `name` ends, checks it ended in phase
+    /// `want` (when given) and returns it as `kubectl get pod -o json` shows it.
+    pub async fn ended(&self, name: &str, want: Option<&str>) -> Result<Pod> {
         self.wait_finished(name).await?;
-        self.get_pod(name).await
+        let pod = self.get_pod(name).await?;
+        if let Some(want) = want {
+            expect_phase(&pod, want)?;
+        }
+        Ok(pod)
     }
 
     /// `kubectl logs NAME` prints exactly `want`.
@@ -142,9 +202,18 @@ impl Suite {
         .await
     }
 
+    /// `kubectl logs POD -c CONTAINER` prints exactly `want`.
+    pub async fn expect_container_log(&self, pod: &str, container: &str, want: &str) -> Result<()> {
+        expect_eq(
+            &format!("{container} log"),
+            self.kubectl(&["logs", pod, "-c", container]).await?,
+            want.into(),
+        )
+    }
+
     /// Waits until `kubectl logs NAME ARGS` prints exactly `want`.
     pub async fn wait_log(&self, name: &str, args: &[&str], want: &str) -> Result<()> {
-        let last = Mutex::new(String::new());
+        let last = LastSeen::default();
         let last_ref = &last;
         let mut full = vec!["logs", name];
         full.extend_from_slice(args);
@@ -156,19 +225,12 @@ impl Suite {
             || async move {
                 let log = self.kubectl(full).await?;
                 let done = log == want;
-                if let Ok(mut l) = last_ref.lock() {
-                    *l = log;
-                }
+                last_ref.set(log);
                 Ok(done.then_some(()))
             },
         )
         .await
-        .with_context(|| {
-            format!(
-                "last log: {:?}",
-                last.lock().map(|l| l.clone()).unwrap_or_default()
-            )
-        })
+        .with_context(|| format!("last log: {:?}", last.get()))
     }
 
     pub async fn wait_job(&self, name: &str, condition: &str, timeout: Duration) -> Result<Job> {
@@ -216,6 +278,12 @@ impl Suite {
             .into_iter()
             .map(|p| serde_json::from_value(p).context("parsing a pod"))
             .collect()
+    }
+
+    /// The remote pods made for the local `pod`.
+    pub async fn remote_pods_of(&self, pod: &Pod) -> Result<Vec<Pod>> {
+        self.remote_pods(pod.metadata.uid.as_deref().unwrap_or_default())
+            .await
     }
 
     pub async fn remote_pods(&self, uid: &str) -> Result<Vec<Pod>> {
@@ -271,47 +339,25 @@ impl Suite {
     /// remote side), checks the remote side is empty, then deletes the remote
     /// namespace the plugin created (the plugin never deletes namespaces).
     pub async fn cleanup(&self, ns: testbed::TestNamespace) -> Result<()> {
-        let remote_pods: Api<Pod> = Api::all(self.remote.clone());
-        let ours = ListParams::default().labels(&format!(
-            "{}={}",
-            keys::LABEL_OFFLOADING,
-            keys::OFFLOADING_VALUE
-        ));
-        let from_ns = |p: &Pod| {
-            p.metadata
-                .annotations
-                .as_ref()
-                .and_then(|a| a.get(keys::ANNOTATION_SOURCE_NAMESPACE))
-                .is_some_and(|n| *n == self.ns)
-        };
-        let mut remote_namespaces: BTreeSet<String> = remote_pods
-            .list(&ours)
+        let mut remote_namespaces: BTreeSet<String> = self
+            .remote_pods_of_namespace()
             .await?
-            .items
-            .iter()
-            .filter(|p| from_ns(p))
-            .filter_map(|p| p.metadata.namespace.clone())
+            .into_iter()
+            .filter_map(|p| p.metadata.namespace)
             .collect();
         // The plugin's default mapping, in case no pod is left to name it.
         remote_namespaces.insert(format!("offloading-{}", self.ns));
         ns.delete().await?;
-        let remote_pods = &remote_pods;
-        let ours = &ours;
-        let from_ns = &from_ns;
         testbed::wait_every(
             POLL,
             "the remote pods of the deleted namespace to be gone",
             Duration::from_secs(180),
             || async move {
-                let left: Vec<String> = remote_pods
-                    .list(ours)
+                Ok(self
+                    .remote_pods_of_namespace()
                     .await?
-                    .items
-                    .iter()
-                    .filter(|p| from_ns(p))
-                    .filter_map(|p| p.metadata.name.clone())
-                    .collect();
-                Ok(left.is_empty().then_some(()))
+                    .is_empty()
+                    .then_some(()))
             },
         )
         .await?;
@@ -328,6 +374,30 @@ impl Suite {
                 .await?;
         }
         Ok(())
+    }
+
+    /// The offloaded pods on the remote cluster whose source is this run's
+    /// local namespace.
+    async fn remote_pods_of_namespace(&self) -> Result<Vec<Pod>> {
+        let ours = ListParams::default().labels(&format!(
+            "{}={}",
+            keys::LABEL_OFFLOADING,
+            keys::OFFLOADING_VALUE
+        ));
+        let from_ns = |p: &Pod| {
+            p.metadata
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get(keys::ANNOTATION_SOURCE_NAMESPACE))
+                .is_some_and(|n| *n == self.ns)
+        };
+        Ok(Api::<Pod>::all(self.remote.clone())
+            .list(&ours)
+            .await?
+            .items
+            .into_iter()
+            .filter(from_ns)
+            .collect())
     }
 }
 

@@ -23,6 +23,7 @@ use kube::Client;
 use kube::api::{Api, DeleteParams};
 
 pub use checks::*;
+pub use harness::LastSeen;
 
 pub const BUSYBOX: &str = testbed::images::BUSYBOX;
 pub const PAUSE: &str = testbed::images::PAUSE;

@@ -22,32 +22,19 @@ pub async fn env_values(s: &Suite) -> Result<()> {
         "printf '<%s>\\n' \"$QUOTES\" \"$NEWLINES\" \"$BACKTICKS\" \"$UNICODE\" \"$EMPTY\"",
     );
     c["env"] = json!(env);
-    expect_phase(
-        &s.run_to_end(
-            "envvalues",
-            json!({ "restartPolicy": "Never", "containers": [c] }),
-        )
-        .await?,
-        "Succeeded",
-    )?;
     let want: String = values.iter().map(|(_, v)| format!("<{v}>\n")).collect();
-    s.expect_log("envvalues", want).await
+    s.expect_success_log("envvalues", run_once(&[c]), want)
+        .await
 }
 
 /// `valueFrom` ConfigMap and Secret keys, `envFrom` of both (with a prefix).
 pub async fn env_from(s: &Suite) -> Result<()> {
-    s.apply(&json!({
-        "apiVersion": "v1", "kind": "List", "items": [
-            { "apiVersion": "v1", "kind": "ConfigMap", "metadata": { "name": "env-cm" },
-              "data": { "color": "blue", "size": "XL" } },
-            { "apiVersion": "v1", "kind": "ConfigMap", "metadata": { "name": "env-cm-all" },
-              "data": { "ALPHA": "a1", "BETA": "b 2" } },
-            { "apiVersion": "v1", "kind": "Secret", "metadata": { "name": "env-secret" },
-              "stringData": { "password": "p@ss w0rd!\"'" } },
-            { "apiVersion": "v1", "kind": "Secret", "metadata": { "name": "env-secret-all" },
-              "stringData": { "TOKEN": "t0k3n" } },
-        ]
-    }))
+    s.apply_all(&[
+        config_map("env-cm", json!({ "color": "blue", "size": "XL" })),
+        config_map("env-cm-all", json!({ "ALPHA": "a1", "BETA": "b 2" })),
+        secret("env-secret", json!({ "password": "p@ss w0rd!\"'" })),
+        secret("env-secret-all", json!({ "TOKEN": "t0k3n" })),
+    ])
     .await?;
     let mut c = sh(
         "main",
@@ -62,16 +49,9 @@ pub async fn env_from(s: &Suite) -> Result<()> {
         { "configMapRef": { "name": "env-cm-all" } },
         { "prefix": "S_", "secretRef": { "name": "env-secret-all" } },
     ]);
-    expect_phase(
-        &s.run_to_end(
-            "envfrom",
-            json!({ "restartPolicy": "Never", "containers": [c] }),
-        )
-        .await?,
-        "Succeeded",
-    )?;
-    s.expect_log(
+    s.expect_success_log(
         "envfrom",
+        run_once(&[c]),
         "COLOR=blue\nPASSWORD=p@ss w0rd!\"'\nALPHA=a1\nBETA=b 2\nS_TOKEN=t0k3n\nTOKEN=unset\n",
     )
     .await
@@ -97,13 +77,7 @@ pub async fn pod_identity(s: &Suite) -> Result<()> {
         { "name": "MEM", "valueFrom": { "resourceFieldRef": {
             "resource": "limits.memory", "divisor": "1Mi" } } },
     ]);
-    let pod = s
-        .run_to_end(
-            "identity",
-            json!({ "restartPolicy": "Never", "containers": [c] }),
-        )
-        .await?;
-    expect_phase(&pod, "Succeeded")?;
+    let pod = s.run_succeeded("identity", run_once(&[c])).await?;
     let uid = pod.metadata.uid.clone().unwrap_or_default();
     s.expect_log(
         "identity",
@@ -129,14 +103,14 @@ pub async fn missing_config_map(s: &Suite) -> Result<()> {
         { "name": "OPT", "valueFrom": { "configMapKeyRef": {
             "name": "never-cm", "key": "v", "optional": true } } },
     ]);
-    c["volumeMounts"] = json!([{ "name": "opt", "mountPath": "/opt-cfg" }]);
+    c["volumeMounts"] = mounts(&[("opt", "/opt-cfg")]);
     s.apply(&s.pod(
         "late-config",
-        json!({
-            "restartPolicy": "Never",
-            "containers": [c],
-            "volumes": [{ "name": "opt", "configMap": { "name": "never-cm", "optional": true } }],
-        }),
+        pod_spec(
+            "Never",
+            &[c],
+            json!([{ "name": "opt", "configMap": { "name": "never-cm", "optional": true } }]),
+        ),
     ))
     .await?;
     s.wait_pod(
@@ -152,18 +126,11 @@ pub async fn missing_config_map(s: &Suite) -> Result<()> {
         },
     )
     .await?;
-    expect_eq(
-        "kubectl get STATUS",
-        s.get_columns("late-config").await?[1].clone(),
-        "CreateContainerConfigError".into(),
-    )?;
-    s.apply(&json!({
-        "apiVersion": "v1", "kind": "ConfigMap", "metadata": { "name": "late-cm" },
-        "data": { "v": "arrived" },
-    }))
-    .await?;
-    s.wait_finished("late-config").await?;
-    expect_phase(&s.get_pod("late-config").await?, "Succeeded")?;
+    s.expect_status_column("late-config", "CreateContainerConfigError")
+        .await?;
+    s.apply(&config_map("late-cm", json!({ "v": "arrived" })))
+        .await?;
+    s.ended("late-config", Some("Succeeded")).await?;
     s.expect_log("late-config", "value=arrived optional=unset\n0\n")
         .await
 }

@@ -9,13 +9,11 @@ use serde_json::json;
 /// A Job (controller in the local cluster) whose pods land on the virtual node
 /// and fail: backoffLimit 1 means two pods, then the Job fails.
 pub async fn job_backoff_limit(s: &Suite) -> Result<()> {
-    s.apply(&json!({
-        "apiVersion": "batch/v1", "kind": "Job", "metadata": { "name": "job-fail" },
-        "spec": { "backoffLimit": 1, "template": { "spec": s.placed(json!({
-            "restartPolicy": "Never",
-            "containers": [sh("main", "echo attempt; exit 3")],
-        })) } },
-    }))
+    s.apply(&s.job(
+        "job-fail",
+        json!({ "backoffLimit": 1 }),
+        run_once(&[sh("main", "echo attempt; exit 3")]),
+    ))
     .await?;
     let job = s
         .wait_job("job-fail", "Failed", Duration::from_secs(600))
@@ -54,14 +52,11 @@ pub async fn job_backoff_limit(s: &Suite) -> Result<()> {
 
 /// A Job with two completions run in parallel on the virtual node completes.
 pub async fn job_completions(s: &Suite) -> Result<()> {
-    s.apply(&json!({
-        "apiVersion": "batch/v1", "kind": "Job", "metadata": { "name": "job-ok" },
-        "spec": { "completions": 2, "parallelism": 2, "backoffLimit": 0,
-          "template": { "spec": s.placed(json!({
-            "restartPolicy": "Never",
-            "containers": [sh("main", "echo done")],
-        })) } },
-    }))
+    s.apply(&s.job(
+        "job-ok",
+        json!({ "completions": 2, "parallelism": 2, "backoffLimit": 0 }),
+        run_once(&[sh("main", "echo done")]),
+    ))
     .await?;
     let job = s
         .wait_job("job-ok", "Complete", Duration::from_secs(600))

@@ -8,7 +8,7 @@ use serde_json::json;
 /// Init containers run one after the other, before the main container; each
 /// one's log is there with `kubectl logs -c`.
 pub async fn init_containers(s: &Suite) -> Result<()> {
-    let mount = json!([{ "name": "work", "mountPath": "/scratch" }]);
+    let mount = mounts(&[("work", "/scratch")]);
     let mut i1 = sh("init-1", "echo first > /scratch/order; echo init-1 says hi");
     i1["volumeMounts"] = mount.clone();
     let mut i2 = sh(
@@ -19,7 +19,7 @@ pub async fn init_containers(s: &Suite) -> Result<()> {
     let mut main = sh("main", "cat /scratch/order");
     main["volumeMounts"] = mount;
     let pod = s
-        .run_to_end(
+        .run_succeeded(
             "init",
             json!({
                 "restartPolicy": "Never",
@@ -29,7 +29,6 @@ pub async fn init_containers(s: &Suite) -> Result<()> {
             }),
         )
         .await?;
-    expect_phase(&pod, "Succeeded")?;
     let first = terminated(&pod, "init-1")?;
     let second = terminated(&pod, "init-2")?;
     expect_eq("init-1 exit", first.exit_code, 0)?;
@@ -40,21 +39,14 @@ pub async fn init_containers(s: &Suite) -> Result<()> {
         first.finished_at,
         second.started_at
     );
-    expect_eq(
-        "init-1 log",
-        s.kubectl(&["logs", "init", "-c", "init-1"]).await?,
-        "init-1 says hi\n".into(),
-    )?;
-    expect_eq(
-        "init-2 log",
-        s.kubectl(&["logs", "init", "-c", "init-2"]).await?,
-        "init-2 says hi\n".into(),
-    )?;
-    expect_eq(
-        "main log",
-        s.kubectl(&["logs", "init", "-c", "main"]).await?,
-        "first\nsecond\n".into(),
-    )
+    for (container, want) in [
+        ("init-1", "init-1 says hi\n"),
+        ("init-2", "init-2 says hi\n"),
+        ("main", "first\nsecond\n"),
+    ] {
+        s.expect_container_log("init", container, want).await?;
+    }
+    Ok(())
 }
 
 /// A failing init container fails a restartPolicy Never pod; the main
@@ -78,11 +70,7 @@ pub async fn init_fails(s: &Suite) -> Result<()> {
         "main container ran after a failed init container: {}",
         describe(&pod)
     );
-    expect_eq(
-        "kubectl get STATUS",
-        s.get_columns("init-fails").await?[1].clone(),
-        "Init:Error".into(),
-    )?;
+    s.expect_status_column("init-fails", "Init:Error").await?;
     expect_eq(
         "init log",
         s.kubectl(&["logs", "init-fails", "-c", "setup"]).await?,
@@ -101,7 +89,7 @@ pub async fn lifecycle_hooks(s: &Suite) -> Result<()> {
          until [ -f /tmp/post ]; do sleep 0.2; done; printf 'main saw: '; cat /tmp/post; \
          if [ -z \"$again\" ]; then sleep 3; rm /tmp/alive; fi; sleep 3600",
     );
-    c["volumeMounts"] = json!([{ "name": "shared", "mountPath": "/shared" }]);
+    c["volumeMounts"] = mounts(&[("shared", "/shared")]);
     c["lifecycle"] = json!({
         "postStart": { "exec": { "command": ["sh", "-c", "echo poststart-ran > /tmp/post"] } },
         "preStop": { "exec": { "command": ["sh", "-c", "echo prestop-ran > /shared/prestop"] } },
@@ -121,9 +109,7 @@ pub async fn lifecycle_hooks(s: &Suite) -> Result<()> {
     ))
     .await?;
     s.wait_pod("hooks", "restarted once, running again", START, |p| {
-        status(p, "main").is_some_and(|c| {
-            c.restart_count >= 1 && c.state.as_ref().is_some_and(|st| st.running.is_some())
-        })
+        restarted_and_running(p, "main")
     })
     .await?;
     expect_eq(
@@ -163,9 +149,7 @@ pub async fn active_deadline(s: &Suite) -> Result<()> {
         .await?;
     }
     for name in ["deadline", "deadline-always"] {
-        s.wait_finished(name).await?;
-        let pod = s.get_pod(name).await?;
-        expect_phase(&pod, "Failed")?;
+        let pod = s.ended(name, Some("Failed")).await?;
         expect_eq(
             &format!("{name} status.reason"),
             pod.status.as_ref().and_then(|s| s.reason.as_deref()),
@@ -221,8 +205,7 @@ pub async fn oom_killed(s: &Suite) -> Result<()> {
     if t.reason.as_deref() != Some("OOMKilled") {
         // Say what the remote kubelet shows now, to tell a lost update from a
         // runtime that never reported the OOM kill.
-        let uid = pod.metadata.uid.clone().unwrap_or_default();
-        let remote = s.remote_pods(&uid).await?;
+        let remote = s.remote_pods_of(&pod).await?;
         let remote_reason = remote
             .first()
             .and_then(|p| terminated(p, "main").ok())
@@ -232,11 +215,7 @@ pub async fn oom_killed(s: &Suite) -> Result<()> {
             t.reason
         );
     }
-    expect_eq(
-        "kubectl get STATUS",
-        s.get_columns("oom").await?[1].clone(),
-        "OOMKilled".into(),
-    )?;
+    s.expect_status_column("oom", "OOMKilled").await?;
     s.expect_log("oom", "allocating\n").await
 }
 
@@ -247,14 +226,10 @@ pub async fn crash_loop(s: &Suite) -> Result<()> {
         "main",
         "n=$(cat /d/n 2>/dev/null || echo 0); n=$((n+1)); echo $n > /d/n; echo run-$n; exit 1",
     );
-    c["volumeMounts"] = json!([{ "name": "d", "mountPath": "/d" }]);
+    c["volumeMounts"] = mounts(&[("d", "/d")]);
     s.apply(&s.pod(
         "crashloop",
-        json!({
-            "restartPolicy": "Always",
-            "containers": [c],
-            "volumes": [{ "name": "d", "emptyDir": {} }],
-        }),
+        pod_spec("Always", &[c], json!([{ "name": "d", "emptyDir": {} }])),
     ))
     .await?;
     // Between two runs the pod waits in CrashLoopBackOff (what `kubectl get

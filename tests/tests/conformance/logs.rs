@@ -1,6 +1,5 @@
 //! `kubectl logs -f` and deleting: what the user sees on both sides.
 
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, ensure};
@@ -13,10 +12,10 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 pub async fn logs_follow(s: &Suite) -> Result<()> {
     s.apply(&s.pod(
         "follow",
-        json!({ "restartPolicy": "Never", "containers": [sh(
+        run_once(&[sh(
             "main",
             "sleep 3; i=1; while [ $i -le 30 ]; do echo line-$i; i=$((i+1)); sleep 1; done",
-        )] }),
+        )]),
     ))
     .await?;
     s.wait_pod("follow", "Running", START, |p| phase(p) == "Running")
@@ -79,25 +78,21 @@ pub async fn logs_follow(s: &Suite) -> Result<()> {
 
 /// Deleting a pod removes it locally and its remote pod, ConfigMaps and Secrets.
 pub async fn delete_cleans_both_sides(s: &Suite) -> Result<()> {
-    s.apply(&json!({
-        "apiVersion": "v1", "kind": "List", "items": [
-            { "apiVersion": "v1", "kind": "ConfigMap", "metadata": { "name": "del-cm" },
-              "data": { "k": "v" } },
-            { "apiVersion": "v1", "kind": "Secret", "metadata": { "name": "del-secret" },
-              "stringData": { "k": "v" } },
-        ]
-    }))
+    s.apply_all(&[
+        config_map("del-cm", json!({ "k": "v" })),
+        secret("del-secret", json!({ "k": "v" })),
+    ])
     .await?;
     let mut c = sh("main", "echo up; sleep 3600");
     c["env"] = json!([{ "name": "S", "valueFrom": { "secretKeyRef": { "name": "del-secret", "key": "k" } } }]);
-    c["volumeMounts"] = json!([{ "name": "cfg", "mountPath": "/cfg" }]);
+    c["volumeMounts"] = mounts(&[("cfg", "/cfg")]);
     s.apply(&s.pod(
         "deleteme",
-        json!({
-            "restartPolicy": "Always",
-            "containers": [c],
-            "volumes": [{ "name": "cfg", "configMap": { "name": "del-cm" } }],
-        }),
+        pod_spec(
+            "Always",
+            &[c],
+            json!([{ "name": "cfg", "configMap": { "name": "del-cm" } }]),
+        ),
     ))
     .await?;
     s.wait_pod("deleteme", "Running and Ready", START, is_ready)
@@ -115,7 +110,7 @@ pub async fn delete_cleans_both_sides(s: &Suite) -> Result<()> {
         .kubectl(&["get", "pod", "deleteme", "--ignore-not-found", "-o", "name"])
         .await?;
     expect_eq("local pod after delete", gone, String::new())?;
-    let left = Mutex::new(String::new());
+    let left = LastSeen::default();
     let left_ref = &left;
     let uid = &uid;
     testbed::wait_every(
@@ -144,17 +139,10 @@ pub async fn delete_cleans_both_sides(s: &Suite) -> Result<()> {
                 )
                 .collect::<Vec<_>>();
             let done = names.is_empty();
-            if let Ok(mut l) = left_ref.lock() {
-                *l = names.join(", ");
-            }
+            left_ref.set(names.join(", "));
             Ok(done.then_some(()))
         },
     )
     .await
-    .with_context(|| {
-        format!(
-            "left on the remote cluster: {}",
-            left.lock().map(|l| l.clone()).unwrap_or_default()
-        )
-    })
+    .with_context(|| format!("left on the remote cluster: {}", left.get()))
 }

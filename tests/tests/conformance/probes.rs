@@ -16,29 +16,21 @@ pub async fn liveness_probe(s: &Suite) -> Result<()> {
         "touch /tmp/alive; if [ -f /d/ran ]; then echo started again; sleep 3600; fi; \
          touch /d/ran; echo started; sleep 8; rm /tmp/alive; echo probe-will-fail; sleep 3600",
     );
-    c["volumeMounts"] = json!([{ "name": "d", "mountPath": "/d" }]);
+    c["volumeMounts"] = mounts(&[("d", "/d")]);
     c["livenessProbe"] = json!({
         "exec": { "command": ["cat", "/tmp/alive"] },
         "periodSeconds": 2, "failureThreshold": 1,
     });
     s.apply(&s.pod(
         "liveness",
-        json!({
-            "restartPolicy": "Always",
-            "containers": [c],
-            "volumes": [{ "name": "d", "emptyDir": {} }],
-        }),
+        pod_spec("Always", &[c], json!([{ "name": "d", "emptyDir": {} }])),
     ))
     .await?;
     s.wait_pod(
         "liveness",
         "restarted by its liveness probe, running again",
         START,
-        |p| {
-            status(p, "main").is_some_and(|c| {
-                c.restart_count >= 1 && c.state.as_ref().is_some_and(|st| st.running.is_some())
-            })
-        },
+        |p| restarted_and_running(p, "main"),
     )
     .await?;
     let pod = s.get_pod("liveness").await?;

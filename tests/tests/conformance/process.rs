@@ -7,12 +7,8 @@ use serde_json::json;
 /// The smallest pod: runs, succeeds, its output is its log.
 pub async fn hello(s: &Suite) -> Result<()> {
     let pod = s
-        .run_to_end(
-            "hello",
-            json!({ "restartPolicy": "Never", "containers": [sh("main", "echo hello world")] }),
-        )
+        .run_succeeded("hello", run_once(&[sh("main", "echo hello world")]))
         .await?;
-    expect_phase(&pod, "Succeeded")?;
     let t = terminated(&pod, "main")?;
     expect_eq("exit code", t.exit_code, 0)?;
     expect_eq("reason", t.reason.as_deref(), Some("Completed"))?;
@@ -42,22 +38,6 @@ pub async fn command_and_args(s: &Suite) -> Result<()> {
         "",
         "line\nbreak",
     ];
-    let pod = s
-        .run_to_end(
-            "cmdargs",
-            json!({
-                "restartPolicy": "Never",
-                "containers": [{
-                    "name": "main",
-                    "image": BUSYBOX,
-                    "command": ["printf", "[%s]\\n"],
-                    "args": args,
-                    "env": [{ "name": "GREETING", "value": "hi there" }],
-                }],
-            }),
-        )
-        .await?;
-    expect_phase(&pod, "Succeeded")?;
     let want: String = args
         .iter()
         .map(|a| {
@@ -68,7 +48,18 @@ pub async fn command_and_args(s: &Suite) -> Result<()> {
             format!("[{expanded}]\n")
         })
         .collect();
-    s.expect_log("cmdargs", want).await
+    s.expect_success_log(
+        "cmdargs",
+        run_once(&[json!({
+            "name": "main",
+            "image": BUSYBOX,
+            "command": ["printf", "[%s]\\n"],
+            "args": args,
+            "env": [{ "name": "GREETING", "value": "hi there" }],
+        })]),
+        want,
+    )
+    .await
 }
 
 /// No command and no args: the image's default (busybox: `sh`, which ends at
@@ -86,9 +77,7 @@ pub async fn default_entrypoint(s: &Suite) -> Result<()> {
                 "containers": [{ "name": "main", "image": PAUSE }] }),
     ))
     .await?;
-    s.wait_finished("default-sh").await?;
-    let pod = s.get_pod("default-sh").await?;
-    expect_phase(&pod, "Succeeded")?;
+    let pod = s.ended("default-sh", Some("Succeeded")).await?;
     expect_eq("exit code", terminated(&pod, "main")?.exit_code, 0)?;
     s.expect_log("default-sh", String::new()).await?;
     s.wait_pod("default-pause", "Running and Ready", START, is_ready)
@@ -108,19 +97,12 @@ pub async fn default_entrypoint(s: &Suite) -> Result<()> {
 /// `args` without `command`: the args replace the image's Cmd (busybox has no
 /// entrypoint), with the image's PATH and working directory.
 pub async fn args_only(s: &Suite) -> Result<()> {
-    expect_phase(
-        &s.run_to_end(
-            "args-only",
-            json!({ "restartPolicy": "Never", "containers": [{
+    s.expect_success_log(
+        "args-only",
+        run_once(&[json!({
             "name": "main", "image": BUSYBOX,
             "args": ["sh", "-c", "echo PATH=$PATH; pwd; echo args-only"],
-        }] }),
-        )
-        .await?,
-        "Succeeded",
-    )?;
-    s.expect_log(
-        "args-only",
+        })]),
         "PATH=/usr/sbin:/usr/bin:/sbin:/bin\n/\nargs-only\n",
     )
     .await
@@ -131,11 +113,10 @@ pub async fn exit_42(s: &Suite) -> Result<()> {
     let pod = s
         .run_to_end(
             "exit42",
-            json!({ "restartPolicy": "Never",
-                "containers": [sh(
-                    "main",
-                    "echo failing on purpose; echo 'the reason' > /dev/termination-log; exit 42",
-                )] }),
+            run_once(&[sh(
+                "main",
+                "echo failing on purpose; echo 'the reason' > /dev/termination-log; exit 42",
+            )]),
         )
         .await?;
     expect_phase(&pod, "Failed")?;
@@ -147,11 +128,7 @@ pub async fn exit_42(s: &Suite) -> Result<()> {
         t.message.as_deref(),
         Some("the reason\n"),
     )?;
-    expect_eq(
-        "kubectl get STATUS",
-        s.get_columns("exit42").await?[1].clone(),
-        "Error".into(),
-    )?;
+    s.expect_status_column("exit42", "Error").await?;
     s.expect_log("exit42", "failing on purpose\n").await
 }
 
@@ -166,14 +143,9 @@ pub async fn command_not_found(s: &Suite) -> Result<()> {
         }] }),
     ))
     .await?;
-    s.apply(&s.pod(
-        "noexec-sh",
-        json!({ "restartPolicy": "Never", "containers": [sh("main", "no-such-command-xyz")] }),
-    ))
-    .await?;
-    s.wait_finished("noexec").await?;
-    let pod = s.get_pod("noexec").await?;
-    expect_phase(&pod, "Failed")?;
+    s.apply(&s.pod("noexec-sh", run_once(&[sh("main", "no-such-command-xyz")])))
+        .await?;
+    let pod = s.ended("noexec", Some("Failed")).await?;
     let t = terminated(&pod, "main")?;
     ensure!(
         t.exit_code != 0,
@@ -188,8 +160,7 @@ pub async fn command_not_found(s: &Suite) -> Result<()> {
         t.message
     );
     // Same as what the remote kubelet reported.
-    let uid = pod.metadata.uid.clone().unwrap_or_default();
-    let remote = s.remote_pods(&uid).await?;
+    let remote = s.remote_pods_of(&pod).await?;
     let remote_pod = remote.first().context("no remote pod for noexec")?;
     let rt = terminated(remote_pod, "main")?;
     expect_eq("exit code (local vs remote)", t.exit_code, rt.exit_code)?;
@@ -209,25 +180,17 @@ pub async fn command_not_found(s: &Suite) -> Result<()> {
                 "--no-headers",
             ])
             .await?;
-    let remote_columns: Vec<String> = remote_columns
-        .split_whitespace()
-        .skip(1)
-        .take(3)
-        .map(String::from)
-        .collect();
     expect_eq(
         "kubectl get READY STATUS RESTARTS (local vs remote)",
         s.get_columns("noexec").await?,
-        remote_columns,
+        kubectl_columns(&remote_columns),
     )?;
     println!(
         "conformance: a missing binary shows as exit code {} reason {:?}",
         t.exit_code, t.reason
     );
 
-    s.wait_finished("noexec-sh").await?;
-    let pod = s.get_pod("noexec-sh").await?;
-    expect_phase(&pod, "Failed")?;
+    let pod = s.ended("noexec-sh", Some("Failed")).await?;
     expect_eq("exit code", terminated(&pod, "main")?.exit_code, 127)?;
     let log = s.kubectl(&["logs", "noexec-sh"]).await?;
     ensure!(

@@ -7,43 +7,35 @@ use serde_json::json;
 /// ConfigMap and Secret volumes with `items`: only the listed keys, at their
 /// paths, with the item's mode.
 pub async fn volumes_with_items(s: &Suite) -> Result<()> {
-    s.apply(&json!({
-        "apiVersion": "v1", "kind": "List", "items": [
-            { "apiVersion": "v1", "kind": "ConfigMap", "metadata": { "name": "vol-cm" },
-              "data": { "a": "first file\nsecond line", "b": "not mounted" } },
-            { "apiVersion": "v1", "kind": "Secret", "metadata": { "name": "vol-secret" },
-              "stringData": { "token": "s3cr3t", "other": "not mounted" } },
-        ]
-    }))
+    s.apply_all(&[
+        config_map(
+            "vol-cm",
+            json!({ "a": "first file\nsecond line", "b": "not mounted" }),
+        ),
+        secret(
+            "vol-secret",
+            json!({ "token": "s3cr3t", "other": "not mounted" }),
+        ),
+    ])
     .await?;
     let mut c = sh(
         "main",
         "cat /cfg/sub/a.txt; echo; ls /cfg /cfg/sub; cat /sec/tok; echo; ls /sec; \
          stat -L -c %a /sec/tok /cfg/sub/a.txt",
     );
-    c["volumeMounts"] = json!([
-        { "name": "cfg", "mountPath": "/cfg" },
-        { "name": "sec", "mountPath": "/sec" },
-    ]);
-    expect_phase(
-        &s.run_to_end(
-            "volumes",
-            json!({
-                "restartPolicy": "Never",
-                "containers": [c],
-                "volumes": [
-                    { "name": "cfg", "configMap": { "name": "vol-cm", "defaultMode": 0o640,
-                      "items": [{ "key": "a", "path": "sub/a.txt" }] } },
-                    { "name": "sec", "secret": { "secretName": "vol-secret",
-                      "items": [{ "key": "token", "path": "tok", "mode": 0o400 }] } },
-                ],
-            }),
-        )
-        .await?,
-        "Succeeded",
-    )?;
-    s.expect_log(
+    c["volumeMounts"] = mounts(&[("cfg", "/cfg"), ("sec", "/sec")]);
+    s.expect_success_log(
         "volumes",
+        pod_spec(
+            "Never",
+            &[c],
+            json!([
+                { "name": "cfg", "configMap": { "name": "vol-cm", "defaultMode": 0o640,
+                  "items": [{ "key": "a", "path": "sub/a.txt" }] } },
+                { "name": "sec", "secret": { "secretName": "vol-secret",
+                  "items": [{ "key": "token", "path": "tok", "mode": 0o400 }] } },
+            ]),
+        ),
         "first file\nsecond line\n/cfg:\nsub\n\n/cfg/sub:\na.txt\ns3cr3t\ntok\n400\n640\n",
     )
     .await
@@ -55,7 +47,7 @@ pub async fn shared_empty_dir(s: &Suite) -> Result<()> {
         "writer",
         "echo shared-hello > /data/msg; echo wrote; sleep 5",
     );
-    writer["volumeMounts"] = json!([{ "name": "data", "mountPath": "/data" }]);
+    writer["volumeMounts"] = mounts(&[("data", "/data")]);
     let mut reader = sh(
         "reader",
         "until [ -f /data/msg ]; do sleep 0.2; done; cat /data/msg; \
@@ -63,28 +55,21 @@ pub async fn shared_empty_dir(s: &Suite) -> Result<()> {
     );
     reader["volumeMounts"] = json!([{ "name": "data", "mountPath": "/data", "readOnly": true }]);
     let pod = s
-        .run_to_end(
+        .run_succeeded(
             "shared",
-            json!({
-                "restartPolicy": "Never",
-                "containers": [writer, reader],
-                "volumes": [{ "name": "data", "emptyDir": {} }],
-            }),
+            pod_spec(
+                "Never",
+                &[writer, reader],
+                json!([{ "name": "data", "emptyDir": {} }]),
+            ),
         )
         .await?;
-    expect_phase(&pod, "Succeeded")?;
     expect_eq("writer exit", terminated(&pod, "writer")?.exit_code, 0)?;
     expect_eq("reader exit", terminated(&pod, "reader")?.exit_code, 0)?;
-    expect_eq(
-        "writer log",
-        s.kubectl(&["logs", "shared", "-c", "writer"]).await?,
-        "wrote\n".into(),
-    )?;
-    expect_eq(
-        "reader log",
-        s.kubectl(&["logs", "shared", "-c", "reader"]).await?,
-        "shared-hello\nread-only-ok\n".into(),
-    )
+    s.expect_container_log("shared", "writer", "wrote\n")
+        .await?;
+    s.expect_container_log("shared", "reader", "shared-hello\nread-only-ok\n")
+        .await
 }
 
 /// Secret `data` and ConfigMap `binaryData` that are not UTF-8 reach the files
@@ -92,38 +77,30 @@ pub async fn shared_empty_dir(s: &Suite) -> Result<()> {
 pub async fn binary_data(s: &Suite) -> Result<()> {
     // 0x00 0xff 0x0a 0x80 0xc3 0x28 "ok"
     let b64 = "AP8KgMMob2s=";
-    s.apply(&json!({
-        "apiVersion": "v1", "kind": "List", "items": [
-            { "apiVersion": "v1", "kind": "Secret", "metadata": { "name": "bin-secret" },
-              "data": { "blob": b64 } },
-            { "apiVersion": "v1", "kind": "ConfigMap", "metadata": { "name": "bin-cm" },
-              "binaryData": { "blob": b64 }, "data": { "text": "plain" } },
-        ]
-    }))
+    s.apply_all(&[
+        json!({ "apiVersion": "v1", "kind": "Secret", "metadata": { "name": "bin-secret" },
+                "data": { "blob": b64 } }),
+        json!({ "apiVersion": "v1", "kind": "ConfigMap", "metadata": { "name": "bin-cm" },
+                "binaryData": { "blob": b64 }, "data": { "text": "plain" } }),
+    ])
     .await?;
     let mut c = sh(
         "main",
         "od -An -tx1 /sec/blob; od -An -tx1 /cm/blob; cat /cm/text; echo",
     );
-    c["volumeMounts"] = json!([
-        { "name": "sec", "mountPath": "/sec" },
-        { "name": "cm", "mountPath": "/cm" },
-    ]);
-    expect_phase(
-        &s.run_to_end(
-            "binary",
-            json!({
-                "restartPolicy": "Never",
-                "containers": [c],
-                "volumes": [
-                    { "name": "sec", "secret": { "secretName": "bin-secret" } },
-                    { "name": "cm", "configMap": { "name": "bin-cm" } },
-                ],
-            }),
-        )
-        .await?,
-        "Succeeded",
-    )?;
+    c["volumeMounts"] = mounts(&[("sec", "/sec"), ("cm", "/cm")]);
+    s.run_succeeded(
+        "binary",
+        pod_spec(
+            "Never",
+            &[c],
+            json!([
+                { "name": "sec", "secret": { "secretName": "bin-secret" } },
+                { "name": "cm", "configMap": { "name": "bin-cm" } },
+            ]),
+        ),
+    )
+    .await?;
     let log = s.kubectl(&["logs", "binary"]).await?;
     let words: Vec<&str> = log.split_whitespace().collect();
     let bytes = ["00", "ff", "0a", "80", "c3", "28", "6f", "6b"];
@@ -138,39 +115,37 @@ pub async fn binary_data(s: &Suite) -> Result<()> {
 
 /// A projected volume of a ConfigMap item, a Secret item and downward-API files.
 pub async fn projected_volume(s: &Suite) -> Result<()> {
-    s.apply(&json!({
-        "apiVersion": "v1", "kind": "List", "items": [
-            { "apiVersion": "v1", "kind": "ConfigMap", "metadata": { "name": "proj-cm" },
-              "data": { "a": "from-configmap", "b": "not projected" } },
-            { "apiVersion": "v1", "kind": "Secret", "metadata": { "name": "proj-secret" },
-              "stringData": { "s": "from-secret" } },
-        ]
-    }))
+    s.apply_all(&[
+        config_map(
+            "proj-cm",
+            json!({ "a": "from-configmap", "b": "not projected" }),
+        ),
+        secret("proj-secret", json!({ "s": "from-secret" })),
+    ])
     .await?;
     let mut c = sh(
         "main",
         "cat /p/cm-a; echo; cat /p/sec/s; echo; cat /p/name; echo; cat /p/labels; echo; ls /p",
     );
-    c["volumeMounts"] = json!([{ "name": "proj", "mountPath": "/p" }]);
+    c["volumeMounts"] = mounts(&[("proj", "/p")]);
     let mut pod = s.pod(
         "projected",
-        json!({
-            "restartPolicy": "Never",
-            "containers": [c],
-            "volumes": [{ "name": "proj", "projected": { "sources": [
+        pod_spec(
+            "Never",
+            &[c],
+            json!([{ "name": "proj", "projected": { "sources": [
                 { "configMap": { "name": "proj-cm", "items": [{ "key": "a", "path": "cm-a" }] } },
                 { "secret": { "name": "proj-secret", "items": [{ "key": "s", "path": "sec/s" }] } },
                 { "downwardAPI": { "items": [
                     { "path": "name", "fieldRef": { "fieldPath": "metadata.name" } },
                     { "path": "labels", "fieldRef": { "fieldPath": "metadata.labels" } },
                 ] } },
-            ] } }],
-        }),
+            ] } }]),
+        ),
     );
     pod["metadata"]["labels"]["tier"] = json!("test");
     s.apply(&pod).await?;
-    s.wait_finished("projected").await?;
-    expect_phase(&s.get_pod("projected").await?, "Succeeded")?;
+    s.ended("projected", Some("Succeeded")).await?;
     s.expect_log(
         "projected",
         "from-configmap\nfrom-secret\nprojected\ncase=\"projected\"\ntier=\"test\"\n\

@@ -39,7 +39,9 @@ use anyhow::{Context, ensure};
 use k8s_openapi::api::core::v1::{Event, Namespace, Node, Pod};
 use kube::api::DeleteParams;
 use kube::{Api, Client};
-use offload_e2e::tunnel::{BASTION_IMAGE, GATEWAY_IMAGE, HTTP_PORT, HTTPD, free_node_port};
+use offload_e2e::tunnel::{
+    BASTION_IMAGE, GATEWAY_IMAGE, HTTP_PORT, HTTPD, free_node_port, start_scenario,
+};
 use offload_e2e::{init_tracing, phase};
 use offload_plugin::PluginConfig;
 use offload_provider::config::Config;
@@ -190,11 +192,7 @@ async fn remove_node_and_remote_namespace(local: &Client, remote: &Client, node:
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn offloaded_pods_are_served_locally_through_the_tunnel() -> anyhow::Result<()> {
     init_tracing("warn,offload_provider::tunnel=info,offload_plugin::bastion=info");
-    let tb = testbed::testbed().await?;
-    offload_e2e::import_images(tb, &["gateway", "bastion"]).await?;
-    let local = tb.local.client().await?;
-    let remote = tb.remote.client().await?;
-    let lns = tb.local.test_namespace("otun").await?;
+    let (tb, local, remote, lns) = start_scenario("otun").await?;
     let bns = tb.remote.test_namespace("otun-bastion").await?;
 
     // Remote: the plugin, keeping the bastion in `bns`, forwarding the pods of
@@ -247,11 +245,7 @@ async fn offloaded_pods_are_served_locally_through_the_tunnel() -> anyhow::Resul
 /// NodePort here: only allocation matters.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_full_port_range_is_an_event_and_the_pod_waits_for_a_port() -> anyhow::Result<()> {
-    let tb = testbed::testbed().await?;
-    offload_e2e::import_images(tb, &["gateway", "bastion"]).await?;
-    let local = tb.local.client().await?;
-    let remote = tb.remote.client().await?;
-    let lns = tb.local.test_namespace("otun-full").await?;
+    let (tb, local, remote, lns) = start_scenario("otun-full").await?;
     let pcfg = PluginConfig::for_tests();
     let rns = pcfg.namespaces().remote(&lns.name);
     let plugin = offload_plugin::start(pcfg, remote.clone()).await?;
