@@ -442,36 +442,27 @@ mod tests {
     fn standby_takes_over_only_after_a_full_unrenewed_duration() {
         let t0 = Instant::now();
         let mut e = Elector::new("b", D);
-        // First sight of a's lease: its clock starts now, whatever renewTime says
-        // (renewTime is another machine's clock).
-        assert_eq!(
-            e.decide(Some(&rec(Some("a"), "1")), t0),
-            Action::Follow {
-                holder: "a".into(),
-                expires_in: D
-            }
-        );
-        // a renews at +10 s: the clock restarts.
-        let t10 = t0 + Duration::from_secs(10);
-        assert_eq!(
-            e.decide(Some(&rec(Some("a"), "2")), t10),
-            Action::Follow {
-                holder: "a".into(),
-                expires_in: D
-            }
-        );
-        // Unchanged until +24 s: still a's.
-        let t24 = t0 + Duration::from_secs(24);
-        assert_eq!(
-            e.decide(Some(&rec(Some("a"), "2")), t24),
-            Action::Follow {
-                holder: "a".into(),
-                expires_in: Duration::from_secs(1)
-            }
-        );
-        // Unchanged for the full 15 s since it was seen: expired.
-        let t25 = t0 + Duration::from_secs(25);
-        assert_eq!(e.decide(Some(&rec(Some("a"), "2")), t25), Action::Acquire);
+        let follow = |expires_in| Action::Follow {
+            holder: "a".into(),
+            expires_in,
+        };
+        // (seconds after t0, a's resourceVersion, what b decides)
+        let steps = [
+            // First sight of a's lease: its clock starts now, whatever renewTime says
+            // (renewTime is another machine's clock).
+            (0, "1", follow(D)),
+            // a renews at +10 s: the clock restarts.
+            (10, "2", follow(D)),
+            // Unchanged until +24 s: still a's.
+            (24, "2", follow(Duration::from_secs(1))),
+            // Unchanged for the full 15 s since it was seen: expired.
+            (25, "2", Action::Acquire),
+        ];
+        for (secs, version, expected) in steps {
+            let now = t0 + Duration::from_secs(secs);
+            let decided = e.decide(Some(&rec(Some("a"), version)), now);
+            assert_eq!(decided, expected, "at +{secs} s");
+        }
     }
 
     #[test]

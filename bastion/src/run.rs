@@ -17,6 +17,7 @@ use std::time::Duration;
 use offload_runtime::admin::{self, Ready, SharedRegistry};
 use offload_runtime::duration::parse_duration;
 use offload_runtime::shutdown::CancellationToken;
+use offload_wire::keys;
 use russh::keys::PrivateKey;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -48,11 +49,7 @@ pub struct RunArgs {
     #[arg(long, env = "BASTION_NAMESPACE")]
     pub namespace: Option<String>,
     /// Which pods carry tunnels.
-    #[arg(
-        long,
-        env = "BASTION_LABEL_SELECTOR",
-        default_value = "interlink.io=offloading"
-    )]
+    #[arg(long, env = "BASTION_LABEL_SELECTOR", default_value = keys::OFFLOADING_SELECTOR)]
     pub label_selector: String,
     /// Instead of watching pods, read the desired forwards from this JSON file
     /// (re-read when it changes): `[{"gateway": "host:port", "hostKey":
