@@ -25,6 +25,7 @@ use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
 use kube::api::PostParams;
 use kube::{Api, Client};
+use offload_runtime::admin::Registrar;
 use offload_runtime::shutdown::CancellationToken;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
@@ -215,23 +216,18 @@ pub struct LeaderMetrics {
 }
 
 impl LeaderMetrics {
-    pub fn register(&self, registry: &mut Registry) {
-        let r = registry.sub_registry_with_prefix("offload_bastion");
-        r.register(
-            "leader",
-            "1 while this replica holds the Lease and runs the tunnels, 0 on standby",
-            self.leader.clone(),
-        );
-        r.register(
-            "leader_acquired",
-            "Times this replica became the leader",
-            self.acquired.clone(),
-        );
-        r.register(
-            "leader_errors",
-            "Failed Lease reads or writes",
-            self.errors.clone(),
-        );
+    /// The election's metrics, registered into `registry` (the
+    /// `offload_bastion` sub-registry). `default()`: unregistered.
+    pub fn registered(registry: &mut Registry) -> Self {
+        let mut m = Registrar::new(registry);
+        LeaderMetrics {
+            leader: m.add(
+                "leader",
+                "1 while this replica holds the Lease and runs the tunnels, 0 on standby",
+            ),
+            acquired: m.add("leader_acquired", "Times this replica became the leader"),
+            errors: m.add("leader_errors", "Failed Lease reads or writes"),
+        }
     }
 }
 

@@ -151,11 +151,11 @@ fn default_identity() -> String {
 pub async fn run(args: RunArgs, shutdown: CancellationToken) -> Result<(), RunError> {
     let config = args.tunnel_config()?;
     let registry = SharedRegistry::default();
-    let metrics = Arc::new(Metrics::default());
-    let leader_metrics = Arc::new(LeaderMetrics::default());
-    registry.with_root(|r| {
-        metrics.register(r);
-        leader_metrics.register(r);
+    let (metrics, leader_metrics) = registry.register("offload_bastion", |r| {
+        (
+            Arc::new(Metrics::registered(r)),
+            Arc::new(LeaderMetrics::registered(r)),
+        )
     });
     let always_leading = args.lease_name.is_none();
     let (source_tx, source_rx) = watch::channel(Desired::new());

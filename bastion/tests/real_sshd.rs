@@ -93,7 +93,10 @@ async fn forward_carries_real_bytes_and_is_counted() {
     let gw = start(4);
     let echo = echo_server().await;
     let port = gw.range.first();
-    let metrics = Arc::new(Metrics::default());
+    let mut reg = prometheus_client::registry::Registry::default();
+    let metrics = Arc::new(Metrics::registered(
+        reg.sub_registry_with_prefix("offload_bastion"),
+    ));
     let mut task = GatewayTask::spawn(
         gateway(&gw),
         Forwards::from([(port, local(echo))]),
@@ -121,8 +124,6 @@ async fn forward_carries_real_bytes_and_is_counted() {
     assert!(many.into_iter().all(|r| matches!(r, Ok(true))));
 
     let mut text = String::new();
-    let mut reg = prometheus_client::registry::Registry::default();
-    metrics.register(&mut reg);
     prometheus_client::encoding::text::encode(&mut text, &reg).expect("encode");
     assert!(
         text.contains("offload_bastion_forwards{gateway=\""),
