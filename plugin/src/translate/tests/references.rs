@@ -3,25 +3,7 @@
 
 use super::*;
 use pretty_assertions::assert_eq;
-
-/// A projected volume with a service-account token source only, as the
-/// local apiserver adds (`kube-api-access-*`).
-fn token_volume(name: &str) -> Volume {
-    Volume {
-        name: name.into(),
-        projected: Some(ProjectedVolumeSource {
-            sources: Some(vec![VolumeProjection {
-                service_account_token: Some(ServiceAccountTokenProjection {
-                    path: "token".into(),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            }]),
-            ..Default::default()
-        }),
-        ..Default::default()
-    }
-}
+use testbed::fixtures::token_volume;
 
 #[test]
 fn service_account_token_volumes_do_not_cross() {
