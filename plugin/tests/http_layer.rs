@@ -58,6 +58,11 @@ async fn call(
     (status, v)
 }
 
+/// The status of a plain `GET url` (the probes).
+async fn get_status(client: &reqwest::Client, url: String) -> StatusCode {
+    client.get(url).send().await.expect("GET").status()
+}
+
 fn pod_json(uid: &str) -> Value {
     json!({"metadata":{"name":"p","namespace":"default","uid":uid},
            "spec":{"containers":[{"name":"c","image":"busybox"}]}})
@@ -79,32 +84,22 @@ async fn auth_is_required_when_a_token_is_configured() {
     assert_eq!(st, StatusCode::UNAUTHORIZED);
     assert_eq!(body["error"], "unauthorized");
 
-    let resp = c
-        .get(format!("{base}/status"))
-        .bearer_auth("wrong")
-        .body("[]")
-        .send()
-        .await
-        .expect("request");
+    let status_as = |token: &'static str| {
+        c.get(format!("{base}/status"))
+            .bearer_auth(token)
+            .body("[]")
+            .send()
+    };
+    let resp = status_as("wrong").await.expect("request");
     assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
 
-    let resp = c
-        .get(format!("{base}/status"))
-        .bearer_auth("s3cret-token")
-        .body("[]")
-        .send()
-        .await
-        .expect("request");
+    let resp = status_as("s3cret-token").await.expect("request");
     assert_eq!(resp.status(), StatusCode::OK);
     assert_eq!(resp.text().await.expect("text"), "[]");
 
     // Probes stay reachable for the kubelet without the token.
-    let resp = c
-        .get(format!("{base}/healthz"))
-        .send()
-        .await
-        .expect("healthz");
-    assert_eq!(resp.status(), StatusCode::OK);
+    let healthz = get_status(&c, format!("{base}/healthz")).await;
+    assert_eq!(healthz, StatusCode::OK);
     p.shutdown().await;
 }
 
@@ -206,12 +201,8 @@ async fn bad_input_gets_a_json_4xx_that_says_what_is_wrong() {
 async fn readyz_reports_an_unsynced_cache() {
     let p = plugin(offline_config()).await;
     let c = http();
-    let resp = c
-        .get(format!("http://{}/readyz", p.addr()))
-        .send()
-        .await
-        .expect("readyz");
-    assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let readyz = get_status(&c, format!("http://{}/readyz", p.addr())).await;
+    assert_eq!(readyz, StatusCode::SERVICE_UNAVAILABLE);
     p.shutdown().await;
 }
 
@@ -333,12 +324,8 @@ async fn mangled_bodies_never_panic_and_always_get_a_json_error() {
             .all(|(_, code)| (400..500).contains(code) || *code == 502 || *code == 200),
         "{seen:?}"
     );
-    let alive = c
-        .get(format!("{base}/healthz"))
-        .send()
-        .await
-        .expect("still serving");
-    assert_eq!(alive.status(), StatusCode::OK);
+    let alive = get_status(&c, format!("{base}/healthz")).await;
+    assert_eq!(alive, StatusCode::OK, "still serving");
     p.shutdown().await;
 }
 
