@@ -562,12 +562,8 @@ async fn bad_inputs_get_4xx_and_leave_nothing_behind() -> anyhow::Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn remote_pod_deleted_out_of_band_is_reported_failed() -> anyhow::Result<()> {
-    let env = env().await?;
-    let scope = scope(&env, "plugin-gone")?;
-    let p = Plugin::start(&env, PluginConfig::for_tests()).await?;
-    let uid = uid();
-    let mut body: serde_json::Value =
-        serde_json::from_str(&fixture("create_hello.json", &scope.local_ns, &uid)?)?;
+    let (env, scope, p, uid, body, _) = case("plugin-gone", "create_hello.json").await?;
+    let mut body: serde_json::Value = serde_json::from_str(&body)?;
     body["pod"]["spec"]["containers"][0]["command"] = json!(["sleep", "3600"]);
     create(&env, &p, &body.to_string()).await?;
     let pod = body["pod"].clone();
