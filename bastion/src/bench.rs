@@ -35,46 +35,52 @@ pub struct BenchArgs {
     connections: usize,
 }
 
-async fn download_server(total: u64) -> anyhow::Result<u16> {
+/// A local server on a free port that runs `handle` on each connection (with
+/// Nagle off, as the tunnel's own sockets).
+async fn serve_each<F, Fut>(handle: F) -> anyhow::Result<u16>
+where
+    F: Fn(TcpStream) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
     let l = TcpListener::bind("127.0.0.1:0").await?;
     let port = l.local_addr()?.port();
     tokio::spawn(async move {
-        while let Ok((mut s, _)) = l.accept().await {
-            tokio::spawn(async move {
-                let _ = s.set_nodelay(true);
-                let buf = vec![0x5au8; 256 * 1024];
-                let mut left = total;
-                while left > 0 {
-                    let n = usize::try_from(left.min(buf.len() as u64)).unwrap_or(buf.len());
-                    if s.write_all(&buf[..n]).await.is_err() {
-                        return;
-                    }
-                    left -= n as u64;
-                }
-                let _ = s.shutdown().await;
-            });
+        while let Ok((s, _)) = l.accept().await {
+            let _ = s.set_nodelay(true);
+            tokio::spawn(handle(s));
         }
     });
     Ok(port)
 }
 
-async fn echo_server() -> anyhow::Result<u16> {
-    let l = TcpListener::bind("127.0.0.1:0").await?;
-    let port = l.local_addr()?.port();
-    tokio::spawn(async move {
-        while let Ok((mut s, _)) = l.accept().await {
-            tokio::spawn(async move {
-                let _ = s.set_nodelay(true);
-                let mut b = [0u8; 1];
-                while let Ok(1) = s.read(&mut b).await {
-                    if s.write_all(&b).await.is_err() {
-                        return;
-                    }
-                }
-            });
+/// Sends `total` bytes to each client, then closes.
+async fn download_server(total: u64) -> anyhow::Result<u16> {
+    serve_each(move |mut s| async move {
+        let buf = vec![0x5au8; 256 * 1024];
+        let mut left = total;
+        while left > 0 {
+            let n = usize::try_from(left.min(buf.len() as u64)).unwrap_or(buf.len());
+            if s.write_all(&buf[..n]).await.is_err() {
+                return;
+            }
+            left -= n as u64;
         }
-    });
-    Ok(port)
+        let _ = s.shutdown().await;
+    })
+    .await
+}
+
+/// Echoes every byte back, one at a time (the latency probe).
+async fn echo_server() -> anyhow::Result<u16> {
+    serve_each(|mut s| async move {
+        let mut b = [0u8; 1];
+        while let Ok(1) = s.read(&mut b).await {
+            if s.write_all(&b).await.is_err() {
+                return;
+            }
+        }
+    })
+    .await
 }
 
 async fn throughput(port: u16, expect: u64) -> anyhow::Result<f64> {

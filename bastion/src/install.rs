@@ -24,7 +24,6 @@ use offload_runtime::kubeapi::{
     self, ApplyScope, KeypairSecret, delete_ignoring_404, field_manager,
 };
 use offload_wire::keys;
-use offload_wire::tunnel::KeyError;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tracing::info;
@@ -48,42 +47,9 @@ const LABEL_INSTANCE: &str = "app.kubernetes.io/instance";
 /// annotation changing does that.
 pub const ANNOTATION_PUBLIC_KEY: &str = "bastion.offload.dev/public-key";
 
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    #[error("kubernetes API: {0}")]
-    Kube(#[from] kube::Error),
-    #[error("bastion key: {0}")]
-    Key(#[from] KeyError),
-    #[error("key Secret {0} has no usable {KEY_FILE}")]
-    KeySecret(String),
-    /// A bastion object built without name or namespace (a bug).
-    #[error("bastion object: {0}")]
-    Object(String),
-}
-
-impl Error {
-    pub fn metric_label(&self) -> &'static str {
-        match self {
-            Error::Kube(_) => "kube",
-            Error::Key(_) => "key",
-            Error::KeySecret(_) => "key_secret",
-            Error::Object(_) => "object",
-        }
-    }
-}
-
-impl From<kubeapi::Error> for Error {
-    fn from(e: kubeapi::Error) -> Self {
-        match e {
-            kubeapi::Error::Kube(k) => Error::Kube(k),
-            kubeapi::Error::Key(k) => Error::Key(k),
-            kubeapi::Error::KeySecret { name, .. } => Error::KeySecret(name),
-            other @ (kubeapi::Error::Unnamed { .. } | kubeapi::Error::NoNamespace { .. }) => {
-                Error::Object(other.to_string())
-            }
-        }
-    }
-}
+/// Installing is only Kubernetes writes and the key Secret: the errors are
+/// those of [`offload_runtime::kubeapi`].
+pub use offload_runtime::kubeapi::Error;
 
 /// What to install, and where.
 #[derive(Debug, Clone, PartialEq, Eq)]

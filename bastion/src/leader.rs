@@ -25,6 +25,7 @@ use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
 use kube::api::PostParams;
 use kube::{Api, Client};
+use offload_runtime::admin::Registrar;
 use offload_runtime::shutdown::CancellationToken;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
@@ -215,23 +216,18 @@ pub struct LeaderMetrics {
 }
 
 impl LeaderMetrics {
-    pub fn register(&self, registry: &mut Registry) {
-        let r = registry.sub_registry_with_prefix("offload_bastion");
-        r.register(
-            "leader",
-            "1 while this replica holds the Lease and runs the tunnels, 0 on standby",
-            self.leader.clone(),
-        );
-        r.register(
-            "leader_acquired",
-            "Times this replica became the leader",
-            self.acquired.clone(),
-        );
-        r.register(
-            "leader_errors",
-            "Failed Lease reads or writes",
-            self.errors.clone(),
-        );
+    /// The election's metrics, registered into `registry` (the
+    /// `offload_bastion` sub-registry). `default()`: unregistered.
+    pub fn registered(registry: &mut Registry) -> Self {
+        let mut m = Registrar::new(registry);
+        LeaderMetrics {
+            leader: m.add(
+                "leader",
+                "1 while this replica holds the Lease and runs the tunnels, 0 on standby",
+            ),
+            acquired: m.add("leader_acquired", "Times this replica became the leader"),
+            errors: m.add("leader_errors", "Failed Lease reads or writes"),
+        }
     }
 }
 
@@ -442,36 +438,27 @@ mod tests {
     fn standby_takes_over_only_after_a_full_unrenewed_duration() {
         let t0 = Instant::now();
         let mut e = Elector::new("b", D);
-        // First sight of a's lease: its clock starts now, whatever renewTime says
-        // (renewTime is another machine's clock).
-        assert_eq!(
-            e.decide(Some(&rec(Some("a"), "1")), t0),
-            Action::Follow {
-                holder: "a".into(),
-                expires_in: D
-            }
-        );
-        // a renews at +10 s: the clock restarts.
-        let t10 = t0 + Duration::from_secs(10);
-        assert_eq!(
-            e.decide(Some(&rec(Some("a"), "2")), t10),
-            Action::Follow {
-                holder: "a".into(),
-                expires_in: D
-            }
-        );
-        // Unchanged until +24 s: still a's.
-        let t24 = t0 + Duration::from_secs(24);
-        assert_eq!(
-            e.decide(Some(&rec(Some("a"), "2")), t24),
-            Action::Follow {
-                holder: "a".into(),
-                expires_in: Duration::from_secs(1)
-            }
-        );
-        // Unchanged for the full 15 s since it was seen: expired.
-        let t25 = t0 + Duration::from_secs(25);
-        assert_eq!(e.decide(Some(&rec(Some("a"), "2")), t25), Action::Acquire);
+        let follow = |expires_in| Action::Follow {
+            holder: "a".into(),
+            expires_in,
+        };
+        // (seconds after t0, a's resourceVersion, what b decides)
+        let steps = [
+            // First sight of a's lease: its clock starts now, whatever renewTime says
+            // (renewTime is another machine's clock).
+            (0, "1", follow(D)),
+            // a renews at +10 s: the clock restarts.
+            (10, "2", follow(D)),
+            // Unchanged until +24 s: still a's.
+            (24, "2", follow(Duration::from_secs(1))),
+            // Unchanged for the full 15 s since it was seen: expired.
+            (25, "2", Action::Acquire),
+        ];
+        for (secs, version, expected) in steps {
+            let now = t0 + Duration::from_secs(secs);
+            let decided = e.decide(Some(&rec(Some("a"), version)), now);
+            assert_eq!(decided, expected, "at +{secs} s");
+        }
     }
 
     #[test]

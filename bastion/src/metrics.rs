@@ -1,5 +1,6 @@
 //! Prometheus metrics of the bastion, served on the admin port.
 
+use offload_runtime::admin::Registrar;
 use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -40,53 +41,42 @@ pub struct Metrics {
 }
 
 impl Metrics {
-    pub fn register(&self, registry: &mut Registry) {
-        let r = registry.sub_registry_with_prefix("offload_bastion");
-        r.register(
-            "forwards",
-            "Remote forwards the gateway granted and the bastion holds",
-            self.forwards.clone(),
-        );
-        r.register(
-            "forwards_desired",
-            "Remote forwards the bastion should hold",
-            self.forwards_desired.clone(),
-        );
-        r.register(
-            "forward_refusals",
-            "tcpip-forward requests the gateway refused (retried)",
-            self.forward_refusals.clone(),
-        );
-        r.register(
-            "connected",
-            "1 while the SSH connection to the gateway is up",
-            self.connected.clone(),
-        );
-        r.register(
-            "reconnects",
-            "SSH connections re-established after a drop",
-            self.reconnects.clone(),
-        );
-        r.register(
-            "connect_failures",
-            "Failed attempts to connect and authenticate to the gateway",
-            self.connect_failures.clone(),
-        );
-        r.register(
-            "tunneled_connections",
-            "TCP connections carried through the tunnel",
-            self.tunneled_connections.clone(),
-        );
-        r.register(
-            "target_failures",
-            "Tunneled connections whose remote target could not be reached",
-            self.target_failures.clone(),
-        );
-        r.register(
-            "bytes",
-            "Bytes carried through the tunnel",
-            self.bytes.clone(),
-        );
+    /// The tunnels' metrics, registered into `registry` (the
+    /// `offload_bastion` sub-registry). `Metrics::default()`: unregistered.
+    pub fn registered(registry: &mut Registry) -> Self {
+        let mut m = Registrar::new(registry);
+        Metrics {
+            forwards: m.add(
+                "forwards",
+                "Remote forwards the gateway granted and the bastion holds",
+            ),
+            forwards_desired: m.add(
+                "forwards_desired",
+                "Remote forwards the bastion should hold",
+            ),
+            forward_refusals: m.add(
+                "forward_refusals",
+                "tcpip-forward requests the gateway refused (retried)",
+            ),
+            connected: m.add(
+                "connected",
+                "1 while the SSH connection to the gateway is up",
+            ),
+            reconnects: m.add("reconnects", "SSH connections re-established after a drop"),
+            connect_failures: m.add(
+                "connect_failures",
+                "Failed attempts to connect and authenticate to the gateway",
+            ),
+            tunneled_connections: m.add(
+                "tunneled_connections",
+                "TCP connections carried through the tunnel",
+            ),
+            target_failures: m.add(
+                "target_failures",
+                "Tunneled connections whose remote target could not be reached",
+            ),
+            bytes: m.add("bytes", "Bytes carried through the tunnel"),
+        }
     }
 
     pub fn gateway(address: &str) -> GatewayLabels {

@@ -17,6 +17,7 @@ use std::time::Duration;
 use offload_runtime::admin::{self, Ready, SharedRegistry};
 use offload_runtime::duration::parse_duration;
 use offload_runtime::shutdown::CancellationToken;
+use offload_wire::keys;
 use russh::keys::PrivateKey;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -48,11 +49,7 @@ pub struct RunArgs {
     #[arg(long, env = "BASTION_NAMESPACE")]
     pub namespace: Option<String>,
     /// Which pods carry tunnels.
-    #[arg(
-        long,
-        env = "BASTION_LABEL_SELECTOR",
-        default_value = "interlink.io=offloading"
-    )]
+    #[arg(long, env = "BASTION_LABEL_SELECTOR", default_value = keys::OFFLOADING_SELECTOR)]
     pub label_selector: String,
     /// Instead of watching pods, read the desired forwards from this JSON file
     /// (re-read when it changes): `[{"gateway": "host:port", "hostKey":
@@ -154,11 +151,11 @@ fn default_identity() -> String {
 pub async fn run(args: RunArgs, shutdown: CancellationToken) -> Result<(), RunError> {
     let config = args.tunnel_config()?;
     let registry = SharedRegistry::default();
-    let metrics = Arc::new(Metrics::default());
-    let leader_metrics = Arc::new(LeaderMetrics::default());
-    registry.with_root(|r| {
-        metrics.register(r);
-        leader_metrics.register(r);
+    let (metrics, leader_metrics) = registry.register("offload_bastion", |r| {
+        (
+            Arc::new(Metrics::registered(r)),
+            Arc::new(LeaderMetrics::registered(r)),
+        )
     });
     let always_leading = args.lease_name.is_none();
     let (source_tx, source_rx) = watch::channel(Desired::new());

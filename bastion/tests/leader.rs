@@ -236,6 +236,11 @@ struct Bastion {
     admin: u16,
 }
 
+/// The bastion's `/metrics` text (empty when it does not answer).
+async fn metrics_of(b: &Bastion) -> String {
+    http_get(b.admin, "/metrics").await.unwrap_or_default()
+}
+
 async fn leader_state(b: &Bastion) -> Option<String> {
     http_get(b.admin, "/leader").await
 }
@@ -306,9 +311,7 @@ async fn two_bastion_processes_one_holds_the_tunnel_the_standby_takes_over() -> 
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let (mut killed, survivor) = if leader == "a" { (a, b) } else { (b, a) };
-    let metrics = http_get(survivor.admin, "/metrics")
-        .await
-        .unwrap_or_default();
+    let metrics = metrics_of(&survivor).await;
     ensure!(
         metrics.contains("offload_bastion_leader 0"),
         "standby metrics: {metrics}"
@@ -318,7 +321,7 @@ async fn two_bastion_processes_one_holds_the_tunnel_the_standby_takes_over() -> 
         !metrics.contains("offload_bastion_forwards_desired{"),
         "standby wants forwards: {metrics}"
     );
-    let leader_metrics = http_get(killed.admin, "/metrics").await.unwrap_or_default();
+    let leader_metrics = metrics_of(&killed).await;
     ensure!(
         leader_metrics.contains("offload_bastion_leader 1")
             && leader_metrics.contains("offload_bastion_forwards{"),
@@ -343,9 +346,7 @@ async fn two_bastion_processes_one_holds_the_tunnel_the_standby_takes_over() -> 
     println!(
         "bastion processes: leader killed -> standby leads {took_over:?}, tunnel answers again {back:?} (lease 6 s)"
     );
-    let metrics = http_get(survivor.admin, "/metrics")
-        .await
-        .unwrap_or_default();
+    let metrics = metrics_of(&survivor).await;
     ensure!(
         metrics.contains("offload_bastion_leader 1"),
         "new leader metrics: {metrics}"

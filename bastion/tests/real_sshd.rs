@@ -93,7 +93,10 @@ async fn forward_carries_real_bytes_and_is_counted() {
     let gw = start(4);
     let echo = echo_server().await;
     let port = gw.range.first();
-    let metrics = Arc::new(Metrics::default());
+    let mut reg = prometheus_client::registry::Registry::default();
+    let metrics = Arc::new(Metrics::registered(
+        reg.sub_registry_with_prefix("offload_bastion"),
+    ));
     let mut task = GatewayTask::spawn(
         gateway(&gw),
         Forwards::from([(port, local(echo))]),
@@ -121,8 +124,6 @@ async fn forward_carries_real_bytes_and_is_counted() {
     assert!(many.into_iter().all(|r| matches!(r, Ok(true))));
 
     let mut text = String::new();
-    let mut reg = prometheus_client::registry::Registry::default();
-    metrics.register(&mut reg);
     prometheus_client::encoding::text::encode(&mut text, &reg).expect("encode");
     assert!(
         text.contains("offload_bastion_forwards{gateway=\""),
@@ -151,17 +152,14 @@ async fn forward_carries_real_bytes_and_is_counted() {
     task.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn wrong_host_key_is_refused() {
-    let gw = start(2);
-    let dir = tempfile::tempdir().expect("tmp");
-    let impostor = write_key(dir.path(), "other", "x").expect("key");
-    let mut g = gateway(&gw);
-    g.host_key = impostor.public;
+/// Runs a task that must not get in (forwarding the first port of the range)
+/// and returns its error once it has one: never connected, no forward.
+async fn refusal(gw: &TestGateway, g: Gateway, c: Arc<TunnelConfig>) -> String {
+    let first = gw.range.first();
     let mut task = GatewayTask::spawn(
         g,
-        Forwards::from([(gw.range.first(), local(9))]),
-        config(&gw),
+        Forwards::from([(first, local(9))]),
+        c,
         Arc::new(Metrics::default()),
     );
     let st = task
@@ -169,14 +167,20 @@ async fn wrong_host_key_is_refused() {
         .await
         .expect("an error");
     assert!(!st.connected);
-    let err = st.last_error.unwrap_or_default();
-    assert!(err.contains("pinned host key"), "{err}");
-    assert!(
-        TcpStream::connect(on_gateway(gw.range.first()))
-            .await
-            .is_err()
-    );
+    assert!(TcpStream::connect(on_gateway(first)).await.is_err());
     task.stop().await;
+    st.last_error.unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_host_key_is_refused() {
+    let gw = start(2);
+    let dir = tempfile::tempdir().expect("tmp");
+    let impostor = write_key(dir.path(), "other", "x").expect("key");
+    let mut g = gateway(&gw);
+    g.host_key = impostor.public;
+    let err = refusal(&gw, g, config(&gw)).await;
+    assert!(err.contains("pinned host key"), "{err}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -186,20 +190,8 @@ async fn key_not_authorized_is_refused() {
     let stranger = write_key(dir.path(), "stranger", "x").expect("key");
     let mut c = (*config(&gw)).clone();
     c.key = Arc::new(stranger.private);
-    let mut task = GatewayTask::spawn(
-        gateway(&gw),
-        Forwards::from([(gw.range.first(), local(9))]),
-        Arc::new(c),
-        Arc::new(Metrics::default()),
-    );
-    let st = task
-        .wait_for(WAIT, |s| s.last_error.is_some())
-        .await
-        .expect("an error");
-    let err = st.last_error.unwrap_or_default();
+    let err = refusal(&gw, gateway(&gw), Arc::new(c)).await;
     assert!(err.contains("refused our key"), "{err}");
-    assert!(!st.connected);
-    task.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

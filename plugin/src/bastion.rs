@@ -13,14 +13,14 @@
 use std::{sync::RwLock, time::Duration};
 
 use k8s_openapi::api::core::v1::Namespace;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use kube::{Api, Client, api::PostParams};
+use kube::{Api, Client};
 use offload_bastion::install::{self, BastionSpec};
-use offload_wire::keys;
+use offload_runtime::kubeapi;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::metrics::Metrics;
+use crate::remote::{FIELD_MANAGER, namespace_labels};
 
 /// Where the namespace of an in-cluster pod is written.
 const IN_CLUSTER_NAMESPACE: &str = "/var/run/secrets/kubernetes.io/serviceaccount/namespace";
@@ -113,32 +113,11 @@ async fn ensure_namespace(client: &Client, ns: &str, offloading: bool) -> Result
     if api.get_opt(ns).await?.is_some() {
         return Ok(());
     }
-    let mut labels = std::collections::BTreeMap::from([(
-        keys::LABEL_MANAGED_BY.to_owned(),
-        keys::MANAGED_BY_PLUGIN.to_owned(),
-    )]);
-    if offloading {
-        labels.insert(
-            keys::LABEL_OFFLOADING.to_owned(),
-            keys::OFFLOADING_VALUE.to_owned(),
-        );
+    let labels = namespace_labels(offloading);
+    if kubeapi::create_namespace(client, FIELD_MANAGER, ns, labels).await? {
+        info!(namespace = ns, "created a namespace for the bastion");
     }
-    let obj = Namespace {
-        metadata: ObjectMeta {
-            name: Some(ns.to_owned()),
-            labels: Some(labels),
-            ..Default::default()
-        },
-        ..Default::default()
-    };
-    match api.create(&PostParams::default(), &obj).await {
-        Ok(_) => {
-            info!(namespace = ns, "created a namespace for the bastion");
-            Ok(())
-        }
-        Err(kube::Error::Api(e)) if e.code == 409 => Ok(()),
-        Err(e) => Err(e),
-    }
+    Ok(())
 }
 
 /// A kube error in one line (the apiserver's message, not its whole Status).

@@ -256,19 +256,21 @@ impl PluginConfig {
     /// A configuration for tests: loopback on an ephemeral port, no
     /// authentication, prefix `offloading`, default policy, no sweep.
     pub fn for_tests() -> Self {
-        let mut c = Self::parse_from(["offload-plugin", "--insecure-no-auth"]);
-        c.listen = Listen::Tcp(SocketAddr::from(([127, 0, 0, 1], 0)));
-        c.namespace_prefix = "offloading".into();
-        c.namespace_prefix_exclusions = StringList::default();
-        c.node_selector = KeyValues::default();
-        c.node_tolerations = Tolerations::default();
-        c.no_sweep = true;
-        c.no_bastion = true;
-        c.token_file = None;
-        c.tls_cert = None;
-        c.tls_key = None;
-        c.tls_client_ca = None;
-        c
+        // Set explicitly what the environment could set (clap reads env vars).
+        Self {
+            listen: Listen::Tcp(SocketAddr::from(([127, 0, 0, 1], 0))),
+            namespace_prefix: "offloading".into(),
+            namespace_prefix_exclusions: StringList::default(),
+            node_selector: KeyValues::default(),
+            node_tolerations: Tolerations::default(),
+            no_sweep: true,
+            no_bastion: true,
+            token_file: None,
+            tls_cert: None,
+            tls_key: None,
+            tls_client_ca: None,
+            ..Self::parse_from(["offload-plugin", "--insecure-no-auth"])
+        }
     }
 
     /// Checks the combinations clap cannot, and reads the token.

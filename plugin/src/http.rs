@@ -28,7 +28,6 @@ use axum::{
 use k8s_openapi::api::core::v1::Pod;
 use tokio_util::sync::CancellationToken;
 
-pub use self::body::{JsonBody, parse_json};
 use self::handlers::{bastion_public_key, create, delete, get_logs, ping, status_handler};
 use crate::{
     bastion::BastionKey,

@@ -76,6 +76,7 @@ use std::{
 
 pub use config::{Listen, PluginConfig};
 use kube::Client;
+use offload_runtime::admin::SharedRegistry;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
@@ -126,11 +127,9 @@ impl RunningPlugin {
 pub async fn start(config: PluginConfig, remote: Client) -> Result<RunningPlugin, Error> {
     let token = config.auth_token()?;
     let tls = match (&config.tls_cert, &config.tls_key) {
-        (Some(cert), Some(key)) => Some(serve::tls_acceptor(
-            cert,
-            key,
-            config.tls_client_ca.as_ref(),
-        )?),
+        (Some(cert), Some(key)) => {
+            Some(serve::tls_config(cert, key, config.tls_client_ca.as_ref())?)
+        }
         _ => None,
     };
     let remote_minor = match config.remote_minor_version {
@@ -138,7 +137,7 @@ pub async fn start(config: PluginConfig, remote: Client) -> Result<RunningPlugin
         None => remote::remote_minor_version(&remote).await?,
     };
     info!(remote_minor, "remote apiserver version");
-    let metrics = Arc::new(Metrics::new());
+    let metrics = Arc::new(Metrics::register(&SharedRegistry::default()));
     let cancel = CancellationToken::new();
     let (remote, watch_task) = Remote::start(
         remote,

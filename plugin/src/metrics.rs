@@ -1,7 +1,7 @@
 //! Prometheus metrics (prometheus-client), served on `/metrics`; registered
 //! into the process's one registry (`offload_runtime::admin::SharedRegistry`).
 
-use offload_runtime::admin::SharedRegistry;
+use offload_runtime::admin::{Registrar, SharedRegistry};
 use prometheus_client::{
     encoding::EncodeLabelSet,
     metrics::{
@@ -45,18 +45,7 @@ pub struct Metrics {
     pub bastion_applies: Family<ResultLabels, Counter>,
 }
 
-impl Default for Metrics {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
 impl Metrics {
-    /// The plugin's metrics in a new registry ([`Metrics::registry`]).
-    pub fn new() -> Self {
-        Self::register(&SharedRegistry::default())
-    }
-
     /// The plugin's metrics, registered into `shared`.
     pub fn register(shared: &SharedRegistry) -> Self {
         shared.register("offload_plugin", |registry| {
@@ -70,54 +59,35 @@ impl Metrics {
     }
 
     fn register_in(registry: &mut Registry, shared: &SharedRegistry) -> Self {
-        let requests = Family::<RequestLabels, Counter>::default();
-        registry.register(
-            "http_requests",
-            "Plugin API requests by endpoint and HTTP status code",
-            requests.clone(),
-        );
+        let mut m = Registrar::new(registry);
+        // The constructor type must match the default `fn() -> M`.
         let latency = Family::<EndpointLabels, Histogram>::new_with_constructor(
             (|| Histogram::new(exponential_buckets(0.0005, 2.0, 18))) as fn() -> Histogram,
         );
-        // The constructor type must match the default `fn() -> M`.
-        let latency: Family<EndpointLabels, Histogram> = latency;
-        registry.register(
-            "http_request_duration_seconds",
-            "Plugin API request latency (until the response head; log streams run longer)",
-            latency.clone(),
-        );
-        let pods_managed = Gauge::default();
-        registry.register(
-            "pods_managed",
-            "Remote pods carrying our managed-by label, from the watch cache",
-            pods_managed.clone(),
-        );
-        let remote_calls = Family::<RemoteCallLabels, Counter>::default();
-        registry.register(
-            "remote_api_calls",
-            "Calls made to the remote Kubernetes API outside the watch, by operation",
-            remote_calls.clone(),
-        );
-        let orphans_deleted = Counter::default();
-        registry.register(
-            "orphans_deleted",
-            "Remote pods deleted by the orphan sweep",
-            orphans_deleted.clone(),
-        );
-        let bastion_applies = Family::<ResultLabels, Counter>::default();
-        registry.register(
-            "bastion_applies",
-            "Installs of the bastion (at start and on every resync), by result (ok, error)",
-            bastion_applies.clone(),
-        );
         Self {
             registry: shared.clone(),
-            requests,
-            latency,
-            pods_managed,
-            remote_calls,
-            orphans_deleted,
-            bastion_applies,
+            requests: m.add(
+                "http_requests",
+                "Plugin API requests by endpoint and HTTP status code",
+            ),
+            latency: m.with(
+                "http_request_duration_seconds",
+                "Plugin API request latency (until the response head; log streams run longer)",
+                latency,
+            ),
+            pods_managed: m.add(
+                "pods_managed",
+                "Remote pods carrying our managed-by label, from the watch cache",
+            ),
+            remote_calls: m.add(
+                "remote_api_calls",
+                "Calls made to the remote Kubernetes API outside the watch, by operation",
+            ),
+            orphans_deleted: m.add("orphans_deleted", "Remote pods deleted by the orphan sweep"),
+            bastion_applies: m.add(
+                "bastion_applies",
+                "Installs of the bastion (at start and on every resync), by result (ok, error)",
+            ),
         }
     }
 

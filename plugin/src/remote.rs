@@ -14,7 +14,7 @@
 //!   owned by the remote pod, so the garbage collector removes them with it.
 
 use std::{
-    collections::{HashMap, HashSet},
+    collections::{BTreeMap, HashMap, HashSet},
     sync::{Arc, Mutex},
     time::Duration,
 };
@@ -23,7 +23,7 @@ use futures::{AsyncBufRead, StreamExt};
 use k8s_openapi::{
     NamespaceResourceScope,
     api::core::v1::{ConfigMap, Namespace, Pod, Secret, ServiceAccount},
-    apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference},
+    apimachinery::pkg::apis::meta::v1::OwnerReference,
 };
 use kube::{
     Api, Client, Resource,
@@ -34,6 +34,7 @@ use kube::{
         watcher,
     },
 };
+use offload_runtime::kubeapi;
 use offload_wire::keys;
 use serde::{Serialize, de::DeserializeOwned};
 use tokio_util::sync::CancellationToken;
@@ -101,6 +102,22 @@ impl<K> Namespaced for K where
 /// Label selector of every object the plugin owns.
 pub fn managed_selector() -> String {
     format!("{}={}", keys::LABEL_MANAGED_BY, keys::MANAGED_BY_PLUGIN)
+}
+
+/// The labels of a namespace the plugin creates: ours, and `offloading` on
+/// those offloaded pods run in.
+pub(crate) fn namespace_labels(offloading: bool) -> BTreeMap<String, String> {
+    let mut labels = BTreeMap::from([(
+        keys::LABEL_MANAGED_BY.to_owned(),
+        keys::MANAGED_BY_PLUGIN.to_owned(),
+    )]);
+    if offloading {
+        labels.insert(
+            keys::LABEL_OFFLOADING.to_owned(),
+            keys::OFFLOADING_VALUE.to_owned(),
+        );
+    }
+    labels
 }
 
 /// The remote cluster as the plugin uses it.
@@ -239,31 +256,11 @@ impl Remote {
                 }
             }
             None => {
-                let mut labels = std::collections::BTreeMap::new();
-                labels.insert(
-                    keys::LABEL_OFFLOADING.to_string(),
-                    keys::OFFLOADING_VALUE.to_string(),
-                );
-                labels.insert(
-                    keys::LABEL_MANAGED_BY.to_string(),
-                    keys::MANAGED_BY_PLUGIN.to_string(),
-                );
-                let obj = Namespace {
-                    metadata: ObjectMeta {
-                        name: Some(ns.to_string()),
-                        labels: Some(labels),
-                        ..Default::default()
-                    },
-                    ..Default::default()
-                };
                 self.metrics.remote_call("create_namespace");
-                let pp = PostParams {
-                    field_manager: Some(FIELD_MANAGER.into()),
-                    ..Default::default()
-                };
-                match api.create(&pp, &obj).await {
-                    Ok(_) => info!(namespace = ns, "created remote namespace"),
-                    Err(e) if is_status(&e, 409) => {}
+                let labels = namespace_labels(true);
+                match kubeapi::create_namespace(&self.client, FIELD_MANAGER, ns, labels).await {
+                    Ok(true) => info!(namespace = ns, "created remote namespace"),
+                    Ok(false) => {}
                     Err(e) => return Err(rejected(format!("namespace {ns:?}"), e)),
                 }
             }

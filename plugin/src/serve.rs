@@ -6,12 +6,13 @@
 use std::{
     net::SocketAddr,
     path::{Path, PathBuf},
+    sync::Arc,
 };
 
 use axum::{Router, serve::ListenerExt};
 use offload_runtime::tls::{self as rt_tls, ClientAuth, HANDSHAKE_TIMEOUT, TlsError};
 use tokio::net::{TcpListener, UnixListener};
-use tokio_rustls::TlsAcceptor;
+use tokio_rustls::rustls::ServerConfig;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
@@ -70,20 +71,23 @@ impl Bound {
     }
 }
 
-/// TLS acceptor from PEM files; with a client CA, clients must authenticate.
-pub fn tls_acceptor(
+/// Server TLS from PEM files; with a client CA, clients must authenticate.
+pub fn tls_config(
     cert: &Path,
     key: &Path,
     client_ca: Option<&PathBuf>,
-) -> Result<TlsAcceptor, ServeError> {
+) -> Result<Arc<ServerConfig>, ServeError> {
     let client = client_ca.map_or(ClientAuth::None, |ca| ClientAuth::Required(ca));
-    Ok(TlsAcceptor::from(rt_tls::load_server_config(
-        cert, key, client,
-    )?))
+    Ok(rt_tls::load_server_config(cert, key, client)?)
 }
 
 /// Serves `app` until `cancel`, then waits (at most 10 s) for open connections.
-pub async fn run(bound: Bound, tls: Option<TlsAcceptor>, app: Router, cancel: CancellationToken) {
+pub async fn run(
+    bound: Bound,
+    tls: Option<Arc<ServerConfig>>,
+    app: Router,
+    cancel: CancellationToken,
+) {
     match bound {
         Bound::Tcp(l) => {
             info!(addr = ?l.local_addr().ok(), tls = tls.is_some(), "plugin API listening");
@@ -92,10 +96,7 @@ pub async fn run(bound: Bound, tls: Option<TlsAcceptor>, app: Router, cancel: Ca
                 let _ = s.set_nodelay(true);
             });
             match tls {
-                Some(acceptor) => {
-                    let config = acceptor.config().clone();
-                    rt_tls::serve_tls(l, config, app, cancel, HANDSHAKE_TIMEOUT).await
-                }
+                Some(config) => rt_tls::serve_tls(l, config, app, cancel, HANDSHAKE_TIMEOUT).await,
                 None => rt_tls::serve(l, app, cancel).await,
             }
         }

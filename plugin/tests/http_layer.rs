@@ -58,6 +58,26 @@ async fn call(
     (status, v)
 }
 
+/// The status of a plain `GET url` (the probes).
+async fn get_status(client: &reqwest::Client, url: String) -> StatusCode {
+    client.get(url).send().await.expect("GET").status()
+}
+
+/// An offline config that requires the bearer token `s3cret-token` (kept in `dir`).
+fn token_config(dir: &tempfile::TempDir) -> PluginConfig {
+    let token_path = dir.path().join("token");
+    std::fs::write(&token_path, "s3cret-token\n").expect("write token");
+    let mut cfg = offline_config();
+    cfg.insecure_no_auth = false;
+    cfg.token_file = Some(token_path);
+    cfg
+}
+
+/// Whether the `message` of a JSON error body mentions `needle`.
+fn message_mentions(body: &Value, needle: &str) -> bool {
+    body["message"].as_str().is_some_and(|m| m.contains(needle))
+}
+
 fn pod_json(uid: &str) -> Value {
     json!({"metadata":{"name":"p","namespace":"default","uid":uid},
            "spec":{"containers":[{"name":"c","image":"busybox"}]}})
@@ -66,12 +86,7 @@ fn pod_json(uid: &str) -> Value {
 #[tokio::test]
 async fn auth_is_required_when_a_token_is_configured() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let token_path = dir.path().join("token");
-    std::fs::write(&token_path, "s3cret-token\n").expect("write token");
-    let mut cfg = offline_config();
-    cfg.insecure_no_auth = false;
-    cfg.token_file = Some(token_path);
-    let p = plugin(cfg).await;
+    let p = plugin(token_config(&dir)).await;
     let base = format!("http://{}", p.addr());
     let c = http();
 
@@ -79,32 +94,22 @@ async fn auth_is_required_when_a_token_is_configured() {
     assert_eq!(st, StatusCode::UNAUTHORIZED);
     assert_eq!(body["error"], "unauthorized");
 
-    let resp = c
-        .get(format!("{base}/status"))
-        .bearer_auth("wrong")
-        .body("[]")
-        .send()
-        .await
-        .expect("request");
+    let status_as = |token: &'static str| {
+        c.get(format!("{base}/status"))
+            .bearer_auth(token)
+            .body("[]")
+            .send()
+    };
+    let resp = status_as("wrong").await.expect("request");
     assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
 
-    let resp = c
-        .get(format!("{base}/status"))
-        .bearer_auth("s3cret-token")
-        .body("[]")
-        .send()
-        .await
-        .expect("request");
+    let resp = status_as("s3cret-token").await.expect("request");
     assert_eq!(resp.status(), StatusCode::OK);
     assert_eq!(resp.text().await.expect("text"), "[]");
 
     // Probes stay reachable for the kubelet without the token.
-    let resp = c
-        .get(format!("{base}/healthz"))
-        .send()
-        .await
-        .expect("healthz");
-    assert_eq!(resp.status(), StatusCode::OK);
+    let healthz = get_status(&c, format!("{base}/healthz")).await;
+    assert_eq!(healthz, StatusCode::OK);
     p.shutdown().await;
 }
 
@@ -206,12 +211,8 @@ async fn bad_input_gets_a_json_4xx_that_says_what_is_wrong() {
 async fn readyz_reports_an_unsynced_cache() {
     let p = plugin(offline_config()).await;
     let c = http();
-    let resp = c
-        .get(format!("http://{}/readyz", p.addr()))
-        .send()
-        .await
-        .expect("readyz");
-    assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let readyz = get_status(&c, format!("http://{}/readyz", p.addr())).await;
+    assert_eq!(readyz, StatusCode::SERVICE_UNAVAILABLE);
     p.shutdown().await;
 }
 
@@ -333,12 +334,8 @@ async fn mangled_bodies_never_panic_and_always_get_a_json_error() {
             .all(|(_, code)| (400..500).contains(code) || *code == 502 || *code == 200),
         "{seen:?}"
     );
-    let alive = c
-        .get(format!("{base}/healthz"))
-        .send()
-        .await
-        .expect("still serving");
-    assert_eq!(alive.status(), StatusCode::OK);
+    let alive = get_status(&c, format!("{base}/healthz")).await;
+    assert_eq!(alive, StatusCode::OK, "still serving");
     p.shutdown().await;
 }
 
@@ -351,24 +348,15 @@ async fn bastion_public_key_is_authenticated_and_says_why_it_is_missing() {
     let (st, body) = call(&c, Method::GET, format!("{base}/bastion/publicKey"), "").await;
     assert_eq!(st, StatusCode::NOT_FOUND, "{body}");
     assert_eq!(body["error"], "bastion_disabled");
-    assert!(
-        body["message"]
-            .as_str()
-            .is_some_and(|m| m.contains("--bastion-public-key")),
-        "{body}"
-    );
+    assert!(message_mentions(&body, "--bastion-public-key"), "{body}");
     p.shutdown().await;
 
     // A bastion that cannot be installed (the remote apiserver is
     // unreachable): 503 until it is, behind the same bearer token as the rest.
     let dir = tempfile::tempdir().expect("tempdir");
-    let token_path = dir.path().join("token");
-    std::fs::write(&token_path, "s3cret-token\n").expect("write token");
-    let mut cfg = offline_config();
+    let mut cfg = token_config(&dir);
     cfg.no_bastion = false;
     cfg.bastion_namespace = Some("tunnels".into());
-    cfg.insecure_no_auth = false;
-    cfg.token_file = Some(token_path);
     let p = plugin(cfg).await;
     let url = format!("http://{}/bastion/publicKey", p.addr());
     let (st, _) = call(&c, Method::GET, url.clone(), "").await;
@@ -382,11 +370,6 @@ async fn bastion_public_key_is_authenticated_and_says_why_it_is_missing() {
     assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
     let body: Value = resp.json().await.expect("json");
     assert_eq!(body["error"], "bastion_not_ready");
-    assert!(
-        body["message"]
-            .as_str()
-            .is_some_and(|m| m.contains("tunnels")),
-        "{body}"
-    );
+    assert!(message_mentions(&body, "tunnels"), "{body}");
     p.shutdown().await;
 }

@@ -150,7 +150,14 @@ async fn full_pod_through_every_endpoint() -> anyhow::Result<()> {
 
     // logs: container selection, init container, volumes, env from secretKeyRef.
     let ns = &scope.local_ns;
-    let (code, writer_log) = pod_logs(&env, &p, ns, &uid, "full", "writer", json!({})).await?;
+    let full = PodLogs {
+        env: &env,
+        plugin: &p,
+        ns,
+        uid: &uid,
+        pod: "full",
+    };
+    let (code, writer_log) = full.of("writer", json!({})).await?;
     assert_eq!(code, StatusCode::OK, "{writer_log}");
     for line in [
         "mode=fast",
@@ -167,11 +174,11 @@ async fn full_pod_through_every_endpoint() -> anyhow::Result<()> {
             "writer log lacks {line:?}:\n{writer_log}"
         );
     }
-    let (code, init_log) = pod_logs(&env, &p, ns, &uid, "full", "init", json!({})).await?;
+    let (code, init_log) = full.of("init", json!({})).await?;
     assert_eq!(code, StatusCode::OK);
     assert_eq!(init_log.trim(), "init says hello");
     let reader_log = testbed::wait_for("reader to tick 3 times", RUN, || async {
-        let (_, l) = pod_logs(&env, &p, ns, &uid, "full", "reader", json!({})).await?;
+        let (_, l) = full.of("reader", json!({})).await?;
         Ok(l.contains("tick 3").then_some(l))
     })
     .await?;
@@ -181,35 +188,19 @@ async fn full_pod_through_every_endpoint() -> anyhow::Result<()> {
     );
 
     // Tail, Bytes (limitBytes), Timestamps.
-    let (_, tail) = pod_logs(&env, &p, ns, &uid, "full", "reader", json!({"Tail": 2})).await?;
+    let (_, tail) = full.of("reader", json!({"Tail": 2})).await?;
     assert_eq!(tail.lines().count(), 2, "{tail}");
     assert!(tail.lines().all(|l| l.starts_with("tick ")), "{tail}");
-    let (_, bytes) = pod_logs(&env, &p, ns, &uid, "full", "writer", json!({"Bytes": 5})).await?;
+    let (_, bytes) = full.of("writer", json!({"Bytes": 5})).await?;
     assert_eq!(bytes, "mode=");
-    let (_, ts) = pod_logs(
-        &env,
-        &p,
-        ns,
-        &uid,
-        "full",
-        "init",
-        json!({"Timestamps": true}),
-    )
-    .await?;
+    let (_, ts) = full.of("init", json!({"Timestamps": true})).await?;
     assert!(
         ts.starts_with("20") && ts.trim_end().ends_with(" init says hello"),
         "{ts}"
     );
-    let (_, since) = pod_logs(
-        &env,
-        &p,
-        ns,
-        &uid,
-        "full",
-        "init",
-        json!({"SinceTime": "2999-01-01T00:00:00Z"}),
-    )
-    .await?;
+    let (_, since) = full
+        .of("init", json!({"SinceTime": "2999-01-01T00:00:00Z"}))
+        .await?;
     assert_eq!(since, "", "nothing was logged after 2999");
 
     // Follow streams new lines as the container prints them.
@@ -248,7 +239,7 @@ async fn full_pod_through_every_endpoint() -> anyhow::Result<()> {
     drop(stream);
 
     // Unknown container: a 404 that names the containers.
-    let (code, msg) = pod_logs(&env, &p, ns, &uid, "full", "nope", json!({})).await?;
+    let (code, msg) = full.of("nope", json!({})).await?;
     assert_eq!(code, StatusCode::NOT_FOUND);
     assert!(msg.contains("writer"), "{msg}");
 
@@ -321,33 +312,22 @@ async fn create_twice_makes_one_pod_and_restart_keeps_serving() -> anyhow::Resul
         ("terminated", Some("Completed".into()), Some(0))
     );
     assert_eq!(st2.jid, st.jid);
-    let (code, log) = pod_logs(&env, &p2, &scope.local_ns, &uid, "hello", "c", json!({})).await?;
+    let hello = PodLogs {
+        env: &env,
+        plugin: &p2,
+        ns: &scope.local_ns,
+        uid: &uid,
+        pod: "hello",
+    };
+    let (code, log) = hello.of("c", json!({})).await?;
     assert_eq!(code, StatusCode::OK);
     assert_eq!(log, "hello world\nline2\nline3\n");
     // Follow on a finished container ends with the container's output.
-    let (code, log) = pod_logs(
-        &env,
-        &p2,
-        &scope.local_ns,
-        &uid,
-        "hello",
-        "c",
-        json!({"Follow": true}),
-    )
-    .await?;
+    let (code, log) = hello.of("c", json!({"Follow": true})).await?;
     assert_eq!(code, StatusCode::OK);
     assert_eq!(log, "hello world\nline2\nline3\n");
     // Empty container name: the only container.
-    let (_, log) = pod_logs(
-        &env,
-        &p2,
-        &scope.local_ns,
-        &uid,
-        "hello",
-        "",
-        json!({"Tail": 1}),
-    )
-    .await?;
+    let (_, log) = hello.of("", json!({"Tail": 1})).await?;
     assert_eq!(log, "line3\n");
 
     // interLink <= 0.4 sent a one-element array.
@@ -385,20 +365,17 @@ async fn restarting_container_reports_restarts_and_previous_logs() -> anyhow::Re
         .and_then(|l| l.terminated.as_ref())
         .map(|t| t.exit_code);
     assert_eq!(last, Some(3));
-    let ns = &scope.local_ns;
-    let (code, prev) = pod_logs(
-        &env,
-        &p,
-        ns,
-        &uid,
-        "restarting",
-        "c",
-        json!({"Previous": true}),
-    )
-    .await?;
+    let restarting = PodLogs {
+        env: &env,
+        plugin: &p,
+        ns: &scope.local_ns,
+        uid: &uid,
+        pod: "restarting",
+    };
+    let (code, prev) = restarting.of("c", json!({"Previous": true})).await?;
     assert_eq!(code, StatusCode::OK, "{prev}");
     assert_eq!(prev, "run 1\n");
-    let (_, cur) = pod_logs(&env, &p, ns, &uid, "restarting", "c", json!({})).await?;
+    let (_, cur) = restarting.of("c", json!({})).await?;
     assert_eq!(cur, "run 2\n");
     delete_and_wait(&env, &p, &pod, &uid).await?;
     p.stop().await;
@@ -585,12 +562,8 @@ async fn bad_inputs_get_4xx_and_leave_nothing_behind() -> anyhow::Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn remote_pod_deleted_out_of_band_is_reported_failed() -> anyhow::Result<()> {
-    let env = env().await?;
-    let scope = scope(&env, "plugin-gone")?;
-    let p = Plugin::start(&env, PluginConfig::for_tests()).await?;
-    let uid = uid();
-    let mut body: serde_json::Value =
-        serde_json::from_str(&fixture("create_hello.json", &scope.local_ns, &uid)?)?;
+    let (env, scope, p, uid, body, _) = case("plugin-gone", "create_hello.json").await?;
+    let mut body: serde_json::Value = serde_json::from_str(&body)?;
     body["pod"]["spec"]["containers"][0]["command"] = json!(["sleep", "3600"]);
     create(&env, &p, &body.to_string()).await?;
     let pod = body["pod"].clone();

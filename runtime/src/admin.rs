@@ -13,7 +13,7 @@ use axum::Router;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use prometheus_client::registry::Registry;
+use prometheus_client::registry::{Metric, Registry};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -80,6 +80,32 @@ impl From<Registry> for SharedRegistry {
 impl std::fmt::Debug for SharedRegistry {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("SharedRegistry")
+    }
+}
+
+/// Registers metrics as a component builds them, so its metrics struct is
+/// one literal (`requests: m.add("http_requests", "...")`) instead of a
+/// `let`, a `register` and a field for each. prometheus-client metrics are
+/// shared handles: the registry keeps a clone, the component the other.
+pub struct Registrar<'a>(&'a mut Registry);
+
+impl<'a> Registrar<'a> {
+    /// Registers into `registry` (usually a component's prefixed
+    /// sub-registry from [`SharedRegistry::register`]).
+    pub fn new(registry: &'a mut Registry) -> Self {
+        Registrar(registry)
+    }
+
+    /// A new default metric (counter, gauge, family) registered as `name`.
+    pub fn add<M: Metric + Clone + Default>(&mut self, name: &str, help: &str) -> M {
+        self.with(name, help, M::default())
+    }
+
+    /// `metric` (one that needs a constructor, like a family of histograms)
+    /// registered as `name`.
+    pub fn with<M: Metric + Clone>(&mut self, name: &str, help: &str, metric: M) -> M {
+        self.0.register(name, help, metric.clone());
+        metric
     }
 }
 
@@ -227,6 +253,24 @@ mod tests {
         flag.store(true, Ordering::Relaxed);
         let (status, body, _) = get(&r, "/readyz").await;
         assert_eq!((status, body.as_str()), (StatusCode::OK, "ok"));
+    }
+
+    #[test]
+    fn the_registrar_hands_back_what_it_registered() {
+        let registry = SharedRegistry::default();
+        let (things, gauge): (Counter, prometheus_client::metrics::gauge::Gauge) = registry
+            .register("offload_test", |r| {
+                let mut m = Registrar::new(r);
+                (
+                    m.add("things", "Things"),
+                    m.with("level", "Level", Default::default()),
+                )
+            });
+        things.inc();
+        gauge.set(3);
+        let body = registry.encode().expect("encode");
+        assert!(body.contains("offload_test_things_total 1"), "{body}");
+        assert!(body.contains("offload_test_level 3"), "{body}");
     }
 
     #[tokio::test]

@@ -5,7 +5,9 @@
 //! - [`telemetry`]: tracing setup (one JSON layout, no ANSI colours off a terminal).
 //! - [`admin`]: the admin router (`/metrics`, `/healthz`, `/readyz`) over the
 //!   process's one metrics registry ([`admin::SharedRegistry`]), where every
-//!   component's `Metrics` registers under its own prefix.
+//!   component's `Metrics` registers under its own prefix (an
+//!   [`admin::Registrar`] builds and registers a metrics struct in one
+//!   literal).
 //! - [`tls`]: loading certificates and serving HTTPS (and plain HTTP) with a
 //!   handshake timeout and a graceful drain; a verified client certificate
 //!   reaches handlers as [`tls::PeerCertificates`]. No certificate is generated

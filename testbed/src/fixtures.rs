@@ -1,5 +1,5 @@
 //! Pure builders of the Kubernetes objects unit and integration tests keep writing
-//! by hand: pods, containers, container statuses, ConfigMaps and Secrets. No I/O,
+//! by hand: pods, containers, container statuses, volumes, ConfigMaps and Secrets. No I/O,
 //! no cluster: any test of any crate can use them.
 //!
 //! Small functions return a plain object with the fields that matter set; change
@@ -25,8 +25,9 @@ use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::{
     ConfigMap, ConfigMapKeySelector, ConfigMapVolumeSource, Container, ContainerState,
     ContainerStateRunning, ContainerStateTerminated, ContainerStateWaiting, ContainerStatus,
-    EnvVar, EnvVarSource, ObjectFieldSelector, Pod, PodSpec, PodStatus, Secret, SecretKeySelector,
-    SecretVolumeSource, Toleration, Volume, VolumeMount,
+    EnvVar, EnvVarSource, ObjectFieldSelector, Pod, PodSpec, PodStatus, ProjectedVolumeSource,
+    Secret, SecretKeySelector, SecretVolumeSource, ServiceAccountTokenProjection, Toleration,
+    Volume, VolumeMount, VolumeProjection,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
@@ -169,6 +170,35 @@ pub fn secret_volume(name: &str, secret: &str) -> Volume {
         }),
         ..Default::default()
     }
+}
+
+/// Projected volume `name` of `sources`.
+pub fn projected_volume(name: &str, sources: Vec<VolumeProjection>) -> Volume {
+    Volume {
+        name: name.into(),
+        projected: Some(ProjectedVolumeSource {
+            sources: Some(sources),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// A service-account token source of a projected volume, written to `path`.
+pub fn token_projection(path: &str) -> VolumeProjection {
+    VolumeProjection {
+        service_account_token: Some(ServiceAccountTokenProjection {
+            path: path.into(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// A projected volume with a service-account token source only, as the
+/// local apiserver adds (`kube-api-access-*`).
+pub fn token_volume(name: &str) -> Volume {
+    projected_volume(name, vec![token_projection("token")])
 }
 
 /// ConfigMap `namespace/name` holding `data`.

@@ -7,6 +7,8 @@
 pub const LABEL_OFFLOADING: &str = "interlink.io";
 /// Value of [`LABEL_OFFLOADING`].
 pub const OFFLOADING_VALUE: &str = "offloading";
+/// Label selector of the remote pods we offloaded: [`LABEL_OFFLOADING`]`=`[`OFFLOADING_VALUE`].
+pub const OFFLOADING_SELECTOR: &str = "interlink.io=offloading";
 /// Label on remote objects: the UID of the local pod they belong to.
 pub const LABEL_SOURCE_POD_UID: &str = "interlink.io/source.pod_uid";
 /// Our own managed-by label, so everything we own can be listed and swept.
@@ -43,4 +45,17 @@ pub mod tunnel {
     /// Set by users on a workload's pod template: name of the stable local
     /// Service that load-balances every replica's tunnel.
     pub const SERVICE: &str = "interlink.io/tunnel-service";
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_offloading_selector_is_the_label_and_its_value() {
+        assert_eq!(
+            OFFLOADING_SELECTOR,
+            format!("{LABEL_OFFLOADING}={OFFLOADING_VALUE}")
+        );
+    }
 }

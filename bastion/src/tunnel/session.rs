@@ -254,12 +254,7 @@ impl<'a> Session<'a> {
     async fn cancel(&mut self, ports: &[GatewayPort]) -> bool {
         let (handle, host) = (self.handle, self.run.config.listen_host.as_str());
         let address = &self.run.gateway.address;
-        let results = join_all(
-            ports
-                .iter()
-                .map(|p| handle.cancel_tcpip_forward(host, u32::from(*p))),
-        )
-        .await;
+        let results = per_port(ports, |p| handle.cancel_tcpip_forward(host, p)).await;
         for (port, r) in ports.iter().zip(results) {
             self.active.remove(port);
             match r {
@@ -280,12 +275,7 @@ impl<'a> Session<'a> {
     async fn request(&mut self, ports: &[GatewayPort]) -> bool {
         let (handle, host) = (self.handle, self.run.config.listen_host.as_str());
         let address = &self.run.gateway.address;
-        let results = join_all(
-            ports
-                .iter()
-                .map(|p| handle.tcpip_forward(host, u32::from(*p))),
-        )
-        .await;
+        let results = per_port(ports, |p| handle.tcpip_forward(host, p)).await;
         let mut alive = true;
         for (port, r) in ports.iter().zip(results) {
             match r {
@@ -349,4 +339,12 @@ impl<'a> Session<'a> {
             }
         }
     }
+}
+
+/// Sends one request per port, all at once; the answers in `ports` order.
+async fn per_port<T, F: Future<Output = T>>(
+    ports: &[GatewayPort],
+    send: impl Fn(u32) -> F,
+) -> Vec<T> {
+    join_all(ports.iter().map(|p| send(u32::from(*p)))).await
 }

@@ -125,18 +125,17 @@ fn config_file_sets_defaults_and_cli_wins() {
     .expect("parses");
     assert_eq!(c.listen, Listen::Unix("/tmp/x.sock".into()));
 
-    let y = write_config(
+    let c = load_file(
         &dir,
         "plugin.yaml",
         "insecure-no-auth: true\nnamespace-prefix: remote\n",
-    );
-    let c = PluginConfig::load(["offload-plugin", "--config", &y]).expect("parses");
+    )
+    .expect("parses");
     assert!(c.insecure_no_auth);
     assert_eq!(c.namespace_prefix, "remote");
 
-    let p = write_config(&dir, "plugin.toml", "no-such-flag = 1\n");
     assert!(matches!(
-        PluginConfig::load(["offload-plugin", "--config", &p]),
+        load_file(&dir, "plugin.toml", "no-such-flag = 1\n"),
         Err(ConfigError::UnknownKey { .. })
     ));
 }
@@ -161,12 +160,12 @@ fn durations_from_flags_and_the_config_file() {
     assert!(PluginConfig::load(["offload-plugin", "--orphan-after", "soon"]).is_err());
 
     let dir = tempfile::tempdir().expect("tempdir");
-    let p = write_config(
+    let c = load_file(
         &dir,
         "plugin.toml",
         "orphan-finished-after = \"2d\"\ncaller-alive-within = 120\nbastion_resync_interval = \"1m30s\"\n",
-    );
-    let c = PluginConfig::load(["offload-plugin", "--config", &p]).expect("parses");
+    )
+    .expect("parses");
     assert_eq!(c.orphan_finished_after, Duration::from_secs(2 * 86_400));
     assert_eq!(c.caller_alive_within, Duration::from_secs(120));
     assert_eq!(c.bastion_resync_interval, Duration::from_secs(90));
@@ -187,4 +186,10 @@ fn write_config(dir: &tempfile::TempDir, name: &str, text: &str) -> String {
     let path = dir.path().join(name);
     std::fs::write(&path, text).expect("write");
     path.to_string_lossy().to_string()
+}
+
+/// The config of file `name` (in `dir`) holding `text`, without other flags.
+fn load_file(dir: &tempfile::TempDir, name: &str, text: &str) -> Result<PluginConfig, ConfigError> {
+    let p = write_config(dir, name, text);
+    PluginConfig::load(["offload-plugin", "--config", &p])
 }

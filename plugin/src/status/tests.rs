@@ -53,6 +53,17 @@ fn one_container(restart: &str, phase: &str, a: ContainerStatus) -> PodStatus {
     pod_status(&id(), Some(&local_pod(&["a"], &[])), Some(&remote))
 }
 
+/// The status of a `Never` pod with init container `init` and containers
+/// `a`, `b`, from the remote statuses `inits` and `cs`.
+fn init_then_two(phase: &str, inits: Vec<ContainerStatus>, cs: Vec<ContainerStatus>) -> PodStatus {
+    let remote = remote_pod("Never", phase, inits, cs, &["a", "b"], &["init"]);
+    pod_status(
+        &id(),
+        Some(&local_pod(&["a", "b"], &["init"])),
+        Some(&remote),
+    )
+}
+
 #[test]
 fn not_created_yet_reports_every_container_waiting() {
     let local = local_pod(&["a", "b"], &["init"]);
@@ -93,19 +104,7 @@ fn unschedulable_is_waiting_with_the_scheduler_message() {
 
 #[test]
 fn missing_statuses_are_filled_and_regular_containers_wait_for_inits() {
-    let remote = remote_pod(
-        "Never",
-        "Pending",
-        vec![running("init")],
-        vec![],
-        &["a", "b"],
-        &["init"],
-    );
-    let st = pod_status(
-        &id(),
-        Some(&local_pod(&["a", "b"], &["init"])),
-        Some(&remote),
-    );
+    let st = init_then_two("Pending", vec![running("init")], vec![]);
     assert_eq!(st.containers.len(), 2);
     assert_eq!(
         reason(&st.containers[1]),
@@ -116,18 +115,10 @@ fn missing_statuses_are_filled_and_regular_containers_wait_for_inits() {
 
 #[test]
 fn real_states_are_copied_with_exit_codes_and_restart_counts() {
-    let remote = remote_pod(
-        "Never",
+    let st = init_then_two(
         "Failed",
         vec![terminated("init", 0)],
         vec![terminated("a", 42), terminated("b", 0)],
-        &["a", "b"],
-        &["init"],
-    );
-    let st = pod_status(
-        &id(),
-        Some(&local_pod(&["a", "b"], &["init"])),
-        Some(&remote),
     );
     let code = |s: &ContainerStatus| {
         s.state

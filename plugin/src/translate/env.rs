@@ -62,23 +62,17 @@ pub(super) fn translate_env(ctx: &mut Ctx<'_>, c: &mut Container) -> Result<()> 
         c.env = if out.is_empty() { None } else { Some(out) };
     }
     for ef in c.env_from.iter_mut().flatten() {
-        if let Some(r) = ef.config_map_ref.as_mut() {
-            r.name = ctx.use_ref(
-                RefKind::ConfigMap,
-                &r.name,
-                r.optional,
-                None,
-                &format!("{by} envFrom"),
-            )?;
-        }
-        if let Some(r) = ef.secret_ref.as_mut() {
-            r.name = ctx.use_ref(
-                RefKind::Secret,
-                &r.name,
-                r.optional,
-                None,
-                &format!("{by} envFrom"),
-            )?;
+        // One of the two is set; each names an object shipped and renamed.
+        let config_map = ef
+            .config_map_ref
+            .as_mut()
+            .map(|r| (RefKind::ConfigMap, &mut r.name, r.optional));
+        let secret = ef
+            .secret_ref
+            .as_mut()
+            .map(|r| (RefKind::Secret, &mut r.name, r.optional));
+        for (kind, name, optional) in config_map.into_iter().chain(secret) {
+            *name = ctx.use_ref(kind, name, optional, None, &format!("{by} envFrom"))?;
         }
     }
     Ok(())

@@ -1,8 +1,7 @@
 use super::*;
 use k8s_openapi::api::core::v1::{
     Container, EnvFromSource, ExecAction, HTTPGetAction, KeyToPath, Lifecycle, LifecycleHandler,
-    Probe, ProjectedVolumeSource, SecretEnvSource, SecurityContext, ServiceAccountTokenProjection,
-    Volume, VolumeProjection,
+    Probe, ProjectedVolumeSource, SecretEnvSource, SecurityContext, Volume, VolumeProjection,
 };
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use offload_wire::RetrievedContainer;

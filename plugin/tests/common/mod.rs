@@ -171,17 +171,21 @@ pub async fn logs(env: &Env, p: &Plugin, body: String) -> anyhow::Result<(Status
     send(env, Method::GET, p.url("/getLogs"), body).await
 }
 
-/// `/getLogs` of one container with interLink's default options plus `opts`.
-pub async fn pod_logs(
-    env: &Env,
-    p: &Plugin,
-    ns: &str,
-    uid: &str,
-    pod: &str,
-    container: &str,
-    opts: Value,
-) -> anyhow::Result<(StatusCode, String)> {
-    logs(env, p, log_body(ns, uid, pod, container, opts)).await
+/// `/getLogs` of one pod, through one plugin.
+pub struct PodLogs<'a> {
+    pub env: &'a Env,
+    pub plugin: &'a Plugin,
+    pub ns: &'a str,
+    pub uid: &'a str,
+    pub pod: &'a str,
+}
+
+impl PodLogs<'_> {
+    /// The logs of `container` with interLink's default options plus `opts`.
+    pub async fn of(&self, container: &str, opts: Value) -> anyhow::Result<(StatusCode, String)> {
+        let body = log_body(self.ns, self.uid, self.pod, container, opts);
+        logs(self.env, self.plugin, body).await
+    }
 }
 
 /// State of a container status: ("running"|"waiting"|"terminated", reason, exit code).

@@ -3,25 +3,7 @@
 
 use super::*;
 use pretty_assertions::assert_eq;
-
-/// A projected volume with a service-account token source only, as the
-/// local apiserver adds (`kube-api-access-*`).
-fn token_volume(name: &str) -> Volume {
-    Volume {
-        name: name.into(),
-        projected: Some(ProjectedVolumeSource {
-            sources: Some(vec![VolumeProjection {
-                service_account_token: Some(ServiceAccountTokenProjection {
-                    path: "token".into(),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            }]),
-            ..Default::default()
-        }),
-        ..Default::default()
-    }
-}
+use testbed::fixtures::token_volume;
 
 #[test]
 fn service_account_token_volumes_do_not_cross() {
@@ -132,22 +114,11 @@ fn config_volumes_env_refs_and_env_from_are_renamed_and_shipped_once() {
         Some(secret_name.as_str())
     );
     let env = spec.containers[0].env.as_ref().expect("env");
-    assert_eq!(
-        env[0]
-            .value_from
-            .as_ref()
-            .and_then(|v| v.secret_key_ref.as_ref())
-            .map(|r| r.name.as_str()),
-        Some(secret_name.as_str())
-    );
-    assert_eq!(
-        env[1]
-            .value_from
-            .as_ref()
-            .and_then(|v| v.config_map_key_ref.as_ref())
-            .map(|r| r.name.as_str()),
-        Some(cm_name.as_str())
-    );
+    let from = |i: usize| env[i].value_from.clone().unwrap_or_default();
+    let secret_key = from(0).secret_key_ref.map(|r| r.name);
+    assert_eq!(secret_key.as_deref(), Some(secret_name.as_str()));
+    let config_map_key = from(1).config_map_key_ref.map(|r| r.name);
+    assert_eq!(config_map_key.as_deref(), Some(cm_name.as_str()));
     assert_eq!(
         spec.containers[0]
             .env_from
