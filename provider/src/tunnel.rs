@@ -37,8 +37,6 @@ pub use gateway_manager::manager::CONDITION_TUNNEL_UP;
 
 /// Where the namespace of an in-cluster pod is written.
 const IN_CLUSTER_NAMESPACE: &str = "/var/run/secrets/kubernetes.io/serviceaccount/namespace";
-/// Gateway namespace when neither the flag nor an in-cluster namespace says.
-pub use gateway_manager::args::DEFAULT_NAMESPACE;
 /// How often a known bastion key is fetched again (rotation).
 const KEY_REFRESH: Duration = Duration::from_secs(60);
 /// How long a start with a fresh gateway waits for the plugin's bastion key.

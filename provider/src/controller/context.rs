@@ -9,15 +9,15 @@ use std::time::{Duration, Instant};
 
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, PodStatus as LocalStatus, Secret};
-use kube::api::{Api, Patch, PatchParams};
+use kube::api::{Api, Patch};
 use kube::runtime::events::{Event as KEvent, EventType, Recorder, Reporter};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Resource, ResourceExt};
+use offload_runtime::kubeapi::{self, field_manager};
 use offload_wire::keys::ANNOTATION_JOB_ID;
 use tokio::sync::mpsc::UnboundedSender;
 use tracing::warn;
 
-use super::{FIELD_MANAGER, STATUS_FIELD_MANAGER};
 use crate::client::PluginClient;
 use crate::config::Config;
 use crate::metrics::Metrics;
@@ -97,7 +97,7 @@ pub fn recorder(client: &kube::Client, node: &str) -> Recorder {
     Recorder::new(
         client.clone(),
         Reporter {
-            controller: FIELD_MANAGER.into(),
+            controller: field_manager::PROVIDER.into(),
             instance: Some(node.to_string()),
         },
     )
@@ -244,10 +244,14 @@ impl Context {
             "metadata": {"name": pod.name_any(), "namespace": ns},
             "status": st,
         });
+        // A manager of its own for status: Kubernetes 1.20 keeps no
+        // per-subresource managed fields, so an apply to `/status` under
+        // `PROVIDER` would drop what `PROVIDER` applied (the pod's `JobID`,
+        // the node's labels).
         self.pods_api(&ns)
             .patch_status(
                 &pod.name_any(),
-                &PatchParams::apply(STATUS_FIELD_MANAGER).force(),
+                &kubeapi::apply_params(field_manager::PROVIDER_STATUS),
                 &Patch::Apply(&body),
             )
             .await?;
@@ -273,7 +277,7 @@ impl Context {
         self.pods_api(&ns)
             .patch(
                 &pod.name_any(),
-                &PatchParams::apply(FIELD_MANAGER).force(),
+                &kubeapi::apply_params(field_manager::PROVIDER),
                 &Patch::Apply(&body),
             )
             .await?;
