@@ -185,11 +185,10 @@ fn condition(
     message: &str,
     now: Timestamp,
 ) -> NodeCondition {
-    let transition = old
+    let old = old
         .iter()
-        .find(|c| c.type_ == type_ && c.status == status)
-        .and_then(|c| c.last_transition_time.clone())
-        .unwrap_or(Time(now));
+        .map(|c| (&*c.type_, &*c.status, c.last_transition_time.as_ref()));
+    let transition = crate::status::transition_time(old, type_, status, now);
     NodeCondition {
         type_: type_.into(),
         status: status.into(),

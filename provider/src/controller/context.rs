@@ -58,9 +58,9 @@ pub struct Context {
 pub struct State {
     tracks: Mutex<HashMap<String, Track>>,
     /// UIDs we removed ourselves (their watch Delete needs no plugin call).
-    removed: Mutex<HashMap<String, Instant>>,
+    removed: GoneUids,
     /// UIDs that left the API (never created remotely again).
-    vanished: Mutex<HashMap<String, Instant>>,
+    vanished: GoneUids,
     /// UIDs whose remote delete is in flight.
     deleting: Mutex<HashSet<String>>,
     /// Pods waiting for a free gateway port.
@@ -88,8 +88,21 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-fn prune(m: &mut HashMap<String, Instant>) {
-    m.retain(|_, at| at.elapsed() < FORGET_GONE_AFTER);
+/// UIDs of pods that left the API, each remembered for
+/// [`FORGET_GONE_AFTER`] (pruned on insert).
+#[derive(Debug, Default)]
+struct GoneUids(Mutex<HashMap<String, Instant>>);
+
+impl GoneUids {
+    fn insert(&self, uid: &str) {
+        let mut m = lock(&self.0);
+        m.retain(|_, at| at.elapsed() < FORGET_GONE_AFTER);
+        m.insert(uid.to_string(), Instant::now());
+    }
+
+    fn contains(&self, uid: &str) -> bool {
+        lock(&self.0).contains_key(uid)
+    }
 }
 
 /// The Event recorder of the provider on `node`.
@@ -162,23 +175,19 @@ impl Context {
     }
 
     pub(super) fn mark_removed(&self, uid: &str) {
-        let mut m = lock(&self.state.removed);
-        prune(&mut m);
-        m.insert(uid.to_string(), Instant::now());
+        self.state.removed.insert(uid);
     }
 
     pub(super) fn was_removed(&self, uid: &str) -> bool {
-        lock(&self.state.removed).contains_key(uid)
+        self.state.removed.contains(uid)
     }
 
     pub(super) fn mark_vanished(&self, uid: &str) {
-        let mut m = lock(&self.state.vanished);
-        prune(&mut m);
-        m.insert(uid.to_string(), Instant::now());
+        self.state.vanished.insert(uid);
     }
 
     pub(super) fn has_vanished(&self, uid: &str) -> bool {
-        lock(&self.state.vanished).contains_key(uid)
+        self.state.vanished.contains(uid)
     }
 
     /// Run the remote delete of `uid` marked as in flight.
@@ -232,6 +241,23 @@ impl Context {
         };
         if let Err(e) = self.recorder.publish(&ev, &pod.object_ref(&())).await {
             warn!(error = %e, reason, "cannot publish event");
+        }
+    }
+
+    /// A Warning event for `pod`, once per failure streak: `reported`
+    /// picks the pod's flag for this kind of failure (cleared on success).
+    pub(super) async fn warn_once(
+        &self,
+        pod: &Pod,
+        reported: fn(&mut Track) -> &mut bool,
+        reason: &str,
+        action: &str,
+        note: String,
+    ) {
+        let first = self.track(&super::uid(pod), |t| !std::mem::replace(reported(t), true));
+        if first {
+            self.event(pod, EventType::Warning, reason, action, note)
+                .await;
         }
     }
 

@@ -173,14 +173,15 @@ async fn create(
             return Ok(Outcome::Done);
         }
         Err(e) => {
-            let report = ctx.track(&pod_uid, |t| {
-                !std::mem::replace(&mut t.create_failure_reported, true)
-            });
-            if report {
-                let note = format!("{e}; retrying");
-                ctx.event(pod, EventType::Warning, "OffloadFailed", "Create", note)
-                    .await;
-            }
+            let note = format!("{e}; retrying");
+            ctx.warn_once(
+                pod,
+                |t| &mut t.create_failure_reported,
+                "OffloadFailed",
+                "Create",
+                note,
+            )
+            .await;
             return Err(e.into());
         }
     };

@@ -62,14 +62,15 @@ async fn remote_delete(
     };
     let timeout = ctx.config.delete_timeout;
     if waited(pod) < timeout {
-        let report = ctx.track(&pod_uid, |t| {
-            !std::mem::replace(&mut t.delete_failure_reported, true)
-        });
-        if report {
-            let note = format!("remote delete failed: {e}; retrying");
-            ctx.event(pod, EventType::Warning, "DeleteFailed", "Delete", note)
-                .await;
-        }
+        let note = format!("remote delete failed: {e}; retrying");
+        ctx.warn_once(
+            pod,
+            |t| &mut t.delete_failure_reported,
+            "DeleteFailed",
+            "Delete",
+            note,
+        )
+        .await;
         return Err(e.into());
     }
     let note = format!(
