@@ -116,6 +116,13 @@ pub fn recorder(client: &kube::Client, node: &str) -> Recorder {
     )
 }
 
+/// A remote call that failed and will be retried.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Failure {
+    Create,
+    Delete,
+}
+
 /// Counts a running reconcile while alive.
 pub(super) struct InFlight<'a>(&'a AtomicUsize);
 
@@ -244,18 +251,21 @@ impl Context {
         }
     }
 
-    /// A Warning event for `pod`, once per failure streak: `reported`
-    /// picks the pod's flag for this kind of failure (cleared on success).
-    pub(super) async fn warn_once(
-        &self,
-        pod: &Pod,
-        reported: fn(&mut Track) -> &mut bool,
-        reason: &str,
-        action: &str,
-        note: String,
-    ) {
-        let first = self.track(&super::uid(pod), |t| !std::mem::replace(reported(t), true));
+    /// A Warning event for `pod` about `failure`, once per failure streak
+    /// (the pod's flag is cleared on success).
+    pub(super) async fn warn_once(&self, pod: &Pod, failure: Failure, note: String) {
+        let first = self.track(&super::uid(pod), |t| {
+            let reported = match failure {
+                Failure::Create => &mut t.create_failure_reported,
+                Failure::Delete => &mut t.delete_failure_reported,
+            };
+            !std::mem::replace(reported, true)
+        });
         if first {
+            let (reason, action) = match failure {
+                Failure::Create => ("OffloadFailed", "Create"),
+                Failure::Delete => ("DeleteFailed", "Delete"),
+            };
             self.event(pod, EventType::Warning, reason, action, note)
                 .await;
         }

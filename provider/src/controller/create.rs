@@ -14,6 +14,7 @@ use kube::runtime::events::EventType;
 use offload_wire::RetrievedPodData;
 use tracing::{debug, info, warn};
 
+use super::context::Failure;
 use super::{Context, ControllerError, Outcome, key, uid};
 use crate::client::PluginError;
 use crate::payload;
@@ -174,14 +175,7 @@ async fn create(
         }
         Err(e) => {
             let note = format!("{e}; retrying");
-            ctx.warn_once(
-                pod,
-                |t| &mut t.create_failure_reported,
-                "OffloadFailed",
-                "Create",
-                note,
-            )
-            .await;
+            ctx.warn_once(pod, Failure::Create, note).await;
             return Err(e.into());
         }
     };

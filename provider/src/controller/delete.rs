@@ -12,6 +12,7 @@ use kube::api::{DeleteParams, Preconditions};
 use kube::runtime::events::EventType;
 use tracing::{info, warn};
 
+use super::context::Failure;
 use super::{Context, ControllerError, Outcome, uid};
 use crate::status;
 use crate::tunnel;
@@ -63,14 +64,7 @@ async fn remote_delete(
     let timeout = ctx.config.delete_timeout;
     if waited(pod) < timeout {
         let note = format!("remote delete failed: {e}; retrying");
-        ctx.warn_once(
-            pod,
-            |t| &mut t.delete_failure_reported,
-            "DeleteFailed",
-            "Delete",
-            note,
-        )
-        .await;
+        ctx.warn_once(pod, Failure::Delete, note).await;
         return Err(e.into());
     }
     let note = format!(
