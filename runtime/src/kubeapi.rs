@@ -5,6 +5,8 @@
 //! - [`merge_patch`]: a JSON merge patch, always under a field manager (so
 //!   `managedFields` says who wrote what);
 //! - [`delete_ignoring_404`]: "already gone" counts as deleted;
+//! - [`create_namespace`]: "created meanwhile by someone else" counts as
+//!   created;
 //! - [`ensure_keypair_secret`]: a Secret holding a generated SSH key pair,
 //!   created once and then only read (two racing creators converge on the
 //!   first one's key);
@@ -22,7 +24,7 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec, DeploymentStrategy};
 use k8s_openapi::api::core::v1::{
-    Capabilities, PodSecurityContext, PodTemplateSpec, Secret, SecurityContext,
+    Capabilities, Namespace, PodSecurityContext, PodTemplateSpec, Secret, SecurityContext,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::{ClusterResourceScope, NamespaceResourceScope};
@@ -177,6 +179,37 @@ where
         Ok(_) => Ok(()),
         Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
         Err(e) => Err(e.into()),
+    }
+}
+
+/// Creates the namespace `name` with `labels`. One that exists already (a
+/// racing creator got there first: 409) is fine; `true` when this call
+/// created it. Callers look it up first: creating is the rare case.
+pub async fn create_namespace(
+    client: &Client,
+    field_manager: &str,
+    name: &str,
+    labels: BTreeMap<String, String>,
+) -> Result<bool, kube::Error> {
+    let obj = Namespace {
+        metadata: ObjectMeta {
+            name: Some(name.to_owned()),
+            labels: Some(labels),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let params = PostParams {
+        field_manager: Some(field_manager.to_owned()),
+        ..Default::default()
+    };
+    match Api::<Namespace>::all(client.clone())
+        .create(&params, &obj)
+        .await
+    {
+        Ok(_) => Ok(true),
+        Err(kube::Error::Api(e)) if e.code == 409 => Ok(false),
+        Err(e) => Err(e),
     }
 }
 
