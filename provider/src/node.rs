@@ -177,6 +177,15 @@ pub fn node_object(input: &NodeSpecInput, ping: Option<&PingResponse>) -> Node {
     }
 }
 
+/// The pressure conditions a virtual node never has: (type, reason), all
+/// `False`, in the order the kubelet reports them.
+const HEALTHY_CONDITIONS: [(&str, &str); 4] = [
+    ("MemoryPressure", "KubeletHasSufficientMemory"),
+    ("DiskPressure", "KubeletHasNoDiskPressure"),
+    ("PIDPressure", "KubeletHasSufficientPID"),
+    ("NetworkUnavailable", "RouteCreated"),
+];
+
 fn condition(
     old: &[NodeCondition],
     type_: &str,
@@ -231,19 +240,12 @@ pub fn node_status(
         ),
     };
     let cap = capacity(input, ping);
-    let ok = |t: &str, r: &str, m: &str| condition(old, t, "False", r, m, now);
+    let ready = condition(old, "Ready", ready, reason, &message, now);
+    let healthy = HEALTHY_CONDITIONS
+        .iter()
+        .map(|(type_, reason)| condition(old, type_, "False", reason, "virtual node", now));
     NodeStatus {
-        conditions: Some(vec![
-            condition(old, "Ready", ready, reason, &message, now),
-            ok(
-                "MemoryPressure",
-                "KubeletHasSufficientMemory",
-                "virtual node",
-            ),
-            ok("DiskPressure", "KubeletHasNoDiskPressure", "virtual node"),
-            ok("PIDPressure", "KubeletHasSufficientPID", "virtual node"),
-            ok("NetworkUnavailable", "RouteCreated", "virtual node"),
-        ]),
+        conditions: Some(std::iter::once(ready).chain(healthy).collect()),
         addresses: Some(vec![
             NodeAddress {
                 type_: "InternalIP".into(),
