@@ -9,12 +9,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use common::*;
-use k8s_openapi::api::core::v1::{
-    ConfigMap, ConfigMapVolumeSource, EmptyDirVolumeSource, EnvVar, EnvVarSource, Pod, Secret,
-    SecretKeySelector, SecretVolumeSource, Volume, VolumeMount,
-};
+use k8s_openapi::api::core::v1::{ConfigMap, EmptyDirVolumeSource, Pod, Secret, Volume};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
+use testbed::fixtures;
 use tokio::io::AsyncBufReadExt;
 
 const RUN: Duration = Duration::from_secs(300);
@@ -22,11 +20,7 @@ const RUN: Duration = Duration::from_secs(300);
 fn mount(c: &mut k8s_openapi::api::core::v1::Container, volume: &str, path: &str) {
     c.volume_mounts
         .get_or_insert_with(Vec::new)
-        .push(VolumeMount {
-            name: volume.into(),
-            mount_path: path.into(),
-            ..Default::default()
-        });
+        .push(fixtures::mount(volume, path));
 }
 
 fn with_volumes(mut p: Pod, volumes: Vec<Volume>) -> Pod {
@@ -34,17 +28,6 @@ fn with_volumes(mut p: Pod, volumes: Vec<Volume>) -> Pod {
         s.volumes = Some(volumes);
     }
     p
-}
-
-fn configmap_volume(name: &str, cm: &str) -> Volume {
-    Volume {
-        name: name.into(),
-        config_map: Some(ConfigMapVolumeSource {
-            name: cm.into(),
-            ..Default::default()
-        }),
-        ..Default::default()
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -242,14 +225,7 @@ async fn plugin_outage_turns_node_not_ready_keeps_pods_and_resumes() {
     })
     .await;
     let before = wait_phase(&pods, "before", "Succeeded", RUN).await;
-    let exit = before
-        .status
-        .and_then(|s| s.container_statuses)
-        .and_then(|c| c.into_iter().next())
-        .and_then(|c| c.state)
-        .and_then(|s| s.terminated)
-        .map(|t| t.exit_code);
-    assert_eq!(exit, Some(0));
+    assert_eq!(first_terminated(&before).exit_code, 0);
     let during = wait_phase(&pods, "during", "Succeeded", RUN).await;
     assert!(job_id(&during).is_some());
     assert_eq!(remote_pods(&env.remote, &before_uid).await.len(), 1);
@@ -439,7 +415,7 @@ async fn missing_configmap_waits_then_offloads_or_fails_after_the_timeout() {
         mount(&mut c, "cfg", "/cfg");
         with_volumes(
             pod(name, &node, "Never", None, c),
-            vec![configmap_volume("cfg", cm)],
+            vec![fixtures::config_map_volume("cfg", cm)],
         )
     };
     let created = Instant::now();
@@ -607,30 +583,12 @@ async fn delete_removes_remote_objects_and_waits_for_the_plugin() {
     let mut main = container("main", "cat /cfg/a /sec/b; echo $TOKEN; sleep 3600");
     mount(&mut main, "cfg", "/cfg");
     mount(&mut main, "sec", "/sec");
-    main.env = Some(vec![EnvVar {
-        name: "TOKEN".into(),
-        value_from: Some(EnvVarSource {
-            secret_key_ref: Some(SecretKeySelector {
-                name: "app-secret".into(),
-                key: "b".into(),
-                ..Default::default()
-            }),
-            ..Default::default()
-        }),
-        ..Default::default()
-    }]);
+    main.env = Some(vec![fixtures::env_from_secret("TOKEN", "app-secret", "b")]);
     let owner = with_volumes(
         pod("owner", &patient_node, "Never", None, main),
         vec![
-            configmap_volume("cfg", "app-cfg"),
-            Volume {
-                name: "sec".into(),
-                secret: Some(SecretVolumeSource {
-                    secret_name: Some("app-secret".into()),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            },
+            fixtures::config_map_volume("cfg", "app-cfg"),
+            fixtures::secret_volume("sec", "app-secret"),
         ],
     );
     pods.create(&PostParams::default(), &owner)
