@@ -160,50 +160,26 @@ async fn anonymous_gets_401_and_ca_signed_client_cert_gets_in() {
     }
 
     let ok = http(Some(&pki.client_pem));
-    let r = ok
-        .get(format!("{base}/healthz"))
-        .send()
-        .await
-        .expect("send");
-    assert_eq!(r.status(), 200);
-    let r = ok
-        .get(format!(
-            "{base}/containerLogs/default/hello/init?tailLines=3"
-        ))
-        .send()
-        .await
-        .expect("send");
-    assert_eq!(r.status(), 200);
-    assert_eq!(r.text().await.expect("text"), "log of init tail=3\n");
-    let r = ok
-        .get(format!("{base}/containerLogs/default/hello/c?tailLines=0"))
-        .send()
-        .await
-        .expect("send");
-    assert_eq!(
-        (r.status().as_u16(), r.text().await.expect("text")),
-        (200, String::new())
-    );
-    let r = ok
-        .get(format!("{base}/containerLogs/default/hello/nope"))
-        .send()
-        .await
-        .expect("send");
-    assert_eq!(r.status(), 404);
-    let r = ok
-        .get(format!("{base}/containerLogs/default/missing/c"))
-        .send()
-        .await
-        .expect("send");
-    assert_eq!(r.status(), 404);
-    let r = ok
-        .get(format!(
-            "{base}/containerLogs/default/hello/c?sinceSeconds=0"
-        ))
-        .send()
-        .await
-        .expect("send");
-    assert_eq!(r.status(), 400);
+    // (path, status, body when it is checked)
+    let cases = [
+        ("/healthz", 200, None),
+        (
+            "/containerLogs/default/hello/init?tailLines=3",
+            200,
+            Some("log of init tail=3\n"),
+        ),
+        ("/containerLogs/default/hello/c?tailLines=0", 200, Some("")),
+        ("/containerLogs/default/hello/nope", 404, None),
+        ("/containerLogs/default/missing/c", 404, None),
+        ("/containerLogs/default/hello/c?sinceSeconds=0", 400, None),
+    ];
+    for (path, status, body) in cases {
+        let r = ok.get(format!("{base}{path}")).send().await.expect("send");
+        assert_eq!(r.status(), status, "{path}");
+        if let Some(body) = body {
+            assert_eq!(r.text().await.expect("text"), body, "{path}");
+        }
+    }
     for path in [
         "/exec/default/hello/c?command=sh",
         "/attach/default/hello/c",
