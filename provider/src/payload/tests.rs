@@ -149,22 +149,8 @@ fn test_pod() -> Pod {
                             VolumeProjection {
                                 downward_api: Some(DownwardAPIProjection {
                                     items: Some(vec![
-                                        DownwardAPIVolumeFile {
-                                            path: "labels".into(),
-                                            field_ref: Some(ObjectFieldSelector {
-                                                field_path: "metadata.labels".into(),
-                                                ..Default::default()
-                                            }),
-                                            ..Default::default()
-                                        },
-                                        DownwardAPIVolumeFile {
-                                            path: "ns".into(),
-                                            field_ref: Some(ObjectFieldSelector {
-                                                field_path: "metadata.namespace".into(),
-                                                ..Default::default()
-                                            }),
-                                            ..Default::default()
-                                        },
+                                        field_file("labels", "metadata.labels"),
+                                        field_file("ns", "metadata.namespace"),
                                     ]),
                                 }),
                                 ..Default::default()
@@ -190,6 +176,18 @@ fn test_pod() -> Pod {
                     ..Default::default()
                 },
             ]),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// A downward-API file `path` of the pod field `field_path`.
+fn field_file(path: &str, field_path: &str) -> DownwardAPIVolumeFile {
+    DownwardAPIVolumeFile {
+        path: path.into(),
+        field_ref: Some(ObjectFieldSelector {
+            field_path: field_path.into(),
             ..Default::default()
         }),
         ..Default::default()
@@ -372,22 +370,8 @@ fn downward_api_volume_rendered() {
         name: "dw".into(),
         downward_api: Some(k8s_openapi::api::core::v1::DownwardAPIVolumeSource {
             items: Some(vec![
-                DownwardAPIVolumeFile {
-                    path: "uid".into(),
-                    field_ref: Some(ObjectFieldSelector {
-                        field_path: "metadata.uid".into(),
-                        ..Default::default()
-                    }),
-                    ..Default::default()
-                },
-                DownwardAPIVolumeFile {
-                    path: "b".into(),
-                    field_ref: Some(ObjectFieldSelector {
-                        field_path: "metadata.labels['b']".into(),
-                        ..Default::default()
-                    }),
-                    ..Default::default()
-                },
+                field_file("uid", "metadata.uid"),
+                field_file("b", "metadata.labels['b']"),
             ]),
             ..Default::default()
         }),
