@@ -1,9 +1,8 @@
 use super::*;
 use k8s_openapi::api::core::v1::{
-    ConfigMapEnvSource, ConfigMapKeySelector, ConfigMapProjection, ConfigMapVolumeSource,
-    DownwardAPIProjection, EnvFromSource, EnvVar, EnvVarSource, PodSpec, ProjectedVolumeSource,
-    SecretKeySelector, SecretVolumeSource, ServiceAccountTokenProjection, VolumeMount,
-    VolumeProjection,
+    ConfigMapEnvSource, ConfigMapKeySelector, ConfigMapProjection, DownwardAPIProjection,
+    EnvFromSource, EnvVar, EnvVarSource, PodSpec, ProjectedVolumeSource,
+    ServiceAccountTokenProjection, VolumeMount, VolumeProjection,
 };
 use pretty_assertions::assert_eq;
 use testbed::fixtures;
@@ -72,29 +71,8 @@ fn test_pod() -> Pod {
                         }),
                         ..Default::default()
                     },
-                    EnvVar {
-                        name: "B".into(),
-                        value_from: Some(EnvVarSource {
-                            secret_key_ref: Some(SecretKeySelector {
-                                name: "env-sec".into(),
-                                key: "k".into(),
-                                optional: None,
-                            }),
-                            ..Default::default()
-                        }),
-                        ..Default::default()
-                    },
-                    EnvVar {
-                        name: "POD".into(),
-                        value_from: Some(EnvVarSource {
-                            field_ref: Some(ObjectFieldSelector {
-                                field_path: "metadata.name".into(),
-                                ..Default::default()
-                            }),
-                            ..Default::default()
-                        }),
-                        ..Default::default()
-                    },
+                    fixtures::env_from_secret("B", "env-sec", "k"),
+                    fixtures::env_from_field("POD", "metadata.name"),
                 ]),
                 env_from: Some(vec![EnvFromSource {
                     config_map_ref: Some(ConfigMapEnvSource {
@@ -106,30 +84,9 @@ fn test_pod() -> Pod {
                 ..Default::default()
             }],
             volumes: Some(vec![
-                Volume {
-                    name: "cfg".into(),
-                    config_map: Some(ConfigMapVolumeSource {
-                        name: "vol-cm".into(),
-                        ..Default::default()
-                    }),
-                    ..Default::default()
-                },
-                Volume {
-                    name: "sec".into(),
-                    secret: Some(SecretVolumeSource {
-                        secret_name: Some("vol-sec".into()),
-                        ..Default::default()
-                    }),
-                    ..Default::default()
-                },
-                Volume {
-                    name: "token".into(),
-                    secret: Some(SecretVolumeSource {
-                        secret_name: Some("default-token-abc".into()),
-                        ..Default::default()
-                    }),
-                    ..Default::default()
-                },
+                fixtures::config_map_volume("cfg", "vol-cm"),
+                fixtures::secret_volume("sec", "vol-sec"),
+                fixtures::secret_volume("token", "default-token-abc"),
                 Volume {
                     name: "proj".into(),
                     projected: Some(ProjectedVolumeSource {
@@ -167,14 +124,7 @@ fn test_pod() -> Pod {
                     }),
                     ..Default::default()
                 },
-                Volume {
-                    name: "unused".into(),
-                    config_map: Some(ConfigMapVolumeSource {
-                        name: "never-mounted".into(),
-                        ..Default::default()
-                    }),
-                    ..Default::default()
-                },
+                fixtures::config_map_volume("unused", "never-mounted"),
             ]),
             ..Default::default()
         }),
