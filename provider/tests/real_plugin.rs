@@ -108,18 +108,7 @@ async fn killed_in_the_middle_of_50_creates_offloads_each_pod_exactly_once() {
     );
 
     // Deleting them all leaves nothing behind remotely.
-    pods.delete_collection(&DeleteParams::default(), &ListParams::default())
-        .await
-        .expect("delete all");
-    wait_for("local pods gone", RUN, async || {
-        pods.list(&ListParams::default())
-            .await
-            .ok()?
-            .items
-            .is_empty()
-            .then_some(())
-    })
-    .await;
+    delete_all_pods(&pods, RUN).await;
     let owned = ListParams::default().labels(offload_wire::keys::LABEL_SOURCE_POD_UID);
     let rns = remote_namespace(&ns);
     wait_for(
@@ -377,18 +366,7 @@ async fn kubectl_logs_through_the_apiserver() {
     let (ok, _, _) = kubectl(&env, &ns, &["exec", "talk", "--", "true"]).await;
     assert!(!ok, "exec must fail on a virtual node");
 
-    pods.delete_collection(&DeleteParams::default(), &ListParams::default())
-        .await
-        .expect("delete all");
-    wait_for("pods gone", Duration::from_secs(180), async || {
-        pods.list(&ListParams::default())
-            .await
-            .ok()?
-            .items
-            .is_empty()
-            .then_some(())
-    })
-    .await;
+    delete_all_pods(&pods, Duration::from_secs(180)).await;
     prov.shutdown().await;
     plugin.stop().await;
 }

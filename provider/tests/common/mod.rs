@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use k8s_openapi::api::core::v1::{
     ConfigMap, Container, ContainerStateTerminated, Node, Pod, Secret,
 };
-use kube::api::{Api, ListParams};
+use kube::api::{Api, DeleteParams, ListParams};
 use offload_plugin::{Listen, PluginConfig, RunningPlugin};
 use offload_provider::config::Config;
 use offload_provider::provider::{RunningProvider, start};
@@ -240,6 +240,22 @@ pub async fn wait_phase(pods: &Api<Pod>, name: &str, phase_: &str, timeout: Dura
 pub async fn wait_gone(pods: &Api<Pod>, name: &str, timeout: Duration) {
     wait_for(&format!("pod {name} gone"), timeout, async || {
         pods.get_opt(name).await.ok()?.is_none().then_some(())
+    })
+    .await
+}
+
+/// Delete every pod of `pods`' namespace and wait until none is left.
+pub async fn delete_all_pods(pods: &Api<Pod>, timeout: Duration) {
+    pods.delete_collection(&DeleteParams::default(), &ListParams::default())
+        .await
+        .expect("delete all");
+    wait_for("local pods gone", timeout, async || {
+        pods.list(&ListParams::default())
+            .await
+            .ok()?
+            .items
+            .is_empty()
+            .then_some(())
     })
     .await
 }
