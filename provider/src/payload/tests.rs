@@ -144,6 +144,14 @@ fn field_file(path: &str, field_path: &str) -> DownwardAPIVolumeFile {
     }
 }
 
+/// The names of `objects`, in order.
+fn names<K: kube::Resource>(objects: &[K]) -> Vec<&str> {
+    objects
+        .iter()
+        .filter_map(|o| o.meta().name.as_deref())
+        .collect()
+}
+
 fn all_fetched() -> Fetched {
     let mut f = Fetched::default();
     for n in ["vol-cm", "from-cm"] {
@@ -209,22 +217,10 @@ fn payload_has_per_container_objects_and_rendered_projected_volume() {
     assert_eq!(data.containers[0].config_maps.len(), 1);
     let main = &data.containers[1];
     // env-cm is optional and missing: skipped.
-    assert_eq!(
-        main.config_maps
-            .iter()
-            .filter_map(|c| c.metadata.name.as_deref())
-            .collect::<Vec<_>>(),
-        vec!["vol-cm", "from-cm"]
-    );
+    assert_eq!(names(&main.config_maps), vec!["vol-cm", "from-cm"]);
     assert!(main.config_maps[0].metadata.managed_fields.is_none());
     // The service-account token secret is not shipped.
-    assert_eq!(
-        main.secrets
-            .iter()
-            .filter_map(|s| s.metadata.name.as_deref())
-            .collect::<Vec<_>>(),
-        vec!["vol-sec", "env-sec"]
-    );
+    assert_eq!(names(&main.secrets), vec!["vol-sec", "env-sec"]);
     let proj = &main.projected_volume_maps[0];
     assert_eq!(proj.metadata.name.as_deref(), Some("proj"));
     let d = proj.data.as_ref().expect("data");
