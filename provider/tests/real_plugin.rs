@@ -35,9 +35,7 @@ async fn killed_in_the_middle_of_50_creates_offloads_each_pod_exactly_once() {
     let env = env().await;
     let plugin = Plugin::start(&env.remote).await;
     let node = node_name("vn-kill");
-    let ns = env.tb.local.fresh_namespace("prov-kill").await.expect("ns");
-    let _cleanup = Cleanup::new(&env, &ns, &[&node]);
-    let pods: Api<Pod> = Api::namespaced(env.local.clone(), &ns);
+    let (ns, _cleanup, pods) = test_namespace(&env, "prov-kill", &[&node]).await;
 
     let first = ProviderProcess::spawn(&env, &node, &plugin, 2);
     let creator = {
@@ -140,14 +138,7 @@ async fn plugin_outage_turns_node_not_ready_keeps_pods_and_resumes() {
     let mut plugin = Plugin::start(&env.remote).await;
     let node = node_name("vn-outage");
     let prov = start_provider(&env, provider_config(&env, &node, &plugin)).await;
-    let ns = env
-        .tb
-        .local
-        .fresh_namespace("prov-outage")
-        .await
-        .expect("ns");
-    let _cleanup = Cleanup::new(&env, &ns, &[&node]);
-    let pods: Api<Pod> = Api::namespaced(env.local.clone(), &ns);
+    let (_, _cleanup, pods) = test_namespace(&env, "prov-outage", &[&node]).await;
     wait_for("node Ready", Duration::from_secs(60), async || {
         let (s, r, _) = node_ready(&env.local, &node).await?;
         (s == "True" && r == "PluginReachable").then_some(())
@@ -261,9 +252,7 @@ async fn kubectl_logs_through_the_apiserver() {
     let mut plugin = Plugin::start(&env.remote).await;
     let node = node_name("vn-logs");
     let prov = start_provider(&env, provider_config(&env, &node, &plugin)).await;
-    let ns = env.tb.local.fresh_namespace("prov-logs").await.expect("ns");
-    let _cleanup = Cleanup::new(&env, &ns, &[&node]);
-    let pods: Api<Pod> = Api::namespaced(env.local.clone(), &ns);
+    let (ns, _cleanup, pods) = test_namespace(&env, "prov-logs", &[&node]).await;
 
     // -f: follows a container that prints a line per second.
     pods.create(
@@ -380,14 +369,7 @@ async fn missing_configmap_waits_then_offloads_or_fails_after_the_timeout() {
     let mut cfg = provider_config(&env, &node, &plugin);
     cfg.missing_ref_timeout = timeout;
     let prov = start_provider(&env, cfg).await;
-    let ns = env
-        .tb
-        .local
-        .fresh_namespace("prov-missing")
-        .await
-        .expect("ns");
-    let _cleanup = Cleanup::new(&env, &ns, &[&node]);
-    let pods: Api<Pod> = Api::namespaced(env.local.clone(), &ns);
+    let (ns, _cleanup, pods) = test_namespace(&env, "prov-missing", &[&node]).await;
     let reads = |name: &str, cm: &str| {
         let mut c = container("main", "test \"$(cat /cfg/greeting)\" = hello-from-cm");
         mount(&mut c, "cfg", "/cfg");
@@ -522,9 +504,8 @@ async fn delete_removes_remote_objects_and_waits_for_the_plugin() {
     let mut cfg = provider_config(&env, &impatient_node, &plugin);
     cfg.delete_timeout = delete_timeout;
     let impatient_prov = start_provider(&env, cfg).await;
-    let ns = env.tb.local.fresh_namespace("prov-del").await.expect("ns");
-    let _cleanup = Cleanup::new(&env, &ns, &[&patient_node, &impatient_node]);
-    let pods: Api<Pod> = Api::namespaced(env.local.clone(), &ns);
+    let (ns, _cleanup, pods) =
+        test_namespace(&env, "prov-del", &[&patient_node, &impatient_node]).await;
 
     // A pod that owns a ConfigMap and a Secret remotely.
     Api::<ConfigMap>::namespaced(env.local.clone(), &ns)

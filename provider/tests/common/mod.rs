@@ -392,6 +392,19 @@ impl Cleanup {
     }
 }
 
+/// A fresh local namespace `prefix-…` for a test of `nodes`: its name, the
+/// guard that removes it and the nodes at the end, and its pods API.
+pub async fn test_namespace(
+    env: &Env,
+    prefix: &str,
+    nodes: &[&str],
+) -> (String, Cleanup, Api<Pod>) {
+    let ns = env.tb.local.fresh_namespace(prefix).await.expect("ns");
+    let cleanup = Cleanup::new(env, &ns, nodes);
+    let pods = Api::namespaced(env.local.clone(), &ns);
+    (ns, cleanup, pods)
+}
+
 impl Drop for Cleanup {
     fn drop(&mut self) {
         if std::env::var_os("OFFLOAD_TESTBED_KEEP").is_some_and(|v| v == "1") {
