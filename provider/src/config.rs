@@ -234,9 +234,6 @@ pub struct Config {
 
 /// `--help` section of the tunnel flags.
 const TUNNEL: &str = "Tunnel (off unless --gateway-address is set)";
-/// The gateway image of this release (moved to gateway-manager, shared by
-/// both binaries).
-pub use gateway_manager::DEFAULT_GATEWAY_IMAGE;
 
 impl Config {
     /// A config with all defaults and the given node and plugin, for tests

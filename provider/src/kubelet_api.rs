@@ -5,7 +5,9 @@
 //! Every request is authenticated: a client certificate verified against
 //! `--client-ca-file` (what the apiserver presents with
 //! `--kubelet-client-certificate`), or a bearer token accepted by a
-//! TokenReview. Anonymous requests get 401.
+//! TokenReview. Anonymous requests get 401. The router is served by
+//! `offload_runtime::tls::serve_tls`, which hands a verified client
+//! certificate to the handlers as [`PeerCertificates`].
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -23,21 +25,12 @@ use k8s_openapi::api::authentication::v1::{TokenReview, TokenReviewSpec};
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::PostParams;
 use kube::runtime::reflector::{ObjectRef, Store};
-use offload_runtime::admin;
-use offload_runtime::tls::{HANDSHAKE_TIMEOUT, PeerCertificates};
-use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
-use tracing::{Instrument, debug, info, info_span, warn};
+use offload_runtime::tls::PeerCertificates;
+use tracing::{Instrument, debug, info_span, warn};
 
 use crate::client::{PluginClient, PluginError};
 use crate::logs::{LogQuery, log_request};
 use crate::metrics::Metrics;
-
-/// How a connection authenticated at the TLS layer.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct PeerAuth {
-    pub client_cert: bool,
-}
 
 /// Shared state of the kubelet API.
 #[derive(Clone)]
@@ -124,11 +117,8 @@ fn text(status: StatusCode, msg: impl Into<String>) -> Response {
 }
 
 async fn authenticate(State(st): State<KubeletState>, req: Request, next: Next) -> Response {
-    let cert = req
-        .extensions()
-        .get::<PeerAuth>()
-        .is_some_and(|p| p.client_cert);
-    if cert {
+    // Set by the TLS layer only for a certificate verified against the CA.
+    if req.extensions().get::<PeerCertificates>().is_some() {
         return next.run(req).await;
     }
     let token = bearer(req.headers());
@@ -257,30 +247,4 @@ pub fn router(st: KubeletState) -> Router {
         .route("/run/{*rest}", any(not_supported))
         .layer(middleware::from_fn_with_state(st.clone(), authenticate))
         .with_state(st)
-}
-
-/// Serve `router` over TLS on `listener` until `cancel`, then drain
-/// (`offload_runtime::tls::serve_tls`, 10 s handshake timeout). A verified
-/// client certificate reaches [`authenticate`] as [`PeerAuth`].
-pub async fn serve_tls(
-    listener: TcpListener,
-    tls: Arc<rustls::ServerConfig>,
-    router: Router,
-    cancel: CancellationToken,
-) {
-    let router = router.layer(middleware::map_request(peer_auth));
-    info!(addr = ?listener.local_addr().ok(), "kubelet API listening");
-    offload_runtime::tls::serve_tls(listener, tls, router, cancel, HANDSHAKE_TIMEOUT).await;
-}
-
-async fn peer_auth(mut req: Request) -> Request {
-    let client_cert = req.extensions().get::<PeerCertificates>().is_some();
-    req.extensions_mut().insert(PeerAuth { client_cert });
-    req
-}
-
-/// Plain-HTTP admin server: `/metrics` (the process's one registry),
-/// `/healthz`, `/readyz` (`ready` is set once the pod cache synced).
-pub fn admin_router(metrics: Metrics, ready: Arc<std::sync::atomic::AtomicBool>) -> Router {
-    admin::router(metrics.registry().clone(), admin::Ready::flag(ready))
 }

@@ -8,6 +8,11 @@
 //! by kube-runtime's `Controller` (`controller/`: a `Context`, a `reconcile`
 //! made of named steps, an `error_policy` with jittered backoff); `provider`
 //! wires every task under one cancellation token.
+//!
+//! Shared machinery comes from `offload_runtime`: TLS loading and serving
+//! (`tls` here only makes the self-signed kubelet certificate), the admin
+//! router, and the Kubernetes write helpers with their field managers
+//! (`kubeapi`).
 
 pub mod client;
 pub mod config;

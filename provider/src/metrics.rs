@@ -12,7 +12,7 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
-use prometheus_client::registry::Registry;
+use prometheus_client::registry::{Metric, Registry};
 
 use crate::client::PluginError;
 use crate::status::Phase;
@@ -56,49 +56,63 @@ struct Inner {
     node_ready: Gauge,
 }
 
+/// Registers `metric` as `name` with `help` and hands it back.
+fn registered<M: Metric + Clone>(registry: &mut Registry, name: &str, help: &str, metric: M) -> M {
+    registry.register(name, help, metric.clone());
+    metric
+}
+
 impl Inner {
     fn register(registry: &mut Registry, shared: &SharedRegistry) -> Self {
-        let plugin_latency = Family::<OpLabels, Histogram>::new_with_constructor(|| {
-            Histogram::new(exponential_buckets(0.001, 2.0, 16))
-        });
-        registry.register(
+        let plugin_latency = registered(
+            registry,
             "plugin_call_duration_seconds",
             "Latency of plugin calls by operation",
-            plugin_latency.clone(),
+            Family::<OpLabels, Histogram>::new_with_constructor(|| {
+                Histogram::new(exponential_buckets(0.001, 2.0, 16))
+            }),
         );
-        let plugin_errors = Family::<ErrorLabels, Counter>::default();
-        registry.register(
+        let plugin_errors = registered(
+            registry,
             "plugin_call_errors",
             "Failed plugin calls by operation and kind of error",
-            plugin_errors.clone(),
+            Family::<ErrorLabels, Counter>::default(),
         );
-        let pods = Family::<PhaseLabels, Gauge>::default();
-        registry.register(
+        let pods = registered(
+            registry,
             "pods",
             "Pods on the virtual node by local phase",
-            pods.clone(),
+            Family::<PhaseLabels, Gauge>::default(),
         );
-        let queue_depth = Gauge::default();
-        registry.register(
+        let queue_depth = registered(
+            registry,
             "queue_depth",
             "Pods waiting in the work queue",
-            queue_depth.clone(),
+            Gauge::default(),
         );
-        let in_flight = Gauge::default();
-        registry.register(
+        let in_flight = registered(
+            registry,
             "queue_in_flight",
             "Pods being worked on (bounded by --workers)",
-            in_flight.clone(),
+            Gauge::default(),
         );
-        let events = Family::<EventLabels, Counter>::default();
-        registry.register("events", "Events emitted by reason", events.clone());
-        let status_writes = Counter::default();
-        registry.register("status_writes", "Pod status writes", status_writes.clone());
-        let node_ready = Gauge::default();
-        registry.register(
+        let events = registered(
+            registry,
+            "events",
+            "Events emitted by reason",
+            Family::<EventLabels, Counter>::default(),
+        );
+        let status_writes = registered(
+            registry,
+            "status_writes",
+            "Pod status writes",
+            Counter::default(),
+        );
+        let node_ready = registered(
+            registry,
             "node_ready",
             "1 when the virtual node is Ready",
-            node_ready.clone(),
+            Gauge::default(),
         );
         Inner {
             registry: shared.clone(),

@@ -177,6 +177,15 @@ pub fn node_object(input: &NodeSpecInput, ping: Option<&PingResponse>) -> Node {
     }
 }
 
+/// The pressure conditions a virtual node never has: (type, reason), all
+/// `False`, in the order the kubelet reports them.
+const HEALTHY_CONDITIONS: [(&str, &str); 4] = [
+    ("MemoryPressure", "KubeletHasSufficientMemory"),
+    ("DiskPressure", "KubeletHasNoDiskPressure"),
+    ("PIDPressure", "KubeletHasSufficientPID"),
+    ("NetworkUnavailable", "RouteCreated"),
+];
+
 fn condition(
     old: &[NodeCondition],
     type_: &str,
@@ -185,11 +194,10 @@ fn condition(
     message: &str,
     now: Timestamp,
 ) -> NodeCondition {
-    let transition = old
+    let old = old
         .iter()
-        .find(|c| c.type_ == type_ && c.status == status)
-        .and_then(|c| c.last_transition_time.clone())
-        .unwrap_or(Time(now));
+        .map(|c| (&*c.type_, &*c.status, c.last_transition_time.as_ref()));
+    let transition = crate::status::transition_time(old, type_, status, now);
     NodeCondition {
         type_: type_.into(),
         status: status.into(),
@@ -232,19 +240,12 @@ pub fn node_status(
         ),
     };
     let cap = capacity(input, ping);
-    let ok = |t: &str, r: &str, m: &str| condition(old, t, "False", r, m, now);
+    let ready = condition(old, "Ready", ready, reason, &message, now);
+    let healthy = HEALTHY_CONDITIONS
+        .iter()
+        .map(|(type_, reason)| condition(old, type_, "False", reason, "virtual node", now));
     NodeStatus {
-        conditions: Some(vec![
-            condition(old, "Ready", ready, reason, &message, now),
-            ok(
-                "MemoryPressure",
-                "KubeletHasSufficientMemory",
-                "virtual node",
-            ),
-            ok("DiskPressure", "KubeletHasNoDiskPressure", "virtual node"),
-            ok("PIDPressure", "KubeletHasSufficientPID", "virtual node"),
-            ok("NetworkUnavailable", "RouteCreated", "virtual node"),
-        ]),
+        conditions: Some(std::iter::once(ready).chain(healthy).collect()),
         addresses: Some(vec![
             NodeAddress {
                 type_: "InternalIP".into(),

@@ -7,13 +7,13 @@ use std::time::{Duration, Instant};
 use jiff::Timestamp;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Node;
-use kube::api::{Api, DeleteParams, Patch, PatchParams};
+use kube::api::{Api, DeleteParams, Patch};
+use offload_runtime::kubeapi::{self, field_manager};
 use offload_wire::PingResponse;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::client::PluginClient;
-use crate::controller::{FIELD_MANAGER, STATUS_FIELD_MANAGER};
 use crate::metrics::Metrics;
 use crate::node::{NodeSpecInput, Reachability, lease, node_object, node_status};
 
@@ -89,7 +89,7 @@ impl NodeController {
         self.nodes()
             .patch(
                 &self.input.name,
-                &PatchParams::apply(FIELD_MANAGER).force(),
+                &kubeapi::apply_params(field_manager::PROVIDER),
                 &Patch::Apply(&body),
             )
             .await
@@ -117,7 +117,7 @@ impl NodeController {
         self.nodes()
             .patch_status(
                 &self.input.name,
-                &PatchParams::apply(STATUS_FIELD_MANAGER).force(),
+                &kubeapi::apply_params(field_manager::PROVIDER_STATUS),
                 &Patch::Apply(&body),
             )
             .await?;
@@ -138,7 +138,7 @@ impl NodeController {
         body["kind"] = "Lease".into();
         api.patch(
             &self.input.name,
-            &PatchParams::apply(FIELD_MANAGER).force(),
+            &kubeapi::apply_params(field_manager::PROVIDER),
             &Patch::Apply(&body),
         )
         .await?;

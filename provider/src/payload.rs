@@ -280,6 +280,58 @@ fn secret_value(s: &Secret, key: &str) -> Option<String> {
         .or_else(|| s.string_data.as_ref().and_then(|d| d.get(key).cloned()))
 }
 
+/// The keys and values of a ConfigMap or a Secret, as files.
+trait KeyedData {
+    fn keys(&self) -> impl Iterator<Item = &String>;
+    fn value(&self, key: &str) -> Option<String>;
+}
+
+impl KeyedData for ConfigMap {
+    fn keys(&self) -> impl Iterator<Item = &String> {
+        let data = self.data.iter().flat_map(|d| d.keys());
+        data.chain(self.binary_data.iter().flat_map(|d| d.keys()))
+    }
+
+    fn value(&self, key: &str) -> Option<String> {
+        cm_value(self, key)
+    }
+}
+
+impl KeyedData for Secret {
+    fn keys(&self) -> impl Iterator<Item = &String> {
+        self.data.iter().flat_map(|d| d.keys())
+    }
+
+    fn value(&self, key: &str) -> Option<String> {
+        secret_value(self, key)
+    }
+}
+
+/// The files of a projected ConfigMap or Secret source (`items`, or every
+/// key) into `data`; a missing object is an error unless `optional`.
+fn project_keys<T: KeyedData>(
+    found: Option<&T>,
+    kind: &'static str,
+    name: &str,
+    items: Option<&[KeyToPath]>,
+    optional: Option<bool>,
+    data: &mut BTreeMap<String, String>,
+) -> Result<(), MissingRef> {
+    let Some(obj) = found else {
+        if optional.unwrap_or(false) {
+            return Ok(());
+        }
+        let name = name.to_owned();
+        return Err(MissingRef { kind, name });
+    };
+    for (k, path) in items_or_all(items, obj.keys()) {
+        if let Some(v) = obj.value(&k) {
+            data.insert(path, v);
+        }
+    }
+    Ok(())
+}
+
 fn downward_files(pod: &Pod, items: &[DownwardAPIVolumeFile], data: &mut BTreeMap<String, String>) {
     for i in items {
         if let Some(v) = i.field_ref.as_ref().and_then(|f| field_value(pod, f)) {
@@ -305,46 +357,14 @@ pub fn render_volume(
         .flat_map(|p| p.sources.iter().flatten())
     {
         if let Some(src) = &s.config_map {
-            match fetched.config_maps.get(&src.name).and_then(Option::as_ref) {
-                Some(cm) => {
-                    let keys = cm
-                        .data
-                        .iter()
-                        .flat_map(|d| d.keys())
-                        .chain(cm.binary_data.iter().flat_map(|d| d.keys()));
-                    for (k, path) in items_or_all(src.items.as_deref(), keys) {
-                        if let Some(v) = cm_value(cm, &k) {
-                            data.insert(path, v);
-                        }
-                    }
-                }
-                None if src.optional.unwrap_or(false) => {}
-                None => {
-                    return Err(MissingRef {
-                        kind: "configmap",
-                        name: src.name.clone(),
-                    });
-                }
-            }
+            let cm = fetched.config_maps.get(&src.name).and_then(Option::as_ref);
+            let (items, optional) = (src.items.as_deref(), src.optional);
+            project_keys(cm, "configmap", &src.name, items, optional, &mut data)?;
         }
         if let Some(src) = &s.secret {
-            match fetched.secrets.get(&src.name).and_then(Option::as_ref) {
-                Some(sec) => {
-                    let keys = sec.data.iter().flat_map(|d| d.keys());
-                    for (k, path) in items_or_all(src.items.as_deref(), keys) {
-                        if let Some(v) = secret_value(sec, &k) {
-                            data.insert(path, v);
-                        }
-                    }
-                }
-                None if src.optional.unwrap_or(false) => {}
-                None => {
-                    return Err(MissingRef {
-                        kind: "secret",
-                        name: src.name.clone(),
-                    });
-                }
-            }
+            let sec = fetched.secrets.get(&src.name).and_then(Option::as_ref);
+            let (items, optional) = (src.items.as_deref(), src.optional);
+            project_keys(sec, "secret", &src.name, items, optional, &mut data)?;
         }
         if let Some(d) = &s.downward_api {
             downward_files(pod, d.items.as_deref().unwrap_or(&[]), &mut data);

@@ -20,9 +20,11 @@ use crate::metrics::Metrics;
 use crate::node::NodeSpecInput;
 use crate::node_controller::NodeController;
 use crate::retry::Backoff;
-use crate::tls::{self, TlsError};
+use crate::tls::self_signed;
 use crate::tunnel::{self, TunnelError};
 use gateway_manager::GatewayManager;
+use offload_runtime::admin;
+use offload_runtime::tls::{self, ClientAuth, HANDSHAKE_TIMEOUT, TlsError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProviderError {
@@ -112,7 +114,7 @@ fn kubelet_tls(
 ) -> Result<Arc<rustls::ServerConfig>, ProviderError> {
     let (certs, key) = match (&config.tls_cert_file, &config.tls_key_file) {
         (Some(c), Some(k)) => (tls::load_certs(c)?, tls::load_key(k)?),
-        _ => tls::self_signed(&[
+        _ => self_signed(&[
             config.node_name.clone(),
             node_ip.to_string(),
             "localhost".into(),
@@ -128,7 +130,12 @@ fn kubelet_tls(
             in_cluster.to_path_buf()
         })
     });
-    Ok(tls::server_config(certs, key, client_ca.as_deref())?)
+    // Client certificates are verified but not required: bearer tokens are
+    // the other way in, and the handler decides on 401.
+    let client = client_ca
+        .as_deref()
+        .map_or(ClientAuth::None, ClientAuth::Optional);
+    Ok(tls::server_config(certs, key, client)?)
 }
 
 /// The plain admin port (`/metrics`, `/healthz`, `/readyz`), if configured.
@@ -143,7 +150,10 @@ async fn spawn_admin(
         return Ok(None);
     };
     let (l, bound) = bind(addr).await?;
-    let app = kubelet_api::admin_router(metrics.clone(), Arc::clone(ready));
+    let app = admin::router(
+        metrics.registry().clone(),
+        admin::Ready::flag(Arc::clone(ready)),
+    );
     let c = cancel.clone();
     tasks.spawn(async move {
         let _ = axum::serve(l, app)
@@ -262,11 +272,13 @@ pub async fn start(
         metrics.clone(),
         config.token_review.then(|| client.clone()),
     );
-    tasks.spawn(kubelet_api::serve_tls(
+    info!(addr = ?listener.local_addr().ok(), "kubelet API listening");
+    tasks.spawn(tls::serve_tls(
         listener,
         server_tls,
         kubelet_api::router(kstate),
         cancel.clone(),
+        HANDSHAKE_TIMEOUT,
     ));
     let admin_addr = spawn_admin(&config, &metrics, &ready, &mut tasks, &cancel).await?;
 

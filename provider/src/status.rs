@@ -142,6 +142,20 @@ fn placeholder(spec: &Container, reason: &str, message: Option<String>) -> Conta
     }
 }
 
+/// A condition's `lastTransitionTime`: kept from the old condition
+/// `(type, status, lastTransitionTime)` of the same type while its status
+/// is unchanged, else `now`. Shared by pod and node conditions.
+pub(crate) fn transition_time<'a>(
+    mut old: impl Iterator<Item = (&'a str, &'a str, Option<&'a Time>)>,
+    type_: &str,
+    status: &str,
+    now: Timestamp,
+) -> Time {
+    old.find(|&(t, s, _)| t == type_ && s == status)
+        .and_then(|(_, _, at)| at.cloned())
+        .unwrap_or(Time(now))
+}
+
 fn condition(
     old: &[PodCondition],
     type_: &str,
@@ -151,11 +165,10 @@ fn condition(
     now: Timestamp,
 ) -> PodCondition {
     let status = if ok { "True" } else { "False" };
-    let last = old
+    let old = old
         .iter()
-        .find(|c| c.type_ == type_ && c.status == status)
-        .and_then(|c| c.last_transition_time.clone())
-        .unwrap_or(Time(now));
+        .map(|c| (&*c.type_, &*c.status, c.last_transition_time.as_ref()));
+    let last = transition_time(old, type_, status, now);
     PodCondition {
         type_: type_.to_string(),
         status: status.to_string(),

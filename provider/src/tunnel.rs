@@ -23,8 +23,9 @@ use std::time::Duration;
 use gateway_manager::objects::GatewaySpec;
 use gateway_manager::{GatewayManager, Settings};
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod, PodCondition};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
-use kube::api::{Api, PostParams};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::api::Api;
+use offload_runtime::kubeapi::{self, field_manager};
 use offload_wire::keys;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -37,8 +38,6 @@ pub use gateway_manager::manager::CONDITION_TUNNEL_UP;
 
 /// Where the namespace of an in-cluster pod is written.
 const IN_CLUSTER_NAMESPACE: &str = "/var/run/secrets/kubernetes.io/serviceaccount/namespace";
-/// Gateway namespace when neither the flag nor an in-cluster namespace says.
-pub use gateway_manager::args::DEFAULT_NAMESPACE;
 /// How often a known bastion key is fetched again (rotation).
 const KEY_REFRESH: Duration = Duration::from_secs(60);
 /// How long a start with a fresh gateway waits for the plugin's bastion key.
@@ -118,28 +117,18 @@ async fn ensure_namespace(client: &kube::Client, ns: &str) -> Result<(), TunnelE
     if api.get_opt(ns).await.map_err(err)?.is_some() {
         return Ok(());
     }
-    let obj = Namespace {
-        metadata: ObjectMeta {
-            name: Some(ns.to_owned()),
-            labels: Some(
-                [(
-                    keys::LABEL_MANAGED_BY.to_owned(),
-                    keys::MANAGED_BY_PROVIDER.to_owned(),
-                )]
-                .into(),
-            ),
-            ..Default::default()
-        },
-        ..Default::default()
-    };
-    match api.create(&PostParams::default(), &obj).await {
-        Ok(_) => {
-            info!(namespace = ns, "created the gateway namespace");
-            Ok(())
-        }
-        Err(kube::Error::Api(e)) if e.code == 409 => Ok(()),
-        Err(e) => Err(err(e)),
+    let labels = [(
+        keys::LABEL_MANAGED_BY.to_owned(),
+        keys::MANAGED_BY_PROVIDER.to_owned(),
+    )]
+    .into();
+    if kubeapi::create_namespace(client, field_manager::PROVIDER, ns, labels)
+        .await
+        .map_err(err)?
+    {
+        info!(namespace = ns, "created the gateway namespace");
     }
+    Ok(())
 }
 
 /// Start the tunnel when `--gateway-address` is set: gateway objects,

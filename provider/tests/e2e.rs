@@ -157,26 +157,11 @@ async fn pods_run_remotely_with_status_logs_and_delete() {
     assert_eq!(anon.get(&url).send().await.expect("anon").status(), 401);
 
     let done = wait_phase(&pods, "ok", "Succeeded", Duration::from_secs(300)).await;
-    let t = done
-        .status
-        .clone()
-        .and_then(|s| s.container_statuses)
-        .expect("statuses")[0]
-        .state
-        .clone()
-        .and_then(|s| s.terminated)
-        .expect("terminated");
+    let t = first_terminated(&done);
     assert_eq!(t.exit_code, 0);
     assert_eq!(t.reason.as_deref(), Some("Completed"));
     let failed = wait_phase(&pods, "fail", "Failed", Duration::from_secs(300)).await;
-    let t = failed
-        .status
-        .and_then(|s| s.container_statuses)
-        .expect("statuses")[0]
-        .state
-        .clone()
-        .and_then(|s| s.terminated)
-        .expect("terminated");
+    let t = first_terminated(&failed);
     assert_eq!(t.exit_code, 3);
     assert_eq!(t.reason.as_deref(), Some("Error"));
     let (ok_, out, err) = kubectl(

@@ -9,9 +9,10 @@ use k8s_openapi::api::core::v1::{Container, Pod};
 use kube::runtime::{reflector, watcher};
 use offload_provider::client::{ClientSettings, PluginClient};
 use offload_provider::config::PluginMode;
-use offload_provider::kubelet_api::{KubeletState, router, serve_tls};
+use offload_provider::kubelet_api::{KubeletState, router};
 use offload_provider::metrics::Metrics;
-use offload_provider::tls;
+use offload_provider::tls::self_signed;
+use offload_runtime::tls::{self, ClientAuth, HANDSHAKE_TIMEOUT};
 use rcgen::{
     BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa,
     KeyPair,
@@ -77,8 +78,8 @@ async fn start(pki: &Pki) -> (String, CancellationToken) {
     let dir = tempfile::tempdir().expect("tmp");
     let ca_file = dir.path().join("ca.crt");
     std::fs::write(&ca_file, &pki.ca_pem).expect("write");
-    let (certs, key) = tls::self_signed(&["vn".into(), "127.0.0.1".into()]).expect("cert");
-    let cfg = tls::server_config(certs, key, Some(&ca_file)).expect("tls");
+    let (certs, key) = self_signed(&["vn".into(), "127.0.0.1".into()]).expect("cert");
+    let cfg = tls::server_config(certs, key, ClientAuth::Optional(&ca_file)).expect("tls");
 
     let (store, mut writer) = reflector::store::<Pod>();
     writer.apply_watcher_event(&watcher::Event::Apply(
@@ -106,7 +107,13 @@ async fn start(pki: &Pki) -> (String, CancellationToken) {
         .expect("bind");
     let addr = l.local_addr().expect("addr");
     let cancel = CancellationToken::new();
-    tokio::spawn(serve_tls(l, cfg, router(st), cancel.clone()));
+    tokio::spawn(tls::serve_tls(
+        l,
+        cfg,
+        router(st),
+        cancel.clone(),
+        HANDSHAKE_TIMEOUT,
+    ));
     (format!("https://{addr}"), cancel)
 }
 
@@ -153,50 +160,26 @@ async fn anonymous_gets_401_and_ca_signed_client_cert_gets_in() {
     }
 
     let ok = http(Some(&pki.client_pem));
-    let r = ok
-        .get(format!("{base}/healthz"))
-        .send()
-        .await
-        .expect("send");
-    assert_eq!(r.status(), 200);
-    let r = ok
-        .get(format!(
-            "{base}/containerLogs/default/hello/init?tailLines=3"
-        ))
-        .send()
-        .await
-        .expect("send");
-    assert_eq!(r.status(), 200);
-    assert_eq!(r.text().await.expect("text"), "log of init tail=3\n");
-    let r = ok
-        .get(format!("{base}/containerLogs/default/hello/c?tailLines=0"))
-        .send()
-        .await
-        .expect("send");
-    assert_eq!(
-        (r.status().as_u16(), r.text().await.expect("text")),
-        (200, String::new())
-    );
-    let r = ok
-        .get(format!("{base}/containerLogs/default/hello/nope"))
-        .send()
-        .await
-        .expect("send");
-    assert_eq!(r.status(), 404);
-    let r = ok
-        .get(format!("{base}/containerLogs/default/missing/c"))
-        .send()
-        .await
-        .expect("send");
-    assert_eq!(r.status(), 404);
-    let r = ok
-        .get(format!(
-            "{base}/containerLogs/default/hello/c?sinceSeconds=0"
-        ))
-        .send()
-        .await
-        .expect("send");
-    assert_eq!(r.status(), 400);
+    // (path, status, body when it is checked)
+    let cases = [
+        ("/healthz", 200, None),
+        (
+            "/containerLogs/default/hello/init?tailLines=3",
+            200,
+            Some("log of init tail=3\n"),
+        ),
+        ("/containerLogs/default/hello/c?tailLines=0", 200, Some("")),
+        ("/containerLogs/default/hello/nope", 404, None),
+        ("/containerLogs/default/missing/c", 404, None),
+        ("/containerLogs/default/hello/c?sinceSeconds=0", 400, None),
+    ];
+    for (path, status, body) in cases {
+        let r = ok.get(format!("{base}{path}")).send().await.expect("send");
+        assert_eq!(r.status(), status, "{path}");
+        if let Some(body) = body {
+            assert_eq!(r.text().await.expect("text"), body, "{path}");
+        }
+    }
     for path in [
         "/exec/default/hello/c?command=sh",
         "/attach/default/hello/c",

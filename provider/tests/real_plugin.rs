@@ -9,12 +9,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use common::*;
-use k8s_openapi::api::core::v1::{
-    ConfigMap, ConfigMapVolumeSource, EmptyDirVolumeSource, EnvVar, EnvVarSource, Pod, Secret,
-    SecretKeySelector, SecretVolumeSource, Volume, VolumeMount,
-};
+use k8s_openapi::api::core::v1::{ConfigMap, EmptyDirVolumeSource, Pod, Secret, Volume};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
+use testbed::fixtures;
 use tokio::io::AsyncBufReadExt;
 
 const RUN: Duration = Duration::from_secs(300);
@@ -22,11 +20,7 @@ const RUN: Duration = Duration::from_secs(300);
 fn mount(c: &mut k8s_openapi::api::core::v1::Container, volume: &str, path: &str) {
     c.volume_mounts
         .get_or_insert_with(Vec::new)
-        .push(VolumeMount {
-            name: volume.into(),
-            mount_path: path.into(),
-            ..Default::default()
-        });
+        .push(fixtures::mount(volume, path));
 }
 
 fn with_volumes(mut p: Pod, volumes: Vec<Volume>) -> Pod {
@@ -36,25 +30,12 @@ fn with_volumes(mut p: Pod, volumes: Vec<Volume>) -> Pod {
     p
 }
 
-fn configmap_volume(name: &str, cm: &str) -> Volume {
-    Volume {
-        name: name.into(),
-        config_map: Some(ConfigMapVolumeSource {
-            name: cm.into(),
-            ..Default::default()
-        }),
-        ..Default::default()
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_in_the_middle_of_50_creates_offloads_each_pod_exactly_once() {
     let env = env().await;
     let plugin = Plugin::start(&env.remote).await;
     let node = node_name("vn-kill");
-    let ns = env.tb.local.fresh_namespace("prov-kill").await.expect("ns");
-    let _cleanup = Cleanup::new(&env, &ns, &[&node]);
-    let pods: Api<Pod> = Api::namespaced(env.local.clone(), &ns);
+    let (ns, _cleanup, pods) = test_namespace(&env, "prov-kill", &[&node]).await;
 
     let first = ProviderProcess::spawn(&env, &node, &plugin, 2);
     let creator = {
@@ -125,18 +106,7 @@ async fn killed_in_the_middle_of_50_creates_offloads_each_pod_exactly_once() {
     );
 
     // Deleting them all leaves nothing behind remotely.
-    pods.delete_collection(&DeleteParams::default(), &ListParams::default())
-        .await
-        .expect("delete all");
-    wait_for("local pods gone", RUN, async || {
-        pods.list(&ListParams::default())
-            .await
-            .ok()?
-            .items
-            .is_empty()
-            .then_some(())
-    })
-    .await;
+    delete_all_pods(&pods, RUN).await;
     let owned = ListParams::default().labels(offload_wire::keys::LABEL_SOURCE_POD_UID);
     let rns = remote_namespace(&ns);
     wait_for(
@@ -168,14 +138,7 @@ async fn plugin_outage_turns_node_not_ready_keeps_pods_and_resumes() {
     let mut plugin = Plugin::start(&env.remote).await;
     let node = node_name("vn-outage");
     let prov = start_provider(&env, provider_config(&env, &node, &plugin)).await;
-    let ns = env
-        .tb
-        .local
-        .fresh_namespace("prov-outage")
-        .await
-        .expect("ns");
-    let _cleanup = Cleanup::new(&env, &ns, &[&node]);
-    let pods: Api<Pod> = Api::namespaced(env.local.clone(), &ns);
+    let (_, _cleanup, pods) = test_namespace(&env, "prov-outage", &[&node]).await;
     wait_for("node Ready", Duration::from_secs(60), async || {
         let (s, r, _) = node_ready(&env.local, &node).await?;
         (s == "True" && r == "PluginReachable").then_some(())
@@ -242,14 +205,7 @@ async fn plugin_outage_turns_node_not_ready_keeps_pods_and_resumes() {
     })
     .await;
     let before = wait_phase(&pods, "before", "Succeeded", RUN).await;
-    let exit = before
-        .status
-        .and_then(|s| s.container_statuses)
-        .and_then(|c| c.into_iter().next())
-        .and_then(|c| c.state)
-        .and_then(|s| s.terminated)
-        .map(|t| t.exit_code);
-    assert_eq!(exit, Some(0));
+    assert_eq!(first_terminated(&before).exit_code, 0);
     let during = wait_phase(&pods, "during", "Succeeded", RUN).await;
     assert!(job_id(&during).is_some());
     assert_eq!(remote_pods(&env.remote, &before_uid).await.len(), 1);
@@ -296,9 +252,7 @@ async fn kubectl_logs_through_the_apiserver() {
     let mut plugin = Plugin::start(&env.remote).await;
     let node = node_name("vn-logs");
     let prov = start_provider(&env, provider_config(&env, &node, &plugin)).await;
-    let ns = env.tb.local.fresh_namespace("prov-logs").await.expect("ns");
-    let _cleanup = Cleanup::new(&env, &ns, &[&node]);
-    let pods: Api<Pod> = Api::namespaced(env.local.clone(), &ns);
+    let (ns, _cleanup, pods) = test_namespace(&env, "prov-logs", &[&node]).await;
 
     // -f: follows a container that prints a line per second.
     pods.create(
@@ -401,18 +355,7 @@ async fn kubectl_logs_through_the_apiserver() {
     let (ok, _, _) = kubectl(&env, &ns, &["exec", "talk", "--", "true"]).await;
     assert!(!ok, "exec must fail on a virtual node");
 
-    pods.delete_collection(&DeleteParams::default(), &ListParams::default())
-        .await
-        .expect("delete all");
-    wait_for("pods gone", Duration::from_secs(180), async || {
-        pods.list(&ListParams::default())
-            .await
-            .ok()?
-            .items
-            .is_empty()
-            .then_some(())
-    })
-    .await;
+    delete_all_pods(&pods, Duration::from_secs(180)).await;
     prov.shutdown().await;
     plugin.stop().await;
 }
@@ -426,20 +369,13 @@ async fn missing_configmap_waits_then_offloads_or_fails_after_the_timeout() {
     let mut cfg = provider_config(&env, &node, &plugin);
     cfg.missing_ref_timeout = timeout;
     let prov = start_provider(&env, cfg).await;
-    let ns = env
-        .tb
-        .local
-        .fresh_namespace("prov-missing")
-        .await
-        .expect("ns");
-    let _cleanup = Cleanup::new(&env, &ns, &[&node]);
-    let pods: Api<Pod> = Api::namespaced(env.local.clone(), &ns);
+    let (ns, _cleanup, pods) = test_namespace(&env, "prov-missing", &[&node]).await;
     let reads = |name: &str, cm: &str| {
         let mut c = container("main", "test \"$(cat /cfg/greeting)\" = hello-from-cm");
         mount(&mut c, "cfg", "/cfg");
         with_volumes(
             pod(name, &node, "Never", None, c),
-            vec![configmap_volume("cfg", cm)],
+            vec![fixtures::config_map_volume("cfg", cm)],
         )
     };
     let created = Instant::now();
@@ -568,9 +504,8 @@ async fn delete_removes_remote_objects_and_waits_for_the_plugin() {
     let mut cfg = provider_config(&env, &impatient_node, &plugin);
     cfg.delete_timeout = delete_timeout;
     let impatient_prov = start_provider(&env, cfg).await;
-    let ns = env.tb.local.fresh_namespace("prov-del").await.expect("ns");
-    let _cleanup = Cleanup::new(&env, &ns, &[&patient_node, &impatient_node]);
-    let pods: Api<Pod> = Api::namespaced(env.local.clone(), &ns);
+    let (ns, _cleanup, pods) =
+        test_namespace(&env, "prov-del", &[&patient_node, &impatient_node]).await;
 
     // A pod that owns a ConfigMap and a Secret remotely.
     Api::<ConfigMap>::namespaced(env.local.clone(), &ns)
@@ -607,30 +542,12 @@ async fn delete_removes_remote_objects_and_waits_for_the_plugin() {
     let mut main = container("main", "cat /cfg/a /sec/b; echo $TOKEN; sleep 3600");
     mount(&mut main, "cfg", "/cfg");
     mount(&mut main, "sec", "/sec");
-    main.env = Some(vec![EnvVar {
-        name: "TOKEN".into(),
-        value_from: Some(EnvVarSource {
-            secret_key_ref: Some(SecretKeySelector {
-                name: "app-secret".into(),
-                key: "b".into(),
-                ..Default::default()
-            }),
-            ..Default::default()
-        }),
-        ..Default::default()
-    }]);
+    main.env = Some(vec![fixtures::env_from_secret("TOKEN", "app-secret", "b")]);
     let owner = with_volumes(
         pod("owner", &patient_node, "Never", None, main),
         vec![
-            configmap_volume("cfg", "app-cfg"),
-            Volume {
-                name: "sec".into(),
-                secret: Some(SecretVolumeSource {
-                    secret_name: Some("app-secret".into()),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            },
+            fixtures::config_map_volume("cfg", "app-cfg"),
+            fixtures::secret_volume("sec", "app-secret"),
         ],
     );
     pods.create(&PostParams::default(), &owner)

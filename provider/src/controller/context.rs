@@ -9,15 +9,15 @@ use std::time::{Duration, Instant};
 
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, PodStatus as LocalStatus, Secret};
-use kube::api::{Api, Patch, PatchParams};
+use kube::api::{Api, Patch};
 use kube::runtime::events::{Event as KEvent, EventType, Recorder, Reporter};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Resource, ResourceExt};
+use offload_runtime::kubeapi::{self, field_manager};
 use offload_wire::keys::ANNOTATION_JOB_ID;
 use tokio::sync::mpsc::UnboundedSender;
 use tracing::warn;
 
-use super::{FIELD_MANAGER, STATUS_FIELD_MANAGER};
 use crate::client::PluginClient;
 use crate::config::Config;
 use crate::metrics::Metrics;
@@ -58,9 +58,9 @@ pub struct Context {
 pub struct State {
     tracks: Mutex<HashMap<String, Track>>,
     /// UIDs we removed ourselves (their watch Delete needs no plugin call).
-    removed: Mutex<HashMap<String, Instant>>,
+    removed: GoneUids,
     /// UIDs that left the API (never created remotely again).
-    vanished: Mutex<HashMap<String, Instant>>,
+    vanished: GoneUids,
     /// UIDs whose remote delete is in flight.
     deleting: Mutex<HashSet<String>>,
     /// Pods waiting for a free gateway port.
@@ -88,8 +88,21 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-fn prune(m: &mut HashMap<String, Instant>) {
-    m.retain(|_, at| at.elapsed() < FORGET_GONE_AFTER);
+/// UIDs of pods that left the API, each remembered for
+/// [`FORGET_GONE_AFTER`] (pruned on insert).
+#[derive(Debug, Default)]
+struct GoneUids(Mutex<HashMap<String, Instant>>);
+
+impl GoneUids {
+    fn insert(&self, uid: &str) {
+        let mut m = lock(&self.0);
+        m.retain(|_, at| at.elapsed() < FORGET_GONE_AFTER);
+        m.insert(uid.to_string(), Instant::now());
+    }
+
+    fn contains(&self, uid: &str) -> bool {
+        lock(&self.0).contains_key(uid)
+    }
 }
 
 /// The Event recorder of the provider on `node`.
@@ -97,10 +110,17 @@ pub fn recorder(client: &kube::Client, node: &str) -> Recorder {
     Recorder::new(
         client.clone(),
         Reporter {
-            controller: FIELD_MANAGER.into(),
+            controller: field_manager::PROVIDER.into(),
             instance: Some(node.to_string()),
         },
     )
+}
+
+/// A remote call that failed and will be retried.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Failure {
+    Create,
+    Delete,
 }
 
 /// Counts a running reconcile while alive.
@@ -162,23 +182,19 @@ impl Context {
     }
 
     pub(super) fn mark_removed(&self, uid: &str) {
-        let mut m = lock(&self.state.removed);
-        prune(&mut m);
-        m.insert(uid.to_string(), Instant::now());
+        self.state.removed.insert(uid);
     }
 
     pub(super) fn was_removed(&self, uid: &str) -> bool {
-        lock(&self.state.removed).contains_key(uid)
+        self.state.removed.contains(uid)
     }
 
     pub(super) fn mark_vanished(&self, uid: &str) {
-        let mut m = lock(&self.state.vanished);
-        prune(&mut m);
-        m.insert(uid.to_string(), Instant::now());
+        self.state.vanished.insert(uid);
     }
 
     pub(super) fn has_vanished(&self, uid: &str) -> bool {
-        lock(&self.state.vanished).contains_key(uid)
+        self.state.vanished.contains(uid)
     }
 
     /// Run the remote delete of `uid` marked as in flight.
@@ -235,6 +251,26 @@ impl Context {
         }
     }
 
+    /// A Warning event for `pod` about `failure`, once per failure streak
+    /// (the pod's flag is cleared on success).
+    pub(super) async fn warn_once(&self, pod: &Pod, failure: Failure, note: String) {
+        let first = self.track(&super::uid(pod), |t| {
+            let reported = match failure {
+                Failure::Create => &mut t.create_failure_reported,
+                Failure::Delete => &mut t.delete_failure_reported,
+            };
+            !std::mem::replace(reported, true)
+        });
+        if first {
+            let (reason, action) = match failure {
+                Failure::Create => ("OffloadFailed", "Create"),
+                Failure::Delete => ("DeleteFailed", "Delete"),
+            };
+            self.event(pod, EventType::Warning, reason, action, note)
+                .await;
+        }
+    }
+
     /// Write the pod status through the status subresource (server-side apply).
     pub async fn write_status(&self, pod: &Pod, st: &LocalStatus) -> Result<(), kube::Error> {
         let ns = pod.namespace().unwrap_or_default();
@@ -244,10 +280,14 @@ impl Context {
             "metadata": {"name": pod.name_any(), "namespace": ns},
             "status": st,
         });
+        // A manager of its own for status: Kubernetes 1.20 keeps no
+        // per-subresource managed fields, so an apply to `/status` under
+        // `PROVIDER` would drop what `PROVIDER` applied (the pod's `JobID`,
+        // the node's labels).
         self.pods_api(&ns)
             .patch_status(
                 &pod.name_any(),
-                &PatchParams::apply(STATUS_FIELD_MANAGER).force(),
+                &kubeapi::apply_params(field_manager::PROVIDER_STATUS),
                 &Patch::Apply(&body),
             )
             .await?;
@@ -273,7 +313,7 @@ impl Context {
         self.pods_api(&ns)
             .patch(
                 &pod.name_any(),
-                &PatchParams::apply(FIELD_MANAGER).force(),
+                &kubeapi::apply_params(field_manager::PROVIDER),
                 &Patch::Apply(&body),
             )
             .await?;

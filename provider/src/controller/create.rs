@@ -14,6 +14,7 @@ use kube::runtime::events::EventType;
 use offload_wire::RetrievedPodData;
 use tracing::{debug, info, warn};
 
+use super::context::Failure;
 use super::{Context, ControllerError, Outcome, key, uid};
 use crate::client::PluginError;
 use crate::payload;
@@ -173,14 +174,8 @@ async fn create(
             return Ok(Outcome::Done);
         }
         Err(e) => {
-            let report = ctx.track(&pod_uid, |t| {
-                !std::mem::replace(&mut t.create_failure_reported, true)
-            });
-            if report {
-                let note = format!("{e}; retrying");
-                ctx.event(pod, EventType::Warning, "OffloadFailed", "Create", note)
-                    .await;
-            }
+            let note = format!("{e}; retrying");
+            ctx.warn_once(pod, Failure::Create, note).await;
             return Err(e.into());
         }
     };

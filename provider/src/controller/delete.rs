@@ -12,6 +12,7 @@ use kube::api::{DeleteParams, Preconditions};
 use kube::runtime::events::EventType;
 use tracing::{info, warn};
 
+use super::context::Failure;
 use super::{Context, ControllerError, Outcome, uid};
 use crate::status;
 use crate::tunnel;
@@ -62,14 +63,8 @@ async fn remote_delete(
     };
     let timeout = ctx.config.delete_timeout;
     if waited(pod) < timeout {
-        let report = ctx.track(&pod_uid, |t| {
-            !std::mem::replace(&mut t.delete_failure_reported, true)
-        });
-        if report {
-            let note = format!("remote delete failed: {e}; retrying");
-            ctx.event(pod, EventType::Warning, "DeleteFailed", "Delete", note)
-                .await;
-        }
+        let note = format!("remote delete failed: {e}; retrying");
+        ctx.warn_once(pod, Failure::Delete, note).await;
         return Err(e.into());
     }
     let note = format!(

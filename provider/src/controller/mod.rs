@@ -47,14 +47,6 @@ pub use context::{Context, State, recorder};
 pub use status_poll::{poll_once, run_status_poller};
 pub use vanished::run_vanished;
 
-/// The field manager of the provider for objects (node, lease, pod annotations).
-pub const FIELD_MANAGER: &str = "offload-provider";
-/// The field manager for status subresources. Kubernetes 1.20 keeps no
-/// per-subresource managed fields: an apply to `/status` under the same
-/// manager would drop the labels and annotations that manager applied to the
-/// object (the node's labels, the pod's `JobID`).
-pub const STATUS_FIELD_MANAGER: &str = "offload-provider-status";
-
 #[derive(Debug, thiserror::Error)]
 pub enum ControllerError {
     #[error("kubernetes API: {0}")]

@@ -1,9 +1,8 @@
 use super::*;
 use k8s_openapi::api::core::v1::{
-    ConfigMapEnvSource, ConfigMapKeySelector, ConfigMapProjection, ConfigMapVolumeSource,
-    DownwardAPIProjection, EnvFromSource, EnvVar, EnvVarSource, PodSpec, ProjectedVolumeSource,
-    SecretKeySelector, SecretVolumeSource, ServiceAccountTokenProjection, VolumeMount,
-    VolumeProjection,
+    ConfigMapEnvSource, ConfigMapKeySelector, ConfigMapProjection, DownwardAPIProjection,
+    EnvFromSource, EnvVar, EnvVarSource, PodSpec, ProjectedVolumeSource,
+    ServiceAccountTokenProjection, VolumeMount, VolumeProjection,
 };
 use pretty_assertions::assert_eq;
 use testbed::fixtures;
@@ -72,29 +71,8 @@ fn test_pod() -> Pod {
                         }),
                         ..Default::default()
                     },
-                    EnvVar {
-                        name: "B".into(),
-                        value_from: Some(EnvVarSource {
-                            secret_key_ref: Some(SecretKeySelector {
-                                name: "env-sec".into(),
-                                key: "k".into(),
-                                optional: None,
-                            }),
-                            ..Default::default()
-                        }),
-                        ..Default::default()
-                    },
-                    EnvVar {
-                        name: "POD".into(),
-                        value_from: Some(EnvVarSource {
-                            field_ref: Some(ObjectFieldSelector {
-                                field_path: "metadata.name".into(),
-                                ..Default::default()
-                            }),
-                            ..Default::default()
-                        }),
-                        ..Default::default()
-                    },
+                    fixtures::env_from_secret("B", "env-sec", "k"),
+                    fixtures::env_from_field("POD", "metadata.name"),
                 ]),
                 env_from: Some(vec![EnvFromSource {
                     config_map_ref: Some(ConfigMapEnvSource {
@@ -106,30 +84,9 @@ fn test_pod() -> Pod {
                 ..Default::default()
             }],
             volumes: Some(vec![
-                Volume {
-                    name: "cfg".into(),
-                    config_map: Some(ConfigMapVolumeSource {
-                        name: "vol-cm".into(),
-                        ..Default::default()
-                    }),
-                    ..Default::default()
-                },
-                Volume {
-                    name: "sec".into(),
-                    secret: Some(SecretVolumeSource {
-                        secret_name: Some("vol-sec".into()),
-                        ..Default::default()
-                    }),
-                    ..Default::default()
-                },
-                Volume {
-                    name: "token".into(),
-                    secret: Some(SecretVolumeSource {
-                        secret_name: Some("default-token-abc".into()),
-                        ..Default::default()
-                    }),
-                    ..Default::default()
-                },
+                fixtures::config_map_volume("cfg", "vol-cm"),
+                fixtures::secret_volume("sec", "vol-sec"),
+                fixtures::secret_volume("token", "default-token-abc"),
                 Volume {
                     name: "proj".into(),
                     projected: Some(ProjectedVolumeSource {
@@ -149,22 +106,8 @@ fn test_pod() -> Pod {
                             VolumeProjection {
                                 downward_api: Some(DownwardAPIProjection {
                                     items: Some(vec![
-                                        DownwardAPIVolumeFile {
-                                            path: "labels".into(),
-                                            field_ref: Some(ObjectFieldSelector {
-                                                field_path: "metadata.labels".into(),
-                                                ..Default::default()
-                                            }),
-                                            ..Default::default()
-                                        },
-                                        DownwardAPIVolumeFile {
-                                            path: "ns".into(),
-                                            field_ref: Some(ObjectFieldSelector {
-                                                field_path: "metadata.namespace".into(),
-                                                ..Default::default()
-                                            }),
-                                            ..Default::default()
-                                        },
+                                        field_file("labels", "metadata.labels"),
+                                        field_file("ns", "metadata.namespace"),
                                     ]),
                                 }),
                                 ..Default::default()
@@ -181,19 +124,32 @@ fn test_pod() -> Pod {
                     }),
                     ..Default::default()
                 },
-                Volume {
-                    name: "unused".into(),
-                    config_map: Some(ConfigMapVolumeSource {
-                        name: "never-mounted".into(),
-                        ..Default::default()
-                    }),
-                    ..Default::default()
-                },
+                fixtures::config_map_volume("unused", "never-mounted"),
             ]),
             ..Default::default()
         }),
         ..Default::default()
     }
+}
+
+/// A downward-API file `path` of the pod field `field_path`.
+fn field_file(path: &str, field_path: &str) -> DownwardAPIVolumeFile {
+    DownwardAPIVolumeFile {
+        path: path.into(),
+        field_ref: Some(ObjectFieldSelector {
+            field_path: field_path.into(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// The names of `objects`, in order.
+fn names<K: kube::Resource>(objects: &[K]) -> Vec<&str> {
+    objects
+        .iter()
+        .filter_map(|o| o.meta().name.as_deref())
+        .collect()
 }
 
 fn all_fetched() -> Fetched {
@@ -261,22 +217,10 @@ fn payload_has_per_container_objects_and_rendered_projected_volume() {
     assert_eq!(data.containers[0].config_maps.len(), 1);
     let main = &data.containers[1];
     // env-cm is optional and missing: skipped.
-    assert_eq!(
-        main.config_maps
-            .iter()
-            .filter_map(|c| c.metadata.name.as_deref())
-            .collect::<Vec<_>>(),
-        vec!["vol-cm", "from-cm"]
-    );
+    assert_eq!(names(&main.config_maps), vec!["vol-cm", "from-cm"]);
     assert!(main.config_maps[0].metadata.managed_fields.is_none());
     // The service-account token secret is not shipped.
-    assert_eq!(
-        main.secrets
-            .iter()
-            .filter_map(|s| s.metadata.name.as_deref())
-            .collect::<Vec<_>>(),
-        vec!["vol-sec", "env-sec"]
-    );
+    assert_eq!(names(&main.secrets), vec!["vol-sec", "env-sec"]);
     let proj = &main.projected_volume_maps[0];
     assert_eq!(proj.metadata.name.as_deref(), Some("proj"));
     let d = proj.data.as_ref().expect("data");
@@ -372,22 +316,8 @@ fn downward_api_volume_rendered() {
         name: "dw".into(),
         downward_api: Some(k8s_openapi::api::core::v1::DownwardAPIVolumeSource {
             items: Some(vec![
-                DownwardAPIVolumeFile {
-                    path: "uid".into(),
-                    field_ref: Some(ObjectFieldSelector {
-                        field_path: "metadata.uid".into(),
-                        ..Default::default()
-                    }),
-                    ..Default::default()
-                },
-                DownwardAPIVolumeFile {
-                    path: "b".into(),
-                    field_ref: Some(ObjectFieldSelector {
-                        field_path: "metadata.labels['b']".into(),
-                        ..Default::default()
-                    }),
-                    ..Default::default()
-                },
+                field_file("uid", "metadata.uid"),
+                field_file("b", "metadata.labels['b']"),
             ]),
             ..Default::default()
         }),

@@ -31,6 +31,16 @@ fn phase_of(p: &Pod, r: &RemoteStatus) -> String {
         .expect("phase set")
 }
 
+/// The waiting part of a container's current state.
+fn waiting(c: &ContainerStatus) -> Option<&ContainerStateWaiting> {
+    c.state.as_ref()?.waiting.as_ref()
+}
+
+/// The exit code of a (current or last) container state, if terminated.
+fn exit_code(s: Option<&ContainerState>) -> Option<i32> {
+    s?.terminated.as_ref().map(|t| t.exit_code)
+}
+
 fn cond<'a>(s: &'a LocalStatus, t: &str) -> &'a PodCondition {
     s.conditions
         .as_ref()
@@ -45,10 +55,7 @@ fn nothing_reported_yet_stays_pending_not_succeeded() {
     assert_eq!(s.phase.as_deref(), Some("Pending"));
     let cs = &s.container_statuses.expect("statuses")[0];
     assert_eq!(
-        cs.state
-            .as_ref()
-            .and_then(|s| s.waiting.as_ref())
-            .and_then(|w| w.reason.as_deref()),
+        waiting(cs).and_then(|w| w.reason.as_deref()),
         Some("ContainerCreating")
     );
     assert_eq!(s.host_ip.as_deref(), Some("10.0.0.1"));
@@ -86,13 +93,7 @@ fn failing_container_keeps_exit_code_and_fails_the_pod() {
     );
     assert_eq!(s.phase.as_deref(), Some("Failed"));
     let b = &s.container_statuses.expect("statuses")[1];
-    assert_eq!(
-        b.state
-            .as_ref()
-            .and_then(|s| s.terminated.as_ref())
-            .map(|t| t.exit_code),
-        Some(42)
-    );
+    assert_eq!(exit_code(b.state.as_ref()), Some(42));
 }
 
 #[test]
@@ -118,10 +119,7 @@ fn init_containers_run_first() {
     assert_eq!(cond(&s, "Initialized").status, "False");
     let main = &s.container_statuses.as_ref().expect("statuses")[0];
     assert_eq!(
-        main.state
-            .as_ref()
-            .and_then(|s| s.waiting.as_ref())
-            .and_then(|w| w.reason.as_deref()),
+        waiting(main).and_then(|w| w.reason.as_deref()),
         Some("PodInitializing")
     );
     let s = map_remote_status(
@@ -163,13 +161,7 @@ fn restartable_pods_stay_running_with_restart_counts() {
     assert_eq!(s.phase.as_deref(), Some("Running"));
     let c = &s.container_statuses.as_ref().expect("statuses")[0];
     assert_eq!(c.restart_count, 4);
-    assert_eq!(
-        c.last_state
-            .as_ref()
-            .and_then(|s| s.terminated.as_ref())
-            .map(|t| t.exit_code),
-        Some(1)
-    );
+    assert_eq!(exit_code(c.last_state.as_ref()), Some(1));
     assert!(!c.ready);
     // Even a terminated report does not end an Always pod: it is followed on.
     assert_eq!(
@@ -263,10 +255,7 @@ fn failed_and_waiting_statuses() {
     assert_eq!(w.phase.as_deref(), Some("Pending"));
     let c = &w.container_statuses.expect("statuses")[0];
     assert_eq!(
-        c.state
-            .as_ref()
-            .and_then(|s| s.waiting.as_ref())
-            .and_then(|w| w.message.as_deref()),
+        waiting(c).and_then(|w| w.message.as_deref()),
         Some("configmap \"x\" not found")
     );
 }

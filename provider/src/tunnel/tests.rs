@@ -3,28 +3,25 @@ use clap::Parser;
 
 #[test]
 fn addresses() {
-    assert_eq!(
-        gateway_address("10.201.0.1", 30222).ok().as_deref(),
-        Some("10.201.0.1:30222")
+    // (--gateway-address, --gateway-node-port, the address given to pods)
+    for (addr, node_port, want) in [
+        ("10.201.0.1", 30222, "10.201.0.1:30222"),
+        ("gw.example.org:2222", 30222, "gw.example.org:2222"),
+        ("[fd00::1]", 30222, "[fd00::1]:30222"),
+    ] {
+        let got = gateway_address(addr, node_port);
+        assert_eq!(got.ok().as_deref(), Some(want), "{addr}");
+    }
+    let no_port = gateway_address("10.0.0.1", 0);
+    assert!(
+        matches!(no_port, Err(TunnelError::NoPort(_))),
+        "{no_port:?}"
     );
-    assert_eq!(
-        gateway_address("gw.example.org:2222", 30222)
-            .ok()
-            .as_deref(),
-        Some("gw.example.org:2222")
+    let not_an_address = gateway_address("http://x", 30222);
+    assert!(
+        matches!(not_an_address, Err(TunnelError::Address(_))),
+        "{not_an_address:?}"
     );
-    assert_eq!(
-        gateway_address("[fd00::1]", 30222).ok().as_deref(),
-        Some("[fd00::1]:30222")
-    );
-    assert!(matches!(
-        gateway_address("10.0.0.1", 0),
-        Err(TunnelError::NoPort(_))
-    ));
-    assert!(matches!(
-        gateway_address("http://x", 30222),
-        Err(TunnelError::Address(_))
-    ));
 }
 
 #[test]

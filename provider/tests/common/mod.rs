@@ -9,12 +9,15 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::core::v1::{ConfigMap, Container, Node, Pod, Secret};
-use kube::api::{Api, ListParams};
+use k8s_openapi::api::core::v1::{
+    ConfigMap, Container, ContainerStateTerminated, Node, Pod, Secret,
+};
+use kube::api::{Api, DeleteParams, ListParams};
 use offload_plugin::{Listen, PluginConfig, RunningPlugin};
 use offload_provider::config::Config;
 use offload_provider::provider::{RunningProvider, start};
 use offload_wire::keys::{ANNOTATION_JOB_ID, LABEL_SOURCE_POD_UID};
+use serde::de::DeserializeOwned;
 use testbed::fixtures;
 
 /// Both clusters and a client for each.
@@ -241,6 +244,22 @@ pub async fn wait_gone(pods: &Api<Pod>, name: &str, timeout: Duration) {
     .await
 }
 
+/// Delete every pod of `pods`' namespace and wait until none is left.
+pub async fn delete_all_pods(pods: &Api<Pod>, timeout: Duration) {
+    pods.delete_collection(&DeleteParams::default(), &ListParams::default())
+        .await
+        .expect("delete all");
+    wait_for("local pods gone", timeout, async || {
+        pods.list(&ListParams::default())
+            .await
+            .ok()?
+            .items
+            .is_empty()
+            .then_some(())
+    })
+    .await
+}
+
 /// The node's Ready condition: (status, reason, message).
 pub async fn node_ready(c: &kube::Client, node: &str) -> Option<(String, String, String)> {
     let n = Api::<Node>::all(c.clone()).get_opt(node).await.ok()??;
@@ -256,34 +275,41 @@ pub async fn node_ready(c: &kube::Client, node: &str) -> Option<(String, String,
     ))
 }
 
-fn by_source_uid(uid: &str) -> ListParams {
-    ListParams::default().labels(&format!("{LABEL_SOURCE_POD_UID}={uid}"))
+/// Remote objects of kind `K` created for the local pod `uid` (label
+/// `interlink.io/source.pod_uid`), in every namespace.
+async fn remote_of<K>(remote: &kube::Client, uid: &str) -> Vec<K>
+where
+    K: kube::Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug,
+{
+    let by_source_uid = ListParams::default().labels(&format!("{LABEL_SOURCE_POD_UID}={uid}"));
+    Api::<K>::all(remote.clone())
+        .list(&by_source_uid)
+        .await
+        .unwrap_or_else(|e| panic!("list remote {}: {e}", K::plural(&())))
+        .items
 }
 
-/// Remote pods created for the local pod `uid` (label `interlink.io/source.pod_uid`).
+/// Remote pods created for the local pod `uid`.
 pub async fn remote_pods(remote: &kube::Client, uid: &str) -> Vec<Pod> {
-    Api::<Pod>::all(remote.clone())
-        .list(&by_source_uid(uid))
-        .await
-        .expect("list remote pods")
-        .items
+    remote_of(remote, uid).await
 }
 
 /// Remote (ConfigMaps, Secrets) created for the local pod `uid`.
 pub async fn remote_owned(remote: &kube::Client, uid: &str) -> (usize, usize) {
-    let cms = Api::<ConfigMap>::all(remote.clone())
-        .list(&by_source_uid(uid))
-        .await
-        .expect("list remote configmaps")
-        .items
-        .len();
-    let secrets = Api::<Secret>::all(remote.clone())
-        .list(&by_source_uid(uid))
-        .await
-        .expect("list remote secrets")
-        .items
-        .len();
+    let cms = remote_of::<ConfigMap>(remote, uid).await.len();
+    let secrets = remote_of::<Secret>(remote, uid).await.len();
     (cms, secrets)
+}
+
+/// The termination of the pod's first container (it must have one).
+pub fn first_terminated(p: &Pod) -> ContainerStateTerminated {
+    p.status
+        .as_ref()
+        .and_then(|s| s.container_statuses.as_ref())
+        .and_then(|c| c.first())
+        .and_then(|c| c.state.as_ref())
+        .and_then(|s| s.terminated.clone())
+        .expect("first container terminated")
 }
 
 /// Count of remote pods per source uid in the remote namespace of local `ns`.
@@ -364,6 +390,19 @@ impl Cleanup {
             nodes: nodes.iter().map(|n| n.to_string()).collect(),
         }
     }
+}
+
+/// A fresh local namespace `prefix-…` for a test of `nodes`: its name, the
+/// guard that removes it and the nodes at the end, and its pods API.
+pub async fn test_namespace(
+    env: &Env,
+    prefix: &str,
+    nodes: &[&str],
+) -> (String, Cleanup, Api<Pod>) {
+    let ns = env.tb.local.fresh_namespace(prefix).await.expect("ns");
+    let cleanup = Cleanup::new(env, &ns, nodes);
+    let pods = Api::namespaced(env.local.clone(), &ns);
+    (ns, cleanup, pods)
 }
 
 impl Drop for Cleanup {
