@@ -186,6 +186,14 @@ const fn renamed(id: &'static str, flag: &'static str, env: &'static str) -> Ren
     }
 }
 
+const fn former_env(id: &'static str, env: &'static str) -> Renamed {
+    Renamed {
+        id,
+        old_flag: None,
+        old_env: Some(env),
+    }
+}
+
 /// The standalone binary's names of these flags before they were shared
 /// with the provider: hidden aliases and fallback variables there.
 pub const STANDALONE_FORMER_NAMES: &[Renamed] = &[
@@ -210,6 +218,10 @@ pub const STANDALONE_FORMER_NAMES: &[Renamed] = &[
     renamed("node_port", "node-port", "GATEWAY_MANAGER_NODE_PORT"),
     renamed("port_range", "port-range", "GATEWAY_MANAGER_PORT_RANGE"),
     renamed("sync_interval", "sync-secs", "GATEWAY_MANAGER_SYNC_SECS"),
+    // The serving certificate flags (offload_runtime::tls::ServingCertArgs)
+    // kept their names; only the variables were prefixed.
+    former_env("tls_cert_file", "GATEWAY_MANAGER_TLS_CERT_FILE"),
+    former_env("tls_key_file", "GATEWAY_MANAGER_TLS_KEY_FILE"),
 ];
 
 #[cfg(test)]

@@ -40,35 +40,30 @@ pub const CONDITION_TUNNEL_UP: &str = "tunnel.offload.dev/Up";
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("kubernetes: {0}")]
-    Kube(#[from] kube::Error),
+    /// A read or write of the local cluster failed: the apiserver, or an
+    /// object or key Secret that is not as it should be
+    /// ([`kubeapi::Error`]); retried by the caller.
+    #[error(transparent)]
+    Api(#[from] kubeapi::Error),
+    #[error("the gateway is not set up yet (call ensure_gateway first)")]
+    NotReady,
+    /// The port range is exhausted: the pod waits (a Warning event says so).
     #[error(transparent)]
     Alloc(#[from] AllocError),
+    /// A bastion or host key that is not an OpenSSH ed25519 key.
     #[error(transparent)]
     Key(#[from] KeyError),
+    /// Tunnel annotations on a pod that do not decode.
     #[error(transparent)]
     Annotation(#[from] AnnotationError),
     #[error("pod has no {0}")]
     MissingField(&'static str),
-    #[error("the gateway is not set up yet (call ensure_gateway first)")]
-    NotReady,
-    #[error("host key secret {0} holds no usable key")]
-    HostKeySecret(String),
-    /// An object built without its name or namespace (a bug).
-    #[error(transparent)]
-    Object(kubeapi::Error),
 }
 
-impl From<kubeapi::Error> for Error {
-    fn from(e: kubeapi::Error) -> Self {
-        match e {
-            kubeapi::Error::Kube(e) => Error::Kube(e),
-            kubeapi::Error::Key(e) => Error::Key(e),
-            kubeapi::Error::KeySecret {
-                namespace, name, ..
-            } => Error::HostKeySecret(format!("{namespace}/{name}")),
-            e => Error::Object(e),
-        }
+/// Plain reads (`get`, `list`) give the apiserver's error as it is.
+impl From<kube::Error> for Error {
+    fn from(e: kube::Error) -> Self {
+        Error::Api(kubeapi::Error::Kube(e))
     }
 }
 
@@ -76,14 +71,13 @@ impl Error {
     /// Short label for metrics.
     pub fn metric_label(&self) -> &'static str {
         match self {
-            Error::Kube(_) => "kube",
+            Error::Api(kubeapi::Error::KeySecret { .. }) => "host_key",
+            Error::Api(e) => e.metric_label(),
             Error::Alloc(_) => "exhausted",
             Error::Key(_) => "key",
             Error::Annotation(_) => "annotation",
             Error::MissingField(_) => "pod",
             Error::NotReady => "not_ready",
-            Error::HostKeySecret(_) => "host_key",
-            Error::Object(_) => "object",
         }
     }
 }

@@ -57,11 +57,10 @@ pub struct Args {
     /// Also serve `/healthz` and `/metrics` over plain HTTP here (for example 0.0.0.0:9090).
     #[arg(long, env = "GATEWAY_MANAGER_ADMIN_ADDR")]
     pub admin_addr: Option<SocketAddr>,
-    /// Serving certificate (PEM); without it a CA and a certificate are made at start.
-    #[arg(long, env = "GATEWAY_MANAGER_TLS_CERT_FILE", requires = "tls_key_file")]
-    pub tls_cert_file: Option<PathBuf>,
-    #[arg(long, env = "GATEWAY_MANAGER_TLS_KEY_FILE", requires = "tls_cert_file")]
-    pub tls_key_file: Option<PathBuf>,
+    /// The webhook's serving certificate; without it a CA and a certificate
+    /// for --tls-san are made at start.
+    #[command(flatten)]
+    pub serving: tls::ServingCertArgs,
     /// CA bundle for the webhook configuration (default: the certificate file).
     #[arg(long, env = "GATEWAY_MANAGER_TLS_CA_FILE")]
     pub tls_ca_file: Option<PathBuf>,
@@ -246,7 +245,7 @@ fn endpoint(args: &Args) -> Result<Option<Endpoint>, StandaloneError> {
 /// The serving certificate: from files, or a fresh CA and certificate for
 /// `--tls-san` (default: the names the apiserver dials).
 fn serving_cert(args: &Args, endpoint: Option<&Endpoint>) -> Result<ServingCert, StandaloneError> {
-    if let (Some(c), Some(k)) = (&args.tls_cert_file, &args.tls_key_file) {
+    if let Some((c, k)) = args.serving.files() {
         return Ok(ServingCert::from_files(c, k, args.tls_ca_file.as_deref())?);
     }
     let mut names = args.tls_san.clone();

@@ -81,10 +81,15 @@ impl Default for TranslateConfig {
 /// Everything to create remotely for one local pod.
 #[derive(Clone, Debug)]
 pub struct RemotePlan {
+    /// Name, namespace and UID of the local pod, as sent by the caller.
     pub local: LocalIdentity,
+    /// The remote namespace (`<prefix>-<local namespace>`).
     pub namespace: String,
+    /// The remote pod, labelled and named after the local one.
     pub pod: Pod,
+    /// ConfigMaps the pod references, renamed for the remote namespace.
     pub config_maps: Vec<ConfigMap>,
+    /// Secrets the pod references, renamed for the remote namespace.
     pub secrets: Vec<Secret>,
     /// Things dropped or rewritten that a user may want to know (no values).
     pub warnings: Vec<String>,

@@ -192,13 +192,10 @@ pub struct Config {
     #[arg(long, env = "KUBELET_ADVERTISED_PORT")]
     pub kubelet_advertised_port: Option<u16>,
 
-    /// Serving certificate (PEM). Without it a self-signed one is made at start.
-    #[arg(long, env = "TLS_CERT_FILE", requires = "tls_key_file")]
-    pub tls_cert_file: Option<PathBuf>,
-
-    /// Serving key (PEM).
-    #[arg(long, env = "TLS_KEY_FILE", requires = "tls_cert_file")]
-    pub tls_key_file: Option<PathBuf>,
+    /// The kubelet API's serving certificate; without it a self-signed one
+    /// for the node name and IP is made at start.
+    #[command(flatten)]
+    pub serving: offload_runtime::tls::ServingCertArgs,
 
     /// CA bundle (PEM) whose client certificates are accepted on the kubelet
     /// API (the one that signs the apiserver's --kubelet-client-certificate).

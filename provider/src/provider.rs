@@ -28,11 +28,11 @@ use offload_runtime::tls::{self, ClientAuth, HANDSHAKE_TIMEOUT, TlsError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProviderError {
-    #[error(transparent)]
+    #[error("setting up the plugin client: {0}")]
     Plugin(#[from] PluginError),
-    #[error(transparent)]
+    #[error("kubelet API certificate: {0}")]
     Tls(#[from] TlsError),
-    #[error(transparent)]
+    #[error("setting up the tunnel gateway: {0}")]
     Tunnel(#[from] TunnelError),
     #[error("cannot listen on {addr}: {source}")]
     Listen {
@@ -112,9 +112,9 @@ fn kubelet_tls(
     config: &Config,
     node_ip: IpAddr,
 ) -> Result<Arc<rustls::ServerConfig>, ProviderError> {
-    let (certs, key) = match (&config.tls_cert_file, &config.tls_key_file) {
-        (Some(c), Some(k)) => (tls::load_certs(c)?, tls::load_key(k)?),
-        _ => self_signed(&[
+    let (certs, key) = match config.serving.files() {
+        Some((c, k)) => (tls::load_certs(c)?, tls::load_key(k)?),
+        None => self_signed(&[
             config.node_name.clone(),
             node_ip.to_string(),
             "localhost".into(),

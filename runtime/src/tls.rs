@@ -14,7 +14,7 @@
 
 use std::fmt::Debug;
 use std::future::Future;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -36,6 +36,30 @@ use tracing::{debug, warn};
 /// How long open connections may finish their requests after shutdown.
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 /// The handshake timeout every server of the tree uses.
+/// The serving certificate of an HTTPS server, both files or neither
+/// (without them the binary makes one at start). Flattened into the
+/// provider's and the standalone gateway-manager's flags, so both take the
+/// same names.
+#[derive(clap::Args, Clone, Debug, Default, PartialEq, Eq)]
+pub struct ServingCertArgs {
+    /// Serving certificate (PEM). Without it one is made at start.
+    #[arg(long, env = "TLS_CERT_FILE", requires = "tls_key_file")]
+    pub tls_cert_file: Option<PathBuf>,
+    /// Serving key (PEM), with --tls-cert-file.
+    #[arg(long, env = "TLS_KEY_FILE", requires = "tls_cert_file")]
+    pub tls_key_file: Option<PathBuf>,
+}
+
+impl ServingCertArgs {
+    /// The certificate and key files, when given.
+    pub fn files(&self) -> Option<(&Path, &Path)> {
+        Some((
+            self.tls_cert_file.as_deref()?,
+            self.tls_key_file.as_deref()?,
+        ))
+    }
+}
+
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 #[derive(Debug, thiserror::Error)]

@@ -228,7 +228,7 @@ impl GatewayManager {
             // Two replicas prepared at once both create the Service: the
             // loser's apply-create fails with AlreadyExists; applying again
             // updates the one the winner made.
-            Err(Error::Kube(kube::Error::Api(e))) if e.code == 409 => {
+            Err(Error::Api(e)) if e.api_code() == Some(409) => {
                 self.apply(&obj).await?;
                 Ok(())
             }

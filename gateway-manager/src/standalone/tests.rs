@@ -83,6 +83,8 @@ fn former_variables_are_read() {
             "GATEWAY_MANAGER_NAMESPACE" => "old-ns",
             "GATEWAY_MANAGER_GATEWAY_NAME" => "old-gw",
             "GATEWAY_MANAGER_SYNC_SECS" => "7",
+            "GATEWAY_MANAGER_TLS_CERT_FILE" => "/certs/tls.crt",
+            "GATEWAY_MANAGER_TLS_KEY_FILE" => "/certs/tls.key",
             _ => return None,
         };
         Some(std::ffi::OsString::from(v))
@@ -92,4 +94,11 @@ fn former_variables_are_read() {
     assert_eq!(a.gateway.namespace.as_deref(), Some("old-ns"));
     assert_eq!(a.gateway.name, "old-gw");
     assert_eq!(a.gateway.sync_interval, Duration::from_secs(7));
+    assert_eq!(
+        a.serving.files(),
+        Some((
+            std::path::Path::new("/certs/tls.crt"),
+            std::path::Path::new("/certs/tls.key")
+        ))
+    );
 }
