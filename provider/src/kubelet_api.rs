@@ -175,7 +175,7 @@ async fn container_logs(
         let req = log_request(&ns, &pod, &uid, &container, &q);
         match st.plugin.logs(&req).await {
             Ok(resp) => {
-                debug!(follow = q.follow, "streaming logs");
+                debug!(follow = q.0.follow, "streaming logs");
                 let stream = resp.bytes_stream().map_err(std::io::Error::other);
                 Response::builder()
                     .status(StatusCode::OK)

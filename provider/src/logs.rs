@@ -1,6 +1,7 @@
 //! Pure parsing of the kubelet `containerLogs` query into the interLink
 //! `LogStruct`, with the kubelet's validation rules.
 
+use kube::api::LogParams;
 use offload_wire::{ContainerLogOpts, GO_ZERO_TIME, LogStruct};
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -11,18 +12,12 @@ pub enum LogQueryError {
     Conflict(&'static str),
 }
 
-/// The options `kubectl logs` can send to the kubelet.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct LogQuery {
-    pub follow: bool,
-    pub previous: bool,
-    pub timestamps: bool,
-    pub tail_lines: Option<i64>,
-    pub limit_bytes: Option<i64>,
-    pub since_seconds: Option<i64>,
-    /// RFC 3339, normalised to UTC seconds.
-    pub since_time: Option<String>,
-}
+/// The options `kubectl logs` can send to the kubelet, held in kube-rs'
+/// [`LogParams`] (the fields of the pods/log subresource, which is what they
+/// become on the remote side); `container` and `pretty` are not part of a
+/// kubelet query and stay unset.
+#[derive(Clone, Debug, Default)]
+pub struct LogQuery(pub LogParams);
 
 fn parse_bool(name: &str, v: &str) -> Result<bool, LogQueryError> {
     // Go's strconv.ParseBool, which the kubelet uses.
@@ -46,39 +41,13 @@ fn parse_int(name: &str, v: &str, min: i64) -> Result<i64, LogQueryError> {
         })
 }
 
-/// Percent-decoding of one query component (`+` is a space).
-fn decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'+' => out.push(b' '),
-            b'%' if i + 2 < bytes.len() => {
-                let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).unwrap_or("");
-                match u8::from_str_radix(hex, 16) {
-                    Ok(b) => {
-                        out.push(b);
-                        i += 2;
-                    }
-                    Err(_) => out.push(b'%'),
-                }
-            }
-            b => out.push(b),
-        }
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
 impl LogQuery {
     /// Parse a raw query string (`follow=true&tailLines=10...`). Unknown
     /// parameters are ignored, like the kubelet does.
     pub fn parse(query: &str) -> Result<LogQuery, LogQueryError> {
-        let mut q = LogQuery::default();
-        for pair in query.split('&').filter(|p| !p.is_empty()) {
-            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-            let (k, v) = (decode(k), decode(v));
+        let mut q = LogParams::default();
+        for (k, v) in form_urlencoded::parse(query.as_bytes()) {
+            let (k, v) = (k.into_owned(), v.into_owned());
             match k.as_str() {
                 "follow" => q.follow = parse_bool(&k, &v)?,
                 "previous" => q.previous = parse_bool(&k, &v)?,
@@ -91,7 +60,7 @@ impl LogQuery {
                         name: k.clone(),
                         value: v.clone(),
                     })?;
-                    q.since_time = Some(t.strftime("%Y-%m-%dT%H:%M:%SZ").to_string());
+                    q.since_time = Some(t);
                 }
                 _ => {}
             }
@@ -101,30 +70,31 @@ impl LogQuery {
                 "at most one of sinceTime or sinceSeconds may be specified",
             ));
         }
-        Ok(q)
+        Ok(LogQuery(q))
     }
 
     /// `tailLines=0` without follow asks for nothing at all; the wire format
     /// cannot say it (0 means "unset"), so the caller answers it directly.
     pub fn wants_nothing(&self) -> bool {
-        self.tail_lines == Some(0) && !self.follow
+        self.0.tail_lines == Some(0) && !self.0.follow
     }
 
     /// The wire options, as interLink's Virtual Kubelet would send them
-    /// (zero means unset; `SinceTime` is Go's zero time when unset).
+    /// (zero means unset; `SinceTime` is Go's zero time when unset, else
+    /// RFC 3339 in UTC seconds).
     pub fn to_opts(&self) -> ContainerLogOpts {
+        let p = &self.0;
         ContainerLogOpts {
-            tail: self.tail_lines.unwrap_or(0),
-            limit_bytes: self.limit_bytes.unwrap_or(0),
-            timestamps: self.timestamps,
-            follow: self.follow,
-            previous: self.previous,
-            since_seconds: self.since_seconds.unwrap_or(0),
-            since_time: Some(
-                self.since_time
-                    .clone()
-                    .unwrap_or_else(|| GO_ZERO_TIME.to_string()),
-            ),
+            tail: p.tail_lines.unwrap_or(0),
+            limit_bytes: p.limit_bytes.unwrap_or(0),
+            timestamps: p.timestamps,
+            follow: p.follow,
+            previous: p.previous,
+            since_seconds: p.since_seconds.unwrap_or(0),
+            since_time: Some(p.since_time.map_or_else(
+                || GO_ZERO_TIME.to_string(),
+                |t| t.strftime("%Y-%m-%dT%H:%M:%SZ").to_string(),
+            )),
         }
     }
 }
@@ -157,17 +127,19 @@ mod tests {
             "follow=true&tailLines=10&timestamps=1&previous=false&limitBytes=500&sinceTime=2026-01-02T03%3A04%3A05%2B01%3A00",
         )
         .expect("parses");
+        let p = &q.0;
         assert_eq!(
-            q,
-            LogQuery {
-                follow: true,
-                previous: false,
-                timestamps: true,
-                tail_lines: Some(10),
-                limit_bytes: Some(500),
-                since_seconds: None,
-                since_time: Some("2026-01-02T02:04:05Z".into()),
-            }
+            (p.follow, p.previous, p.timestamps),
+            (true, false, true),
+            "follow, previous, timestamps"
+        );
+        assert_eq!(
+            (p.tail_lines, p.limit_bytes, p.since_seconds),
+            (Some(10), Some(500), None)
+        );
+        assert_eq!(
+            p.since_time.map(|t| t.to_string()).as_deref(),
+            Some("2026-01-02T02:04:05Z")
         );
         let l = log_request("ns", "p", "uid", "c", &q);
         let v = serde_json::to_value(&l).expect("json");
@@ -192,8 +164,8 @@ mod tests {
     #[test]
     fn since_seconds_and_previous() {
         let q = LogQuery::parse("sinceSeconds=30&previous=true&unknown=x").expect("parses");
-        assert_eq!(q.since_seconds, Some(30));
-        assert!(q.previous);
+        assert_eq!(q.0.since_seconds, Some(30));
+        assert!(q.0.previous);
     }
 
     #[test]
@@ -205,8 +177,8 @@ mod tests {
         assert!(LogQuery::parse("follow=maybe").is_err());
         assert!(LogQuery::parse("sinceTime=yesterday").is_err());
         assert_eq!(
-            LogQuery::parse("sinceSeconds=5&sinceTime=2026-01-01T00:00:00Z"),
-            Err(LogQueryError::Conflict(
+            LogQuery::parse("sinceSeconds=5&sinceTime=2026-01-01T00:00:00Z").err(),
+            Some(LogQueryError::Conflict(
                 "at most one of sinceTime or sinceSeconds may be specified"
             ))
         );
@@ -227,7 +199,8 @@ mod tests {
     }
 
     #[test]
-    fn decodes_percent_and_plus() {
-        assert_eq!(decode("a%20b+c%zz%4"), "a b c%zz%4");
+    fn decodes_percent_escapes() {
+        let q = LogQuery::parse("tailLines=%31%30&follow=tr%75e").expect("parses");
+        assert_eq!((q.0.tail_lines, q.0.follow), (Some(10), true));
     }
 }
