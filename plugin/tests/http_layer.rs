@@ -274,6 +274,57 @@ async fn serves_tls_when_configured() {
     p.shutdown().await;
 }
 
+/// With a client CA configured (mTLS, as the provider chart can set it up),
+/// someone on the network between the clusters gets no answer without a
+/// client certificate of that CA, even holding one from another CA; the
+/// provider's certificate of that CA gets in.
+#[tokio::test]
+async fn mtls_refuses_clients_without_a_certificate_of_the_client_ca() {
+    install_provider();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = rcgen::generate_simple_self_signed(vec!["localhost".into()]).expect("cert");
+    let client_ca = testbed::pki::ca("provider-clients");
+    let stranger_ca = testbed::pki::ca("someone-else");
+    let files = [
+        ("tls.crt", server.cert.pem()),
+        ("tls.key", server.signing_key.serialize_pem()),
+        ("client-ca.crt", client_ca.pem()),
+    ];
+    for (name, pem) in &files {
+        std::fs::write(dir.path().join(name), pem).expect("write pem");
+    }
+    let mut cfg = offline_config();
+    cfg.tls_cert = Some(dir.path().join("tls.crt"));
+    cfg.tls_key = Some(dir.path().join("tls.key"));
+    cfg.tls_client_ca = Some(dir.path().join("client-ca.crt"));
+    let p = plugin(cfg).await;
+    let server_ca = reqwest::Certificate::from_pem(server.cert.pem().as_bytes()).expect("ca");
+    let get = |identity: Option<String>| {
+        let mut b = reqwest::Client::builder()
+            .tls_certs_only([server_ca.clone()])
+            .resolve("localhost", p.addr())
+            .timeout(Duration::from_secs(10));
+        if let Some(pem) = identity {
+            b = b.identity(reqwest::Identity::from_pem(pem.as_bytes()).expect("identity"));
+        }
+        let c = b.build().expect("client");
+        let url = format!("https://localhost:{}/status", p.addr().port());
+        async move { c.get(url).body("[]").send().await.map(|r| r.status()) }
+    };
+    assert!(get(None).await.is_err(), "no client certificate: no answer");
+    let stranger = testbed::pki::client_identity(&stranger_ca, "provider");
+    assert!(
+        get(Some(stranger)).await.is_err(),
+        "a certificate of another CA: no answer"
+    );
+    let provider = testbed::pki::client_identity(&client_ca, "provider");
+    assert_eq!(
+        get(Some(provider)).await.expect("mTLS request"),
+        StatusCode::OK
+    );
+    p.shutdown().await;
+}
+
 /// No input makes the plugin panic (a panic would surface as 500) or answer
 /// without a JSON error: truncations and byte flips of a real interLink create
 /// body, sent to every endpoint.

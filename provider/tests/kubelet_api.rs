@@ -13,11 +13,8 @@ use offload_provider::kubelet_api::{KubeletState, router};
 use offload_provider::metrics::Metrics;
 use offload_provider::tls::self_signed;
 use offload_runtime::tls::{self, ClientAuth, HANDSHAKE_TIMEOUT};
-use rcgen::{
-    BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa,
-    KeyPair,
-};
 use testbed::fixtures;
+use testbed::pki::{ca, client_identity};
 use tokio_util::sync::CancellationToken;
 
 struct Pki {
@@ -26,30 +23,13 @@ struct Pki {
     other_client_pem: String,
 }
 
-fn client_of(issuer: &CertifiedIssuer<'_, KeyPair>) -> String {
-    let key = KeyPair::generate().expect("key");
-    let mut p = CertificateParams::new(Vec::<String>::new()).expect("params");
-    p.distinguished_name
-        .push(DnType::CommonName, "kube-apiserver-kubelet-client");
-    p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
-    let cert = p.signed_by(&key, issuer).expect("sign");
-    format!("{}{}", cert.pem(), key.serialize_pem())
-}
-
-fn ca(name: &str) -> CertifiedIssuer<'static, KeyPair> {
-    let mut p = CertificateParams::new(Vec::<String>::new()).expect("params");
-    p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    p.distinguished_name.push(DnType::CommonName, name);
-    CertifiedIssuer::self_signed(p, KeyPair::generate().expect("key")).expect("ca")
-}
-
 fn pki() -> Pki {
     let good = ca("cluster-ca");
     let bad = ca("someone-else");
     Pki {
         ca_pem: good.pem(),
-        client_pem: client_of(&good),
-        other_client_pem: client_of(&bad),
+        client_pem: client_identity(&good, "kube-apiserver-kubelet-client"),
+        other_client_pem: client_identity(&bad, "kube-apiserver-kubelet-client"),
     }
 }
 

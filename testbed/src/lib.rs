@@ -23,6 +23,7 @@
 
 pub mod fixtures;
 mod layout;
+pub mod pki;
 mod pods;
 mod wait;
 
