@@ -1,6 +1,6 @@
 //! Gateway port allocation: pure logic, no Kubernetes in sight. The port
 //! types and the range are part of the tunnel contract
-//! ([`offload_wire::tunnel::ports`]), re-exported here.
+//! ([`offload_wire::tunnel::ports`]).
 //!
 //! One gateway port per declared TCP `containerPort` of an offloaded pod, from
 //! a configured range. The allocator is a cache of what the cluster says: it

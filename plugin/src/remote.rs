@@ -43,7 +43,7 @@ use tracing::{debug, info, warn};
 use crate::{metrics::Metrics, translate::RemotePlan};
 
 /// Field manager of every write of the plugin.
-pub const FIELD_MANAGER: &str = "offload-plugin";
+pub const FIELD_MANAGER: &str = offload_runtime::kubeapi::field_manager::PLUGIN;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RemoteError {

@@ -154,12 +154,8 @@ async fn spawn_admin(
         metrics.registry().clone(),
         admin::Ready::flag(Arc::clone(ready)),
     );
-    let c = cancel.clone();
-    tasks.spawn(async move {
-        let _ = axum::serve(l, app)
-            .with_graceful_shutdown(async move { c.cancelled().await })
-            .await;
-    });
+    // Drains like every other server (a scrape left open cannot hold the stop).
+    tasks.spawn(admin::serve_admin(l, app, cancel.clone()));
     Ok(Some(bound))
 }
 

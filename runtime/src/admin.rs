@@ -56,7 +56,7 @@ impl SharedRegistry {
     }
 
     /// Runs `f` on the root registry (metrics registering their own
-    /// prefixes, like the bastion's).
+    /// prefixes, like the standalone webhook's).
     pub fn with_root<T>(&self, f: impl FnOnce(&mut Registry) -> T) -> T {
         let mut guard = self.0.write().unwrap_or_else(|e| e.into_inner());
         f(&mut guard)

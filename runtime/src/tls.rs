@@ -35,7 +35,6 @@ use tracing::{debug, warn};
 
 /// How long open connections may finish their requests after shutdown.
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
-/// The handshake timeout every server of the tree uses.
 /// The serving certificate of an HTTPS server, both files or neither
 /// (without them the binary makes one at start). Flattened into the
 /// provider's and the standalone gateway-manager's flags, so both take the
@@ -60,6 +59,7 @@ impl ServingCertArgs {
     }
 }
 
+/// The handshake timeout every server of the tree uses.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 #[derive(Debug, thiserror::Error)]

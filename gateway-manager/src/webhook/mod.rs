@@ -91,7 +91,7 @@ pub use admission::{
 };
 pub use http::{router_with_admin, routes, serve_tls_until};
 pub use metrics::{ResultLabels, WebhookMetrics};
-pub use registration::{Endpoint, Registration, WEBHOOK_NAME, is_ip, parse_labels, unregister};
+pub use registration::{Endpoint, Registration, WEBHOOK_NAME, parse_labels, unregister};
 pub use reservations::Webhook;
 pub use tls::{ServingCert, TlsError};
 

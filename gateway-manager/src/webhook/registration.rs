@@ -2,7 +2,6 @@
 //! call us (built as a plain value, applied and deleted here).
 
 use std::collections::BTreeMap;
-use std::net::IpAddr;
 
 use k8s_openapi::ByteString;
 use k8s_openapi::api::admissionregistration::v1::{
@@ -142,11 +141,6 @@ pub fn parse_labels(s: &str) -> Result<BTreeMap<String, String>, String> {
             Ok((k.to_owned(), v.to_owned()))
         })
         .collect()
-}
-
-/// Whether `s` is an IP (goes into the certificate as an IP SAN).
-pub fn is_ip(s: &str) -> bool {
-    s.parse::<IpAddr>().is_ok()
 }
 
 #[cfg(test)]

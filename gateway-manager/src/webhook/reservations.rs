@@ -205,6 +205,11 @@ impl Webhook {
         else {
             return;
         };
+        // Nothing to release (no ports held, no reservation written on it):
+        // no need to ask the apiserver, as for every pod that just got bound.
+        if !self.gm.knows(&uid) && !pod.annotations().contains_key(tunnel::PORTS) {
+            return;
+        }
         let pods: Api<Pod> = Api::namespaced(self.gm.client(), &ns);
         match pods.get_opt(&pod.name_any()).await {
             Ok(Some(live)) if live.metadata.uid.as_deref() == Some(uid.as_str()) => {}

@@ -156,12 +156,25 @@ pub fn pod_controller(
     let (store, writer) = reflector::store();
     let (synced_tx, synced) = tokio::sync::watch::channel(false);
     let (gone_tx, gone) = tokio::sync::mpsc::unbounded_channel();
+    // After a re-list (watch expired or desynced) the Controller looks the
+    // listed pods up before the store has swapped its list in (at
+    // `InitDone`), so a pod bound while the watch was down would be dropped
+    // as not found. Every pod of the new list is queued again once it is in
+    // the store. The first list needs none of this: the Controller waits for
+    // the store before it starts.
+    let (relist_tx, relist) = tokio::sync::mpsc::unbounded_channel();
+    let listed = store.clone();
     let pods = watcher(api, cfg)
         .default_backoff()
         .reflect(writer)
         .inspect_ok(move |ev| match ev {
             watcher::Event::InitDone => {
-                synced_tx.send_replace(true);
+                let relisted = synced_tx.send_replace(true);
+                if relisted {
+                    for p in listed.state() {
+                        let _ = relist_tx.send(ObjectRef::from_obj(p.as_ref()));
+                    }
+                }
             }
             watcher::Event::Delete(p) => {
                 // Closed only when the provider stops.
@@ -173,7 +186,8 @@ pub fn pod_controller(
     let concurrency = u16::try_from(workers.max(1)).unwrap_or(u16::MAX);
     let controller = Controller::for_stream(pods, store)
         .with_config(kcontroller::Config::default().concurrency(concurrency))
-        .reconcile_on(UnboundedReceiverStream::new(wake));
+        .reconcile_on(UnboundedReceiverStream::new(wake))
+        .reconcile_on(UnboundedReceiverStream::new(relist));
     (controller, Taps { synced, gone })
 }
 
