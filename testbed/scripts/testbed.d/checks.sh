@@ -23,6 +23,7 @@ preflight() {
   if ! { [ -d /sys/fs/cgroup/pids ] && [ -d /sys/fs/cgroup/memory ]; }; then
     die "cgroup v1 hierarchies (pids, memory) not found under /sys/fs/cgroup; kubelet 1.20 needs cgroup v1"
   fi
+  reclaim_stale_foreign
   # Listening ports we are about to bind (host netns; the remote node's own ports live in its netns).
   local port
   for port in $ETCD_PORT $ETCD_PEER_PORT 26443 26444 11250 11248 11256 11249; do
@@ -35,6 +36,44 @@ preflight() {
   for l in $LOCAL_NODE_LINK $REMOTE_VETH_HOST offl-lcni0; do
     ! ip link show "$l" >/dev/null 2>&1 || die "network link $l already exists (a testbed from another state dir?); run its testbed.sh down, or: ip link del $l"
   done
+}
+
+# foreign_alive: a testbed process still runs somewhere on the machine: one listens on a
+# port every testbed binds, or one sits in the clusters' cgroups (a container, a shim).
+foreign_alive() {
+  local port cl
+  for port in $ETCD_PORT 26443 26444 11250; do
+    [ -z "$(ss -Hltn "sport = :$port")" ] || return 0
+  done
+  for cl in "${CLUSTERS[@]}"; do
+    cluster_vars "$cl"
+    [ -z "$(find "/sys/fs/cgroup/pids$CGROUP_ROOT" -name cgroup.procs -exec cat {} + 2>/dev/null)" ] || return 0
+  done
+  return 1
+}
+
+# reclaim_stale_foreign: a testbed of another state dir whose processes are all gone (its
+# session was killed, the machine was restored from a snapshot) still holds the fixed link
+# names, routes, cgroups and iptables rules, which are host-wide. Holding nothing alive,
+# they are removed, with a warning naming their owner; a testbed that still runs is left
+# alone (the checks below then say which port or link is taken).
+reclaim_stale_foreign() {
+  local l owner="" found=0
+  for l in $LOCAL_NODE_LINK $REMOTE_VETH_HOST offl-lcni0; do
+    ip link show "$l" >/dev/null 2>&1 && found=1
+  done
+  [ $found = 1 ] || return 0
+  foreign_alive && return 0
+  owner=$(ip -o link show "$LOCAL_NODE_LINK" 2>/dev/null | sed -n 's/.* alias offload-testbed //p')
+  log "WARNING: a stopped testbed (state dir ${owner:-unknown}) left its links, routes and rules behind; none of its processes runs, removing them"
+  if [ -n "$owner" ] && [ "$owner" != "$STATE" ]; then
+    # Its ns files pin the remote network namespace; unmounting them frees it.
+    local m
+    while read -r m; do
+      umount "$m" 2>/dev/null || umount -l "$m" 2>/dev/null || true
+    done < <(awk -v s="$owner/" 'index($2, s) == 1 {print $2}' /proc/mounts | sort -r)
+  fi
+  remove_host_wide
 }
 
 # running: a complete testbed of this layout runs (every daemon alive, both apiservers

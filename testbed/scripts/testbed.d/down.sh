@@ -32,27 +32,8 @@ do_down() {
   while read -r m; do
     umount "$m" 2>/dev/null || umount -l "$m" 2>/dev/null || true
   done < <(awk -v s="$STATE/" 'index($2, s) == 1 {print $2}' /proc/mounts | sort -r)
-  # cgroups, deepest first (empty by now).
-  for cl in "${CLUSTERS[@]}"; do
-    cluster_vars "$cl"
-    local h
-    for h in /sys/fs/cgroup/*"$CGROUP_ROOT"; do
-      if [ -d "$h" ]; then find "$h" -depth -type d -exec rmdir {} + 2>/dev/null || true; fi
-    done
-  done
-  step "down: network and host settings"
-  # Links (the veth's peer and the remote netns bridge vanish with the netns) and routes.
-  ip link del "$LOCAL_NODE_LINK" 2>/dev/null || true
-  ip link del offl-lcni0 2>/dev/null || true
-  ip link del "$REMOTE_VETH_HOST" 2>/dev/null || true
-  cluster_vars remote
-  ip route del "$POD_CIDR" 2>/dev/null || true
-  ip route del "$SVC_CIDR" 2>/dev/null || true
-  # iptables rules in the host netns: kube-proxy's and the kubelet's KUBE-* chains (only
-  # our local node runs them here) and the CNI chains of our network (comment `name:
-  # "offload-local"`), nothing else.
-  clean_iptables iptables
-  clean_iptables ip6tables
+  step "down: cgroups, network and host settings"
+  remove_host_wide
   # Host-wide settings and directories we changed or created.
   if [ -f "$STATE/sysctls" ]; then
     local kv
@@ -67,6 +48,30 @@ do_down() {
   fi
   rm -rf "$STATE/etcd" "$STATE/pids" "$STATE/local" "$STATE/remote" "$STATE/info.json" "$STATE/layout"
   step "down: done"
+}
+
+# remove_host_wide: what a testbed leaves outside its state dir under fixed names, shared
+# by every state dir: the cgroup roots (deepest first, empty by then), the links (the
+# veth's peer and the remote netns bridge vanish with the netns), the routes to the remote
+# node and the iptables rules of kube-proxy, the kubelet and our CNI network.
+remove_host_wide() {
+  local cl h
+  for cl in "${CLUSTERS[@]}"; do
+    cluster_vars "$cl"
+    for h in /sys/fs/cgroup/*"$CGROUP_ROOT"; do
+      if [ -d "$h" ]; then find "$h" -depth -type d -exec rmdir {} + 2>/dev/null || true; fi
+    done
+  done
+  ip link del "$LOCAL_NODE_LINK" 2>/dev/null || true
+  ip link del offl-lcni0 2>/dev/null || true
+  ip link del "$REMOTE_VETH_HOST" 2>/dev/null || true
+  cluster_vars remote
+  ip route del "$POD_CIDR" 2>/dev/null || true
+  ip route del "$SVC_CIDR" 2>/dev/null || true
+  # Only our local node runs kube-proxy and a kubelet in the host netns; CNI chains of
+  # our network carry the comment `name: "offload-local"`. Nothing else is touched.
+  clean_iptables iptables
+  clean_iptables ip6tables
 }
 
 cmd_down() {

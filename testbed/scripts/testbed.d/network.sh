@@ -8,6 +8,8 @@ setup_host_network() {
   [ -e /proc/sys/net/bridge/bridge-nf-call-iptables ] && sysctl -qw net.bridge.bridge-nf-call-iptables=1
   # local: node IP on an empty bridge (loopback is refused as node IP, dummy links do not exist here).
   ip link add "$LOCAL_NODE_LINK" type bridge
+  # The owner's state dir, for whoever finds the fixed link names taken (reclaim_stale_foreign).
+  ip link set "$LOCAL_NODE_LINK" alias "offload-testbed $STATE"
   ip addr add 10.201.0.1/32 dev "$LOCAL_NODE_LINK"
   ip link set "$LOCAL_NODE_LINK" up
 }
