@@ -18,6 +18,22 @@ pub const MANAGED_BY_PLUGIN: &str = "offload-plugin";
 /// Value of [`LABEL_MANAGED_BY`] on objects created by the provider / gateway-manager.
 pub const MANAGED_BY_PROVIDER: &str = "offload-provider";
 
+/// Label on remote objects and the namespaces the plugin creates: which plugin instance
+/// (`--instance`, one name per plugin installation, shared by its replicas) owns them.
+/// Two plugins on one remote cluster never touch each other's objects.
+pub const LABEL_PLUGIN_INSTANCE: &str = "offload.dev/plugin-instance";
+/// Label on remote pods: a short hash naming the caller (the local virtual node and the
+/// authenticated principal behind it) that created the pod. The orphan sweep judges a
+/// pod only by the liveness of its own caller.
+pub const LABEL_CALLER: &str = "offload.dev/caller";
+
+/// Condition type on the virtual node: whether the provider reaches its plugin. While it
+/// is `False` the node is tainted [`TAINT_PLUGIN_UNREACHABLE`] (NoSchedule) and stays
+/// `Ready`, so an outage never evicts the offloaded pods.
+pub const CONDITION_PLUGIN_REACHABLE: &str = "PluginReachable";
+/// NoSchedule taint of the virtual node while its plugin is unreachable.
+pub const TAINT_PLUGIN_UNREACHABLE: &str = "offload.dev/plugin-unreachable";
+
 /// Annotations on remote objects: identity of the local pod.
 pub const ANNOTATION_SOURCE_UID: &str = "interlink.io/source.uid";
 pub const ANNOTATION_SOURCE_NAME: &str = "interlink.io/source.name";
