@@ -9,7 +9,9 @@ use k8s_openapi::api::core::v1::{Container, Pod};
 use kube::runtime::{reflector, watcher};
 use offload_provider::client::{ClientSettings, PluginClient};
 use offload_provider::config::PluginMode;
-use offload_provider::kubelet_api::{KubeletState, router};
+use offload_provider::kubelet_api::{
+    Auth, AuthorizationMode, KubeletAuthArgs, KubeletState, router,
+};
 use offload_provider::metrics::Metrics;
 use offload_provider::tls::self_signed;
 use offload_runtime::tls::{self, ClientAuth, HANDSHAKE_TIMEOUT};
@@ -81,7 +83,20 @@ async fn start(pki: &Pki) -> (String, CancellationToken) {
         None,
     )
     .expect("client");
-    let st = KubeletState::new("vn".into(), store, plugin, Metrics::new(), None);
+    // Authentication alone here (no apiserver to authorize with); the
+    // webhook authorization is tested on the real cluster below.
+    let metrics = Metrics::new();
+    let auth = Auth::new(
+        "vn".into(),
+        None,
+        false,
+        KubeletAuthArgs {
+            authorization_mode: AuthorizationMode::AlwaysAllow,
+            ..Default::default()
+        },
+        metrics.registry(),
+    );
+    let st = KubeletState::new("vn".into(), store, plugin, metrics, auth);
     let l = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
