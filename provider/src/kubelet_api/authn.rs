@@ -94,10 +94,12 @@ mod tests {
     use super::*;
     use k8s_openapi::api::authentication::v1::UserInfo as K8sUser;
     use pretty_assertions::assert_eq;
-    use rcgen::{CertificateParams, DnType, KeyPair};
+    use rcgen::{CertificateParams, DistinguishedName, DnType, KeyPair};
 
     fn cert(subject: &[(DnType, &str)]) -> Vec<u8> {
         let mut p = CertificateParams::new(Vec::<String>::new()).expect("params");
+        // rcgen's default subject has a CN of its own.
+        p.distinguished_name = DistinguishedName::new();
         for (t, v) in subject {
             p.distinguished_name.push(t.clone(), *v);
         }
