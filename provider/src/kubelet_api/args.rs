@@ -20,11 +20,11 @@ pub enum AuthorizationMode {
 
 #[derive(Clone, Debug, Args)]
 pub struct KubeletAuthArgs {
-    /// How the kubelet API authorizes an authenticated caller. `webhook`
-    /// asks the apiserver (SubjectAccessReview for verb on
-    /// `nodes/<subresource>` of this node: `proxy` for pods and logs of
-    /// containers, `stats`, `metrics`, `log`, `spec`, `configz`, `healthz`),
-    /// as the kubelet does; `always-allow` lets every authenticated caller in.
+    /// How the kubelet API authorizes an authenticated caller: the verb of
+    /// the HTTP method on `nodes/<subresource>` of this node, the
+    /// subresource by path as on a kubelet (`proxy` for `/pods` and
+    /// `/containerLogs`; `stats`, `metrics`, `log`, `spec`, `configz`,
+    /// `healthz`).
     #[arg(long, env = "AUTHORIZATION_MODE", value_enum, default_value_t = AuthorizationMode::Webhook)]
     pub authorization_mode: AuthorizationMode,
 
