@@ -276,3 +276,7 @@ pub async fn gate(State(auth): State<Auth>, req: Request, next: Next) -> Respons
         ),
     }
 }
+
+#[cfg(test)]
+#[path = "auth_tests.rs"]
+mod tests;
