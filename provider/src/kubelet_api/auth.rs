@@ -31,8 +31,8 @@ use super::cache::{TokenBucket, TtlCache};
 use super::metrics::AuthMetrics;
 use super::text;
 
-/// At most this many tokens and decisions are cached (each); the oldest
-/// entries make room for new ones.
+/// At most this many tokens and decisions are cached (each); expired
+/// entries, then those closest to expiry, make room for new ones.
 const CACHE_CAPACITY: usize = 4096;
 
 /// Who the caller is, or why nobody.
