@@ -217,6 +217,7 @@ class RenderTests(unittest.TestCase, Hardened):
         self.assertEqual(rules_for(cr, "secrets"), {"get", "list", "watch"})
         self.assertEqual(rules_for(cr, "configmaps"), {"get", "list", "watch"})
         self.assertEqual(rules_for(cr, "tokenreviews", "authentication.k8s.io"), {"create"})
+        self.assertEqual(rules_for(cr, "subjectaccessreviews", "authorization.k8s.io"), {"create"})
         self.assertIn("create", rules_for(cr, "events"))
         self.assertIn("create", rules_for(cr, "events", "events.k8s.io"))
         self.assertIn("create", rules_for(cr, "services"))

@@ -210,6 +210,11 @@ pub struct Config {
     #[arg(long, env = "TOKEN_REVIEW", default_value_t = true, action = clap::ArgAction::Set)]
     pub token_review: bool,
 
+    /// Authorization of the kubelet API (SubjectAccessReview per request)
+    /// and the TokenReview cache and cap.
+    #[command(flatten)]
+    pub kubelet_auth: crate::kubelet_api::KubeletAuthArgs,
+
     /// Plain-HTTP admin server: /metrics, /healthz, /readyz (empty: off).
     #[arg(long, env = "ADMIN_ADDR", default_value = "127.0.0.1:9099")]
     pub admin_addr: Option<SocketAddr>,

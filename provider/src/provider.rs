@@ -266,7 +266,13 @@ pub async fn start(
         store.clone(),
         plugin.clone(),
         metrics.clone(),
-        config.token_review.then(|| client.clone()),
+        kubelet_api::Auth::new(
+            config.node_name.clone(),
+            Some(client.clone()),
+            config.token_review,
+            config.kubelet_auth.clone(),
+            metrics.registry(),
+        ),
     );
     info!(addr = ?listener.local_addr().ok(), "kubelet API listening");
     tasks.spawn(tls::serve_tls(

@@ -2,32 +2,38 @@
 //! the plugin), `/healthz`, `/pods`, `/metrics`, and a clear "not supported"
 //! for exec, attach and port-forward.
 //!
-//! Every request is authenticated: a client certificate verified against
-//! `--client-ca-file` (what the apiserver presents with
-//! `--kubelet-client-certificate`), or a bearer token accepted by a
-//! TokenReview. Anonymous requests get 401. The router is served by
-//! `offload_runtime::tls::serve_tls`, which hands a verified client
-//! certificate to the handlers as [`PeerCertificates`].
+//! Every request passes the gate in [`auth`], as on a kubelet with
+//! `--authorization-mode=Webhook`: authenticated by a client certificate
+//! verified against `--client-ca-file` (what the apiserver presents with
+//! `--kubelet-client-certificate`) or a bearer token accepted by a
+//! TokenReview, then authorized by a SubjectAccessReview on
+//! `nodes/<subresource>` of this node ([`authz`] maps paths to
+//! subresources: `/pods` and `/containerLogs` are `proxy`). Anonymous
+//! requests get 401, callers without the permission 403. The router is
+//! served by `offload_runtime::tls::serve_tls`, which hands a verified
+//! client certificate to the gate as `PeerCertificates`.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+pub mod args;
+pub mod auth;
+pub mod authn;
+pub mod authz;
+pub mod cache;
+pub mod metrics;
 
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{Path, RawQuery, Request, State};
-use axum::http::{HeaderMap, StatusCode, header};
-use axum::middleware::{self, Next};
+use axum::http::{StatusCode, header};
+use axum::middleware;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
 use futures::TryStreamExt;
-use k8s_openapi::api::authentication::v1::{TokenReview, TokenReviewSpec};
 use k8s_openapi::api::core::v1::Pod;
-use kube::api::PostParams;
 use kube::runtime::reflector::{ObjectRef, Store};
-use offload_runtime::tls::PeerCertificates;
-use tracing::{Instrument, debug, info_span, warn};
+use tracing::{Instrument, debug, info_span};
 
+pub use self::args::{AuthorizationMode, KubeletAuthArgs};
+pub use self::auth::Auth;
 use crate::client::{PluginClient, PluginError};
 use crate::logs::{LogQuery, log_request};
 use crate::metrics::Metrics;
@@ -39,9 +45,8 @@ pub struct KubeletState {
     pub pods: Store<Pod>,
     pub plugin: PluginClient,
     pub metrics: Metrics,
-    /// Client for TokenReview; `None` disables bearer tokens.
-    pub token_review: Option<kube::Client>,
-    cache: Arc<Mutex<HashMap<String, (bool, Instant)>>>,
+    /// Who may call, and what.
+    pub auth: Auth,
 }
 
 impl KubeletState {
@@ -50,92 +55,25 @@ impl KubeletState {
         pods: Store<Pod>,
         plugin: PluginClient,
         metrics: Metrics,
-        token_review: Option<kube::Client>,
+        auth: Auth,
     ) -> Self {
         KubeletState {
             node_name,
             pods,
             plugin,
             metrics,
-            token_review,
-            cache: Arc::default(),
+            auth,
         }
-    }
-
-    /// TokenReview with a short cache (positive 60 s, negative 10 s). The
-    /// cache key is a hash, so tokens are not kept in memory as such.
-    async fn review(&self, token: &str) -> bool {
-        let Some(client) = &self.token_review else {
-            return false;
-        };
-        let key = {
-            use std::hash::{Hash, Hasher};
-            let mut h = std::collections::hash_map::DefaultHasher::new();
-            token.hash(&mut h);
-            format!("{:x}{}", h.finish(), token.len())
-        };
-        if let Ok(cache) = self.cache.lock()
-            && let Some((ok, at)) = cache.get(&key)
-        {
-            let ttl = if *ok { 60 } else { 10 };
-            if at.elapsed() < Duration::from_secs(ttl) {
-                return *ok;
-            }
-        }
-        let review = TokenReview {
-            spec: TokenReviewSpec {
-                token: Some(token.to_string()),
-                ..Default::default()
-            },
-            ..Default::default()
-        };
-        let api: kube::Api<TokenReview> = kube::Api::all(client.clone());
-        let ok = match api.create(&PostParams::default(), &review).await {
-            Ok(r) => r.status.and_then(|s| s.authenticated).unwrap_or(false),
-            Err(e) => {
-                warn!(error = %e, "TokenReview failed");
-                return false;
-            }
-        };
-        if let Ok(mut cache) = self.cache.lock() {
-            if cache.len() > 10_000 {
-                cache.clear();
-            }
-            cache.insert(key, (ok, Instant::now()));
-        }
-        ok
     }
 }
 
-fn text(status: StatusCode, msg: impl Into<String>) -> Response {
+pub(crate) fn text(status: StatusCode, msg: impl Into<String>) -> Response {
     (
         status,
         [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
         msg.into(),
     )
         .into_response()
-}
-
-async fn authenticate(State(st): State<KubeletState>, req: Request, next: Next) -> Response {
-    // Set by the TLS layer only for a certificate verified against the CA.
-    if req.extensions().get::<PeerCertificates>().is_some() {
-        return next.run(req).await;
-    }
-    let token = bearer(req.headers());
-    if let Some(t) = token
-        && st.review(&t).await
-    {
-        return next.run(req).await;
-    }
-    text(StatusCode::UNAUTHORIZED, "Unauthorized")
-}
-
-fn bearer(h: &HeaderMap) -> Option<String> {
-    h.get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(|t| t.trim().to_string())
-        .filter(|t| !t.is_empty())
 }
 
 async fn container_logs(
@@ -234,7 +172,7 @@ async fn metrics(State(st): State<KubeletState>) -> Response {
         .into_response()
 }
 
-/// The kubelet API routes (authentication included).
+/// The kubelet API routes behind the gate (authentication and authorization).
 pub fn router(st: KubeletState) -> Router {
     Router::new()
         .route("/containerLogs/{ns}/{pod}/{container}", get(container_logs))
@@ -245,6 +183,6 @@ pub fn router(st: KubeletState) -> Router {
         .route("/attach/{*rest}", any(not_supported))
         .route("/portForward/{*rest}", any(not_supported))
         .route("/run/{*rest}", any(not_supported))
-        .layer(middleware::from_fn_with_state(st.clone(), authenticate))
+        .layer(middleware::from_fn_with_state(st.auth.clone(), auth::gate))
         .with_state(st)
 }
