@@ -7,9 +7,9 @@ use std::time::{Duration, Instant};
 
 use jiff::Timestamp;
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{Node, ObjectReference};
-use kube::api::{Api, DeleteParams, Patch};
-use kube::runtime::events::{Event, EventType, Recorder};
+use k8s_openapi::api::core::v1::{Event as CoreEvent, EventSource, Node, ObjectReference};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
+use kube::api::{Api, DeleteParams, Patch, PostParams};
 use offload_runtime::kubeapi::{self, field_manager};
 use offload_wire::PingResponse;
 use tokio_util::sync::CancellationToken;
@@ -204,30 +204,45 @@ impl NodeController {
     }
 
     /// A Warning Event on the node when the plugin becomes unreachable, a
-    /// Normal one when it is back.
-    async fn event_on_change(
-        &self,
-        recorder: &Recorder,
-        node: &ObjectReference,
-        before: &Reachability,
-        after: &Reachability,
-    ) {
+    /// Normal one when it is back. A core/v1 Event in `default` naming the
+    /// node as the kubelet does (uid = node name), so `kubectl describe node`
+    /// lists it (1.20 refuses an events.k8s.io Event about a cluster-scoped
+    /// object outside its namespace).
+    async fn event_on_change(&self, before: &Reachability, after: &Reachability) {
         let Some((warning, reason, note)) = outage::transition_event(before, after) else {
             return;
         };
         self.metrics.event(reason);
-        let ev = Event {
-            type_: if warning {
-                EventType::Warning
-            } else {
-                EventType::Normal
+        let now = Timestamp::now();
+        let ev = CoreEvent {
+            metadata: ObjectMeta {
+                name: Some(format!("{}.{:x}", self.input.name, now.as_nanosecond())),
+                namespace: Some("default".into()),
+                ..Default::default()
             },
-            reason: reason.into(),
-            note: Some(note),
-            action: "Ping".into(),
-            secondary: None,
+            involved_object: ObjectReference {
+                api_version: Some("v1".into()),
+                kind: Some("Node".into()),
+                name: Some(self.input.name.clone()),
+                uid: Some(self.input.name.clone()),
+                ..Default::default()
+            },
+            reason: Some(reason.into()),
+            message: Some(note),
+            type_: Some(if warning { "Warning" } else { "Normal" }.into()),
+            source: Some(EventSource {
+                component: Some(field_manager::PROVIDER.into()),
+                host: Some(self.input.name.clone()),
+            }),
+            first_timestamp: Some(Time(now)),
+            last_timestamp: Some(Time(now)),
+            count: Some(1),
+            reporting_component: Some(field_manager::PROVIDER.into()),
+            reporting_instance: Some(self.input.name.clone()),
+            ..Default::default()
         };
-        if let Err(e) = recorder.publish(&ev, node).await {
+        let events: Api<CoreEvent> = Api::namespaced(self.client.clone(), "default");
+        if let Err(e) = events.create(&PostParams::default(), &ev).await {
             warn!(error = %e, reason, "cannot publish node event");
         }
     }
@@ -288,15 +303,7 @@ impl NodeController {
             return;
         };
         info!(node = %self.input.name, "node registered");
-        let recorder = crate::controller::recorder(&self.client, &self.input.name);
-        let node_ref = ObjectReference {
-            api_version: Some("v1".into()),
-            kind: Some("Node".into()),
-            name: Some(self.input.name.clone()),
-            uid: node_uid.clone(),
-            ..Default::default()
-        };
-        self.event_on_change(&recorder, &node_ref, &Reachability::Unknown, &tracker.state)
+        self.event_on_change(&Reachability::Unknown, &tracker.state)
             .await;
         let mut last_status = Instant::now();
         let mut status_ok = self
@@ -333,7 +340,7 @@ impl NodeController {
                     }
                     if changed {
                         info!(state = ?tracker.state, "plugin reachability changed");
-                        self.event_on_change(&recorder, &node_ref, &before, &tracker.state).await;
+                        self.event_on_change(&before, &tracker.state).await;
                     }
                     // A failed write (status or taint) is tried again next ping.
                     if changed || !status_ok || last_status.elapsed() > STATUS_REFRESH {
