@@ -1,6 +1,7 @@
 //! Pure building of the virtual Node and its Lease.
 
 pub mod outage;
+pub mod taints;
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;

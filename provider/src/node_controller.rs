@@ -18,6 +18,7 @@ use tracing::{info, warn};
 use crate::client::PluginClient;
 use crate::metrics::Metrics;
 use crate::node::outage::{self, merge_taints};
+use crate::node::taints;
 use crate::node::{NodeSpecInput, Reachability, lease, node_object, node_status};
 use crate::retry::{Backoff, jittered_period};
 
@@ -89,23 +90,52 @@ impl NodeController {
         Api::all(self.client.clone())
     }
 
-    /// Register (or take over) the Node: metadata and spec.
+    /// Register (or take over) the Node: metadata and spec. Its taint list is
+    /// merged into the node's current one (see [`crate::node::taints`]) and
+    /// applied with the read `resourceVersion`, again on a conflict, so no
+    /// one else's taint is dropped.
     pub async fn register(&self, ping: Option<&PingResponse>) -> Result<Node, kube::Error> {
-        let mut n = node_object(&self.input, ping);
-        n.metadata.managed_fields = None;
-        let body = serde_json::json!({
-            "apiVersion": "v1",
-            "kind": "Node",
-            "metadata": n.metadata,
-            "spec": n.spec,
-        });
-        self.nodes()
-            .patch(
-                &self.input.name,
-                &kubeapi::apply_params(field_manager::PROVIDER),
-                &Patch::Apply(&body),
-            )
-            .await
+        let mut attempt = 0;
+        loop {
+            let current = self.nodes().get_opt(&self.input.name).await?;
+            let mut n = node_object(&self.input, ping);
+            let desired = n
+                .spec
+                .as_ref()
+                .and_then(|s| s.taints.clone())
+                .unwrap_or_default();
+            let (merged, annotation) = taints::for_registration(&desired, current.as_ref());
+            if let Some(spec) = n.spec.as_mut() {
+                spec.taints = Some(merged);
+            }
+            n.metadata
+                .annotations
+                .get_or_insert_default()
+                .insert(taints::ANNOTATION_REGISTERED_TAINTS.into(), annotation);
+            n.metadata.resource_version = current.and_then(|c| c.metadata.resource_version);
+            n.metadata.managed_fields = None;
+            let body = serde_json::json!({
+                "apiVersion": "v1",
+                "kind": "Node",
+                "metadata": n.metadata,
+                "spec": n.spec,
+            });
+            let applied = self
+                .nodes()
+                .patch(
+                    &self.input.name,
+                    &kubeapi::apply_params(field_manager::PROVIDER),
+                    &Patch::Apply(&body),
+                )
+                .await;
+            match applied {
+                Err(kube::Error::Api(e)) if e.code == 409 && attempt < TAINT_CONFLICT_RETRIES => {
+                    tokio::time::sleep(TAINT_RETRY.jittered(attempt)).await;
+                    attempt += 1;
+                }
+                other => return other,
+            }
+        }
     }
 
     pub async fn write_status(

@@ -199,7 +199,7 @@ async fn long_partition_keeps_pods_taints_the_node_and_resumes() {
     let (ns, _cleanup, pods) = test_namespace(&env, "prov-partition", &[&node]).await;
     let mut config = provider_config(&env, &node, &plugin);
     config.plugin_url = proxy.url();
-    let prov = start_provider(&env, config).await;
+    let prov = start_provider(&env, config.clone()).await;
     let nodes = Api::<Node>::all(env.local.clone());
     // A taint of the user's own, which the outage taint must leave alone.
     let user_taint = Taint {
@@ -409,6 +409,26 @@ async fn long_partition_keeps_pods_taints_the_node_and_resumes() {
     for n in ["counter", "newcomer"] {
         wait_gone(&pods, n, Duration::from_secs(120)).await;
     }
+    // A provider restart registers the node again: the user's taint stays.
+    prov.shutdown().await;
+    let prov = start_provider(&env, config).await;
+    let t = wait_for(
+        "registered again, Ready",
+        Duration::from_secs(60),
+        async || {
+            let n = nodes.get(&node).await.ok()?;
+            let ready = condition(&n, "Ready")?;
+            (ready.status == "True" && ready.reason.as_deref() == Some("PluginReachable"))
+                .then(|| taints(&n))
+        },
+    )
+    .await;
+    assert!(
+        t.iter()
+            .any(|t| t.key == user_taint.key && t.value == user_taint.value),
+        "the user's taint survives a registration: {t:?}"
+    );
+    assert!(t.iter().any(|t| t.key == TAINT_NO_SCHEDULE), "{t:?}");
     prov.shutdown().await;
     proxy.cut().await;
     plugin.stop().await;
