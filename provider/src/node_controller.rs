@@ -74,6 +74,13 @@ impl PingTracker {
     }
 }
 
+/// When the node status was last written, and whether that worked (a
+/// failed write is tried again at the next ping).
+struct Published {
+    at: Instant,
+    ok: bool,
+}
+
 pub struct NodeController {
     pub client: kube::Client,
     pub plugin: PluginClient,
@@ -297,6 +304,38 @@ impl NodeController {
         Ok(())
     }
 
+    /// One ping: reachability, the node spec when the plugin's taints
+    /// changed, an Event on a change, and the status (with the taint) when
+    /// it changed, the last write failed, or every [`STATUS_REFRESH`].
+    async fn ping_once(&self, tracker: &mut PingTracker, published: &mut Published) {
+        let before = tracker.state.clone();
+        let r = self.plugin.ping().await.map_err(|e| e.to_string());
+        if let Err(e) = &r {
+            warn!(error = %e, "plugin ping failed");
+        }
+        let changed = tracker.record(r);
+        // Only a reachable plugin's taints are news.
+        let ping_changed_spec = changed
+            && tracker.state == Reachability::Reachable
+            && tracker
+                .last_ping
+                .as_ref()
+                .is_some_and(|p| p.taints.is_some());
+        if ping_changed_spec && let Err(e) = self.register(tracker.last_ping.as_ref()).await {
+            warn!(error = %e, "cannot update node spec");
+        }
+        if changed {
+            info!(state = ?tracker.state, "plugin reachability changed");
+            self.event_on_change(&before, &tracker.state).await;
+        }
+        if changed || !published.ok || published.at.elapsed() > STATUS_REFRESH {
+            published.ok = self
+                .publish(&tracker.state, tracker.last_ping.as_ref())
+                .await;
+            published.at = Instant::now();
+        }
+    }
+
     /// Register the node, retrying with a jittered backoff; `None` when
     /// cancelled first. Returns the node's uid (the Lease's owner).
     async fn register_until_done(
@@ -335,10 +374,12 @@ impl NodeController {
         info!(node = %self.input.name, "node registered");
         self.event_on_change(&Reachability::Unknown, &tracker.state)
             .await;
-        let mut last_status = Instant::now();
-        let mut status_ok = self
-            .publish(&tracker.state, tracker.last_ping.as_ref())
-            .await;
+        let mut published = Published {
+            at: Instant::now(),
+            ok: self
+                .publish(&tracker.state, tracker.last_ping.as_ref())
+                .await,
+        };
         let lease_every = Duration::from_secs((self.lease_duration.max(4) / 4) as u64);
         let mut next_lease = tokio::time::Instant::now();
         let mut next_ping = tokio::time::Instant::now() + jittered_period(self.ping_interval);
@@ -352,31 +393,7 @@ impl NodeController {
                     next_lease = tokio::time::Instant::now() + jittered_period(lease_every);
                 }
                 _ = tokio::time::sleep_until(next_ping) => {
-                    let before = tracker.state.clone();
-                    let r = self.plugin.ping().await.map_err(|e| e.to_string());
-                    if let Err(e) = &r {
-                        warn!(error = %e, "plugin ping failed");
-                    }
-                    let changed = tracker.record(r);
-                    // Only a reachable plugin's taints are news (the register
-                    // apply replaces the whole taint list).
-                    let ping_changed_spec = changed
-                        && tracker.state == Reachability::Reachable
-                        && tracker.last_ping.as_ref().is_some_and(|p| p.taints.is_some());
-                    if ping_changed_spec
-                        && let Err(e) = self.register(tracker.last_ping.as_ref()).await
-                    {
-                        warn!(error = %e, "cannot update node spec");
-                    }
-                    if changed {
-                        info!(state = ?tracker.state, "plugin reachability changed");
-                        self.event_on_change(&before, &tracker.state).await;
-                    }
-                    // A failed write (status or taint) is tried again next ping.
-                    if changed || !status_ok || last_status.elapsed() > STATUS_REFRESH {
-                        status_ok = self.publish(&tracker.state, tracker.last_ping.as_ref()).await;
-                        last_status = Instant::now();
-                    }
+                    self.ping_once(&mut tracker, &mut published).await;
                     next_ping = tokio::time::Instant::now() + jittered_period(self.ping_interval);
                 }
             }
