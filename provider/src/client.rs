@@ -263,7 +263,7 @@ impl PluginClient {
                 Err(e) => {
                     let err = classify(e);
                     if matches!(err, PluginError::Connect(_)) && attempt < self.inner.retries {
-                        tokio::time::sleep(self.inner.backoff.delay(attempt)).await;
+                        tokio::time::sleep(self.inner.backoff.jittered(attempt)).await;
                         attempt += 1;
                         continue;
                     }

@@ -145,7 +145,7 @@ pub struct Config {
     #[arg(long, env = "PING_INTERVAL", default_value = "5s", value_parser = parse_duration)]
     pub ping_interval: Duration,
 
-    /// Consecutive failed pings before the node turns NotReady.
+    /// Consecutive failed pings before the node is tainted plugin-unreachable (it stays Ready).
     #[arg(long, env = "PING_FAILURES", default_value_t = 2)]
     pub ping_failures: u32,
 

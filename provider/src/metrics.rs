@@ -54,6 +54,7 @@ struct Inner {
     events: Family<EventLabels, Counter>,
     status_writes: Counter,
     node_ready: Gauge,
+    plugin_reachable: Gauge,
 }
 
 /// Registers `metric` as `name` with `help` and hands it back.
@@ -114,6 +115,12 @@ impl Inner {
             "1 when the virtual node is Ready",
             Gauge::default(),
         );
+        let plugin_reachable = registered(
+            registry,
+            "plugin_reachable",
+            "1 when the plugin answered the last pings (node condition PluginReachable)",
+            Gauge::default(),
+        );
         Inner {
             registry: shared.clone(),
             plugin_latency,
@@ -124,6 +131,7 @@ impl Inner {
             events,
             status_writes,
             node_ready,
+            plugin_reachable,
         }
     }
 }
@@ -211,6 +219,10 @@ impl Metrics {
 
     pub fn node_ready(&self, ready: bool) {
         self.inner.node_ready.set(i64::from(ready));
+    }
+
+    pub fn plugin_reachable(&self, reachable: bool) {
+        self.inner.plugin_reachable.set(i64::from(reachable));
     }
 
     /// Text exposition format of the whole registry.

@@ -1,5 +1,8 @@
 //! Pure building of the virtual Node and its Lease.
 
+pub mod outage;
+pub mod taints;
+
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 
@@ -186,7 +189,7 @@ const HEALTHY_CONDITIONS: [(&str, &str); 4] = [
     ("NetworkUnavailable", "RouteCreated"),
 ];
 
-fn condition(
+pub(crate) fn condition(
     old: &[NodeCondition],
     type_: &str,
     status: &str,
@@ -208,7 +211,8 @@ fn condition(
     }
 }
 
-/// Node status: conditions following plugin reachability, capacity,
+/// Node status: `Ready` (true while the provider runs) and
+/// `PluginReachable` following plugin pings (see [`outage`]), capacity,
 /// addresses, daemon endpoint and the ten NodeSystemInfo strings.
 pub fn node_status(
     input: &NodeSpecInput,
@@ -217,35 +221,20 @@ pub fn node_status(
     old: &[NodeCondition],
     now: Timestamp,
 ) -> NodeStatus {
-    let (ready, reason, message) = match reach {
-        Reachability::Reachable => (
-            "True",
-            "PluginReachable",
-            "plugin answered the last ping".to_string(),
-        ),
-        Reachability::Unknown => (
-            "Unknown",
-            "PluginNotPinged",
-            "plugin not pinged yet".to_string(),
-        ),
-        Reachability::Unreachable { error } => (
-            "False",
-            "PluginUnreachable",
-            format!("plugin unreachable: {}", truncate(error, 800)),
-        ),
-        Reachability::Stopped => (
-            "False",
-            "ProviderStopped",
-            "offload-provider stopped".to_string(),
-        ),
-    };
+    let (ready, reason, message) = outage::ready(reach);
     let cap = capacity(input, ping);
     let ready = condition(old, "Ready", ready, reason, &message, now);
     let healthy = HEALTHY_CONDITIONS
         .iter()
         .map(|(type_, reason)| condition(old, type_, "False", reason, "virtual node", now));
+    let plugin = outage::plugin_condition(reach, old, now);
     NodeStatus {
-        conditions: Some(std::iter::once(ready).chain(healthy).collect()),
+        conditions: Some(
+            std::iter::once(ready)
+                .chain(healthy)
+                .chain(std::iter::once(plugin))
+                .collect(),
+        ),
         addresses: Some(vec![
             NodeAddress {
                 type_: "InternalIP".into(),
@@ -280,7 +269,7 @@ pub fn node_status(
     }
 }
 
-fn truncate(s: &str, max: usize) -> &str {
+pub(crate) fn truncate(s: &str, max: usize) -> &str {
     if s.len() <= max {
         return s;
     }

@@ -1,13 +1,15 @@
-//! The virtual Node: registration, Lease heartbeat, and NodeReady following
-//! plugin reachability.
+//! The virtual Node: registration, Lease heartbeat, and the `PluginReachable`
+//! condition with its NoSchedule taint following plugin pings (the node stays
+//! `Ready` during an outage: see [`crate::node::outage`]).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use jiff::Timestamp;
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::Node;
-use kube::api::{Api, DeleteParams, Patch};
+use k8s_openapi::api::core::v1::{Event as CoreEvent, EventSource, Node, ObjectReference};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
+use kube::api::{Api, DeleteParams, Patch, PostParams};
 use offload_runtime::kubeapi::{self, field_manager};
 use offload_wire::PingResponse;
 use tokio_util::sync::CancellationToken;
@@ -15,7 +17,19 @@ use tracing::{info, warn};
 
 use crate::client::PluginClient;
 use crate::metrics::Metrics;
+use crate::node::outage::{self, merge_taints};
+use crate::node::taints;
 use crate::node::{NodeSpecInput, Reachability, lease, node_object, node_status};
+use crate::retry::{Backoff, jittered_period};
+
+/// Retries of a taint write that lost a race with another writer.
+const TAINT_CONFLICT_RETRIES: u32 = 5;
+const TAINT_RETRY: Backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(2));
+/// Retries of the first registration.
+const REGISTER_RETRY: Backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(30));
+/// The node status is rewritten at least this often (heartbeat of the
+/// conditions, like the kubelet's `--node-status-report-frequency`).
+const STATUS_REFRESH: Duration = Duration::from_secs(60);
 
 /// Reachability from consecutive ping results (pure).
 #[derive(Debug)]
@@ -60,6 +74,13 @@ impl PingTracker {
     }
 }
 
+/// When the node status was last written, and whether that worked (a
+/// failed write is tried again at the next ping).
+struct Published {
+    at: Instant,
+    ok: bool,
+}
+
 pub struct NodeController {
     pub client: kube::Client,
     pub plugin: PluginClient,
@@ -76,23 +97,52 @@ impl NodeController {
         Api::all(self.client.clone())
     }
 
-    /// Register (or take over) the Node: metadata and spec.
+    /// Register (or take over) the Node: metadata and spec. Its taint list is
+    /// merged into the node's current one (see [`crate::node::taints`]) and
+    /// applied with the read `resourceVersion`, again on a conflict, so no
+    /// one else's taint is dropped.
     pub async fn register(&self, ping: Option<&PingResponse>) -> Result<Node, kube::Error> {
-        let mut n = node_object(&self.input, ping);
-        n.metadata.managed_fields = None;
-        let body = serde_json::json!({
-            "apiVersion": "v1",
-            "kind": "Node",
-            "metadata": n.metadata,
-            "spec": n.spec,
-        });
-        self.nodes()
-            .patch(
-                &self.input.name,
-                &kubeapi::apply_params(field_manager::PROVIDER),
-                &Patch::Apply(&body),
-            )
-            .await
+        let mut attempt = 0;
+        loop {
+            let current = self.nodes().get_opt(&self.input.name).await?;
+            let mut n = node_object(&self.input, ping);
+            let desired = n
+                .spec
+                .as_ref()
+                .and_then(|s| s.taints.clone())
+                .unwrap_or_default();
+            let (merged, annotation) = taints::for_registration(&desired, current.as_ref());
+            if let Some(spec) = n.spec.as_mut() {
+                spec.taints = Some(merged);
+            }
+            n.metadata
+                .annotations
+                .get_or_insert_default()
+                .insert(taints::ANNOTATION_REGISTERED_TAINTS.into(), annotation);
+            n.metadata.resource_version = current.and_then(|c| c.metadata.resource_version);
+            n.metadata.managed_fields = None;
+            let body = serde_json::json!({
+                "apiVersion": "v1",
+                "kind": "Node",
+                "metadata": n.metadata,
+                "spec": n.spec,
+            });
+            let applied = self
+                .nodes()
+                .patch(
+                    &self.input.name,
+                    &kubeapi::apply_params(field_manager::PROVIDER),
+                    &Patch::Apply(&body),
+                )
+                .await;
+            match applied {
+                Err(kube::Error::Api(e)) if e.code == 409 && attempt < TAINT_CONFLICT_RETRIES => {
+                    tokio::time::sleep(TAINT_RETRY.jittered(attempt)).await;
+                    attempt += 1;
+                }
+                other => return other,
+            }
+        }
     }
 
     pub async fn write_status(
@@ -121,8 +171,117 @@ impl NodeController {
                 &Patch::Apply(&body),
             )
             .await?;
-        self.metrics.node_ready(*reach == Reachability::Reachable);
+        self.metrics.node_ready(*reach != Reachability::Stopped);
+        self.metrics
+            .plugin_reachable(*reach == Reachability::Reachable);
         Ok(())
+    }
+
+    /// Add (`present`) or remove the outage taint, keeping every other taint:
+    /// taints are an atomic list (an apply or a merge patch replaces all of
+    /// it), so read, change and write it back with the read
+    /// `resourceVersion`; a conflict (someone else changed the node) is read
+    /// again. Returns whether it wrote.
+    pub async fn sync_taint(&self, present: bool) -> Result<bool, kube::Error> {
+        let mut attempt = 0;
+        loop {
+            let Some(node) = self.nodes().get_opt(&self.input.name).await? else {
+                return Ok(false);
+            };
+            let existing = node.spec.and_then(|s| s.taints).unwrap_or_default();
+            let Some(taints) = merge_taints(&existing, present) else {
+                return Ok(false);
+            };
+            let body = serde_json::json!({
+                "metadata": {"resourceVersion": node.metadata.resource_version},
+                "spec": {"taints": taints},
+            });
+            let written = self
+                .nodes()
+                .patch(
+                    &self.input.name,
+                    &kubeapi::merge_params(field_manager::PROVIDER),
+                    &Patch::Merge(&body),
+                )
+                .await;
+            match written {
+                Ok(_) => return Ok(true),
+                Err(kube::Error::Api(e)) if e.code == 409 && attempt < TAINT_CONFLICT_RETRIES => {
+                    tokio::time::sleep(TAINT_RETRY.jittered(attempt)).await;
+                    attempt += 1;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Status, then the taint it implies (a NoSchedule taint only: the
+    /// offloaded pods stay).
+    async fn publish(&self, reach: &Reachability, ping: Option<&PingResponse>) -> bool {
+        let mut ok = true;
+        if let Err(e) = self.write_status(reach, ping).await {
+            warn!(error = %e, "cannot write node status");
+            ok = false;
+        }
+        if let Some(present) = outage::wants_taint(reach) {
+            match self.sync_taint(present).await {
+                Ok(true) => info!(
+                    present,
+                    taint = offload_wire::keys::TAINT_PLUGIN_UNREACHABLE,
+                    "node taint updated"
+                ),
+                Ok(false) => {}
+                Err(e) => {
+                    warn!(error = %e, "cannot update the node's plugin-unreachable taint");
+                    ok = false;
+                }
+            }
+        }
+        ok
+    }
+
+    /// A Warning Event on the node when the plugin becomes unreachable, a
+    /// Normal one when it is back. A core/v1 Event in `default` naming the
+    /// node as the kubelet does (uid = node name), so `kubectl describe node`
+    /// lists it (1.20 refuses an events.k8s.io Event about a cluster-scoped
+    /// object outside its namespace).
+    async fn event_on_change(&self, before: &Reachability, after: &Reachability) {
+        let Some((warning, reason, note)) = outage::transition_event(before, after) else {
+            return;
+        };
+        self.metrics.event(reason);
+        let now = Timestamp::now();
+        let ev = CoreEvent {
+            metadata: ObjectMeta {
+                name: Some(format!("{}.{:x}", self.input.name, now.as_nanosecond())),
+                namespace: Some("default".into()),
+                ..Default::default()
+            },
+            involved_object: ObjectReference {
+                api_version: Some("v1".into()),
+                kind: Some("Node".into()),
+                name: Some(self.input.name.clone()),
+                uid: Some(self.input.name.clone()),
+                ..Default::default()
+            },
+            reason: Some(reason.into()),
+            message: Some(note),
+            type_: Some(if warning { "Warning" } else { "Normal" }.into()),
+            source: Some(EventSource {
+                component: Some(field_manager::PROVIDER.into()),
+                host: Some(self.input.name.clone()),
+            }),
+            first_timestamp: Some(Time(now)),
+            last_timestamp: Some(Time(now)),
+            count: Some(1),
+            reporting_component: Some(field_manager::PROVIDER.into()),
+            reporting_instance: Some(self.input.name.clone()),
+            ..Default::default()
+        };
+        let events: Api<CoreEvent> = Api::namespaced(self.client.clone(), "default");
+        if let Err(e) = events.create(&PostParams::default(), &ev).await {
+            warn!(error = %e, reason, "cannot publish node event");
+        }
     }
 
     async fn renew_lease(&self, node_uid: Option<&str>) -> Result<(), kube::Error> {
@@ -145,65 +304,97 @@ impl NodeController {
         Ok(())
     }
 
-    /// Ping loop + lease heartbeat until `cancel`; then leave the node
-    /// NotReady (or delete it when asked).
+    /// One ping: reachability, the node spec when the plugin's taints
+    /// changed, an Event on a change, and the status (with the taint) when
+    /// it changed, the last write failed, or every [`STATUS_REFRESH`].
+    async fn ping_once(&self, tracker: &mut PingTracker, published: &mut Published) {
+        let before = tracker.state.clone();
+        let r = self.plugin.ping().await.map_err(|e| e.to_string());
+        if let Err(e) = &r {
+            warn!(error = %e, "plugin ping failed");
+        }
+        let changed = tracker.record(r);
+        // Only a reachable plugin's taints are news.
+        let ping_changed_spec = changed
+            && tracker.state == Reachability::Reachable
+            && tracker
+                .last_ping
+                .as_ref()
+                .is_some_and(|p| p.taints.is_some());
+        if ping_changed_spec && let Err(e) = self.register(tracker.last_ping.as_ref()).await {
+            warn!(error = %e, "cannot update node spec");
+        }
+        if changed {
+            info!(state = ?tracker.state, "plugin reachability changed");
+            self.event_on_change(&before, &tracker.state).await;
+        }
+        if changed || !published.ok || published.at.elapsed() > STATUS_REFRESH {
+            published.ok = self
+                .publish(&tracker.state, tracker.last_ping.as_ref())
+                .await;
+            published.at = Instant::now();
+        }
+    }
+
+    /// Register the node, retrying with a jittered backoff; `None` when
+    /// cancelled first. Returns the node's uid (the Lease's owner).
+    async fn register_until_done(
+        &self,
+        ping: Option<&PingResponse>,
+        cancel: &CancellationToken,
+    ) -> Option<Option<String>> {
+        let mut attempt = 0;
+        loop {
+            match self.register(ping).await {
+                Ok(n) => return Some(n.metadata.uid),
+                Err(e) => {
+                    warn!(error = %e, "cannot register node; retrying");
+                    tokio::select! {
+                        _ = tokio::time::sleep(REGISTER_RETRY.jittered(attempt)) => {}
+                        _ = cancel.cancelled() => return None,
+                    }
+                    attempt += 1;
+                }
+            }
+        }
+    }
+
+    /// Ping loop + lease heartbeat until `cancel` (both on jittered
+    /// periods); then leave the node NotReady (or delete it when asked).
     pub async fn run(self: Arc<Self>, cancel: CancellationToken) {
         let mut tracker = PingTracker::new(self.ping_failures);
         let first = self.plugin.ping().await.map_err(|e| e.to_string());
         tracker.record(first);
-        let node_uid = loop {
-            match self.register(tracker.last_ping.as_ref()).await {
-                Ok(n) => break n.metadata.uid,
-                Err(e) => {
-                    warn!(error = %e, "cannot register node; retrying");
-                    tokio::select! {
-                        _ = tokio::time::sleep(Duration::from_secs(2)) => {}
-                        _ = cancel.cancelled() => return,
-                    }
-                }
-            }
+        let Some(node_uid) = self
+            .register_until_done(tracker.last_ping.as_ref(), &cancel)
+            .await
+        else {
+            return;
         };
         info!(node = %self.input.name, "node registered");
-        if let Err(e) = self
-            .write_status(&tracker.state, tracker.last_ping.as_ref())
-            .await
-        {
-            warn!(error = %e, "cannot write node status");
-        }
+        self.event_on_change(&Reachability::Unknown, &tracker.state)
+            .await;
+        let mut published = Published {
+            at: Instant::now(),
+            ok: self
+                .publish(&tracker.state, tracker.last_ping.as_ref())
+                .await,
+        };
         let lease_every = Duration::from_secs((self.lease_duration.max(4) / 4) as u64);
-        let mut lease_tick = tokio::time::interval(lease_every);
-        let mut ping_tick = tokio::time::interval(self.ping_interval);
-        ping_tick.reset();
-        let mut last_status = Instant::now();
+        let mut next_lease = tokio::time::Instant::now();
+        let mut next_ping = tokio::time::Instant::now() + jittered_period(self.ping_interval);
         loop {
             tokio::select! {
                 _ = cancel.cancelled() => break,
-                _ = lease_tick.tick() => {
+                _ = tokio::time::sleep_until(next_lease) => {
                     if let Err(e) = self.renew_lease(node_uid.as_deref()).await {
                         warn!(error = %e, "cannot renew lease");
                     }
+                    next_lease = tokio::time::Instant::now() + jittered_period(lease_every);
                 }
-                _ = ping_tick.tick() => {
-                    let r = self.plugin.ping().await.map_err(|e| e.to_string());
-                    if let Err(e) = &r {
-                        warn!(error = %e, "plugin ping failed");
-                    }
-                    let changed = tracker.record(r);
-                    let ping_changed_spec = changed && tracker.last_ping.as_ref().is_some_and(|p| p.taints.is_some());
-                    if ping_changed_spec
-                        && let Err(e) = self.register(tracker.last_ping.as_ref()).await
-                    {
-                        warn!(error = %e, "cannot update node spec");
-                    }
-                    if changed || last_status.elapsed() > Duration::from_secs(60) {
-                        if changed {
-                            info!(state = ?tracker.state, "node readiness changed");
-                        }
-                        match self.write_status(&tracker.state, tracker.last_ping.as_ref()).await {
-                            Ok(()) => last_status = Instant::now(),
-                            Err(e) => warn!(error = %e, "cannot write node status"),
-                        }
-                    }
+                _ = tokio::time::sleep_until(next_ping) => {
+                    self.ping_once(&mut tracker, &mut published).await;
+                    next_ping = tokio::time::Instant::now() + jittered_period(self.ping_interval);
                 }
             }
         }

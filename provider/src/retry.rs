@@ -1,5 +1,8 @@
 //! Retry delays: capped exponential backoff, with jitter for the controller
-//! so pods that failed together (a plugin outage) do not retry in lockstep.
+//! so pods that failed together (a plugin outage) do not retry in lockstep;
+//! and jittered periods for the loops that tick (node heartbeat, pings,
+//! status polls), so the providers of many nodes, restarted together, do not
+//! hit the apiserver and the plugin in the same instant forever.
 
 use std::time::Duration;
 
@@ -28,6 +31,12 @@ impl Backoff {
     }
 }
 
+/// `period` stretched or shrunk by up to a tenth at random. A Lease renewed
+/// every quarter of its duration stays far from expiry.
+pub fn jittered_period(period: Duration) -> Duration {
+    period.mul_f64(rand::random_range(0.9..=1.1))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -52,5 +61,16 @@ mod tests {
                 assert!(d >= b.delay(attempt).mul_f64(0.8), "{d:?}");
             }
         }
+    }
+
+    #[test]
+    fn periods_spread_by_a_tenth() {
+        let p = Duration::from_secs(10);
+        let seen: Vec<Duration> = (0..200).map(|_| jittered_period(p)).collect();
+        assert!(
+            seen.iter()
+                .all(|d| *d >= p.mul_f64(0.9) && *d <= p.mul_f64(1.1))
+        );
+        assert!(seen.iter().any(|d| *d != seen[0]), "not a fixed period");
     }
 }

@@ -232,7 +232,7 @@ async fn follow_bastion_key(
         };
         tokio::select! {
             _ = cancel.cancelled() => return,
-            _ = tokio::time::sleep(delay) => {}
+            _ = tokio::time::sleep(crate::retry::jittered_period(delay)) => {}
         }
     }
 }
@@ -276,7 +276,7 @@ async fn first_key(plugin: &PluginClient) -> Option<String> {
                 Err(e) if is_not_found(&e) => return None,
                 Err(e) => debug!(error = %e, "no bastion key from the plugin yet"),
             }
-            tokio::time::sleep(Duration::from_millis(500)).await;
+            tokio::time::sleep(crate::retry::jittered_period(Duration::from_millis(500))).await;
         }
     };
     tokio::time::timeout(FIRST_KEY_WAIT, ask)

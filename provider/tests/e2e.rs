@@ -2,9 +2,12 @@
 //! (in-process) on the local cluster, `offload_plugin::start` against the
 //! remote cluster. The node object and its lease, a pod with an init
 //! container through Running to Succeeded with the remote container states, a
-//! failing container's exit code, logs through the kubelet API, delete.
+//! failing container's exit code, logs through the kubelet API, delete; a
+//! long partition between provider and plugin (`partition/`).
 
 mod common;
+/// The long partition (`partition/mod.rs`).
+mod partition;
 
 use std::time::Duration;
 

@@ -133,7 +133,7 @@ async fn killed_in_the_middle_of_50_creates_offloads_each_pod_exactly_once() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn plugin_outage_turns_node_not_ready_keeps_pods_and_resumes() {
+async fn plugin_outage_keeps_node_ready_keeps_pods_and_resumes() {
     let env = env().await;
     let mut plugin = Plugin::start(&env.remote).await;
     let node = node_name("vn-outage");
@@ -161,12 +161,17 @@ async fn plugin_outage_turns_node_not_ready_keeps_pods_and_resumes() {
     let before_uid = uid(&before);
 
     plugin.stop().await;
-    let (_, reason, message) = wait_for("node NotReady", Duration::from_secs(60), async || {
-        let r = node_ready(&env.local, &node).await?;
-        (r.0 == "False").then_some(r)
-    })
+    // The node stays Ready (an outage must not evict); the reason says why.
+    let (status, _, message) = wait_for(
+        "node PluginUnreachable",
+        Duration::from_secs(60),
+        async || {
+            let r = node_ready(&env.local, &node).await?;
+            (r.1 == "PluginUnreachable").then_some(r)
+        },
+    )
     .await;
-    assert_eq!(reason, "PluginUnreachable");
+    assert_eq!(status, "True");
     assert!(!message.is_empty(), "the condition says why");
 
     pods.create(
@@ -196,13 +201,15 @@ async fn plugin_outage_turns_node_not_ready_keeps_pods_and_resumes() {
         "not offloaded while the plugin is down"
     );
     assert_eq!(phase(&p), "Pending");
-    let (s, _, _) = node_ready(&env.local, &node).await.expect("node");
-    assert_eq!(s, "False", "still NotReady");
+    let (s, r, _) = node_ready(&env.local, &node).await.expect("node");
+    assert_eq!((s.as_str(), r.as_str()), ("True", "PluginUnreachable"));
 
     plugin.restart().await;
-    wait_for("node Ready again", Duration::from_secs(60), async || {
-        (node_ready(&env.local, &node).await?.0 == "True").then_some(())
-    })
+    wait_for(
+        "plugin reachable again",
+        Duration::from_secs(60),
+        async || (node_ready(&env.local, &node).await?.1 == "PluginReachable").then_some(()),
+    )
     .await;
     let before = wait_phase(&pods, "before", "Succeeded", RUN).await;
     assert_eq!(first_terminated(&before).exit_code, 0);

@@ -14,22 +14,29 @@ use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
 use super::{Context, job_id, key, uid};
+use crate::retry::jittered_period;
 use crate::status::{self, Phase};
 use crate::tunnel;
 
 /// How many status batches are asked at once.
 const PARALLEL_BATCHES: usize = 4;
 
-/// Poll until `cancel`.
+/// Poll until `cancel`, every `--status-interval` give or take a tenth (so
+/// the providers of many nodes do not ask the plugin in step). A round whose
+/// plugin calls fail (an outage) changes nothing: the pods keep their last
+/// known status until the plugin answers again.
 pub async fn run_status_poller(ctx: Arc<Context>, cancel: CancellationToken) {
-    let mut tick = tokio::time::interval(ctx.config.status_interval);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut next = tokio::time::Instant::now() + jittered_period(ctx.config.status_interval);
     loop {
         tokio::select! {
-            _ = tick.tick() => {}
+            _ = tokio::time::sleep_until(next) => {}
             _ = cancel.cancelled() => return,
         }
+        let started = tokio::time::Instant::now();
         poll_once(&ctx).await;
+        let period = jittered_period(ctx.config.status_interval);
+        // A round slower than the period is not made up for with a burst.
+        next = (started + period).max(tokio::time::Instant::now() + period / 4);
     }
 }
 

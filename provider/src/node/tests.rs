@@ -109,26 +109,31 @@ fn status_points_at_kubelet_api_and_fills_system_info() {
     );
 }
 
+fn cond<'a>(s: &'a NodeStatus, type_: &str) -> &'a NodeCondition {
+    s.conditions
+        .as_ref()
+        .and_then(|c| c.iter().find(|c| c.type_ == type_))
+        .expect("condition")
+}
+
 #[test]
-fn ready_follows_reachability_with_reason() {
-    let s = node_status(
-        &input(),
-        &Reachability::Unreachable {
-            error: "connection refused".into(),
-        },
-        None,
-        &[],
-        now(),
-    );
-    let c = &s.conditions.expect("conds")[0];
-    assert_eq!((c.type_.as_str(), c.status.as_str()), ("Ready", "False"));
+fn an_unreachable_plugin_keeps_ready_and_turns_plugin_reachable_false() {
+    let down = Reachability::Unreachable {
+        error: "connection refused".into(),
+    };
+    let s = node_status(&input(), &down, None, &[], now());
+    let r = cond(&s, "Ready");
+    assert_eq!(r.status, "True", "an outage never makes the node NotReady");
+    assert_eq!(r.reason.as_deref(), Some("PluginUnreachable"));
+    let c = cond(&s, "PluginReachable");
+    assert_eq!(c.status, "False");
     assert_eq!(c.reason.as_deref(), Some("PluginUnreachable"));
     assert!(
         c.message
             .as_deref()
             .is_some_and(|m| m.contains("connection refused"))
     );
-    let old = vec![c.clone()];
+    let old = s.conditions.clone().expect("conds");
     let later: Timestamp = "2026-01-01T00:05:00Z".parse().expect("ts");
     let s2 = node_status(
         &input(),
@@ -137,14 +142,22 @@ fn ready_follows_reachability_with_reason() {
         &old,
         later,
     );
-    let c2 = &s2.conditions.expect("conds")[0];
+    let c2 = cond(&s2, "PluginReachable");
     assert_eq!(c2.last_transition_time, c.last_transition_time);
     assert_eq!(c2.last_heartbeat_time, Some(Time(later)));
     let s3 = node_status(&input(), &Reachability::Reachable, None, &old, later);
     assert_eq!(
-        s3.conditions.expect("conds")[0].last_transition_time,
+        cond(&s3, "PluginReachable").last_transition_time,
         Some(Time(later))
     );
+    assert_eq!(cond(&s3, "PluginReachable").status, "True");
+    assert_eq!(
+        cond(&s3, "Ready").last_transition_time,
+        r.last_transition_time,
+        "Ready never changed"
+    );
+    let stopped = node_status(&input(), &Reachability::Stopped, None, &old, later);
+    assert_eq!(cond(&stopped, "Ready").status, "False");
 }
 
 #[test]
