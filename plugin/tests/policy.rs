@@ -345,6 +345,13 @@ async fn baseline_matrix_refuses_each_forbidden_field_and_writes_nothing() -> an
     );
     nothing_remote(&env, &uid).await?;
 
+    // The operator sees the refusals per rule.
+    let (_, metrics) = send(&env, Method::GET, p.url("/metrics"), String::new()).await?;
+    for rule in ["baseline: capabilities", "plugin: volume-types"] {
+        let line = format!("offload_plugin_policy_refusals_total{{rule=\"{rule}\"}}");
+        assert!(metrics.contains(&line), "{line} not in /metrics");
+    }
+
     // Not even the namespace was made for the refused pods.
     let namespaces: Api<Namespace> = Api::all(env.remote.clone());
     let ns = namespaces.get_opt(&scope.remote_ns).await?;
