@@ -33,19 +33,25 @@ pub(super) const RESTRICTED_VOLUME_TYPES: &[&str] = &[
     "secret",
 ];
 
-/// The type of a volume: the name of its one source field (`nfs`, `csi`,
-/// ...), as the API spells it. Read from the serialized form, so a type the
-/// plugin was not written for is still named (and refused).
-pub(super) fn volume_type(v: &Volume) -> String {
-    match serde_json::to_value(v) {
+/// The types of a volume: the names of its source fields (`nfs`, `csi`,
+/// ...), as the API spells them. One for a valid volume; every one is
+/// checked, so a second source cannot hide behind an allowed first. Read
+/// from the serialized form, so a type the plugin was not written for is
+/// still named (and refused).
+pub(super) fn volume_types(v: &Volume) -> Vec<String> {
+    let types: Vec<String> = match serde_json::to_value(v) {
         Ok(serde_json::Value::Object(map)) => map
             .keys()
-            .find(|k| k.as_str() != "name")
+            .filter(|k| k.as_str() != "name")
             .cloned()
-            // No source at all is an emptyDir to the apiserver.
-            .unwrap_or_else(|| "emptyDir".into()),
-        _ => "unknown".into(),
+            .collect(),
+        _ => vec!["unknown".into()],
+    };
+    if types.is_empty() {
+        // No source at all is an emptyDir to the apiserver.
+        return vec!["emptyDir".into()];
     }
+    types
 }
 
 /// Whether the operator's allowlist holds `ty` (case-insensitive; `*` is every type).
@@ -60,33 +66,38 @@ pub(super) fn type_allowed(policy: &Policy, ty: &str) -> bool {
 /// does not hold. hostPath is the Baseline control's (and `--allow-host-path`'s).
 pub(super) fn check(policy: &Policy, pod: &PodView<'_>, out: &mut Vec<Violation>) {
     for (i, v) in pod.spec.volumes.iter().flatten().enumerate() {
-        let ty = volume_type(v);
-        if ty == "hostPath" {
-            continue;
+        for ty in volume_types(v) {
+            if ty != "hostPath" {
+                check_one(
+                    policy,
+                    &format!("spec.volumes[{i}].{ty}"),
+                    &v.name,
+                    &ty,
+                    out,
+                );
+            }
         }
-        let field = format!("spec.volumes[{i}].{ty}");
-        if !type_allowed(policy, &ty) {
-            out.push(Violation::new(
-                field,
-                "plugin: volume-types",
-                format!(
-                    "volume {:?} is of type {ty}, which this cluster does not allow (the operator can allow it with --allow-volume-types)",
-                    v.name
-                ),
-            ));
-        } else if policy.level == Level::Restricted
-            && !RESTRICTED_VOLUME_TYPES.contains(&ty.as_str())
-        {
-            out.push(Violation::new(
-                field,
-                "restricted: volume-types",
-                format!(
-                    "volume {:?} is of type {ty}; the restricted level allows only {}",
-                    v.name,
-                    RESTRICTED_VOLUME_TYPES.join(", ")
-                ),
-            ));
-        }
+    }
+}
+
+fn check_one(policy: &Policy, field: &str, name: &str, ty: &str, out: &mut Vec<Violation>) {
+    if !type_allowed(policy, ty) {
+        out.push(Violation::new(
+            field,
+            "plugin: volume-types",
+            format!(
+                "volume {name:?} is of type {ty}, which this cluster does not allow (the operator can allow it with --allow-volume-types)"
+            ),
+        ));
+    } else if policy.level == Level::Restricted && !RESTRICTED_VOLUME_TYPES.contains(&ty) {
+        out.push(Violation::new(
+            field,
+            "restricted: volume-types",
+            format!(
+                "volume {name:?} is of type {ty}; the restricted level allows only {}",
+                RESTRICTED_VOLUME_TYPES.join(", ")
+            ),
+        ));
     }
 }
 
@@ -121,10 +132,21 @@ mod tests {
 
     #[test]
     fn types_are_named_as_the_api_spells_them() {
-        assert_eq!(volume_type(&nfs()), "nfs");
+        assert_eq!(volume_types(&nfs()), ["nfs"]);
         let e = vol("e", |v| v.empty_dir = Some(EmptyDirVolumeSource::default()));
-        assert_eq!(volume_type(&e), "emptyDir");
-        assert_eq!(volume_type(&vol("bare", |_| {})), "emptyDir");
+        assert_eq!(volume_types(&e), ["emptyDir"]);
+        assert_eq!(volume_types(&vol("bare", |_| {})), ["emptyDir"]);
+    }
+
+    #[test]
+    fn a_second_source_cannot_hide_behind_an_allowed_one() {
+        let mut two = nfs();
+        two.empty_dir = Some(EmptyDirVolumeSource::default());
+        let (m, s) = pod_with(|_, s| s.volumes = Some(vec![two]));
+        assert_eq!(
+            rules(&Policy::default().violations(&m, &s)),
+            [("spec.volumes[0].nfs", "plugin: volume-types")]
+        );
     }
 
     #[test]
