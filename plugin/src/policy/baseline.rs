@@ -377,7 +377,7 @@ pub(super) fn sysctls(policy: &Policy, pod: &PodView<'_>, out: &mut Vec<Violatio
     }
 }
 
-/// Whether a container's seccomp (field, else its annotation) is set.
+/// A container's own seccomp type (field, else its 1.20 annotation), if set.
 pub(super) fn container_seccomp<'a>(pod: &PodView<'a>, c: &ContainerView<'a>) -> Option<String> {
     c.security_context
         .and_then(|s| s.seccomp_profile.as_ref())

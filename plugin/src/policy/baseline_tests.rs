@@ -38,10 +38,6 @@ fn annotate(m: &mut ObjectMeta, k: &str, v: &str) {
         .insert(k.into(), v.into());
 }
 
-fn field_rule(v: &[Violation]) -> Vec<(&str, &str)> {
-    rules(v)
-}
-
 #[test]
 fn host_process() {
     let windows = |hp| WindowsSecurityContextOptions {
@@ -51,7 +47,7 @@ fn host_process() {
     assert!(check(|_, s| sc(s).windows_options = Some(windows(false))).is_empty());
     let v = check(|_, s| sc(s).windows_options = Some(windows(true)));
     assert_eq!(
-        field_rule(&v),
+        rules(&v),
         [(
             "spec.containers[0].securityContext.windowsOptions.hostProcess",
             "baseline: host-process"
@@ -63,10 +59,7 @@ fn host_process() {
 fn host_namespaces() {
     assert!(check(|_, s| s.host_network = Some(false)).is_empty());
     let v = check(|_, s| s.host_ipc = Some(true));
-    assert_eq!(
-        field_rule(&v),
-        [("spec.hostIPC", "baseline: host-namespaces")]
-    );
+    assert_eq!(rules(&v), [("spec.hostIPC", "baseline: host-namespaces")]);
     assert!(v[0].message.contains("--allow-host-ipc"), "{}", v[0]);
     let p = Policy {
         allow_host_ipc: true,
@@ -83,9 +76,10 @@ fn privileged_in_every_kind_of_container() {
         ..Default::default()
     };
     let v = check(|_, s| {
-        s.init_containers = Some(vec![s.containers[0].clone()]);
-        s.init_containers.as_mut().unwrap()[0].name = "init".into();
-        s.init_containers.as_mut().unwrap()[0].security_context = Some(privileged.clone());
+        let mut init = s.containers[0].clone();
+        init.name = "init".into();
+        init.security_context = Some(privileged.clone());
+        s.init_containers = Some(vec![init]);
         s.ephemeral_containers = Some(vec![EphemeralContainer {
             name: "debug".into(),
             security_context: Some(privileged.clone()),
@@ -93,7 +87,7 @@ fn privileged_in_every_kind_of_container() {
         }]);
     });
     assert_eq!(
-        field_rule(&v),
+        rules(&v),
         [
             (
                 "spec.initContainers[0].securityContext.privileged",
@@ -118,7 +112,7 @@ fn capabilities_within_the_baseline_set() {
     assert!(check(|_, s| sc(s).capabilities = Some(add(&["CAP_CHOWN"]))).is_empty());
     let v = check(|_, s| sc(s).capabilities = Some(add(&["CHOWN", "cap_net_admin"])));
     assert_eq!(
-        field_rule(&v),
+        rules(&v),
         [(
             "spec.containers[0].securityContext.capabilities.add[1]",
             "baseline: capabilities"
@@ -146,7 +140,7 @@ fn host_path_volumes() {
         }])
     });
     assert_eq!(
-        field_rule(&v),
+        rules(&v),
         [("spec.volumes[0].hostPath", "baseline: host-path-volumes")]
     );
 }
@@ -161,7 +155,7 @@ fn host_ports() {
     assert!(check(|_, s| s.containers[0].ports = Some(vec![port(None), port(Some(0))])).is_empty());
     let v = check(|_, s| s.containers[0].ports = Some(vec![port(Some(0)), port(Some(8080))]));
     assert_eq!(
-        field_rule(&v),
+        rules(&v),
         [(
             "spec.containers[0].ports[1].hostPort",
             "baseline: host-ports"
@@ -176,7 +170,7 @@ fn app_armor_annotations_and_fields() {
     assert!(check(|m, _| annotate(m, key, "localhost/k8s-nginx")).is_empty());
     let v = check(|m, _| annotate(m, key, "unconfined"));
     assert_eq!(
-        field_rule(&v),
+        rules(&v),
         [(
             "metadata.annotations[container.apparmor.security.beta.kubernetes.io/app]",
             "baseline: apparmor"
@@ -189,7 +183,7 @@ fn app_armor_annotations_and_fields() {
     assert!(check(|_, s| sc(s).app_armor_profile = Some(profile("RuntimeDefault"))).is_empty());
     let v = check(|_, s| pod_sc(s).app_armor_profile = Some(profile("Unconfined")));
     assert_eq!(
-        field_rule(&v),
+        rules(&v),
         [(
             "spec.securityContext.appArmorProfile.type",
             "baseline: apparmor"
@@ -213,7 +207,7 @@ fn se_linux_types_users_and_roles() {
         sc(s).se_linux_options = Some(opts(None, Some("system_u")));
     });
     assert_eq!(
-        field_rule(&v),
+        rules(&v),
         [
             (
                 "spec.securityContext.seLinuxOptions.type",
@@ -232,7 +226,7 @@ fn proc_mount() {
     assert!(check(|_, s| sc(s).proc_mount = Some("Default".into())).is_empty());
     let v = check(|_, s| sc(s).proc_mount = Some("Unmasked".into()));
     assert_eq!(
-        field_rule(&v),
+        rules(&v),
         [(
             "spec.containers[0].securityContext.procMount",
             "baseline: proc-mount"
@@ -259,7 +253,7 @@ fn seccomp_fields_and_1_20_annotations() {
         );
     });
     assert_eq!(
-        field_rule(&v),
+        rules(&v),
         [
             (
                 "spec.securityContext.seccompProfile.type",
@@ -297,7 +291,7 @@ fn sysctls_in_the_safe_set() {
     };
     let v = check(|_, s| pod_sc(s).sysctls = unsafe_one());
     assert_eq!(
-        field_rule(&v),
+        rules(&v),
         [("spec.securityContext.sysctls[1].name", "baseline: sysctls")]
     );
     let mut p = Policy::default();
