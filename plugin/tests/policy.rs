@@ -134,6 +134,24 @@ fn forbidden() -> Vec<(&'static str, &'static str, &'static str, Mutation)> {
             },
         ),
         (
+            "probe host",
+            "spec.containers[0].livenessProbe.httpGet.host",
+            "baseline: host-probes",
+            |p| {
+                p["spec"]["containers"][0]["livenessProbe"] =
+                    json!({"httpGet": {"host": "169.254.169.254", "port": 80, "path": "/"}})
+            },
+        ),
+        (
+            "hook host",
+            "spec.containers[1].lifecycle.preStop.tcpSocket.host",
+            "baseline: host-probes",
+            |p| {
+                p["spec"]["containers"][1]["lifecycle"] =
+                    json!({"preStop": {"tcpSocket": {"host": "10.202.0.254", "port": 26444}}})
+            },
+        ),
+        (
             "AppArmor annotation",
             "metadata.annotations[container.apparmor.security.beta.kubernetes.io/c]",
             "baseline: apparmor",

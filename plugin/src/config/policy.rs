@@ -13,9 +13,9 @@ pub struct PolicyFlags {
     /// Pod Security Standards level every pod must meet (see
     /// kubernetes.io/docs/concepts/security/pod-security-standards):
     /// `baseline` refuses host namespaces, privileged containers, capabilities
-    /// beyond the baseline set, hostPath, hostPort, AppArmor/seccomp
-    /// Unconfined (fields and 1.20 annotations), SELinux options, procMount
-    /// and unsafe sysctls; `restricted` also requires runAsNonRoot,
+    /// beyond the baseline set, hostPath, hostPort, probes/hooks aimed at
+    /// another host, AppArmor/seccomp Unconfined (fields and 1.20
+    /// annotations), SELinux options, procMount and unsafe sysctls; `restricted` also requires runAsNonRoot,
     /// allowPrivilegeEscalation: false, drop ALL capabilities and a
     /// RuntimeDefault/Localhost seccomp profile; `privileged` checks none of
     /// this (only the volume types below). The --allow-* flags are

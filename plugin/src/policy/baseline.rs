@@ -2,7 +2,9 @@
 //! control, in the order of the Kubernetes page. Each pushes one
 //! [`Violation`] per offending field.
 
-use k8s_openapi::api::core::v1::{SELinuxOptions, SeccompProfile};
+use k8s_openapi::api::core::v1::{
+    HTTPGetAction, LifecycleHandler, SELinuxOptions, SeccompProfile, TCPSocketAction,
+};
 
 use super::{ContainerView, PodView, Policy, Violation, annotation_path};
 
@@ -57,6 +59,7 @@ pub(super) fn check(policy: &Policy, pod: &PodView<'_>, out: &mut Vec<Violation>
         host_path_volumes(pod, out);
     }
     host_ports(pod, out);
+    host_probes(pod, out);
     app_armor(pod, out);
     se_linux(pod, out);
     proc_mount(pod, out);
@@ -215,6 +218,50 @@ pub(super) fn host_ports(pod: &PodView<'_>, out: &mut Vec<Violation>) {
             }
         }
     }
+}
+
+/// Probes and lifecycle hooks aimed at another host than the pod: the
+/// remote kubelet would connect from the node to any address the tenant
+/// names (Baseline since Kubernetes 1.34).
+pub(super) fn host_probes(pod: &PodView<'_>, out: &mut Vec<Violation>) {
+    for c in &pod.containers {
+        let mut hosts = Vec::new();
+        for (kind, p) in &c.probes {
+            for (action, host) in targets(p.http_get.as_ref(), p.tcp_socket.as_ref()) {
+                hosts.push((format!("{}.{kind}.{action}.host", c.path), host));
+            }
+        }
+        let hooks: [(&str, Option<&LifecycleHandler>); 2] = [
+            ("postStart", c.lifecycle.and_then(|l| l.post_start.as_ref())),
+            ("preStop", c.lifecycle.and_then(|l| l.pre_stop.as_ref())),
+        ];
+        for (hook, h) in hooks {
+            let Some(h) = h else { continue };
+            for (action, host) in targets(h.http_get.as_ref(), h.tcp_socket.as_ref()) {
+                hosts.push((format!("{}.lifecycle.{hook}.{action}.host", c.path), host));
+            }
+        }
+        for (field, host) in hosts {
+            if let Some(host) = host.filter(|h| !h.is_empty()) {
+                out.push(Violation::new(
+                    field,
+                    rule("host-probes"),
+                    format!("container {:?} probes or hooks host {host:?}; only the pod itself may be probed", c.name),
+                ));
+            }
+        }
+    }
+}
+
+/// The `host` of an httpGet and a tcpSocket action.
+fn targets<'a>(
+    h: Option<&'a HTTPGetAction>,
+    t: Option<&'a TCPSocketAction>,
+) -> [(&'static str, Option<&'a str>); 2] {
+    [
+        ("httpGet", h.and_then(|h| h.host.as_deref())),
+        ("tcpSocket", t.and_then(|t| t.host.as_deref())),
+    ]
 }
 
 /// AppArmor: only the runtime's default or a profile loaded on the node

@@ -2,9 +2,10 @@
 
 use k8s_openapi::{
     api::core::v1::{
-        AppArmorProfile, Capabilities, ContainerPort, EphemeralContainer, HostPathVolumeSource,
-        PodSecurityContext, PodSpec, SELinuxOptions, SeccompProfile, SecurityContext, Sysctl,
-        Volume, WindowsSecurityContextOptions,
+        AppArmorProfile, Capabilities, ContainerPort, EphemeralContainer, HTTPGetAction,
+        HostPathVolumeSource, Lifecycle, LifecycleHandler, PodSecurityContext, PodSpec, Probe,
+        SELinuxOptions, SeccompProfile, SecurityContext, Sysctl, TCPSocketAction, Volume,
+        WindowsSecurityContextOptions,
     },
     apimachinery::pkg::apis::meta::v1::ObjectMeta,
 };
@@ -160,6 +161,52 @@ fn host_ports() {
             "spec.containers[0].ports[1].hostPort",
             "baseline: host-ports"
         )]
+    );
+}
+
+#[test]
+fn probes_and_hooks_only_probe_the_pod() {
+    use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+    let http = |host: Option<&str>| Probe {
+        http_get: Some(HTTPGetAction {
+            host: host.map(Into::into),
+            port: IntOrString::Int(8080),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    assert!(
+        check(|_, s| {
+            s.containers[0].liveness_probe = Some(http(None));
+            s.containers[0].readiness_probe = Some(http(Some("")));
+        })
+        .is_empty()
+    );
+    let v = check(|_, s| {
+        s.containers[0].startup_probe = Some(http(Some("10.0.0.1")));
+        s.containers[0].lifecycle = Some(Lifecycle {
+            pre_stop: Some(LifecycleHandler {
+                tcp_socket: Some(TCPSocketAction {
+                    host: Some("169.254.169.254".into()),
+                    port: IntOrString::Int(80),
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+    });
+    assert_eq!(
+        rules(&v),
+        [
+            (
+                "spec.containers[0].startupProbe.httpGet.host",
+                "baseline: host-probes"
+            ),
+            (
+                "spec.containers[0].lifecycle.preStop.tcpSocket.host",
+                "baseline: host-probes"
+            ),
+        ]
     );
 }
 

@@ -21,7 +21,7 @@ mod volumes;
 use std::{collections::BTreeSet, fmt, str::FromStr};
 
 use k8s_openapi::{
-    api::core::v1::{ContainerPort, PodSpec, SecurityContext},
+    api::core::v1::{ContainerPort, Lifecycle, PodSpec, Probe, SecurityContext},
     apimachinery::pkg::apis::meta::v1::ObjectMeta,
 };
 use serde::Serialize;
@@ -200,6 +200,9 @@ pub(crate) struct ContainerView<'a> {
     pub name: &'a str,
     pub security_context: Option<&'a SecurityContext>,
     pub ports: &'a [ContainerPort],
+    /// (`livenessProbe` | `readinessProbe` | `startupProbe`, the probe).
+    pub probes: Vec<(&'static str, &'a Probe)>,
+    pub lifecycle: Option<&'a Lifecycle>,
 }
 
 impl ContainerView<'_> {
@@ -218,30 +221,36 @@ pub(crate) struct PodView<'a> {
 
 impl<'a> PodView<'a> {
     pub fn new(meta: &'a ObjectMeta, spec: &'a PodSpec) -> Self {
+        // One macro body for two types (Container, EphemeralContainer)
+        // with the same fields.
+        macro_rules! view {
+            ($path:expr, $c:expr) => {
+                ContainerView {
+                    path: $path,
+                    name: &$c.name,
+                    security_context: $c.security_context.as_ref(),
+                    ports: $c.ports.as_deref().unwrap_or_default(),
+                    probes: [
+                        ("livenessProbe", $c.liveness_probe.as_ref()),
+                        ("readinessProbe", $c.readiness_probe.as_ref()),
+                        ("startupProbe", $c.startup_probe.as_ref()),
+                    ]
+                    .into_iter()
+                    .filter_map(|(k, p)| p.map(|p| (k, p)))
+                    .collect(),
+                    lifecycle: $c.lifecycle.as_ref(),
+                }
+            };
+        }
         let mut containers = Vec::new();
         for (i, c) in spec.init_containers.iter().flatten().enumerate() {
-            containers.push(ContainerView {
-                path: format!("spec.initContainers[{i}]"),
-                name: &c.name,
-                security_context: c.security_context.as_ref(),
-                ports: c.ports.as_deref().unwrap_or_default(),
-            });
+            containers.push(view!(format!("spec.initContainers[{i}]"), c));
         }
         for (i, c) in spec.containers.iter().enumerate() {
-            containers.push(ContainerView {
-                path: format!("spec.containers[{i}]"),
-                name: &c.name,
-                security_context: c.security_context.as_ref(),
-                ports: c.ports.as_deref().unwrap_or_default(),
-            });
+            containers.push(view!(format!("spec.containers[{i}]"), c));
         }
         for (i, c) in spec.ephemeral_containers.iter().flatten().enumerate() {
-            containers.push(ContainerView {
-                path: format!("spec.ephemeralContainers[{i}]"),
-                name: &c.name,
-                security_context: c.security_context.as_ref(),
-                ports: c.ports.as_deref().unwrap_or_default(),
-            });
+            containers.push(view!(format!("spec.ephemeralContainers[{i}]"), c));
         }
         Self {
             meta,
