@@ -192,9 +192,13 @@ pub fn translate(data: &RetrievedPodData, cfg: &TranslateConfig) -> Result<Remot
 }
 
 /// Removes the `*.security.*kubernetes.io` annotations the operator does not
-/// keep (their allowed values are checked and carried by the spec fields,
-/// which 1.19+ apiservers fill from them); a note for each.
+/// keep, after carrying the seccomp ones into the unset spec fields (as
+/// 1.19+ apiservers do), so the remote pod is not less confined; a note for
+/// each.
 fn drop_security_annotations(policy: &Policy, pod: &mut Pod) -> Vec<String> {
+    if let (Some(a), Some(spec)) = (pod.metadata.annotations.as_ref(), pod.spec.as_mut()) {
+        crate::policy::carry_seccomp_annotations(a, spec);
+    }
     let Some(a) = pod.metadata.annotations.as_mut() else {
         return vec![];
     };

@@ -398,6 +398,16 @@ fn allowed() -> Vec<(&'static str, Mutation)> {
                 "runtime/default",
             );
         }),
+        // What a direct caller could send (the local 1.20 apiserver would
+        // have filled the field): the annotation alone, carried into the
+        // field, so the remote container is not left unconfined.
+        ("runtime/default seccomp annotation alone", |p| {
+            annotate(
+                p,
+                "container.seccomp.security.alpha.kubernetes.io/d",
+                "runtime/default",
+            );
+        }),
         (
             "safe sysctl",
             |p| p["spec"]["securityContext"] = json!({"sysctls": [{"name": "net.ipv4.ip_local_port_range", "value": "32768 60999"}]}),
@@ -450,9 +460,23 @@ async fn baseline_allowed_variants_run() -> anyhow::Result<()> {
     for (what, pod) in &pods {
         match runs(&env, &p, pod).await {
             Ok(remote) => {
-                let ann = remote.metadata.annotations.unwrap_or_default();
+                let ann = remote.metadata.annotations.clone().unwrap_or_default();
                 if ann.keys().any(|k| k.contains("apparmor")) {
                     failures.push(format!("{what}: the AppArmor annotation crossed: {ann:?}"));
+                }
+                let d_seccomp = remote
+                    .spec
+                    .as_ref()
+                    .and_then(|s| s.containers.iter().find(|c| c.name == "d"))
+                    .and_then(|c| c.security_context.as_ref())
+                    .and_then(|sc| sc.seccomp_profile.as_ref())
+                    .map(|p| p.type_.clone());
+                if what.contains("annotation alone")
+                    && d_seccomp.as_deref() != Some("RuntimeDefault")
+                {
+                    failures.push(format!(
+                        "{what}: remote container d has seccomp {d_seccomp:?}"
+                    ));
                 }
             }
             Err(e) => failures.push(format!("{what}: {e:#}")),

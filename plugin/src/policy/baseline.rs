@@ -450,16 +450,9 @@ pub(super) fn pod_seccomp(pod: &PodView<'_>) -> Option<String> {
 
 /// `runtime/default` -> `RuntimeDefault` (what 1.19+ apiservers do).
 fn annotation_to_type(v: &str) -> String {
-    let v = v.trim();
-    if v == "runtime/default" || v == "docker/default" {
-        "RuntimeDefault".into()
-    } else if v.starts_with("localhost/") {
-        "Localhost".into()
-    } else if v == "unconfined" {
-        "Unconfined".into()
-    } else {
-        v.into()
-    }
+    super::annotations::profile_of(v)
+        .map(|p| p.type_)
+        .unwrap_or_else(|| v.trim().into())
 }
 
 #[cfg(test)]

@@ -12,8 +12,10 @@
 //! Layout: `baseline` and `restricted` hold the rules of each level, one pure
 //! function per control; `volumes` the volume-type allowlist; this file the
 //! [`Policy`] that runs them, the container walk they share, and the filter of
-//! `*.security.*kubernetes.io` annotations.
+//! `*.security.*kubernetes.io` annotations; `annotations` carries the 1.20
+//! seccomp annotations into the fields before they are dropped.
 
+mod annotations;
 mod baseline;
 mod restricted;
 mod volumes;
@@ -26,7 +28,7 @@ use k8s_openapi::{
 };
 use serde::Serialize;
 
-pub use self::volumes::DEFAULT_VOLUME_TYPES;
+pub use self::{annotations::carry_seccomp_annotations, volumes::DEFAULT_VOLUME_TYPES};
 
 /// The Pod Security Standards level enforced on every pod.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
