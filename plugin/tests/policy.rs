@@ -8,6 +8,7 @@
 //! Needs the test clusters (`bash testbed/scripts/testbed.sh up`).
 
 mod common;
+mod policy_cases;
 
 use std::time::Duration;
 
@@ -16,6 +17,7 @@ use common::*;
 use k8s_openapi::api::core::v1::{Namespace, Pod};
 use kube::Api;
 use offload_plugin::{PluginConfig, policy::Level};
+use policy_cases::*;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
@@ -49,234 +51,6 @@ fn create_body(pod: &Value) -> String {
         .map(|n| json!({"name": n, "configMaps": cm, "projectedvolumemaps": null, "secrets": null, "emptyDirs": null}))
         .collect();
     json!({"pod": pod, "container": containers}).to_string()
-}
-
-type Mutation = fn(&mut Value);
-
-fn sc(pod: &mut Value, i: usize) -> &mut Value {
-    &mut pod["spec"]["containers"][i]["securityContext"]
-}
-
-fn add_volume(pod: &mut Value, v: Value) {
-    if let Some(list) = pod["spec"]["volumes"].as_array_mut() {
-        list.push(v);
-    }
-}
-
-fn annotate(pod: &mut Value, k: &str, v: &str) {
-    pod["metadata"]["annotations"][k] = json!(v);
-}
-
-/// (what, the field the 403 must name, its rule, the change to the base pod)
-fn forbidden() -> Vec<(&'static str, &'static str, &'static str, Mutation)> {
-    vec![
-        (
-            "hostNetwork",
-            "spec.hostNetwork",
-            "baseline: host-namespaces",
-            |p| p["spec"]["hostNetwork"] = json!(true),
-        ),
-        (
-            "hostPID",
-            "spec.hostPID",
-            "baseline: host-namespaces",
-            |p| p["spec"]["hostPID"] = json!(true),
-        ),
-        (
-            "hostIPC",
-            "spec.hostIPC",
-            "baseline: host-namespaces",
-            |p| p["spec"]["hostIPC"] = json!(true),
-        ),
-        (
-            "privileged",
-            "spec.containers[1].securityContext.privileged",
-            "baseline: privileged",
-            |p| *sc(p, 1) = json!({"privileged": true}),
-        ),
-        (
-            "privileged init",
-            "spec.initContainers[0].securityContext.privileged",
-            "baseline: privileged",
-            |p| p["spec"]["initContainers"] = json!([{"name": "init", "image": testbed::images::BUSYBOX, "securityContext": {"privileged": true}}]),
-        ),
-        (
-            "privileged ephemeral",
-            "spec.ephemeralContainers[0].securityContext.privileged",
-            "baseline: privileged",
-            |p| p["spec"]["ephemeralContainers"] = json!([{"name": "dbg", "image": testbed::images::BUSYBOX, "securityContext": {"privileged": true}}]),
-        ),
-        (
-            "capability",
-            "spec.containers[1].securityContext.capabilities.add[0]",
-            "baseline: capabilities",
-            |p| *sc(p, 1) = json!({"capabilities": {"add": ["NET_ADMIN"]}}),
-        ),
-        (
-            "CAP_ spelled capability",
-            "spec.containers[0].securityContext.capabilities.add[1]",
-            "baseline: capabilities",
-            |p| *sc(p, 0) = json!({"capabilities": {"add": ["CHOWN", "CAP_SYS_ADMIN"]}}),
-        ),
-        (
-            "hostPath",
-            "spec.volumes[1].hostPath",
-            "baseline: host-path-volumes",
-            |p| add_volume(p, json!({"name": "root", "hostPath": {"path": "/"}})),
-        ),
-        (
-            "hostPort",
-            "spec.containers[0].ports[0].hostPort",
-            "baseline: host-ports",
-            |p| {
-                p["spec"]["containers"][0]["ports"] =
-                    json!([{"containerPort": 8080, "hostPort": 8080}])
-            },
-        ),
-        (
-            "probe host",
-            "spec.containers[0].livenessProbe.httpGet.host",
-            "baseline: host-probes",
-            |p| {
-                p["spec"]["containers"][0]["livenessProbe"] =
-                    json!({"httpGet": {"host": "169.254.169.254", "port": 80, "path": "/"}})
-            },
-        ),
-        (
-            "hook host",
-            "spec.containers[1].lifecycle.preStop.tcpSocket.host",
-            "baseline: host-probes",
-            |p| {
-                p["spec"]["containers"][1]["lifecycle"] =
-                    json!({"preStop": {"tcpSocket": {"host": "10.202.0.254", "port": 26444}}})
-            },
-        ),
-        (
-            "AppArmor annotation",
-            "metadata.annotations[container.apparmor.security.beta.kubernetes.io/c]",
-            "baseline: apparmor",
-            |p| {
-                annotate(
-                    p,
-                    "container.apparmor.security.beta.kubernetes.io/c",
-                    "unconfined",
-                )
-            },
-        ),
-        (
-            "SELinux type",
-            "spec.securityContext.seLinuxOptions.type",
-            "baseline: selinux",
-            |p| p["spec"]["securityContext"] = json!({"seLinuxOptions": {"type": "spc_t"}}),
-        ),
-        (
-            "SELinux user",
-            "spec.containers[0].securityContext.seLinuxOptions.user",
-            "baseline: selinux",
-            |p| *sc(p, 0) = json!({"seLinuxOptions": {"user": "system_u"}}),
-        ),
-        (
-            "procMount",
-            "spec.containers[0].securityContext.procMount",
-            "baseline: proc-mount",
-            |p| *sc(p, 0) = json!({"procMount": "Unmasked"}),
-        ),
-        (
-            "seccomp pod field",
-            "spec.securityContext.seccompProfile.type",
-            "baseline: seccomp",
-            |p| p["spec"]["securityContext"] = json!({"seccompProfile": {"type": "Unconfined"}}),
-        ),
-        (
-            "seccomp container field",
-            "spec.containers[1].securityContext.seccompProfile.type",
-            "baseline: seccomp",
-            |p| *sc(p, 1) = json!({"seccompProfile": {"type": "Unconfined"}}),
-        ),
-        (
-            "seccomp pod annotation",
-            "metadata.annotations[seccomp.security.alpha.kubernetes.io/pod]",
-            "baseline: seccomp",
-            |p| annotate(p, "seccomp.security.alpha.kubernetes.io/pod", "unconfined"),
-        ),
-        (
-            "seccomp container annotation",
-            "metadata.annotations[container.seccomp.security.alpha.kubernetes.io/d]",
-            "baseline: seccomp",
-            |p| {
-                annotate(
-                    p,
-                    "container.seccomp.security.alpha.kubernetes.io/d",
-                    "unconfined",
-                )
-            },
-        ),
-        (
-            "sysctl",
-            "spec.securityContext.sysctls[0].name",
-            "baseline: sysctls",
-            |p| {
-                p["spec"]["securityContext"] =
-                    json!({"sysctls": [{"name": "kernel.msgmax", "value": "65536"}]})
-            },
-        ),
-        (
-            "HostProcess",
-            "spec.securityContext.windowsOptions.hostProcess",
-            "baseline: host-process",
-            |p| p["spec"]["securityContext"] = json!({"windowsOptions": {"hostProcess": true}}),
-        ),
-        (
-            "gitRepo",
-            "spec.volumes[1].gitRepo",
-            "plugin: volume-types",
-            |p| {
-                add_volume(
-                    p,
-                    json!({"name": "src", "gitRepo": {"repository": "https://example.org/x.git"}}),
-                )
-            },
-        ),
-        ("nfs", "spec.volumes[1].nfs", "plugin: volume-types", |p| {
-            add_volume(
-                p,
-                json!({"name": "n", "nfs": {"server": "10.202.0.1", "path": "/"}}),
-            )
-        }),
-        (
-            "iscsi",
-            "spec.volumes[1].iscsi",
-            "plugin: volume-types",
-            |p| {
-                add_volume(
-                    p,
-                    json!({"name": "i", "iscsi": {"targetPortal": "10.202.0.1:3260", "iqn": "iqn.2001-04.com.example:storage", "lun": 0}}),
-                )
-            },
-        ),
-        (
-            "flexVolume",
-            "spec.volumes[1].flexVolume",
-            "plugin: volume-types",
-            |p| {
-                add_volume(
-                    p,
-                    json!({"name": "f", "flexVolume": {"driver": "example.com/lvm"}}),
-                )
-            },
-        ),
-        (
-            "inline csi",
-            "spec.volumes[1].csi",
-            "plugin: volume-types",
-            |p| {
-                add_volume(
-                    p,
-                    json!({"name": "s", "csi": {"driver": "secrets-store.csi.k8s.io"}}),
-                )
-            },
-        ),
-    ]
 }
 
 /// POSTs the create and returns the 403's JSON, failing on anything else.
@@ -319,10 +93,17 @@ async fn baseline_matrix_refuses_each_forbidden_field_and_writes_nothing() -> an
     let scope = scope(&env, "policy-deny")?;
     let p = Plugin::start(&env, PluginConfig::for_tests()).await?;
     let mut failures = Vec::new();
-    for (what, field, rule, mutate) in forbidden() {
+    let cases = [
+        forbidden_host(),
+        forbidden_privileges(),
+        forbidden_confinement(),
+        forbidden_volumes(),
+    ];
+    for c in cases.into_iter().flatten() {
         let uid = uid();
         let mut pod = base_pod(&scope.local_ns, "attacker", &uid);
-        mutate(&mut pod);
+        set_at(&mut pod, c.at, c.value);
+        let (what, field, rule) = (c.what, c.field, c.rule);
         match refused(&env, &p, &pod).await {
             Ok(answer) if names(&answer, field, rule) => {}
             Ok(answer) => failures.push(format!(
@@ -381,55 +162,6 @@ async fn baseline_matrix_refuses_each_forbidden_field_and_writes_nothing() -> an
     p.stop().await;
     assert!(failures.is_empty(), "{}", failures.join("\n"));
     Ok(())
-}
-
-/// (what, the change to the base pod): the allowed side of each control.
-fn allowed() -> Vec<(&'static str, Mutation)> {
-    vec![
-        (
-            "baseline capabilities",
-            |p| *sc(p, 0) = json!({"capabilities": {"add": ["CHOWN", "NET_BIND_SERVICE", "CAP_KILL"]}, "privileged": false}),
-        ),
-        ("RuntimeDefault seccomp", |p| {
-            p["spec"]["securityContext"] = json!({"seccompProfile": {"type": "RuntimeDefault"}});
-            annotate(
-                p,
-                "seccomp.security.alpha.kubernetes.io/pod",
-                "runtime/default",
-            );
-        }),
-        // What a direct caller could send (the local 1.20 apiserver would
-        // have filled the field): the annotation alone, carried into the
-        // field, so the remote container is not left unconfined.
-        ("runtime/default seccomp annotation alone", |p| {
-            annotate(
-                p,
-                "container.seccomp.security.alpha.kubernetes.io/d",
-                "runtime/default",
-            );
-        }),
-        (
-            "safe sysctl",
-            |p| p["spec"]["securityContext"] = json!({"sysctls": [{"name": "net.ipv4.ip_local_port_range", "value": "32768 60999"}]}),
-        ),
-        ("hostPort 0", |p| {
-            p["spec"]["containers"][0]["ports"] = json!([{"containerPort": 8080, "hostPort": 0}])
-        }),
-        ("allowed volume types and AppArmor runtime/default", |p| {
-            add_volume(p, json!({"name": "scratch", "emptyDir": {}}));
-            add_volume(
-                p,
-                json!({"name": "info", "downwardAPI": {"items": [{"path": "name", "fieldRef": {"fieldPath": "metadata.name"}}]}}),
-            );
-            p["spec"]["containers"][1]["volumeMounts"] = json!([{"name": "scratch", "mountPath": "/scratch"}, {"name": "info", "mountPath": "/info"}]);
-            // Dropped on the way (the remote node need not have AppArmor).
-            annotate(
-                p,
-                "container.apparmor.security.beta.kubernetes.io/c",
-                "runtime/default",
-            );
-        }),
-    ]
 }
 
 /// Creates `pod` and waits until its containers run remotely; returns the remote pod.
