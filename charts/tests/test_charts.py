@@ -404,6 +404,26 @@ class RenderTests(unittest.TestCase, Hardened):
         self.assertEqual(rules_for(cr, "clusterroles", "rbac.authorization.k8s.io"), set())
         self.assertIn("http://<a node IP of this cluster>:30455", notes(PLUGIN, {"service": {"type": "NodePort", "nodePort": 30455}}))
 
+    def test_plugin_pod_security_values(self):
+        cfg = self.plugin_config(render(PLUGIN, name="pl", namespace="remote"), "pl-plugin")
+        self.assertEqual(cfg["pod-security-level"], "baseline")
+        self.assertEqual(cfg["allow-volume-types"],
+                         "configMap,secret,emptyDir,projected,downwardAPI,persistentVolumeClaim,ephemeral")
+        self.assertEqual(cfg["allow-capabilities"], "")
+        self.assertEqual(cfg["keep-security-annotations"], "")
+        cfg = self.plugin_config(render(PLUGIN, {"policy": {
+            "level": "restricted", "allowedVolumeTypes": ["configMap", "csi"], "allowedCapabilities": ["NET_ADMIN"],
+            "allowedSysctls": ["kernel.msgmax"], "keepSecurityAnnotations": ["container.apparmor.security.beta.kubernetes.io/*"],
+        }}, name="pl", namespace="remote"), "pl-plugin")
+        self.assertEqual(cfg["pod-security-level"], "restricted")
+        self.assertEqual(cfg["allow-volume-types"], "configMap,csi")
+        self.assertEqual(cfg["allow-capabilities"], "NET_ADMIN")
+        self.assertEqual(cfg["allow-sysctls"], "kernel.msgmax")
+        self.assertEqual(cfg["keep-security-annotations"], "container.apparmor.security.beta.kubernetes.io/*")
+        for bad in ({"level": "strict"}, {"allowedVolumeTypes": ["nfs,csi"]}):
+            with self.subTest(values=bad), self.assertRaises(helm.HelmError):
+                render(PLUGIN, {"policy": bad}, name="pl")
+
     def test_plugin_bastion_watching_one_namespace(self):
         objs = render(PLUGIN, {"bastion": {"watchNamespace": "offloading-work", "name": "b"}}, name="pl", namespace="r")
         cfg = self.plugin_config(objs, "pl-plugin")

@@ -12,6 +12,7 @@
 //! from it; `values` the flag value types and parsers, `file` the config file.
 
 mod file;
+mod policy;
 mod values;
 
 use std::{ffi::OsString, net::SocketAddr, path::PathBuf, time::Duration};
@@ -20,6 +21,7 @@ use clap::{ArgAction, CommandFactory, FromArgMatches, Parser};
 use offload_bastion::install::BastionSpec;
 use offload_runtime::duration::parse_duration;
 
+pub use self::policy::PolicyFlags;
 pub use self::values::{
     KeyValues, Listen, StringList, Tolerations, parse_key_values, parse_size, parse_string_list,
     parse_tolerations,
@@ -137,7 +139,7 @@ pub struct PluginConfig {
     #[arg(long, env = "OFFLOAD_PLUGIN_KEEP_KUBERNETES_ENV", action = ArgAction::SetTrue)]
     pub keep_kubernetes_env: bool,
 
-    /// Policy: allow hostPath volumes.
+    /// Policy: allow hostPath volumes (an exception to the pod security level).
     #[arg(long, env = "OFFLOAD_PLUGIN_ALLOW_HOST_PATH", action = ArgAction::SetTrue)]
     pub allow_host_path: bool,
 
@@ -156,6 +158,10 @@ pub struct PluginConfig {
     /// Policy: allow hostIPC pods.
     #[arg(long, env = "OFFLOAD_PLUGIN_ALLOW_HOST_IPC", action = ArgAction::SetTrue)]
     pub allow_host_ipc: bool,
+
+    /// Pod Security Standards level and allowlists.
+    #[command(flatten)]
+    pub pod_security: PolicyFlags,
 
     /// Largest request body accepted (bytes, or with KiB/MiB/GiB). Bigger
     /// bodies get 413.
@@ -296,12 +302,19 @@ impl PluginConfig {
     }
 
     pub fn policy(&self) -> Policy {
+        let ps = &self.pod_security;
+        let set = |l: &StringList| l.0.iter().cloned().collect();
         Policy {
+            level: ps.pod_security_level,
             allow_host_path: self.allow_host_path,
             allow_privileged: self.allow_privileged,
             allow_host_network: self.allow_host_network,
             allow_host_pid: self.allow_host_pid,
             allow_host_ipc: self.allow_host_ipc,
+            volume_types: set(&ps.allow_volume_types),
+            extra_capabilities: set(&ps.allow_capabilities),
+            extra_sysctls: set(&ps.allow_sysctls),
+            kept_security_annotations: ps.keep_security_annotations.0.clone(),
         }
     }
 

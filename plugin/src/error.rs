@@ -8,19 +8,26 @@ use axum::{
 };
 use serde::Serialize;
 
-use crate::{logs::LogOptsError, remote::RemoteError, translate::TranslateError};
+use crate::{
+    logs::LogOptsError, policy::Violation, remote::RemoteError, translate::TranslateError,
+};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ApiError {
     pub status: StatusCode,
     pub code: &'static str,
     pub message: String,
+    /// Of a policy refusal: every violation (field, rule, message), so a
+    /// client can show them without parsing the message.
+    pub violations: Vec<Violation>,
 }
 
 #[derive(Serialize)]
 struct Body<'a> {
     error: &'a str,
     message: &'a str,
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    violations: &'a [Violation],
 }
 
 impl ApiError {
@@ -29,6 +36,7 @@ impl ApiError {
             status,
             code,
             message: message.into(),
+            violations: Vec::new(),
         }
     }
     pub fn bad_request(message: impl Into<String>) -> Self {
@@ -73,6 +81,7 @@ impl IntoResponse for ApiError {
             Json(Body {
                 error: self.code,
                 message: &self.message,
+                violations: &self.violations,
             }),
         )
             .into_response();
@@ -89,7 +98,11 @@ impl From<TranslateError> for ApiError {
             TranslateError::Unsupported(_) => (StatusCode::UNPROCESSABLE_ENTITY, "unsupported"),
             TranslateError::Policy(_) => (StatusCode::FORBIDDEN, "policy"),
         };
-        Self::new(status, code, e.to_string())
+        let mut err = Self::new(status, code, e.to_string());
+        if let TranslateError::Policy(v) = e {
+            err.violations = v;
+        }
+        err
     }
 }
 

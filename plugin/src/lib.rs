@@ -137,6 +137,7 @@ pub async fn start(config: PluginConfig, remote: Client) -> Result<RunningPlugin
         None => remote::remote_minor_version(&remote).await?,
     };
     info!(remote_minor, "remote apiserver version");
+    log_policy(&config.policy());
     let metrics = Arc::new(Metrics::register(&SharedRegistry::default()));
     let cancel = CancellationToken::new();
     let (remote, watch_task) = Remote::start(
@@ -196,4 +197,14 @@ pub async fn start(config: PluginConfig, remote: Client) -> Result<RunningPlugin
         tasks,
         remote,
     })
+}
+
+/// The policy in force, at start; loudly when it checks nothing.
+fn log_policy(p: &policy::Policy) {
+    let volume_types = p.volume_types.iter().cloned().collect::<Vec<_>>().join(",");
+    if p.level == policy::Level::Privileged {
+        tracing::warn!(%volume_types, "pod security level privileged: remote pods may use the remote nodes' host namespaces, devices and files (--pod-security-level)");
+    } else {
+        info!(level = %p.level, %volume_types, "pod security policy");
+    }
 }

@@ -34,6 +34,11 @@ pub struct RemoteCallLabels {
     pub op: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RuleLabels {
+    pub rule: String,
+}
+
 /// Every metric of the plugin, prefixed `offload_plugin_`.
 pub struct Metrics {
     registry: SharedRegistry,
@@ -43,6 +48,7 @@ pub struct Metrics {
     pub remote_calls: Family<RemoteCallLabels, Counter>,
     pub orphans_deleted: Counter,
     pub bastion_applies: Family<ResultLabels, Counter>,
+    pub policy_refusals: Family<RuleLabels, Counter>,
 }
 
 impl Metrics {
@@ -88,6 +94,10 @@ impl Metrics {
                 "bastion_applies",
                 "Installs of the bastion (at start and on every resync), by result (ok, error)",
             ),
+            policy_refusals: m.add(
+                "policy_refusals",
+                "Pods refused by the pod security policy, once per broken rule (e.g. baseline: capabilities)",
+            ),
         }
     }
 
@@ -97,6 +107,17 @@ impl Metrics {
                 result: if ok { "ok" } else { "error" },
             })
             .inc();
+    }
+
+    /// One refused pod: each rule it broke counted once.
+    pub fn policy_refusal(&self, violations: &[crate::policy::Violation]) {
+        let rules: std::collections::BTreeSet<&str> =
+            violations.iter().map(|v| v.rule.as_str()).collect();
+        for rule in rules {
+            self.policy_refusals
+                .get_or_create(&RuleLabels { rule: rule.into() })
+                .inc();
+        }
     }
 
     pub fn remote_call(&self, op: &'static str) {

@@ -42,7 +42,7 @@ pub use self::validate::local_identity;
 use self::{context::Ctx, validate::validate_spec};
 use crate::{
     naming::{NameKind, NamespaceMapper, remote_name},
-    policy::Policy,
+    policy::{Policy, Violation},
     status::LocalIdentity,
 };
 
@@ -112,12 +112,20 @@ pub enum TranslateError {
     /// Valid, but cannot run on the remote cluster as asked (HTTP 422).
     #[error("{0}")]
     Unsupported(String),
-    /// Refused by the remote operator's policy (HTTP 403).
-    #[error("refused by policy: {}", .0.join("; "))]
-    Policy(Vec<String>),
+    /// Refused by the remote operator's policy (HTTP 403): every violation,
+    /// each naming the field and the rule.
+    #[error("refused by the remote cluster's pod security policy: {}", join_violations(.0))]
+    Policy(Vec<Violation>),
 }
 
 type Result<T, E = TranslateError> = std::result::Result<T, E>;
+
+fn join_violations(v: &[Violation]) -> String {
+    v.iter()
+        .map(|x| x.to_string())
+        .collect::<Vec<_>>()
+        .join("; ")
+}
 
 fn invalid(msg: impl Into<String>) -> TranslateError {
     TranslateError::Invalid(msg.into())
@@ -159,15 +167,19 @@ pub fn translate(data: &RetrievedPodData, cfg: &TranslateConfig) -> Result<Remot
         .clone()
         .ok_or_else(|| invalid("pod.spec is missing"))?;
     validate_spec(&spec)?;
-    let violations = cfg.policy.violations(&spec);
+    // Before anything else is looked at or made: a refused pod leaves
+    // nothing on the remote cluster.
+    let violations = cfg.policy.violations(&data.pod.metadata, &spec);
     if !violations.is_empty() {
         return Err(TranslateError::Policy(violations));
     }
     let namespace = cfg.namespaces.remote(&id.namespace);
     let mut ctx = Ctx::new(cfg, data, &id);
     let volume_secrets = translate_spec(&mut ctx, &mut spec)?;
-    let pod = pod::remote_pod(&data.pod.metadata, &id, &namespace, spec);
+    let mut pod = pod::remote_pod(&data.pod.metadata, &id, &namespace, spec);
+    let dropped = drop_security_annotations(&cfg.policy, &mut pod);
     let mut shipped = objects::shipped(ctx, &namespace);
+    shipped.warnings.extend(dropped);
     shipped.secrets.extend(volume_secrets);
     Ok(RemotePlan {
         local: id,
@@ -177,6 +189,31 @@ pub fn translate(data: &RetrievedPodData, cfg: &TranslateConfig) -> Result<Remot
         secrets: shipped.secrets,
         warnings: shipped.warnings,
     })
+}
+
+/// Removes the `*.security.*kubernetes.io` annotations the operator does not
+/// keep, after carrying the seccomp ones into the unset spec fields (as
+/// 1.19+ apiservers do), so the remote pod is not less confined; a note for
+/// each.
+fn drop_security_annotations(policy: &Policy, pod: &mut Pod) -> Vec<String> {
+    if let (Some(a), Some(spec)) = (pod.metadata.annotations.as_ref(), pod.spec.as_mut()) {
+        crate::policy::carry_seccomp_annotations(a, spec);
+    }
+    let Some(a) = pod.metadata.annotations.as_mut() else {
+        return vec![];
+    };
+    let dropped: Vec<String> = a
+        .keys()
+        .filter(|k| !policy.keeps_annotation(k))
+        .cloned()
+        .collect();
+    dropped
+        .into_iter()
+        .map(|k| {
+            a.remove(&k);
+            format!("annotation {k} dropped (not kept by the remote policy)")
+        })
+        .collect()
 }
 
 /// Rewrites the spec in place; returns the Secrets made of rendered volume

@@ -67,6 +67,11 @@ app.kubernetes.io/component: plugin
   "allow-host-network" .Values.policy.allowHostNetwork
   "allow-host-pid" .Values.policy.allowHostPID
   "allow-host-ipc" .Values.policy.allowHostIPC
+  "pod-security-level" .Values.policy.level
+  "allow-volume-types" (join "," .Values.policy.allowedVolumeTypes)
+  "allow-capabilities" (join "," .Values.policy.allowedCapabilities)
+  "allow-sysctls" (join "," .Values.policy.allowedSysctls)
+  "keep-security-annotations" (join "," .Values.policy.keepSecurityAnnotations)
   "no-sweep" (not .Values.sweep.enabled)
   "sweep-interval" .Values.sweep.interval
   "orphan-after" .Values.sweep.orphanAfter

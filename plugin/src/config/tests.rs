@@ -193,3 +193,29 @@ fn load_file(dir: &tempfile::TempDir, name: &str, text: &str) -> Result<PluginCo
     let p = write_config(dir, name, text);
     PluginConfig::load(["offload-plugin", "--config", &p])
 }
+
+#[test]
+fn pod_security_flags_reach_the_policy() {
+    use crate::policy::Level;
+    let c = PluginConfig::for_tests();
+    let p = c.policy();
+    assert_eq!(p.level, Level::Baseline);
+    assert!(p.volume_types.contains("ephemeral") && !p.volume_types.contains("nfs"));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let f = write_config(
+        &dir,
+        "plugin.yaml",
+        "pod-security-level: restricted\nallow-volume-types: [configMap, csi]\nallow-capabilities: NET_ADMIN\nkeep-security-annotations: [\"container.apparmor.security.beta.kubernetes.io/*\"]\n",
+    );
+    let c = PluginConfig::load(["offload-plugin", "--config", &f]).expect("parses");
+    let p = c.policy();
+    assert_eq!(p.level, Level::Restricted);
+    assert_eq!(
+        p.volume_types,
+        ["configMap".to_string(), "csi".to_string()].into()
+    );
+    assert!(p.extra_capabilities.contains("NET_ADMIN"));
+    assert!(p.keeps_annotation("container.apparmor.security.beta.kubernetes.io/app"));
+    let err = PluginConfig::load(["offload-plugin", "--pod-security-level", "strict"]);
+    assert!(err.is_err());
+}

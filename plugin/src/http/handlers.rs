@@ -70,8 +70,35 @@ pub(super) async fn create(
     JsonBody(body): JsonBody<serde_json::Value>,
 ) -> Result<Json<CreateStruct>, ApiError> {
     let data = create_data(&body)?;
-    let plan = translate::translate(&data, &state.translate)?;
+    let plan = match translate::translate(&data, &state.translate) {
+        Ok(plan) => plan,
+        Err(translate::TranslateError::Policy(v)) => return Err(refused(&state, &data, v)),
+        Err(e) => return Err(e.into()),
+    };
     create_remote(&state, &plan).await
+}
+
+/// A pod the policy refused: logged (fields and rules only, no values of
+/// the pod), counted per rule, answered 403 with every violation.
+fn refused(
+    state: &AppState,
+    data: &offload_wire::RetrievedPodData,
+    violations: Vec<crate::policy::Violation>,
+) -> ApiError {
+    let m = &data.pod.metadata;
+    let fields: Vec<String> = violations
+        .iter()
+        .map(|v| format!("{} [{}]", v.field, v.rule))
+        .collect();
+    warn!(
+        pod = m.name.as_deref().unwrap_or_default(),
+        namespace = m.namespace.as_deref().unwrap_or_default(),
+        uid = m.uid.as_deref().unwrap_or_default(),
+        violations = %fields.join("; "),
+        "pod refused by the pod security policy"
+    );
+    state.metrics.policy_refusal(&violations);
+    translate::TranslateError::Policy(violations).into()
 }
 
 #[instrument(name = "create", skip_all, fields(

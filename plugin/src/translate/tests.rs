@@ -266,6 +266,52 @@ fn policy_refuses_privileged_with_a_reason() {
     assert!(err.to_string().contains("--allow-privileged"), "{err}");
 }
 
+/// The 1.20 seccomp/AppArmor annotations do not cross unless kept; the
+/// others do, and a refusal carries every violation.
+#[test]
+fn security_annotations_are_dropped_and_violations_all_listed() {
+    let mut p = pod(vec![container("c")], vec![]);
+    let ann = p.metadata.annotations.get_or_insert_with(Default::default);
+    ann.insert(
+        "container.apparmor.security.beta.kubernetes.io/c".into(),
+        "runtime/default".into(),
+    );
+    ann.insert("team".into(), "a".into());
+    let plan = translate(
+        &data(p.clone(), vec![], vec![], vec![]),
+        &TranslateConfig::default(),
+    )
+    .expect("allowed");
+    let out = plan.pod.metadata.annotations.unwrap_or_default();
+    assert!(out.contains_key("team"));
+    assert!(!out.keys().any(|k| k.contains("apparmor")), "{out:?}");
+    assert!(plan.warnings.iter().any(|w| w.contains("apparmor")));
+
+    p.spec.as_mut().expect("spec").host_pid = Some(true);
+    if let Some(a) = p.metadata.annotations.as_mut() {
+        a.insert(
+            "seccomp.security.alpha.kubernetes.io/pod".into(),
+            "unconfined".into(),
+        );
+    }
+    let err = translate(
+        &data(p, vec![], vec![], vec![]),
+        &TranslateConfig::default(),
+    )
+    .expect_err("refused");
+    let TranslateError::Policy(v) = err else {
+        panic!("not a policy error: {err}")
+    };
+    let fields: Vec<&str> = v.iter().map(|x| x.field.as_str()).collect();
+    assert_eq!(
+        fields,
+        [
+            "spec.hostPID",
+            "metadata.annotations[seccomp.security.alpha.kubernetes.io/pod]"
+        ]
+    );
+}
+
 type Mutation = Box<dyn Fn(&mut Pod)>;
 
 #[test]

@@ -23,6 +23,7 @@ mod env;
 mod jobs;
 mod lifecycle;
 mod logs;
+mod policy;
 mod probes;
 mod process;
 mod volumes;
@@ -62,6 +63,7 @@ fn cases(s: &Suite) -> Vec<Case<'_>> {
         ("crashloop", Box::pin(lifecycle::crash_loop(s))),
         ("logs-follow", Box::pin(logs::logs_follow(s))),
         ("delete", Box::pin(logs::delete_cleans_both_sides(s))),
+        ("policy-refused", Box::pin(policy::refused_by_policy(s))),
     ]
 }
 
