@@ -8,7 +8,9 @@ use axum::{
 };
 use serde::Serialize;
 
-use crate::{logs::LogOptsError, remote::RemoteError, translate::TranslateError};
+use crate::{
+    logs::LogOptsError, naming::NamespaceRefusal, remote::RemoteError, translate::TranslateError,
+};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ApiError {
@@ -90,6 +92,12 @@ impl From<TranslateError> for ApiError {
             TranslateError::Policy(_) => (StatusCode::FORBIDDEN, "policy"),
         };
         Self::new(status, code, e.to_string())
+    }
+}
+
+impl From<NamespaceRefusal> for ApiError {
+    fn from(e: NamespaceRefusal) -> Self {
+        Self::new(StatusCode::FORBIDDEN, "namespace_refused", e.to_string())
     }
 }
 

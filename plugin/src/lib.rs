@@ -126,6 +126,7 @@ impl RunningPlugin {
 /// orphan sweeper. Returns once the listener is bound.
 pub async fn start(config: PluginConfig, remote: Client) -> Result<RunningPlugin, Error> {
     let token = config.auth_token()?;
+    config.check_namespaces()?;
     let tls = match (&config.tls_cert, &config.tls_key) {
         (Some(cert), Some(key)) => {
             Some(serve::tls_config(cert, key, config.tls_client_ca.as_ref())?)
@@ -144,6 +145,7 @@ pub async fn start(config: PluginConfig, remote: Client) -> Result<RunningPlugin
         metrics.clone(),
         remote_minor,
         config.namespace_ready_timeout,
+        config.instance.clone(),
         cancel.clone(),
     );
     let tracker = Arc::new(Mutex::new(Tracker::new(Instant::now())));
@@ -162,6 +164,7 @@ pub async fn start(config: PluginConfig, remote: Client) -> Result<RunningPlugin
         body_limit: config.body_limit,
         shutdown: cancel.clone(),
         bastion: bastion_key.clone(),
+        limits: http::Limits::of(&config),
     });
     let app = http::router(state);
     let bound = serve::Bound::bind(&config.listen).await?;

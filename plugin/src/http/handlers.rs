@@ -71,6 +71,8 @@ pub(super) async fn create(
 ) -> Result<Json<CreateStruct>, ApiError> {
     let data = create_data(&body)?;
     let plan = translate::translate(&data, &state.translate)?;
+    // Before any remote call: the namespace must be one we may write to.
+    state.namespaces().checked_remote(&plan.local.namespace)?;
     create_remote(&state, &plan).await
 }
 
@@ -101,6 +103,7 @@ pub(super) async fn delete(
     JsonBody(pod): JsonBody<Pod>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let (id, ns, name) = translate::remote_ref(&pod, state.namespaces())?;
+    state.namespaces().checked_remote(&id.namespace)?;
     delete_remote(&state, &id, &ns, &name).await
 }
 
@@ -191,7 +194,7 @@ pub(super) async fn get_logs(
 
 #[instrument(name = "getLogs", skip_all, fields(pod = %req.pod_name, namespace = %req.namespace, uid = %req.pod_uid, container = %req.container_name, follow = req.opts.follow))]
 async fn stream_logs(state: Arc<AppState>, req: LogStruct) -> Result<Response, ApiError> {
-    let ns = state.namespaces().remote(&req.namespace);
+    let ns = state.namespaces().checked_remote(&req.namespace)?;
     let name = remote_name(NameKind::Pod, &req.pod_name, &req.pod_uid);
     state.touch(&req.pod_uid);
     let id = LocalIdentity {
