@@ -1,7 +1,8 @@
 //! The plugin HTTP API (axum): routing, the admin endpoints and the state
 //! every handler shares; `body` (JSON bodies), `middleware` (authentication,
-//! access log and metrics) and `handlers` (the thin handlers around the pure
-//! logic) hold the rest.
+//! access log and metrics), `limits` (concurrency limit, request timeout, a
+//! 413 the caller can read) and `handlers` (the thin handlers around the
+//! pure logic) hold the rest.
 //!
 //! interLink facts honoured here: `/status` and `/getLogs` are GET *with a
 //! JSON body* (POST accepted too), only 200 means success, `/status` with `[]`

@@ -46,10 +46,10 @@
 //!   `config/file.rs` the TOML/YAML config file; durations use
 //!   `offload_runtime::duration`).
 //!
-//! Thin I/O around it: [`remote`] (kube-rs: watch cache, create, apply,
-//! delete, logs), [`http`] (axum: router and state; `http/handlers.rs`,
+//! Thin I/O around it: [`remote`] (kube-rs: watch cache, create (never over
+//! a foreign object), delete (only ours), logs), [`http`] (axum: router and state; `http/handlers.rs`,
 //! `http/body.rs` for JSON bodies, `http/middleware.rs` for authentication and
-//! the access log), [`error`] (the JSON error of every endpoint), [`serve`]
+//! the access log, `http/limits.rs` for the server limits), [`error`] (the JSON error of every endpoint), [`serve`]
 //! (listeners), [`bastion`] (installs and keeps the bastion), the orphan-sweep
 //! task (`sweeper.rs`) and [`start`] below, which wires them together.
 
