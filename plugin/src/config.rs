@@ -110,7 +110,10 @@ pub struct PluginConfig {
     #[arg(long, env = "OFFLOAD_PLUGIN_TLS_CLIENT_CA", value_name = "FILE")]
     pub tls_client_ca: Option<PathBuf>,
 
-    /// Remote namespace = <prefix>-<local namespace>. Empty: same name as locally.
+    /// Remote namespace = <prefix>-<local namespace>. Required: an empty
+    /// prefix, `kube` or `kube-*` is refused at start, and a request whose
+    /// namespace would map onto kube-*, default, the plugin's or the bastion's
+    /// namespace gets 403.
     #[arg(
         long,
         env = "OFFLOADING_NAMESPACE_PREFIX",
@@ -119,7 +122,8 @@ pub struct PluginConfig {
     pub namespace_prefix: String,
 
     /// Local namespaces mapped to the remote namespace of the same name
-    /// (comma list or JSON list).
+    /// (comma list or JSON list). kube-*, default, the plugin's and the
+    /// bastion's namespace are refused at start.
     #[arg(long, env = "OFFLOADING_NAMESPACE_PREFIX_EXCLUSIONS", value_parser = parse_string_list, default_value = "")]
     pub namespace_prefix_exclusions: StringList,
 
