@@ -264,3 +264,121 @@ async fn the_mapping_never_reaches_the_bastion_or_system_namespaces() -> anyhow:
 }
 
 const RUN: std::time::Duration = std::time::Duration::from_secs(120);
+
+/// The plugin's ClusterRole rules, as `charts/plugin/templates/rbac.yaml`
+/// grants them (the chart test asserts the same verbs).
+fn chart_rules() -> Value {
+    json!([
+        {"apiGroups": [""], "resources": ["namespaces"], "verbs": ["get", "create"]},
+        {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch", "create", "delete"]},
+        {"apiGroups": [""], "resources": ["pods/log"], "verbs": ["get"]},
+        {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "create", "update", "delete"]},
+        {"apiGroups": [""], "resources": ["secrets"], "verbs": ["create", "delete"]},
+        {"apiGroups": [""], "resources": ["serviceaccounts"], "verbs": ["get"]},
+    ])
+}
+
+/// A client of the remote cluster acting as `user` (impersonation by the
+/// admin kubeconfig).
+async fn client_as(env: &Env, user: &str) -> anyhow::Result<kube::Client> {
+    let kubeconfig = kube::config::Kubeconfig::read_from(&env.tb.remote.kubeconfig)?;
+    let mut config = kube::Config::from_custom_kubeconfig(
+        kubeconfig,
+        &kube::config::KubeConfigOptions::default(),
+    )
+    .await?;
+    config.auth_info.impersonate = Some(user.to_owned());
+    Ok(kube::Client::try_from(config)?)
+}
+
+/// The plugin with exactly the chart's rights: it works (create, retried
+/// create, delete), cannot read a Secret, and a foreign Secret in the way
+/// (which it cannot read) still gets a 409 and stays as it was.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_chart_rbac_suffices_and_reads_no_secret() -> anyhow::Result<()> {
+    use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
+    let env = env().await?;
+    let scope = scope(&env, "plugin-own-rbac")?;
+    let name = format!("offload-test-{}", scope.local_ns);
+    let roles: Api<ClusterRole> = Api::all(env.remote.clone());
+    let bindings: Api<ClusterRoleBinding> = Api::all(env.remote.clone());
+    roles
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({
+            "metadata": {"name": name}, "rules": chart_rules()}))?,
+        )
+        .await?;
+    // The account lives in the tenant namespace the test creates first.
+    let namespaces: Api<Namespace> = Api::all(env.remote.clone());
+    let mut n = Namespace::default();
+    n.metadata.name = Some(scope.remote_ns.clone());
+    namespaces.create(&PostParams::default(), &n).await?;
+    bindings
+        .create(&PostParams::default(), &serde_json::from_value(json!({
+            "metadata": {"name": name},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": name},
+            "subjects": [{"kind": "ServiceAccount", "name": "plugin", "namespace": scope.remote_ns}]}))?)
+        .await?;
+    let result = rbac_scenario(&env, &scope).await;
+    let _ = bindings.delete(&name, &Default::default()).await;
+    let _ = roles.delete(&name, &Default::default()).await;
+    result
+}
+
+async fn rbac_scenario(env: &Env, scope: &Scope) -> anyhow::Result<()> {
+    let ns = &scope.remote_ns;
+    let client = client_as(env, &format!("system:serviceaccount:{ns}:plugin")).await?;
+    let denied = Api::<Secret>::namespaced(client.clone(), "kube-system")
+        .list(&Default::default())
+        .await;
+    assert!(
+        matches!(denied, Err(kube::Error::Api(ref s)) if s.code == 403),
+        "{denied:?}"
+    );
+    let mut cfg = PluginConfig::for_tests();
+    cfg.remote_minor_version = Some(20);
+    let running = offload_plugin::start(cfg, client).await?;
+    ensure!(
+        running.wait_ready(RUN).await,
+        "pod cache did not sync with the chart's rights"
+    );
+    let p = Plugin {
+        base: format!("http://{}", running.addr()),
+        running,
+    };
+    testbed::wait_for("default ServiceAccount", RUN, || async {
+        let sa: Api<k8s_openapi::api::core::v1::ServiceAccount> =
+            Api::namespaced(env.remote.clone(), ns);
+        Ok(sa.get_opt("default").await?.map(|_| ()))
+    })
+    .await?;
+
+    // A foreign Secret the plugin cannot read holds a name: 409, unchanged.
+    let secrets: Api<Secret> = Api::namespaced(env.remote.clone(), ns);
+    let uid_a = uid();
+    let body_a = fixture("create_full.json", &scope.local_ns, &uid_a)?;
+    let secret_name = remote_name(NameKind::Secret, "db", &uid_a);
+    let victim = secrets
+        .create(&PostParams::default(), &foreign_secret(&secret_name))
+        .await?;
+    let (code, v) = post(env, &p, "/create", body_a).await?;
+    assert_eq!(code, StatusCode::CONFLICT, "{v}");
+    wait_gone(env, &uid_a).await?;
+    let after = secrets.get(&secret_name).await?;
+    assert_eq!(
+        (version_of(&after), &after.data),
+        (version_of(&victim), &victim.data)
+    );
+
+    // Our own pod: create, a retry (its Secrets exist and cannot be read:
+    // ours because the pod existed), delete.
+    let uid_b = uid();
+    let body_b = fixture("create_full.json", &scope.local_ns, &uid_b)?;
+    let first = create(env, &p, &body_b).await?;
+    let again = create(env, &p, &body_b).await?;
+    assert_eq!(first["PodJID"], again["PodJID"]);
+    delete_and_wait(env, &p, &pod_of(&body_b)?, &uid_b).await?;
+    p.stop().await;
+    Ok(())
+}
