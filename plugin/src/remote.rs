@@ -85,7 +85,7 @@ fn is_status(e: &kube::Error, code: u16) -> bool {
 
 mod owned;
 
-pub use self::owned::{Ownership, ownership};
+pub use self::owned::{Deleted, Ownership, ownership};
 
 /// What `Api::namespaced` and create need of an object type.
 trait Namespaced:
@@ -135,6 +135,10 @@ pub struct Remote {
     /// One in-flight namespace setup per namespace: concurrent creates in a
     /// new namespace wait for the first instead of racing it.
     namespace_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// One create at a time per local pod UID: two concurrent retries of
+    /// one create must not interleave (one would meet the other's Secrets,
+    /// which it cannot read, and take them for foreign ones).
+    create_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     metrics: Arc<Metrics>,
     remote_minor: u32,
     namespace_ready_timeout: Duration,
@@ -177,6 +181,7 @@ impl Remote {
                 pods: reader,
                 ready_namespaces: Mutex::new(HashSet::new()),
                 namespace_locks: Mutex::new(HashMap::new()),
+                create_locks: Mutex::new(HashMap::new()),
                 metrics,
                 remote_minor,
                 namespace_ready_timeout,
@@ -314,6 +319,24 @@ impl Remote {
     /// foreign object is a conflict, and what this request made is rolled
     /// back: nothing of a refused create stays.
     pub async fn create(&self, plan: &RemotePlan) -> Result<String, RemoteError> {
+        let lock = match self.create_locks.lock() {
+            Ok(mut m) => m.entry(plan.local.uid.clone()).or_default().clone(),
+            Err(_) => Arc::new(tokio::sync::Mutex::new(())),
+        };
+        let result = {
+            let _guard = lock.lock().await;
+            self.create_locked(plan).await
+        };
+        if let Ok(mut m) = self.create_locks.lock() {
+            // Held by the map and by us only: nobody waits, forget it.
+            if Arc::strong_count(&lock) <= 2 {
+                m.remove(&plan.local.uid);
+            }
+        }
+        result
+    }
+
+    async fn create_locked(&self, plan: &RemotePlan) -> Result<String, RemoteError> {
         self.ensure_namespace(&plan.namespace).await?;
         let ns = &plan.namespace;
         let uid = &plan.local.uid;

@@ -150,6 +150,13 @@ async fn foreign_objects_are_never_taken_over_or_deleted() -> anyhow::Result<()>
     let (code, v) = post(&env, &p, "/delete", pod_of(&body_b)?.to_string()).await?;
     assert_eq!(code, StatusCode::OK, "{v}");
     assert_eq!(v["deleted"], false, "{v}");
+    assert!(
+        v["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("left alone"),
+        "{v}"
+    );
     tokio::time::sleep(std::time::Duration::from_secs(2)).await;
     let still = pods.get(&pod_name).await?;
     assert_eq!(still.uid(), victim_pod.uid());

@@ -26,6 +26,7 @@ use crate::{
     error::ApiError,
     logs,
     naming::{NameKind, remote_name},
+    remote::Deleted,
     status::{self, LocalIdentity},
     translate::{self, RemotePlan},
 };
@@ -114,21 +115,26 @@ async fn delete_remote(
     ns: &str,
     name: &str,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let mut existed = state.remote.delete(ns, name, &id.uid).await?;
+    let mut outcome = state.remote.delete_outcome(ns, name, &id.uid).await?;
     // Created under another configuration (e.g. another prefix): find it by label.
-    if !existed
+    if outcome == Deleted::Absent
         && let Some(p) = state.remote.cached_by_uid(&id.uid)
         && let (Some(pns), Some(pname)) =
             (p.metadata.namespace.as_deref(), p.metadata.name.as_deref())
     {
-        existed = state.remote.delete(pns, pname, &id.uid).await?;
+        outcome = state.remote.delete_outcome(pns, pname, &id.uid).await?;
     }
     state.forget(&id.uid);
-    info!(existed, "remote pod deleted");
+    let existed = outcome == Deleted::Ours;
+    info!(existed, ?outcome, "remote pod delete");
     Ok(Json(serde_json::json!({
         "PodUID": id.uid,
         "deleted": existed,
-        "message": if existed { "Pod deleted" } else { "Pod was not on the remote cluster" },
+        "message": match outcome {
+            Deleted::Ours => "Pod deleted",
+            Deleted::Absent => "Pod was not on the remote cluster",
+            Deleted::Foreign => "The remote pod of that name is not managed by this plugin for this UID; left alone",
+        },
     })))
 }
 

@@ -270,25 +270,47 @@ impl Remote {
     /// goes with it (garbage collector). A foreign pod of that name is left
     /// alone. Returns whether a pod of ours was there.
     pub async fn delete(&self, ns: &str, name: &str, uid: &str) -> Result<bool, RemoteError> {
+        Ok(self.delete_outcome(ns, name, uid).await? == Deleted::Ours)
+    }
+
+    /// [`Remote::delete`], saying what was there.
+    pub async fn delete_outcome(
+        &self,
+        ns: &str,
+        name: &str,
+        uid: &str,
+    ) -> Result<Deleted, RemoteError> {
         let Some(pod) = self.get_pod(ns, name).await? else {
-            return Ok(false);
+            return Ok(Deleted::Absent);
         };
         if !self.is_ours(pod.labels(), uid) {
             warn!(pod = %name, namespace = %ns, "delete refused: the remote pod is not managed by this plugin instance for this UID; left alone");
-            return Ok(false);
+            return Ok(Deleted::Foreign);
         }
         let remote_uid = pod.metadata.uid.clone().unwrap_or_default();
         match self.delete_exact::<Pod>(ns, name, &remote_uid).await {
-            Ok(existed) => Ok(existed),
+            Ok(true) => Ok(Deleted::Ours),
+            Ok(false) => Ok(Deleted::Absent),
             // Replaced since the cache saw it: not the pod we know; the
             // current one is judged on the next delete.
             Err(RemoteError::Conflict(m)) => {
                 warn!(pod = %name, namespace = %ns, message = %m, "delete skipped");
-                Ok(false)
+                Ok(Deleted::Foreign)
             }
             Err(e) => Err(e),
         }
     }
+}
+
+/// What a delete found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Deleted {
+    /// Our pod, deleted.
+    Ours,
+    /// No pod of that name.
+    Absent,
+    /// A pod that is not ours: left alone.
+    Foreign,
 }
 
 impl Created {
