@@ -310,7 +310,7 @@ impl Remote {
             if tokio::time::Instant::now() >= deadline {
                 return Err(RemoteError::NamespaceNotReady(ns.to_string()));
             }
-            tokio::time::sleep(Duration::from_millis(200)).await;
+            tokio::time::sleep(jittered(Duration::from_millis(200))).await;
         }
     }
 
@@ -351,7 +351,7 @@ impl Remote {
             if tokio::time::Instant::now() >= deadline {
                 return Err(RemoteError::NamespaceNotReady(ns.clone()));
             }
-            tokio::time::sleep(Duration::from_millis(300)).await;
+            tokio::time::sleep(jittered(Duration::from_millis(300))).await;
         };
         let name = plan.pod_name().to_string();
         let remote_uid = remote.metadata.uid.clone().unwrap_or_default();
@@ -422,6 +422,12 @@ impl Remote {
             other => RemoteError::Kube(other),
         })
     }
+}
+
+/// `base` plus up to as much again at random: concurrent creates in a new
+/// namespace do not poll the apiserver in lockstep.
+fn jittered(base: Duration) -> Duration {
+    base + base.mul_f64(rand::random::<f64>())
 }
 
 /// Minor version of the remote apiserver ("20", "20+" -> 20).
