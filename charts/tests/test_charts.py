@@ -309,6 +309,12 @@ class RenderTests(unittest.TestCase, Hardened):
                 render(PROVIDER, bad)
 
     # plugin -----------------------------------------------------------
+    def test_plugin_rejects_mappings_outside_a_prefix(self):
+        for bad in [{"namespacePrefix": ""}, {"namespacePrefix": "kube"}, {"namespacePrefix": "kube-x"},
+                    {"instance": "not a label"}, {"maxConcurrentRequests": 0}]:
+            with self.subTest(values=bad), self.assertRaises(helm.HelmError):
+                render(PLUGIN, bad)
+
     def plugin_config(self, objs, name):
         cm = find(objs, "ConfigMap", name)
         return helm.values_from_yaml(cm["data"]["plugin.yaml"])
@@ -348,6 +354,14 @@ class RenderTests(unittest.TestCase, Hardened):
         self.assertEqual(rules_for(cr, "namespaces"), {"get", "create"})
         self.assertEqual(rules_for(cr, "serviceaccounts"), {"get"})
         self.assertNotIn("update", rules_for(cr, "pods"))
+        # No cluster-wide read of Secrets (deletecollection returns the data
+        # too), no apply over foreign objects (no patch).
+        self.assertEqual(rules_for(cr, "secrets"), {"create", "delete"})
+        # The instance defaults to the release: two releases never take over
+        # each other's objects.
+        self.assertEqual(cfg["instance"], "pl-plugin")
+        self.assertEqual((cfg["max-concurrent-requests"], cfg["request-timeout"]), (64, "120s"))
+        self.assertEqual(rules_for(cr, "configmaps"), {"get", "create", "update", "delete"})
         named = [r for r in cr["rules"] if r.get("resourceNames")]
         self.assertEqual(named[0]["resourceNames"], ["offload-bastion:remote:offload-bastion"])
         role = find(objs, "Role")
@@ -367,8 +381,8 @@ class RenderTests(unittest.TestCase, Hardened):
             "service": {"type": "NodePort", "nodePort": 30455, "port": 8443},
             "port": 5000,
             "token": {"existingSecret": "shared-token", "key": "bearer"},
-            "namespacePrefix": "",
-            "namespacePrefixExclusions": ["default", "kube-public"],
+            "namespacePrefix": "remote",
+            "namespacePrefixExclusions": ["shared", "team-a"],
             "remoteNodeSelector": {"zone": "a"},
             "remoteTolerations": [{"key": "hpc", "operator": "Exists"}],
             "policy": {"allowHostPath": True, "allowPrivileged": True},
@@ -385,8 +399,8 @@ class RenderTests(unittest.TestCase, Hardened):
         cfg = self.plugin_config(objs, "pl-plugin")
         self.assertEqual(cfg["listen"], "0.0.0.0:5000")
         self.assertEqual(cfg["token-file"], "/var/run/offload/token/bearer")
-        self.assertEqual(cfg["namespace-prefix"], "")
-        self.assertEqual(cfg["namespace-prefix-exclusions"], "default,kube-public")
+        self.assertEqual(cfg["namespace-prefix"], "remote")
+        self.assertEqual(cfg["namespace-prefix-exclusions"], "shared,team-a")
         self.assertEqual(json.loads(cfg["node-selector"]), {"zone": "a"})
         self.assertEqual(json.loads(cfg["node-tolerations"]), [{"key": "hpc", "operator": "Exists"}])
         self.assertIs(cfg["allow-host-path"], True)

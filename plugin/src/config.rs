@@ -23,8 +23,8 @@ use offload_runtime::duration::parse_duration;
 
 pub use self::policy::PolicyFlags;
 pub use self::values::{
-    KeyValues, Listen, StringList, Tolerations, parse_key_values, parse_size, parse_string_list,
-    parse_tolerations,
+    KeyValues, Listen, StringList, Tolerations, parse_instance, parse_key_values, parse_size,
+    parse_string_list, parse_tolerations,
 };
 use crate::{
     naming::NamespaceMapper, policy::Policy, sweep::SweepPolicy, translate::TranslateConfig,
@@ -56,6 +56,8 @@ pub enum ConfigError {
     },
     #[error("token file {0} is empty")]
     EmptyToken(PathBuf),
+    #[error(transparent)]
+    Namespace(#[from] crate::naming::NamespaceRefusal),
 }
 
 /// `--help` section of the bastion flags.
@@ -110,7 +112,10 @@ pub struct PluginConfig {
     #[arg(long, env = "OFFLOAD_PLUGIN_TLS_CLIENT_CA", value_name = "FILE")]
     pub tls_client_ca: Option<PathBuf>,
 
-    /// Remote namespace = <prefix>-<local namespace>. Empty: same name as locally.
+    /// Remote namespace = <prefix>-<local namespace>. Required: an empty
+    /// prefix, `kube` or `kube-*` is refused at start, and a request whose
+    /// namespace would map onto kube-*, default, the plugin's or the bastion's
+    /// namespace gets 403.
     #[arg(
         long,
         env = "OFFLOADING_NAMESPACE_PREFIX",
@@ -119,7 +124,8 @@ pub struct PluginConfig {
     pub namespace_prefix: String,
 
     /// Local namespaces mapped to the remote namespace of the same name
-    /// (comma list or JSON list).
+    /// (comma list or JSON list). kube-*, default, the plugin's and the
+    /// bastion's namespace are refused at start.
     #[arg(long, env = "OFFLOADING_NAMESPACE_PREFIX_EXCLUSIONS", value_parser = parse_string_list, default_value = "")]
     pub namespace_prefix_exclusions: StringList,
 
@@ -167,6 +173,23 @@ pub struct PluginConfig {
     /// bodies get 413.
     #[arg(long, env = "OFFLOAD_PLUGIN_BODY_LIMIT", value_parser = parse_size, default_value = "16MiB")]
     pub body_limit: usize,
+
+    /// Name of this plugin installation (shared by its replicas). Namespaces,
+    /// pods, ConfigMaps and Secrets it creates carry it as the label
+    /// `offload.dev/plugin-instance`; objects of another instance are never
+    /// taken over or deleted. A label value: at most 63 of [A-Za-z0-9-_.].
+    #[arg(long, env = "OFFLOAD_PLUGIN_INSTANCE", value_parser = parse_instance, default_value = "offload-plugin")]
+    pub instance: String,
+
+    /// Most API requests handled at once (log streams count only until their
+    /// first byte); more are answered 503 with Retry-After at once.
+    #[arg(long, env = "OFFLOAD_PLUGIN_MAX_CONCURRENT_REQUESTS", default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_concurrent_requests: u32,
+
+    /// Longest an API request may take until its answer starts (a create
+    /// waits up to --namespace-ready-timeout for a new namespace); then 504.
+    #[arg(long, env = "OFFLOAD_PLUGIN_REQUEST_TIMEOUT", value_parser = parse_duration, default_value = "120s")]
+    pub request_timeout: Duration,
 
     /// Disable the orphan sweep.
     #[arg(long, env = "OFFLOAD_PLUGIN_NO_SWEEP", action = ArgAction::SetTrue)]
@@ -318,11 +341,26 @@ impl PluginConfig {
         }
     }
 
+    /// The namespace mapping, protecting the plugin's own namespace (when
+    /// in a cluster) and the bastion's (even with --no-bastion when named).
     pub fn namespaces(&self) -> NamespaceMapper {
+        let bastion = match self.bastion_spec() {
+            Some(spec) => Some(spec.namespace),
+            None => self.bastion_namespace.clone(),
+        };
         NamespaceMapper::new(
             self.namespace_prefix.clone(),
             self.namespace_prefix_exclusions.0.clone(),
         )
+        .with_protected(bastion.into_iter().chain(crate::bastion::own_namespace()))
+    }
+
+    /// The start-up checks of what no request may undo: the namespace
+    /// mapping stays under the prefix and off reserved namespaces.
+    pub fn check_namespaces(&self) -> Result<NamespaceMapper, ConfigError> {
+        let m = self.namespaces();
+        m.check_config()?;
+        Ok(m)
     }
 
     pub fn translate_config(&self, remote_minor: u32) -> TranslateConfig {

@@ -9,7 +9,8 @@ use axum::{
 use serde::Serialize;
 
 use crate::{
-    logs::LogOptsError, policy::Violation, remote::RemoteError, translate::TranslateError,
+    logs::LogOptsError, naming::NamespaceRefusal, policy::Violation, remote::RemoteError,
+    translate::TranslateError,
 };
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -103,6 +104,12 @@ impl From<TranslateError> for ApiError {
             err.violations = v;
         }
         err
+    }
+}
+
+impl From<NamespaceRefusal> for ApiError {
+    fn from(e: NamespaceRefusal) -> Self {
+        Self::new(StatusCode::FORBIDDEN, "namespace_refused", e.to_string())
     }
 }
 

@@ -1,7 +1,8 @@
 //! The plugin HTTP API (axum): routing, the admin endpoints and the state
 //! every handler shares; `body` (JSON bodies), `middleware` (authentication,
-//! access log and metrics) and `handlers` (the thin handlers around the pure
-//! logic) hold the rest.
+//! access log and metrics), `limits` (concurrency limit, request timeout, a
+//! 413 the caller can read) and `handlers` (the thin handlers around the
+//! pure logic) hold the rest.
 //!
 //! interLink facts honoured here: `/status` and `/getLogs` are GET *with a
 //! JSON body* (POST accepted too), only 200 means success, `/status` with `[]`
@@ -9,7 +10,10 @@
 
 mod body;
 mod handlers;
+mod limits;
 mod middleware;
+
+pub use self::limits::Limits;
 
 use std::{
     collections::HashMap,
@@ -19,6 +23,7 @@ use std::{
 
 use axum::{
     Router,
+    error_handling::HandleErrorLayer,
     extract::{DefaultBodyLimit, Request, State},
     http::{StatusCode, header},
     middleware::from_fn_with_state,
@@ -55,6 +60,8 @@ pub struct AppState {
     pub shutdown: CancellationToken,
     /// The bastion's public key (`GET /bastion/publicKey`).
     pub bastion: Arc<BastionKey>,
+    /// Concurrency and time limits of the API routes.
+    pub limits: Limits,
 }
 
 impl AppState {
@@ -99,6 +106,7 @@ impl AppState {
 
 /// Builds the router.
 pub fn router(state: Arc<AppState>) -> Router {
+    let timeout = state.limits.timeout;
     let api = Router::new()
         .route("/create", post(create))
         .route("/delete", post(delete).delete(delete))
@@ -106,7 +114,24 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/getLogs", get(get_logs).post(get_logs))
         .route("/ping", get(ping).post(ping))
         .route("/bastion/publicKey", get(bastion_public_key))
-        .route_layer(from_fn_with_state(state.clone(), middleware::auth));
+        // Innermost first: the body is read only for an authenticated
+        // caller, and all of it within the time and concurrency limits.
+        .route_layer(from_fn_with_state(state.clone(), limits::body_limit))
+        .route_layer(from_fn_with_state(state.clone(), middleware::auth))
+        // Shed above the concurrency limit (one semaphore for all routes: a
+        // plain ConcurrencyLimitLayer would count per route), time out slow
+        // requests; both answered with the JSON error of every endpoint.
+        .route_layer(
+            tower::ServiceBuilder::new()
+                .layer(HandleErrorLayer::new(
+                    move |e: tower::BoxError| async move { limits::limit_error(&e, timeout) },
+                ))
+                .layer(tower::load_shed::LoadShedLayer::new())
+                .layer(tower::limit::GlobalConcurrencyLimitLayer::new(
+                    state.limits.max_concurrent,
+                ))
+                .layer(tower::timeout::TimeoutLayer::new(timeout)),
+        );
     let admin = Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))

@@ -46,10 +46,10 @@
 //!   `config/file.rs` the TOML/YAML config file; durations use
 //!   `offload_runtime::duration`).
 //!
-//! Thin I/O around it: [`remote`] (kube-rs: watch cache, create, apply,
-//! delete, logs), [`http`] (axum: router and state; `http/handlers.rs`,
+//! Thin I/O around it: [`remote`] (kube-rs: watch cache, create (never over
+//! a foreign object), delete (only ours), logs), [`http`] (axum: router and state; `http/handlers.rs`,
 //! `http/body.rs` for JSON bodies, `http/middleware.rs` for authentication and
-//! the access log), [`error`] (the JSON error of every endpoint), [`serve`]
+//! the access log, `http/limits.rs` for the server limits), [`error`] (the JSON error of every endpoint), [`serve`]
 //! (listeners), [`bastion`] (installs and keeps the bastion), the orphan-sweep
 //! task (`sweeper.rs`) and [`start`] below, which wires them together.
 
@@ -126,6 +126,7 @@ impl RunningPlugin {
 /// orphan sweeper. Returns once the listener is bound.
 pub async fn start(config: PluginConfig, remote: Client) -> Result<RunningPlugin, Error> {
     let token = config.auth_token()?;
+    config.check_namespaces()?;
     let tls = match (&config.tls_cert, &config.tls_key) {
         (Some(cert), Some(key)) => {
             Some(serve::tls_config(cert, key, config.tls_client_ca.as_ref())?)
@@ -145,6 +146,7 @@ pub async fn start(config: PluginConfig, remote: Client) -> Result<RunningPlugin
         metrics.clone(),
         remote_minor,
         config.namespace_ready_timeout,
+        config.instance.clone(),
         cancel.clone(),
     );
     let tracker = Arc::new(Mutex::new(Tracker::new(Instant::now())));
@@ -163,6 +165,7 @@ pub async fn start(config: PluginConfig, remote: Client) -> Result<RunningPlugin
         body_limit: config.body_limit,
         shutdown: cancel.clone(),
         bastion: bastion_key.clone(),
+        limits: http::Limits::of(&config),
     });
     let app = http::router(state);
     let bound = serve::Bound::bind(&config.listen).await?;

@@ -70,11 +70,19 @@ fn is_rfc1123_label_any_len(s: &str) -> bool {
         && !s.ends_with('-')
 }
 
-/// Is `s` usable as a local pod UID? Kubernetes UIDs are lower-case UUIDs; we
-/// accept any lower-case alphanumeric/`-` string that is a valid label value,
-/// because the UID goes into label values and remote names.
+/// Is `s` usable as a local pod UID? Kubernetes UIDs are UUIDs, and a UID
+/// goes into label values, remote names and label selectors: only the
+/// canonical lower-case form (8-4-4-4-12 hex digits) is accepted, so no
+/// caller can smuggle a selector or a name of its choosing through it.
 pub fn is_valid_uid(s: &str) -> bool {
-    is_rfc1123_label(s)
+    const GROUPS: [usize; 5] = [8, 4, 4, 4, 12];
+    let parts: Vec<&str> = s.split('-').collect();
+    parts.len() == GROUPS.len()
+        && parts.iter().zip(GROUPS).all(|(p, n)| {
+            p.len() == n
+                && p.bytes()
+                    .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        })
 }
 
 fn short_hash(parts: &[&str]) -> String {
@@ -125,11 +133,61 @@ pub fn remote_name(kind: NameKind, base: &str, uid: &str) -> String {
 }
 
 /// Maps local namespaces to remote ones: `<prefix>-<namespace>`, or the
-/// namespace itself when the prefix is empty or the namespace is excluded.
+/// namespace itself when it is excluded (the Python plugin's exclusions).
+///
+/// The mapping must never reach a namespace the plugin does not own: an
+/// empty prefix, a prefix or exclusion that names a system namespace, or a
+/// local namespace that maps onto the plugin's or the bastion's namespace is
+/// refused ([`NamespaceMapper::check_config`] at start-up,
+/// [`NamespaceMapper::checked_remote`] per request).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct NamespaceMapper {
     pub prefix: String,
     pub exclusions: Vec<String>,
+    /// Namespaces no request may map onto besides `kube-*` and `default`:
+    /// the plugin's own and the bastion's (where the bastion key lives).
+    pub protected: Vec<String>,
+}
+
+/// Why a namespace mapping is refused.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum NamespaceRefusal {
+    #[error(
+        "the namespace prefix is empty: every local namespace would map onto the remote namespace of the same name (kube-system included); set --namespace-prefix"
+    )]
+    EmptyPrefix,
+    #[error(
+        "namespace prefix {0:?} is not valid: lower-case letters, digits and '-', starting and ending alphanumeric, at most {MAX_PREFIX} characters"
+    )]
+    InvalidPrefix(String),
+    #[error("namespace prefix {prefix:?} would map namespaces onto {why}")]
+    ReservedPrefix { prefix: String, why: &'static str },
+    #[error("namespace exclusion {name:?} is refused: it is {why}")]
+    ReservedExclusion { name: String, why: &'static str },
+    #[error(
+        "local namespace {local:?} maps onto remote namespace {remote:?}, which is {why}; offload from another namespace"
+    )]
+    Reserved {
+        local: String,
+        remote: String,
+        why: &'static str,
+    },
+}
+
+/// Longest prefix: leaves 15 characters of the local namespace readable.
+pub const MAX_PREFIX: usize = 47;
+
+/// Why `remote` must never hold offloaded pods, if it must not.
+pub fn reserved_reason(remote: &str, protected: &[String]) -> Option<&'static str> {
+    if remote == "kube" || remote.starts_with("kube-") {
+        Some("a Kubernetes system namespace (kube-*)")
+    } else if remote == "default" {
+        Some("the remote cluster's default namespace")
+    } else if protected.iter().any(|p| p == remote) {
+        Some("the namespace of the plugin or of its bastion")
+    } else {
+        None
+    }
 }
 
 impl NamespaceMapper {
@@ -137,12 +195,65 @@ impl NamespaceMapper {
         Self {
             prefix: prefix.into(),
             exclusions,
+            protected: Vec::new(),
+        }
+    }
+
+    /// The same mapping, refusing also `protected` (empty names ignored).
+    pub fn with_protected(mut self, protected: impl IntoIterator<Item = String>) -> Self {
+        self.protected
+            .extend(protected.into_iter().filter(|p| !p.is_empty()));
+        self
+    }
+
+    /// The start-up check: a non-empty valid prefix that cannot produce a
+    /// system namespace, and no exclusion naming a reserved namespace.
+    pub fn check_config(&self) -> Result<(), NamespaceRefusal> {
+        if self.prefix.is_empty() {
+            return Err(NamespaceRefusal::EmptyPrefix);
+        }
+        if self.prefix.len() > MAX_PREFIX || !is_rfc1123_label(&self.prefix) {
+            return Err(NamespaceRefusal::InvalidPrefix(self.prefix.clone()));
+        }
+        // Any remote name is `<prefix>-...`: probing one decides for all
+        // (only the kube-* rule can match a prefixed name wholesale).
+        if let Some(why) = reserved_reason(&format!("{}-x", self.prefix), &[]) {
+            return Err(NamespaceRefusal::ReservedPrefix {
+                prefix: self.prefix.clone(),
+                why,
+            });
+        }
+        for name in &self.exclusions {
+            if let Some(why) = reserved_reason(name, &self.protected) {
+                return Err(NamespaceRefusal::ReservedExclusion {
+                    name: name.clone(),
+                    why,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// The remote namespace for `local`, or why no pod may go there.
+    pub fn checked_remote(&self, local: &str) -> Result<String, NamespaceRefusal> {
+        if self.prefix.is_empty() {
+            return Err(NamespaceRefusal::EmptyPrefix);
+        }
+        let remote = self.remote(local);
+        match reserved_reason(&remote, &self.protected) {
+            Some(why) => Err(NamespaceRefusal::Reserved {
+                local: local.to_owned(),
+                remote,
+                why,
+            }),
+            None => Ok(remote),
         }
     }
 
     /// The remote namespace for `local`, always a valid label when `local` is
     /// one. Too long a result is shortened with a hash of the local name, so
-    /// two local namespaces never share a remote one.
+    /// two local namespaces never share a remote one. Unchecked: requests go
+    /// through [`NamespaceMapper::checked_remote`] first.
     pub fn remote(&self, local: &str) -> String {
         if self.prefix.is_empty() || self.exclusions.iter().any(|e| e == local) {
             return local.to_string();
@@ -272,5 +383,86 @@ mod tests {
         assert!(!is_rfc1123_subdomain("a_b"));
         assert!(is_valid_uid(UID));
         assert!(!is_valid_uid("UPPER-case"));
+    }
+
+    #[test]
+    fn uids_must_be_canonical_lower_case_uuids() {
+        assert!(is_valid_uid("00000000-0000-0000-0000-000000000000"));
+        for bad in [
+            "",
+            "u",
+            "not-a-uuid",
+            "6F1C1F1E-0000-4000-8000-000000000001",
+            "6f1c1f1e000040008000000000000001",
+            "6f1c1f1e-0000-4000-8000-00000000000",
+            "6f1c1f1e-0000-4000-8000-0000000000011",
+            "6f1c1f1e-0000-4000-8000-00000000000g",
+            "{6f1c1f1e-0000-4000-8000-000000000001}",
+            "6f1c1f1e-0000-4000-8000-000000000001,x=y",
+        ] {
+            assert!(!is_valid_uid(bad), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn config_refuses_empty_system_and_reserved_mappings() {
+        let ok = NamespaceMapper::new("offloading", vec!["shared".into()]);
+        assert_eq!(ok.check_config(), Ok(()));
+        assert_eq!(
+            NamespaceMapper::new("", vec![]).check_config(),
+            Err(NamespaceRefusal::EmptyPrefix)
+        );
+        for prefix in ["kube", "kube-x", "Bad", "-a", &"p".repeat(MAX_PREFIX + 1)] {
+            assert!(
+                NamespaceMapper::new(prefix, vec![]).check_config().is_err(),
+                "{prefix:?}"
+            );
+        }
+        // "kubernetes-..." is not kube-*.
+        assert_eq!(
+            NamespaceMapper::new("kubernetes", vec![]).check_config(),
+            Ok(())
+        );
+        let protected = || vec!["offload-system".to_string(), "plugin-ns".into()];
+        for excl in [
+            "kube-system",
+            "kube-public",
+            "default",
+            "offload-system",
+            "plugin-ns",
+        ] {
+            let m =
+                NamespaceMapper::new("offloading", vec![excl.into()]).with_protected(protected());
+            assert!(
+                matches!(
+                    m.check_config(),
+                    Err(NamespaceRefusal::ReservedExclusion { .. })
+                ),
+                "{excl}"
+            );
+        }
+    }
+
+    #[test]
+    fn requests_mapping_onto_protected_namespaces_are_refused() {
+        let m = NamespaceMapper::new("offloading", vec![])
+            .with_protected(["offloading-system".to_string(), String::new()]);
+        assert_eq!(m.protected, vec!["offloading-system".to_string()]);
+        assert_eq!(m.checked_remote("team-a"), Ok("offloading-team-a".into()));
+        let e = m.checked_remote("system").expect_err("bastion namespace");
+        assert!(e.to_string().contains("\"offloading-system\""), "{e}");
+        assert!(matches!(e, NamespaceRefusal::Reserved { .. }));
+        // An exclusion cannot be used to reach a system namespace either,
+        // even if the start-up check was skipped.
+        let m = NamespaceMapper::new("offloading", vec!["kube-system".into()]);
+        assert!(m.checked_remote("kube-system").is_err());
+        assert!(
+            m.checked_remote("default").is_ok(),
+            "maps to offloading-default"
+        );
+        assert_eq!(
+            NamespaceMapper::default().checked_remote("team-a"),
+            Err(NamespaceRefusal::EmptyPrefix)
+        );
     }
 }

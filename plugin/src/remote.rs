@@ -6,12 +6,15 @@
 //! - namespaces are created only when missing, with our labels, and never
 //!   deleted; create waits for the namespace's `default` ServiceAccount (and,
 //!   before 1.24, its token Secret), without which pods are refused;
-//! - the pod is *created* (POST), not applied: pods are immutable, a retried
-//!   create is answered from the existing pod (same source UID label), and a
-//!   plain create lets an older apiserver ignore fields it does not know,
-//!   where server-side apply fails with "field not declared in schema";
-//! - ConfigMaps/Secrets are server-side applied with one field manager and
-//!   owned by the remote pod, so the garbage collector removes them with it.
+//! - every object is *created* (POST), never applied over another's: a
+//!   name that exists already is taken only if its labels say it is ours
+//!   (our managed-by, the local pod's UID, this instance), else the create is
+//!   a 409 and what it made is rolled back (`owned`). A plain create also lets
+//!   an older apiserver ignore fields it does not know, where server-side
+//!   apply fails with "field not declared in schema";
+//! - ConfigMaps/Secrets are owned by the remote pod, so the garbage collector
+//!   removes them with it; deletes carry a UID precondition and only touch
+//!   pods whose labels say they are ours.
 
 use std::{
     collections::{BTreeMap, HashMap, HashSet},
@@ -22,12 +25,12 @@ use std::{
 use futures::{AsyncBufRead, StreamExt};
 use k8s_openapi::{
     NamespaceResourceScope,
-    api::core::v1::{ConfigMap, Namespace, Pod, Secret, ServiceAccount},
+    api::core::v1::{Namespace, Pod, ServiceAccount},
     apimachinery::pkg::apis::meta::v1::OwnerReference,
 };
 use kube::{
     Api, Client, Resource,
-    api::{DeleteParams, ListParams, LogParams, Patch, PatchParams, PostParams},
+    api::LogParams,
     runtime::{
         WatchStreamExt,
         reflector::{self, ObjectRef, Store},
@@ -38,7 +41,7 @@ use offload_runtime::kubeapi;
 use offload_wire::keys;
 use serde::{Serialize, de::DeserializeOwned};
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info, warn};
+use tracing::{info, warn};
 
 use crate::{metrics::Metrics, translate::RemotePlan};
 
@@ -80,7 +83,11 @@ fn is_status(e: &kube::Error, code: u16) -> bool {
     matches!(e, kube::Error::Api(s) if s.code == code)
 }
 
-/// What `Api::namespaced` and server-side apply need of an object type.
+mod owned;
+
+pub use self::owned::{Deleted, Ownership, ownership};
+
+/// What `Api::namespaced` and create need of an object type.
 trait Namespaced:
     Resource<Scope = NamespaceResourceScope, DynamicType = ()>
     + Clone
@@ -128,9 +135,15 @@ pub struct Remote {
     /// One in-flight namespace setup per namespace: concurrent creates in a
     /// new namespace wait for the first instead of racing it.
     namespace_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// One create at a time per local pod UID: two concurrent retries of
+    /// one create must not interleave (one would meet the other's Secrets,
+    /// which it cannot read, and take them for foreign ones).
+    create_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     metrics: Arc<Metrics>,
     remote_minor: u32,
     namespace_ready_timeout: Duration,
+    /// This plugin instance (`--instance`): labels what it creates.
+    instance: String,
 }
 
 impl Remote {
@@ -140,6 +153,7 @@ impl Remote {
         metrics: Arc<Metrics>,
         remote_minor: u32,
         namespace_ready_timeout: Duration,
+        instance: String,
         cancel: CancellationToken,
     ) -> (Arc<Self>, tokio::task::JoinHandle<()>) {
         let api: Api<Pod> = Api::all(client.clone());
@@ -167,9 +181,11 @@ impl Remote {
                 pods: reader,
                 ready_namespaces: Mutex::new(HashSet::new()),
                 namespace_locks: Mutex::new(HashMap::new()),
+                create_locks: Mutex::new(HashMap::new()),
                 metrics,
                 remote_minor,
                 namespace_ready_timeout,
+                instance,
             }),
             task,
         )
@@ -257,7 +273,11 @@ impl Remote {
             }
             None => {
                 self.metrics.remote_call("create_namespace");
-                let labels = namespace_labels(true);
+                let mut labels = namespace_labels(true);
+                labels.insert(
+                    keys::LABEL_PLUGIN_INSTANCE.to_owned(),
+                    self.instance.clone(),
+                );
                 match kubeapi::create_namespace(&self.client, FIELD_MANAGER, ns, labels).await {
                     Ok(true) => info!(namespace = ns, "created remote namespace"),
                     Ok(false) => {}
@@ -290,161 +310,97 @@ impl Remote {
             if tokio::time::Instant::now() >= deadline {
                 return Err(RemoteError::NamespaceNotReady(ns.to_string()));
             }
-            tokio::time::sleep(Duration::from_millis(200)).await;
+            tokio::time::sleep(jittered(Duration::from_millis(200))).await;
         }
     }
 
-    /// Creates (or finds) the remote pod and applies its ConfigMaps/Secrets.
-    /// Returns the remote pod's UID.
+    /// Creates (or finds, on a retry) the remote pod and creates its
+    /// ConfigMaps/Secrets. Returns the remote pod's UID. A name held by a
+    /// foreign object is a conflict, and what this request made is rolled
+    /// back: nothing of a refused create stays.
     pub async fn create(&self, plan: &RemotePlan) -> Result<String, RemoteError> {
-        self.ensure_namespace(&plan.namespace).await?;
-        let pods: Api<Pod> = Api::namespaced(self.client.clone(), &plan.namespace);
-        let name = plan.pod_name().to_string();
-        let pp = PostParams {
-            field_manager: Some(FIELD_MANAGER.into()),
-            ..Default::default()
+        let lock = match self.create_locks.lock() {
+            Ok(mut m) => m.entry(plan.local.uid.clone()).or_default().clone(),
+            Err(_) => Arc::new(tokio::sync::Mutex::new(())),
         };
-        let deadline = tokio::time::Instant::now() + self.namespace_ready_timeout;
-        let remote = loop {
-            self.metrics.remote_call("create_pod");
-            match pods.create(&pp, &plan.pod).await {
-                Ok(p) => {
-                    info!(pod = %name, namespace = %plan.namespace, "created remote pod");
-                    break p;
-                }
-                Err(e) if is_status(&e, 409) => {
-                    self.metrics.remote_call("get_pod");
-                    let existing = pods.get(&name).await?;
-                    let owner = existing
-                        .metadata
-                        .labels
-                        .as_ref()
-                        .and_then(|l| l.get(keys::LABEL_SOURCE_POD_UID))
-                        .cloned()
-                        .unwrap_or_default();
-                    if owner != plan.local.uid {
-                        return Err(RemoteError::Conflict(format!(
-                            "remote pod {}/{name} exists and belongs to another local pod",
-                            plan.namespace
-                        )));
-                    }
-                    if existing.metadata.deletion_timestamp.is_some() {
-                        return Err(RemoteError::Conflict(format!(
-                            "remote pod {}/{name} is being deleted; retry the create when it is gone",
-                            plan.namespace
-                        )));
-                    }
-                    debug!(pod = %name, "remote pod already exists (retried create)");
-                    break existing;
-                }
-                // A brand-new namespace may still miss its ServiceAccount token.
-                Err(kube::Error::Api(s))
-                    if (s.message.contains("service account")
-                        || s.message.contains("serviceaccount"))
-                        && tokio::time::Instant::now() < deadline =>
-                {
-                    debug!(message = %s.message, "namespace not ready for pods yet; retrying");
-                    tokio::time::sleep(Duration::from_millis(300)).await;
-                }
-                Err(e) => return Err(rejected(format!("pod {}/{name}", plan.namespace), e)),
+        let result = {
+            let _guard = lock.lock().await;
+            self.create_locked(plan).await
+        };
+        if let Ok(mut m) = self.create_locks.lock() {
+            // Held by the map and by us only: nobody waits, forget it.
+            if Arc::strong_count(&lock) <= 2 {
+                m.remove(&plan.local.uid);
             }
+        }
+        result
+    }
+
+    async fn create_locked(&self, plan: &RemotePlan) -> Result<String, RemoteError> {
+        self.ensure_namespace(&plan.namespace).await?;
+        let ns = &plan.namespace;
+        let uid = &plan.local.uid;
+        let mut pod = plan.pod.clone();
+        self.instance_labels(&mut pod.metadata.labels);
+        let deadline = tokio::time::Instant::now() + self.namespace_ready_timeout;
+        let (remote, created_now) = loop {
+            if let Some(found) = self.create_pod(ns, &pod, uid).await? {
+                break found;
+            }
+            // A brand-new namespace may still miss its ServiceAccount token.
+            if tokio::time::Instant::now() >= deadline {
+                return Err(RemoteError::NamespaceNotReady(ns.clone()));
+            }
+            tokio::time::sleep(jittered(Duration::from_millis(300))).await;
         };
-        let uid = remote.metadata.uid.clone().unwrap_or_default();
+        let name = plan.pod_name().to_string();
+        let remote_uid = remote.metadata.uid.clone().unwrap_or_default();
         let owner = OwnerReference {
             api_version: "v1".into(),
             kind: "Pod".into(),
             name: name.clone(),
-            uid: uid.clone(),
+            uid: remote_uid.clone(),
             controller: Some(true),
             block_owner_deletion: None,
         };
-        let result = self.apply_data(plan, &owner).await;
+        let mut created = Vec::new();
+        if created_now {
+            created.push(owned::Created::pod(name.clone(), remote_uid.clone()));
+        }
+        let ctx = |op, kind| owned::OwnedCtx {
+            uid,
+            pod_created_now: created_now,
+            op,
+            kind,
+        };
+        let mut result = self
+            .create_owned(
+                ns,
+                &plan.config_maps,
+                &owner,
+                ctx("create_configmap", "ConfigMap"),
+                &mut created,
+            )
+            .await;
+        if result.is_ok() {
+            result = self
+                .create_owned(
+                    ns,
+                    &plan.secrets,
+                    &owner,
+                    ctx("create_secret", "Secret"),
+                    &mut created,
+                )
+                .await;
+        }
         if let Err(e) = result {
-            // Do not leave a pod waiting for data that will never come.
-            warn!(pod = %name, error = %e, "applying ConfigMaps/Secrets failed; deleting the remote pod");
-            let _ = self.delete(&plan.namespace, &name, &plan.local.uid).await;
+            // Do not leave a pod waiting for data that will never come, nor
+            // anything else this request made.
+            warn!(pod = %name, error = %e, "creating ConfigMaps/Secrets failed; rolling back what this request created");
+            self.roll_back(ns, created).await;
             return Err(e);
         }
-        Ok(uid)
-    }
-
-    async fn apply_data(
-        &self,
-        plan: &RemotePlan,
-        owner: &OwnerReference,
-    ) -> Result<(), RemoteError> {
-        let ns = &plan.namespace;
-        self.apply_owned(ns, &plan.config_maps, owner, "apply_configmap", "ConfigMap")
-            .await?;
-        self.apply_owned(ns, &plan.secrets, owner, "apply_secret", "Secret")
-            .await
-    }
-
-    /// Server-side applies `objects`, each owned by `owner`.
-    async fn apply_owned<K: Namespaced>(
-        &self,
-        ns: &str,
-        objects: &[K],
-        owner: &OwnerReference,
-        op: &'static str,
-        kind: &str,
-    ) -> Result<(), RemoteError> {
-        let params = PatchParams::apply(FIELD_MANAGER).force();
-        let api: Api<K> = Api::namespaced(self.client.clone(), ns);
-        for obj in objects {
-            let mut obj = obj.clone();
-            obj.meta_mut().owner_references = Some(vec![owner.clone()]);
-            let name = obj.meta().name.clone().unwrap_or_default();
-            self.metrics.remote_call(op);
-            api.patch(&name, &params, &Patch::Apply(&obj))
-                .await
-                // Never echo the object (a Secret's data): the message is the
-                // apiserver's reason only.
-                .map_err(|e| rejected(format!("{kind} {name:?}"), e))?;
-        }
-        Ok(())
-    }
-
-    /// Deletes the remote pod and whatever it owns. Idempotent; returns
-    /// whether a pod was there.
-    pub async fn delete(&self, ns: &str, name: &str, uid: &str) -> Result<bool, RemoteError> {
-        let pods: Api<Pod> = Api::namespaced(self.client.clone(), ns);
-        self.metrics.remote_call("delete_pod");
-        let existed = match pods.delete(name, &DeleteParams::default()).await {
-            Ok(_) => true,
-            Err(e) if is_status(&e, 404) => false,
-            Err(e) => return Err(rejected(format!("deleting pod {ns}/{name}"), e)),
-        };
-        // Owned objects go with the pod; this also catches any left by a
-        // create that failed half-way.
-        let lp = ListParams::default().labels(&format!(
-            "{},{}={uid}",
-            managed_selector(),
-            keys::LABEL_SOURCE_POD_UID
-        ));
-        self.delete_owned::<ConfigMap>(ns, &lp, "delete_configmaps", "deleting ConfigMaps")
-            .await?;
-        self.delete_owned::<Secret>(ns, &lp, "delete_secrets", "deleting Secrets")
-            .await?;
-        Ok(existed)
-    }
-
-    /// Deletes the objects of one kind that `lp` selects; a missing namespace
-    /// is nothing to delete.
-    async fn delete_owned<K: Namespaced>(
-        &self,
-        ns: &str,
-        lp: &ListParams,
-        op: &'static str,
-        what: &str,
-    ) -> Result<(), RemoteError> {
-        let api: Api<K> = Api::namespaced(self.client.clone(), ns);
-        self.metrics.remote_call(op);
-        match api.delete_collection(&DeleteParams::default(), lp).await {
-            Ok(_) => Ok(()),
-            Err(e) if is_status(&e, 404) => Ok(()),
-            Err(e) => Err(rejected(what, e)),
-        }
+        Ok(remote_uid)
     }
 
     /// The log stream of a container.
@@ -466,6 +422,12 @@ impl Remote {
             other => RemoteError::Kube(other),
         })
     }
+}
+
+/// `base` plus up to as much again at random: concurrent creates in a new
+/// namespace do not poll the apiserver in lockstep.
+fn jittered(base: Duration) -> Duration {
+    base + base.mul_f64(rand::random::<f64>())
 }
 
 /// Minor version of the remote apiserver ("20", "20+" -> 20).

@@ -62,6 +62,9 @@ app.kubernetes.io/component: plugin
   "namespace-prefix-exclusions" (join "," .Values.namespacePrefixExclusions)
   "keep-kubernetes-env" .Values.keepKubernetesEnv
   "body-limit" .Values.bodyLimit
+  "instance" (default (include "plugin.fullname" .) .Values.instance)
+  "max-concurrent-requests" .Values.maxConcurrentRequests
+  "request-timeout" .Values.requestTimeout
   "allow-host-path" .Values.policy.allowHostPath
   "allow-privileged" .Values.policy.allowPrivileged
   "allow-host-network" .Values.policy.allowHostNetwork

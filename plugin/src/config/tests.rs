@@ -219,3 +219,56 @@ fn pod_security_flags_reach_the_policy() {
     let err = PluginConfig::load(["offload-plugin", "--pod-security-level", "strict"]);
     assert!(err.is_err());
 }
+
+#[test]
+fn instance_and_server_limits() {
+    let c = PluginConfig::load(["offload-plugin"]).expect("parses");
+    assert_eq!(c.instance, "offload-plugin");
+    assert_eq!(c.max_concurrent_requests, 64);
+    assert_eq!(c.request_timeout, Duration::from_secs(120));
+    let c = PluginConfig::load([
+        "offload-plugin",
+        "--instance=site-a.plugin_1",
+        "--max-concurrent-requests=3",
+        "--request-timeout=5s",
+    ])
+    .expect("parses");
+    assert_eq!(c.instance, "site-a.plugin_1");
+    assert_eq!(
+        (c.max_concurrent_requests, c.request_timeout),
+        (3, Duration::from_secs(5))
+    );
+    for bad in [
+        "--instance=",
+        "--instance=a b",
+        "--instance=-a",
+        "--max-concurrent-requests=0",
+    ] {
+        assert!(
+            PluginConfig::load(["offload-plugin", bad]).is_err(),
+            "{bad}"
+        );
+    }
+}
+
+#[test]
+fn namespace_mapping_is_checked_at_start_up() {
+    let mut c = PluginConfig::for_tests();
+    assert!(c.check_namespaces().is_ok());
+    c.namespace_prefix = String::new();
+    assert!(matches!(
+        c.check_namespaces(),
+        Err(ConfigError::Namespace(_))
+    ));
+    let mut c = PluginConfig::for_tests();
+    c.namespace_prefix_exclusions = StringList(vec!["kube-system".into()]);
+    let e = c.check_namespaces().expect_err("kube-system exclusion");
+    assert!(e.to_string().contains("kube-system"), "{e}");
+    // The bastion's namespace is protected even with --no-bastion.
+    let mut c = PluginConfig::for_tests();
+    c.bastion_namespace = Some("offloading-tunnels".into());
+    let m = c.check_namespaces().expect("valid");
+    assert!(m.checked_remote("tunnels").is_err());
+    let c = PluginConfig::load(["offload-plugin", "--bastion-namespace=tunnels"]).expect("parses");
+    assert!(c.namespaces().protected.contains(&"tunnels".to_string()));
+}

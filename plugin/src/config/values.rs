@@ -108,3 +108,21 @@ pub fn parse_size(s: &str) -> Result<usize, String> {
     };
     Ok(n.saturating_mul(mult))
 }
+
+/// A plugin instance name: a Kubernetes label value (it labels every object
+/// the instance creates), not empty.
+pub fn parse_instance(s: &str) -> Result<String, String> {
+    let ok = !s.is_empty()
+        && s.len() <= 63
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+        && s.bytes().next().is_some_and(|b| b.is_ascii_alphanumeric())
+        && s.bytes().last().is_some_and(|b| b.is_ascii_alphanumeric());
+    if ok {
+        Ok(s.to_owned())
+    } else {
+        Err(format!(
+            "{s:?} is not a label value: 1 to 63 of [A-Za-z0-9-_.], alphanumeric at both ends"
+        ))
+    }
+}

@@ -26,6 +26,7 @@ use crate::{
     error::ApiError,
     logs,
     naming::{NameKind, remote_name},
+    remote::Deleted,
     status::{self, LocalIdentity},
     translate::{self, RemotePlan},
 };
@@ -75,6 +76,8 @@ pub(super) async fn create(
         Err(translate::TranslateError::Policy(v)) => return Err(refused(&state, &data, v)),
         Err(e) => return Err(e.into()),
     };
+    // Before any remote call: the namespace must be one we may write to.
+    state.namespaces().checked_remote(&plan.local.namespace)?;
     create_remote(&state, &plan).await
 }
 
@@ -128,6 +131,7 @@ pub(super) async fn delete(
     JsonBody(pod): JsonBody<Pod>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let (id, ns, name) = translate::remote_ref(&pod, state.namespaces())?;
+    state.namespaces().checked_remote(&id.namespace)?;
     delete_remote(&state, &id, &ns, &name).await
 }
 
@@ -138,21 +142,26 @@ async fn delete_remote(
     ns: &str,
     name: &str,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let mut existed = state.remote.delete(ns, name, &id.uid).await?;
+    let mut outcome = state.remote.delete_outcome(ns, name, &id.uid).await?;
     // Created under another configuration (e.g. another prefix): find it by label.
-    if !existed
+    if outcome == Deleted::Absent
         && let Some(p) = state.remote.cached_by_uid(&id.uid)
         && let (Some(pns), Some(pname)) =
             (p.metadata.namespace.as_deref(), p.metadata.name.as_deref())
     {
-        existed = state.remote.delete(pns, pname, &id.uid).await?;
+        outcome = state.remote.delete_outcome(pns, pname, &id.uid).await?;
     }
     state.forget(&id.uid);
-    info!(existed, "remote pod deleted");
+    let existed = outcome == Deleted::Ours;
+    info!(existed, ?outcome, "remote pod delete");
     Ok(Json(serde_json::json!({
         "PodUID": id.uid,
         "deleted": existed,
-        "message": if existed { "Pod deleted" } else { "Pod was not on the remote cluster" },
+        "message": match outcome {
+            Deleted::Ours => "Pod deleted",
+            Deleted::Absent => "Pod was not on the remote cluster",
+            Deleted::Foreign => "The remote pod of that name is not managed by this plugin for this UID; left alone",
+        },
     })))
 }
 
@@ -218,7 +227,7 @@ pub(super) async fn get_logs(
 
 #[instrument(name = "getLogs", skip_all, fields(pod = %req.pod_name, namespace = %req.namespace, uid = %req.pod_uid, container = %req.container_name, follow = req.opts.follow))]
 async fn stream_logs(state: Arc<AppState>, req: LogStruct) -> Result<Response, ApiError> {
-    let ns = state.namespaces().remote(&req.namespace);
+    let ns = state.namespaces().checked_remote(&req.namespace)?;
     let name = remote_name(NameKind::Pod, &req.pod_name, &req.pod_uid);
     state.touch(&req.pod_uid);
     let id = LocalIdentity {

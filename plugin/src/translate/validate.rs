@@ -38,7 +38,7 @@ pub fn local_identity(pod: &Pod) -> Result<LocalIdentity> {
     }
     if !is_valid_uid(&uid) {
         return Err(invalid(format!(
-            "pod.metadata.uid {uid:?} is not a valid UID (lower-case letters, digits and '-', at most 63)"
+            "pod.metadata.uid {uid:?} is not a valid UID (a lower-case UUID such as 6f1c1f1e-0000-4000-8000-000000000001)"
         )));
     }
     Ok(LocalIdentity {
