@@ -19,7 +19,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD};
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{Api, Patch, PatchParams, PostParams};
-use kube::runtime::events::{Event, EventType, Recorder};
+use kube::runtime::events::EventType;
 use offload_runtime::kubeapi::field_manager;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
@@ -201,29 +201,55 @@ impl PinMetrics {
 
 /// Where the follower reports what the operator must know.
 pub struct Reporter {
-    pub recorder: Recorder,
+    pub client: kube::Client,
     pub node: String,
     pub metrics: PinMetrics,
 }
 
 impl Reporter {
+    /// A core/v1 Event on the Node, as the kubelet writes them (namespace
+    /// `default`, no `eventTime`): `kubectl describe node` lists it. (An
+    /// events.k8s.io Event about a cluster-scoped object is refused by
+    /// 1.20 apiservers.)
     async fn event(&self, type_: EventType, reason: &str, note: String) {
-        let node = k8s_openapi::api::core::v1::ObjectReference {
-            api_version: Some("v1".into()),
-            kind: Some("Node".into()),
-            name: Some(self.node.clone()),
-            // As the kubelet does: `kubectl describe node` finds events by it.
-            uid: Some(self.node.clone()),
+        let now = k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(jiff::Timestamp::now());
+        let ev = k8s_openapi::api::core::v1::Event {
+            metadata: kube::api::ObjectMeta {
+                generate_name: Some(format!("{}.", self.node)),
+                namespace: Some("default".into()),
+                ..Default::default()
+            },
+            involved_object: k8s_openapi::api::core::v1::ObjectReference {
+                api_version: Some("v1".into()),
+                kind: Some("Node".into()),
+                name: Some(self.node.clone()),
+                // As the kubelet does: `kubectl describe node` finds events by it.
+                uid: Some(self.node.clone()),
+                ..Default::default()
+            },
+            reason: Some(reason.into()),
+            message: Some(note),
+            type_: Some(
+                match type_ {
+                    EventType::Normal => "Normal",
+                    EventType::Warning => "Warning",
+                }
+                .into(),
+            ),
+            first_timestamp: Some(now.clone()),
+            last_timestamp: Some(now),
+            count: Some(1),
+            source: Some(k8s_openapi::api::core::v1::EventSource {
+                component: Some(field_manager::PROVIDER.into()),
+                host: Some(self.node.clone()),
+            }),
+            reporting_component: Some(field_manager::PROVIDER.into()),
+            reporting_instance: Some(self.node.clone()),
             ..Default::default()
         };
-        let ev = Event {
-            type_,
-            reason: reason.into(),
-            note: Some(note),
-            action: "AuthorizeBastionKey".into(),
-            secondary: None,
-        };
-        if let Err(e) = self.recorder.publish(&ev, &node).await {
+        let api: Api<k8s_openapi::api::core::v1::Event> =
+            Api::namespaced(self.client.clone(), "default");
+        if let Err(e) = api.create(&PostParams::default(), &ev).await {
             warn!(error = %e, reason, "cannot publish event");
         }
     }

@@ -85,17 +85,23 @@ impl PluginError {
 }
 
 /// Whether a rustls error is somewhere in the chain (a refused certificate
-/// is no reason to retry at once, and must say so).
+/// is no reason to retry at once, and must say so). `io::Error` hides its
+/// payload from `source()`, so it is opened explicitly, at any depth.
 fn is_tls(e: &(dyn std::error::Error + 'static)) -> bool {
     let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    let mut depth = 0;
     while let Some(err) = cur {
+        depth += 1;
+        if depth > 16 {
+            return false;
+        }
         if err.downcast_ref::<rustls::Error>().is_some() {
             return true;
         }
-        if let Some(io) = err.downcast_ref::<std::io::Error>()
-            && io
-                .get_ref()
-                .is_some_and(|inner| inner.downcast_ref::<rustls::Error>().is_some())
+        if let Some(inner) = err
+            .downcast_ref::<std::io::Error>()
+            .and_then(std::io::Error::get_ref)
+            && is_tls(inner)
         {
             return true;
         }

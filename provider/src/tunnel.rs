@@ -34,7 +34,6 @@ use tracing::info;
 use crate::bastion_pin;
 use crate::client::PluginClient;
 use crate::config::{Config, PluginMode};
-use kube::runtime::events::{Recorder, Reporter};
 
 pub use gateway_manager::manager::CONDITION_TUNNEL_UP;
 
@@ -174,13 +173,7 @@ pub async fn start(
     tasks.spawn(Arc::clone(&gm).run_until(config.gateway.sync_interval, cancel.clone()));
     if !configured_key {
         let reporter = bastion_pin::Reporter {
-            recorder: Recorder::new(
-                client.clone(),
-                Reporter {
-                    controller: field_manager::PROVIDER.into(),
-                    instance: Some(config.node_name.clone()),
-                },
-            ),
+            client: client.clone(),
             node: config.node_name.clone(),
             metrics: bastion_pin::PinMetrics::register(plugin.metrics()),
         };
