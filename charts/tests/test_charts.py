@@ -678,6 +678,10 @@ class InstallTests(unittest.TestCase):
         t = time.monotonic()
         remote.wait_ready(rns, f"{rel}-plugin")
         print(f"  plugin Ready after {time.monotonic() - t:.1f} s", file=sys.stderr)
+        # The generated certificate survives an upgrade (the provider pins it).
+        before = remote.get("-n", rns, "secret", f"{rel}-plugin-tls")["data"]
+        remote.helm(rns).upgrade(str(PLUGIN), rel, reuse_values=True, timeout=POD_START)
+        self.assertEqual(remote.get("-n", rns, "secret", f"{rel}-plugin-tls")["data"], before)
         svc = remote.get("-n", rns, "service", f"{rel}-plugin")
         self.assertEqual(svc["spec"]["ports"][0]["nodePort"], node_port)
         token = base64.b64decode(remote.get("-n", rns, "secret", f"{rel}-plugin-token")["data"]["token"]).decode()
