@@ -393,3 +393,48 @@ async fn mtls_the_plugin_serves_only_a_provider_with_the_client_certificate() {
     prov.shutdown().await;
     plugin.shutdown().await;
 }
+
+/// Token rotation without restarts: the plugin re-reads its token file, the
+/// provider reads its own on every call. Whoever kept the old token (a
+/// former operator, a leaked copy) is refused as soon as the file changes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rotated_token_takes_effect_on_both_sides_without_a_restart() {
+    install_ring();
+    let env = env().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (crt, key, pin) = cert_files(dir.path(), "plugin", &["127.0.0.1"]);
+    let plugin = tls_plugin(&env, dir.path(), &crt, &key, None).await;
+    let url = format!("https://{}", plugin.addr());
+    let old_copy = dir.path().join("old-token");
+    std::fs::write(&old_copy, TOKEN).expect("old copy");
+
+    let mut provider_side = settings(&url, dir.path());
+    provider_side.cert_sha256 = Some(pin);
+    let provider_side = client(provider_side);
+    let mut leaked = settings(&url, dir.path());
+    leaked.cert_sha256 = Some(pin);
+    leaked.token_file = Some(old_copy);
+    let leaked = client(leaked);
+    provider_side.ping().await.expect("before the rotation");
+    leaked
+        .ping()
+        .await
+        .expect("the old token works before the rotation");
+
+    // One file for both sides here (the plugin's and the provider's copies
+    // are rotated together); a new length makes the change visible at once.
+    std::fs::write(
+        dir.path().join("token"),
+        "a-new-and-longer-token-after-rotation",
+    )
+    .expect("rotate");
+    provider_side
+        .ping()
+        .await
+        .expect("the new token, no restart");
+    match leaked.ping().await {
+        Err(PluginError::Status { status: 401, .. }) => {}
+        other => panic!("the old token must be refused after the rotation: {other:?}"),
+    }
+    plugin.shutdown().await;
+}
