@@ -30,6 +30,7 @@ use offload_provider::bastion_pin::{
 };
 use offload_provider::client::{ClientSettings, PluginClient, PluginError};
 use offload_provider::config::PluginMode;
+use offload_provider::tls::CertFingerprint;
 use proxies::{KeySwapProxy, TlsProxy, cert_files};
 
 const TOKEN: &str = "mitm-test-token-0123456789";
@@ -149,13 +150,33 @@ async fn a_proxy_with_another_certificate_gets_no_call_through() {
         .await
         .expect("the plugin's own certificate verifies");
 
-    // The whole provider, pinned, pointed at the proxy: never Ready.
+    whole_provider_never_ready_through(&env, &proxy.url(), pin, dir.path()).await;
+    assert_eq!(
+        proxy.plaintext(),
+        read_by_proxy,
+        "the pinned provider sent the proxy no plaintext"
+    );
+    eprintln!(
+        "proxy handshakes completed: {}",
+        proxy.handshakes.load(std::sync::atomic::Ordering::SeqCst)
+    );
+    plugin.shutdown().await;
+}
+
+/// The whole provider, pinned, pointed at a proxy with another certificate:
+/// its node never turns Ready and the TLS failures are counted.
+async fn whole_provider_never_ready_through(
+    env: &Env,
+    url: &str,
+    pin: CertFingerprint,
+    dir: &Path,
+) {
     let node = node_name("vn-mitm-tls");
-    let (_ns, _cleanup, _pods) = test_namespace(&env, "prov-mitm-tls", &[&node]).await;
-    let mut cfg = config_for(&env, &node, &proxy.url());
+    let (_ns, _cleanup, _pods) = test_namespace(env, "prov-mitm-tls", &[&node]).await;
+    let mut cfg = config_for(env, &node, url);
     cfg.plugin_cert_sha256 = Some(pin);
-    cfg.plugin_token_file = Some(dir.path().join("token"));
-    let prov = start_provider(&env, cfg).await;
+    cfg.plugin_token_file = Some(dir.join("token"));
+    let prov = start_provider(env, cfg).await;
     tokio::time::sleep(Duration::from_secs(6)).await;
     let prov_metrics = prov.metrics.clone();
     prov.shutdown().await;
@@ -169,16 +190,6 @@ async fn a_proxy_with_another_certificate_gets_no_call_through() {
         metrics.contains("error=\"tls\""),
         "TLS failures counted:\n{metrics}"
     );
-    assert_eq!(
-        proxy.plaintext(),
-        read_by_proxy,
-        "the pinned provider sent the proxy no plaintext"
-    );
-    eprintln!(
-        "proxy handshakes completed: {}",
-        proxy.handshakes.load(std::sync::atomic::Ordering::SeqCst)
-    );
-    plugin.shutdown().await;
 }
 
 async fn configmap(env: &Env, ns: &str, name: &str) -> Option<ConfigMap> {
@@ -268,11 +279,33 @@ async fn a_swapped_bastion_key_is_refused_and_the_gateway_keeps_the_pinned_one()
         proxy.key_answers.load(std::sync::atomic::Ordering::SeqCst) > asked,
         "still asking"
     );
-    let ak = authorized_keys(&env, &ns, &gw).await;
+    assert_only_a(&env, &ns, &gw, &key_a, &key_b, "after the swap").await;
+    assert_refusal_counted(&prov);
+
+    // A provider restart keeps the pin: still A.
+    prov.shutdown().await;
+    let prov = start_provider(&env, cfg).await;
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_only_a(&env, &ns, &gw, &key_a, &key_b, "after a restart").await;
+    accept_rotation(&env, &ns, &gw, &key_b).await;
+    wait_for("a BastionKeyRotated event", WAIT, async || {
+        (!node_events(&env, &node, REASON_ROTATED).await.is_empty()).then_some(())
+    })
+    .await;
+    prov.shutdown().await;
+}
+
+/// The gateway authorizes `a` and not `b`.
+async fn assert_only_a(env: &Env, ns: &str, gw: &str, a: &str, b: &str, when: &str) {
+    let ak = authorized_keys(env, ns, gw).await;
     assert!(
-        ak.contains(&blob(&key_a)) && !ak.contains(&blob(&key_b)),
-        "authorized_keys changed:\n{ak}"
+        ak.contains(&blob(a)) && !ak.contains(&blob(b)),
+        "authorized_keys {when}:\n{ak}"
     );
+}
+
+/// The refusal is on `/metrics`: the counter above 0, the mismatch gauge 1.
+fn assert_refusal_counted(prov: &offload_provider::provider::RunningProvider) {
     let metrics = prov.metrics.registry().encode().expect("metrics");
     let refused_line = metrics
         .lines()
@@ -287,20 +320,16 @@ async fn a_swapped_bastion_key_is_refused_and_the_gateway_keeps_the_pinned_one()
         metrics.contains("offload_provider_bastion_key_mismatch 1"),
         "{metrics}"
     );
+}
 
-    // A provider restart keeps the pin: still A.
-    prov.shutdown().await;
-    let prov = start_provider(&env, cfg).await;
-    tokio::time::sleep(Duration::from_secs(4)).await;
-    let ak = authorized_keys(&env, &ns, &gw).await;
-    assert!(
-        ak.contains(&blob(&key_a)) && !ak.contains(&blob(&key_b)),
-        "after restart:\n{ak}"
-    );
-
-    // The documented rotation: accept exactly B's fingerprint.
+/// The documented rotation: the operator accepts exactly `key`'s
+/// fingerprint on the pin; the gateway then authorizes it, the pin holds it
+/// and the acceptance is used up.
+async fn accept_rotation(env: &Env, ns: &str, gw: &str, key_b: &str) {
+    let pin_name = format!("{gw}-bastion-pin");
+    let fp_b = fingerprint(key_b).expect("fingerprint");
     let patch = serde_json::json!({"metadata": {"annotations": {ACCEPT_ANNOTATION: fp_b}}});
-    Api::<ConfigMap>::namespaced(env.local.clone(), &ns)
+    Api::<ConfigMap>::namespaced(env.local.clone(), ns)
         .patch(&pin_name, &PatchParams::default(), &Patch::Merge(&patch))
         .await
         .expect("annotate the pin");
@@ -308,31 +337,26 @@ async fn a_swapped_bastion_key_is_refused_and_the_gateway_keeps_the_pinned_one()
         "key B authorized after the operator accepted it",
         WAIT,
         async || {
-            authorized_keys(&env, &ns, &gw)
+            authorized_keys(env, ns, gw)
                 .await
-                .contains(&blob(&key_b))
+                .contains(&blob(key_b))
                 .then_some(())
         },
     )
     .await;
-    let pin = configmap(&env, &ns, &pin_name).await.expect("pin");
+    let pin = configmap(env, ns, &pin_name).await.expect("pin");
     assert_eq!(
         pin.data
             .as_ref()
             .and_then(|d| d.get("publicKey"))
             .map(|k| blob(k)),
-        Some(blob(&key_b))
+        Some(blob(key_b))
     );
     let used_up = pin.metadata.annotations.unwrap_or_default();
     assert!(
         !used_up.contains_key(ACCEPT_ANNOTATION),
         "the acceptance is used up"
     );
-    wait_for("a BastionKeyRotated event", WAIT, async || {
-        (!node_events(&env, &node, REASON_ROTATED).await.is_empty()).then_some(())
-    })
-    .await;
-    prov.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
