@@ -178,12 +178,18 @@ async fn whole_provider_never_ready_through(
     cfg.plugin_token_file = Some(dir.join("token"));
     let prov = start_provider(env, cfg).await;
     tokio::time::sleep(Duration::from_secs(6)).await;
+    let ready = node_ready(&env.local, &node).await;
     let prov_metrics = prov.metrics.clone();
     prov.shutdown().await;
-    let ready = node_ready(&env.local, &node).await;
     assert!(
         ready.as_ref().is_none_or(|(s, _, _)| s != "True"),
         "node Ready through a MITM: {ready:?}"
+    );
+    // What an operator sees on the node: why the plugin is unreachable.
+    let message = ready.map(|(_, _, m)| m).unwrap_or_default();
+    assert!(
+        message.contains("is not the pinned"),
+        "node condition: {message:?}"
     );
     let metrics = prov_metrics.registry().encode().expect("metrics");
     assert!(
