@@ -83,14 +83,17 @@ def up():
     wait_for(lambda: remote.deployment_ready(NS, plugin), 180, f"deployment {plugin} Ready on the remote cluster",
              lambda: remote.describe(NS))
     token = base64.b64decode(remote.get("-n", NS, "secret", f"{plugin}-token")["data"]["token"]).decode()
-    url = f"http://{remote.node_ip()}:{PLUGIN_NODE_PORT}"
-    say(f"plugin Ready, reachable from the local cluster at {url}")
+    # The plugin serves TLS with the certificate its chart generated; the
+    # provider pins that certificate's SHA-256 (printed by the chart's NOTES).
+    pin = remote.get("-n", NS, "secret", f"{plugin}-tls")["metadata"]["annotations"]["offload.dev/cert-sha256"]
+    url = f"https://{remote.node_ip()}:{PLUGIN_NODE_PORT}"
+    say(f"plugin Ready, reachable from the local cluster at {url} (certificate {pin})")
 
     say("local cluster: helm install the provider chart (virtual node + SSH gateway)")
     local.namespace(NS)
     local.install(NS, "provider", RELEASE_PROVIDER, {
         "node": {"name": NODE, "labels": {"offload.dev/demo": "true"}},
-        "plugin": {"url": url, "token": {"value": token}},
+        "plugin": {"url": url, "token": {"value": token}, "certSHA256": pin},
         "gateway": {"enabled": True, "nodePort": GATEWAY_NODE_PORT},
     })
     provider = f"{RELEASE_PROVIDER}-provider"

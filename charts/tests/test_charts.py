@@ -19,7 +19,9 @@ import base64
 import json
 import os
 import re
+import hashlib
 import secrets
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -202,6 +204,11 @@ class RenderTests(unittest.TestCase, Hardened):
                      "--memory=3000Gi", "--pods=10000"]:
             self.assertIn(want, args)
         self.assertFalse(any(a.startswith("--plugin-token-file") for a in args), args)
+        # The link: no plain HTTP across a network, answers capped, the bastion key pinned.
+        self.assertNotIn("--plugin-insecure", args)
+        self.assertIn("--plugin-max-response-size=64MiB", args)
+        self.assertIn("--bastion-key-refresh=60s", args)
+        self.assertFalse(any(a.startswith(("--plugin-cert-sha256", "--plugin-client-")) for a in args), args)
         self.assertIn({"name": "kubelet", "containerPort": 10250, "protocol": "TCP"}, c["ports"])
         self.assertEqual(c["readinessProbe"]["httpGet"], {"path": "/readyz", "port": "admin"})
         self.assertEqual(d["spec"]["strategy"]["type"], "Recreate")
@@ -253,7 +260,8 @@ class RenderTests(unittest.TestCase, Hardened):
                      "taints": [{"key": "example.com/gpu", "value": "true", "effect": "NoSchedule"}],
                      "defaultTaint": False, "capacity": {"cpu": "64", "memory": "256Gi", "pods": "500"}},
             "plugin": {"url": "https://plugin.example:30400", "mode": "interlink", "token": {"value": "s3cret"},
-                       "caSecret": "plugin-ca"},
+                       "caSecret": "plugin-ca", "certSHA256": "SHA256:" + "AB:" * 31 + "CD",
+                       "clientCertSecret": "provider-client", "maxResponseSize": "8MiB"},
             "kubelet": {"port": 10260, "tlsSecret": "kl-tls", "clientCASecret": "kl-ca", "tokenReview": False},
             "gateway": {"enabled": False},
             "image": {"tag": "9.9.9"},
@@ -269,7 +277,11 @@ class RenderTests(unittest.TestCase, Hardened):
                      "--plugin-token-file=/var/run/offload/plugin-token/token",
                      "--plugin-ca-file=/var/run/offload/plugin-ca/ca.crt",
                      "--kubelet-addr=0.0.0.0:10260", "--tls-cert-file=/var/run/offload/kubelet-tls/tls.crt",
-                     "--client-ca-file=/var/run/offload/kubelet-client-ca/ca.crt", "--token-review=false"]:
+                     "--client-ca-file=/var/run/offload/kubelet-client-ca/ca.crt", "--token-review=false",
+                     "--plugin-cert-sha256=SHA256:" + "AB:" * 31 + "CD",
+                     "--plugin-client-cert-file=/var/run/offload/plugin-client/tls.crt",
+                     "--plugin-client-key-file=/var/run/offload/plugin-client/tls.key",
+                     "--plugin-max-response-size=8MiB"]:
             self.assertIn(want, args)
         # Without --gateway-address the provider runs no tunnel.
         self.assertFalse(any(a.startswith("--gateway-") for a in args), args)
@@ -278,6 +290,7 @@ class RenderTests(unittest.TestCase, Hardened):
         vols = {v["name"]: v for v in d["spec"]["template"]["spec"]["volumes"]}
         self.assertEqual(vols["plugin-token"]["secret"]["secretName"], "p2-provider-plugin-token")
         self.assertEqual(vols["kubelet-tls"]["secret"]["secretName"], "kl-tls")
+        self.assertEqual(vols["plugin-client"]["secret"]["secretName"], "provider-client")
         self.assertEqual(c["resources"], {"requests": {"cpu": "1", "memory": "64Mi"}, "limits": {"memory": "1Gi"}})
         # Without the gateway: no Role in the release namespace, no Services/Endpoints anywhere.
         self.assertEqual([o for o in objs if o["kind"] == "Role" and o["metadata"]["namespace"] == "x"], [])
@@ -304,9 +317,22 @@ class RenderTests(unittest.TestCase, Hardened):
     def test_provider_rejects_bad_values(self):
         for bad in [{"plugin": {"url": "ftp://x"}}, {"node": {"name": "Not_A_Node"}},
                     {"node": {"taints": [{"key": "k", "effect": "Sometimes"}]}}, {"gateway": {"portRange": "40000"}},
-                    {"nodeName": "typo-at-top-level"}]:
+                    {"nodeName": "typo-at-top-level"}, {"plugin": {"certSHA256": "abc"}},
+                    # Plain HTTP to a remote plugin without saying so.
+                    {"plugin": {"url": "http://10.1.2.3:30400"}},
+                    {"plugin": {"url": "http://127.0.0.1.evil.example:30400"}}]:
             with self.subTest(values=bad), self.assertRaises(helm.HelmError):
                 render(PROVIDER, bad)
+
+    def test_provider_plain_http_only_when_insecure(self):
+        with self.assertRaisesRegex(helm.HelmError, "plugin.insecure"):
+            render(PROVIDER, {"plugin": {"url": "http://10.1.2.3:30400"}})
+        args = container(find(render(PROVIDER, {"plugin": {"url": "http://10.1.2.3:30400", "insecure": True}}),
+                              "Deployment"))["args"]
+        self.assertIn("--plugin-insecure", args)
+        # Loopback (a sidecar) needs no flag.
+        args = container(find(render(PROVIDER, {"plugin": {"url": "http://localhost:4000"}}), "Deployment"))["args"]
+        self.assertNotIn("--plugin-insecure", args)
 
     # plugin -----------------------------------------------------------
     def test_plugin_rejects_mappings_outside_a_prefix(self):
@@ -324,7 +350,7 @@ class RenderTests(unittest.TestCase, Hardened):
         self.assertEqual(kinds(objs), sorted([
             "ClusterRole/offload-plugin:remote:pl-plugin", "ClusterRoleBinding/offload-plugin:remote:pl-plugin",
             "ConfigMap/pl-plugin", "Deployment/pl-plugin", "Role/pl-plugin-bastion", "RoleBinding/pl-plugin-bastion",
-            "Secret/pl-plugin-token", "Service/pl-plugin", "ServiceAccount/pl-plugin",
+            "Secret/pl-plugin-tls", "Secret/pl-plugin-token", "Service/pl-plugin", "ServiceAccount/pl-plugin",
         ]))
         d = find(objs, "Deployment")
         self.assert_hardened(d)
@@ -341,9 +367,34 @@ class RenderTests(unittest.TestCase, Hardened):
         self.assertEqual(cfg["bastion-namespace"], "remote")
         self.assertEqual(cfg["bastion-name"], "offload-bastion")
         self.assertNotIn("no-bastion", cfg)
-        token = base64.b64decode(find(objs, "Secret")["data"]["token"]).decode()
+        token = base64.b64decode(find(objs, "Secret", "pl-plugin-token")["data"]["token"]).decode()
         self.assertRegex(token, r"^[A-Za-z0-9]{48}$")
-        self.assertNotEqual(token, base64.b64decode(find(render(PLUGIN, name="pl"), "Secret")["data"]["token"]).decode())
+        self.assertNotEqual(token, base64.b64decode(
+            find(render(PLUGIN, name="pl"), "Secret", "pl-plugin-token")["data"]["token"]).decode())
+        # TLS by default: a generated CA and serving certificate, the pin in an annotation.
+        self.assertEqual(cfg["tls-cert"], "/var/run/offload/tls/tls.crt")
+        self.assertEqual(cfg["tls-key"], "/var/run/offload/tls/tls.key")
+        self.assertEqual(c["readinessProbe"]["httpGet"]["scheme"], "HTTPS")
+        tls = find(objs, "Secret", "pl-plugin-tls")
+        self.assertEqual(tls["type"], "kubernetes.io/tls")
+        self.assertEqual(tls["metadata"]["annotations"]["helm.sh/resource-policy"], "keep")
+        crt = base64.b64decode(tls["data"]["tls.crt"]).decode()
+        der = ssl.PEM_cert_to_DER_cert(crt)
+        self.assertEqual(tls["metadata"]["annotations"]["offload.dev/cert-sha256"],
+                         "sha256:" + hashlib.sha256(der).hexdigest())
+        names = cert_names(crt)
+        self.assertIn(("DNS", "pl-plugin.remote.svc"), names)
+        self.assertIn("ca.crt", tls["data"])
+        vols = {v["name"]: v for v in d["spec"]["template"]["spec"]["volumes"]}
+        self.assertEqual(vols["tls"]["secret"]["secretName"], "pl-plugin-tls")
+        n = notes(PLUGIN, name="pl", namespace="remote")
+        self.assertIn("offload\\.dev/cert-sha256", n)
+        self.assertIn("plugin.url: https://", n)
+        ips = cert_names(base64.b64decode(find(render(PLUGIN, {"tls": {"ipAddresses": ["10.9.8.7"],
+                                                                          "dnsNames": ["plugin.example"]}}),
+                                               "Secret", "rel-plugin-tls")["data"]["tls.crt"]).decode())
+        self.assertIn(("IP Address", "10.9.8.7"), ips)
+        self.assertIn(("DNS", "plugin.example"), ips)
         svc = find(objs, "Service")
         self.assertEqual(svc["spec"]["type"], "ClusterIP")
         self.assertEqual(svc["spec"]["ports"][0]["port"], 4000)
@@ -416,7 +467,14 @@ class RenderTests(unittest.TestCase, Hardened):
         self.assertEqual(vols["token"]["secret"]["secretName"], "shared-token")
         cr = find(objs, "ClusterRole")
         self.assertEqual(rules_for(cr, "clusterroles", "rbac.authorization.k8s.io"), set())
-        self.assertIn("http://<a node IP of this cluster>:30455", notes(PLUGIN, {"service": {"type": "NodePort", "nodePort": 30455}}))
+        self.assertIn("https://<a node IP of this cluster>:30455", notes(PLUGIN, {"service": {"type": "NodePort", "nodePort": 30455}}))
+
+    def test_plugin_plain_http_only_when_insecure(self):
+        objs = render(PLUGIN, {"tls": {"insecure": True}}, name="pl", namespace="remote")
+        self.assertEqual([o["metadata"]["name"] for o in objs if o["kind"] == "Secret"], ["pl-plugin-token"])
+        self.assertNotIn("tls-cert", self.plugin_config(objs, "pl-plugin"))
+        self.assertEqual(container(find(objs, "Deployment"))["readinessProbe"]["httpGet"]["scheme"], "HTTP")
+        self.assertIn("PLAIN HTTP", notes(PLUGIN, {"tls": {"insecure": True}}))
 
     def test_plugin_pod_security_values(self):
         cfg = self.plugin_config(render(PLUGIN, name="pl", namespace="remote"), "pl-plugin")
@@ -583,13 +641,32 @@ class Cluster(testlib.Cluster):
                  on_timeout=lambda: self.describe(ns))
 
 
-def http(url, token=None, method="GET", body=None):
+def cert_names(pem):
+    """The subjectAltName entries of a PEM certificate, as (type, value)."""
+    with tempfile.NamedTemporaryFile("w", suffix=".pem") as f:
+        f.write(pem)
+        f.flush()
+        return set(ssl._ssl._test_decode_cert(f.name).get("subjectAltName", ()))
+
+
+def plugin_tls(cluster, ns, secret):
+    """(an SSL context trusting the plugin's generated CA, the certificate's pin)."""
+    s = cluster.get("-n", ns, "secret", secret)
+    ca = base64.b64decode(s["data"]["ca.crt"]).decode()
+    ctx = ssl.create_default_context(cadata=ca)
+    # Reached by node IP, which the generated certificate does not name: the
+    # CA check is what matters here (the provider pins the certificate itself).
+    ctx.check_hostname = False
+    return ctx, s["metadata"]["annotations"]["offload.dev/cert-sha256"]
+
+
+def http(url, token=None, method="GET", body=None, ctx=None):
     req = urllib.request.Request(url, method=method, data=body)
     req.add_header("Content-Type", "application/json")
     if token:
         req.add_header("Authorization", f"Bearer {token}")
     try:
-        with urllib.request.urlopen(req, timeout=10) as r:
+        with urllib.request.urlopen(req, timeout=10, context=ctx) as r:
             return r.status, r.read().decode()
     except urllib.error.HTTPError as e:
         return e.code, e.read().decode()
@@ -636,19 +713,25 @@ class InstallTests(unittest.TestCase):
         t = time.monotonic()
         remote.wait_ready(rns, f"{rel}-plugin")
         print(f"  plugin Ready after {time.monotonic() - t:.1f} s", file=sys.stderr)
+        # The generated certificate survives an upgrade (the provider pins it).
+        before = remote.get("-n", rns, "secret", f"{rel}-plugin-tls")["data"]
+        remote.helm(rns).upgrade(str(PLUGIN), rel, reuse_values=True, timeout=POD_START)
+        self.assertEqual(remote.get("-n", rns, "secret", f"{rel}-plugin-tls")["data"], before)
         svc = remote.get("-n", rns, "service", f"{rel}-plugin")
         self.assertEqual(svc["spec"]["ports"][0]["nodePort"], node_port)
         token = base64.b64decode(remote.get("-n", rns, "secret", f"{rel}-plugin-token")["data"]["token"]).decode()
         self.assertEqual(len(token), 48)
         sa = remote.get("-n", rns, "serviceaccount", f"{rel}-plugin")
         self.assertEqual(sa["metadata"]["name"], f"{rel}-plugin")
-        url = f"http://{remote.node_ip()}:{node_port}"
+        # TLS by default, with the certificate the chart generated.
+        ctx, pin = plugin_tls(remote, rns, f"{rel}-plugin-tls")
+        url = f"https://{remote.node_ip()}:{node_port}"
         # What a user checks: the API answers with the token, refuses without.
         # (kube-proxy may take a few seconds to open a new NodePort on a loaded machine)
-        code, body = wait_for(lambda: http(f"{url}/status", token, method="GET", body=b"[]"), 60,
+        code, body = wait_for(lambda: http(f"{url}/status", token, method="GET", body=b"[]", ctx=ctx), 60,
                               f"the plugin API at {url}")
         self.assertEqual(code, 200, body)
-        code, body = http(f"{url}/status", None, method="GET", body=b"[]")
+        code, body = http(f"{url}/status", None, method="GET", body=b"[]", ctx=ctx)
         self.assertEqual(code, 401, body)
         # The plugin's least-privilege RBAC lets it read remote pods (readyz) but not nodes.
         can = remote.kubectl("auth", "can-i", "list", "nodes", f"--as=system:serviceaccount:{rns}:{rel}-plugin",
@@ -668,7 +751,7 @@ class InstallTests(unittest.TestCase):
             "node": {"name": node, "labels": {"charts-test": self.run_id},
                      "taints": [{"key": "charts-test", "value": "yes", "effect": "NoSchedule"}],
                      "capacity": {"cpu": "12", "memory": "34Gi", "pods": "56"}, "deleteOnShutdown": True},
-            "plugin": {"url": url, "token": {"value": token}},
+            "plugin": {"url": url, "token": {"value": token}, "certSHA256": pin},
             "gateway": {"enabled": True, "nodePort": gateway_node_port,
                         "name": f"gw-{self.run_id}"},
         })
@@ -701,7 +784,7 @@ class InstallTests(unittest.TestCase):
         self.assertEqual(can, "no")
         # The plugin installed the bastion next to itself and hands out its public key.
         remote.wait_ready(rns, "offload-bastion", timeout=POD_START)
-        code, body = http(f"{url}/bastion/publicKey", token)
+        code, body = http(f"{url}/bastion/publicKey", token, ctx=ctx)
         self.assertEqual(code, 200, body)
         bastion_key = json.loads(body)["publicKey"]
         self.assertTrue(bastion_key.startswith("ssh-ed25519 "), bastion_key)
@@ -714,6 +797,10 @@ class InstallTests(unittest.TestCase):
         key_data = bastion_key.split()[1]
         wait_for(lambda: key_data in local.get("-n", lns, "configmap", gw)["data"]["authorized_keys"], 60,
                  "the bastion key in the gateway's authorized_keys", on_timeout=lambda: local.describe(lns))
+        # ... and pinned it for later answers.
+        pinned = local.get("-n", lns, "configmap", f"{gw}-bastion-pin")["data"]
+        self.assertEqual(pinned["publicKey"].split()[:2], bastion_key.split()[:2])
+        self.assertTrue(pinned["fingerprint"].startswith("SHA256:"), pinned)
 
     def test_tcp_tunnel_carries_a_page(self):
         local, remote = self.local, self.remote

@@ -50,7 +50,8 @@ pub struct AppState {
     pub remote: Arc<Remote>,
     pub metrics: Arc<Metrics>,
     pub translate: TranslateConfig,
-    pub token: Option<String>,
+    /// The bearer token (`None`: no authentication), re-read when its file changes.
+    pub token: Option<Arc<crate::token::TokenFile>>,
     pub tracker: Arc<Mutex<Tracker>>,
     /// Local pod UID -> remote pod UID, for pods whose remote pod this process
     /// has seen in the cache; a seen pod missing later has vanished.

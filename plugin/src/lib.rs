@@ -66,6 +66,7 @@ pub mod serve;
 pub mod status;
 pub mod sweep;
 mod sweeper;
+pub mod token;
 pub mod translate;
 
 use std::{
@@ -125,7 +126,9 @@ impl RunningPlugin {
 /// Binds the listener, starts the remote pod watch, the HTTP server and the
 /// orphan sweeper. Returns once the listener is bound.
 pub async fn start(config: PluginConfig, remote: Client) -> Result<RunningPlugin, Error> {
-    let token = config.auth_token()?;
+    let token = config
+        .auth_token()?
+        .map(|t| Arc::new(token::TokenFile::new(config.token_file.clone(), t)));
     config.check_namespaces()?;
     let tls = match (&config.tls_cert, &config.tls_key) {
         (Some(cert), Some(key)) => {

@@ -14,7 +14,7 @@ use offload_runtime::tls::{self as rt_tls, ClientAuth, HANDSHAKE_TIMEOUT, TlsErr
 use tokio::net::{TcpListener, UnixListener};
 use tokio_rustls::rustls::ServerConfig;
 use tokio_util::sync::CancellationToken;
-use tracing::info;
+use tracing::{info, warn};
 
 use crate::config::Listen;
 
@@ -91,6 +91,16 @@ pub async fn run(
     match bound {
         Bound::Tcp(l) => {
             info!(addr = ?l.local_addr().ok(), tls = tls.is_some(), "plugin API listening");
+            let loopback = l.local_addr().is_ok_and(|a| a.ip().is_loopback());
+            if tls.is_none() && !loopback {
+                // The bearer token and every answer (the bastion key the
+                // provider authorizes included) cross the network in clear.
+                warn!(
+                    addr = ?l.local_addr().ok(),
+                    "INSECURE: plugin API in plain HTTP on a network address; give --tls-cert/--tls-key \
+                     (the chart does by default) so the provider can pin the certificate"
+                );
+            }
             // Small request/response exchanges: no Nagle delay.
             let l = l.tap_io(|s| {
                 let _ = s.set_nodelay(true);

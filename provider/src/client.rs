@@ -9,7 +9,12 @@
 //! | ping   | `GET /status` `[]`                  | `POST /pinglink`                    |
 //!
 //! Only HTTP 200 is success (interLink's rule). Connection errors are retried
-//! with backoff; every call is idempotent on the plugin side.
+//! with jittered backoff; every call is idempotent on the plugin side.
+//!
+//! The link is TLS unless told otherwise: `https://` with the plugin's CA or
+//! its certificate's SHA-256 pinned (`crate::tls`), optionally with a client
+//! certificate; plain `http://` only to a loopback address (a sidecar) or
+//! with `--plugin-insecure`. Answers are read up to a size cap.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -24,6 +29,12 @@ use crate::config::{Config, PluginMode};
 use crate::metrics::Metrics;
 use crate::payload::to_create_requests;
 use crate::retry::Backoff;
+use crate::tls::CertFingerprint;
+use tracing::warn;
+
+mod link;
+use link::with_tls;
+pub use link::{Scheme, check_scheme, read_capped};
 
 #[derive(Debug, thiserror::Error)]
 pub enum PluginError {
@@ -39,6 +50,10 @@ pub enum PluginError {
     Token(String),
     #[error("invalid plugin client configuration: {0}")]
     Config(String),
+    #[error("TLS with the plugin failed (certificate not trusted or not the pinned one?): {0}")]
+    Tls(String),
+    #[error("plugin answer larger than {limit} bytes (--plugin-max-response-size): cut")]
+    TooLarge { limit: u64 },
     #[error("plugin request failed: {0}")]
     Other(String),
 }
@@ -53,6 +68,8 @@ impl PluginError {
             PluginError::Decode(_) => "decode",
             PluginError::Token(_) => "token",
             PluginError::Config(_) => "config",
+            PluginError::Tls(_) => "tls",
+            PluginError::TooLarge { .. } => "too_large",
             PluginError::Other(_) => "other",
         }
     }
@@ -60,12 +77,43 @@ impl PluginError {
     /// Whether the plugin could not be reached at all (as opposed to
     /// answering with an error).
     pub fn is_unreachable(&self) -> bool {
-        matches!(self, PluginError::Connect(_) | PluginError::Timeout)
+        matches!(
+            self,
+            PluginError::Connect(_) | PluginError::Timeout | PluginError::Tls(_)
+        )
     }
 }
 
-fn classify(e: reqwest::Error) -> PluginError {
-    if e.is_timeout() {
+/// Whether a rustls error is somewhere in the chain (a refused certificate
+/// is no reason to retry at once, and must say so). `io::Error` hides its
+/// payload from `source()`, so it is opened explicitly, at any depth.
+fn is_tls(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    let mut depth = 0;
+    while let Some(err) = cur {
+        depth += 1;
+        if depth > 16 {
+            return false;
+        }
+        if err.downcast_ref::<rustls::Error>().is_some() {
+            return true;
+        }
+        if let Some(inner) = err
+            .downcast_ref::<std::io::Error>()
+            .and_then(std::io::Error::get_ref)
+            && is_tls(inner)
+        {
+            return true;
+        }
+        cur = err.source();
+    }
+    false
+}
+
+pub(crate) fn classify(e: reqwest::Error) -> PluginError {
+    if is_tls(&e) {
+        PluginError::Tls(error_chain(&e))
+    } else if e.is_timeout() {
         PluginError::Timeout
     } else if e.is_connect() {
         PluginError::Connect(error_chain(&e))
@@ -74,7 +122,7 @@ fn classify(e: reqwest::Error) -> PluginError {
     }
 }
 
-fn error_chain(e: &dyn std::error::Error) -> String {
+pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
     let mut src = e.source();
     while let Some(inner) = src {
@@ -99,6 +147,7 @@ struct Inner {
     retries: u32,
     backoff: Backoff,
     timeout: Duration,
+    max_response: u64,
     metrics: Option<Metrics>,
 }
 
@@ -122,6 +171,14 @@ pub struct ClientSettings {
     pub connect_timeout: Duration,
     pub retries: u32,
     pub backoff: Backoff,
+    /// SHA-256 of the plugin's certificate: only that one is accepted.
+    pub cert_sha256: Option<CertFingerprint>,
+    /// Client certificate and key files (mTLS).
+    pub client_cert: Option<(PathBuf, PathBuf)>,
+    /// Allow plain `http://` to a non-loopback host.
+    pub insecure: bool,
+    /// Largest answer read.
+    pub max_response: u64,
 }
 
 impl ClientSettings {
@@ -135,6 +192,13 @@ impl ClientSettings {
             connect_timeout: c.plugin_connect_timeout,
             retries: c.plugin_retries,
             backoff: Backoff::new(Duration::from_millis(200), Duration::from_secs(2)),
+            cert_sha256: c.plugin_cert_sha256,
+            client_cert: c
+                .plugin_client_cert_file
+                .clone()
+                .zip(c.plugin_client_key_file.clone()),
+            insecure: c.plugin_insecure,
+            max_response: c.plugin_max_response_size,
         }
     }
 
@@ -148,6 +212,10 @@ impl ClientSettings {
             connect_timeout: Duration::from_secs(5),
             retries: 3,
             backoff: Backoff::new(Duration::from_millis(200), Duration::from_secs(2)),
+            cert_sha256: None,
+            client_cert: None,
+            insecure: false,
+            max_response: 64 << 20,
         }
     }
 }
@@ -163,26 +231,33 @@ impl PluginClient {
         let mut b = reqwest::Client::builder()
             .connect_timeout(s.connect_timeout)
             .pool_idle_timeout(Duration::from_secs(90));
-        let base = if let Some(path) = s.url.strip_prefix("unix://") {
-            #[cfg(unix)]
-            {
-                b = b.unix_socket(PathBuf::from(path));
+        let scheme = check_scheme(&s.url, s.insecure)?;
+        let base = match &scheme {
+            Scheme::Unix => {
+                #[cfg(unix)]
+                {
+                    let path = s.url.trim_start_matches("unix://");
+                    b = b.unix_socket(PathBuf::from(path));
+                }
+                "http://unix".to_string()
             }
-            "http://unix".to_string()
-        } else if s.url.starts_with("http://") || s.url.starts_with("https://") {
-            s.url.trim_end_matches('/').to_string()
-        } else {
-            return Err(PluginError::Config(format!(
-                "plugin URL {:?} must start with http://, https:// or unix://",
-                s.url
-            )));
+            Scheme::Http { loopback } => {
+                if *loopback {
+                    warn!(url = %s.url, "plugin link is plain HTTP (loopback only: a sidecar)");
+                } else {
+                    warn!(
+                        url = %s.url,
+                        "INSECURE: plugin link is plain HTTP (--plugin-insecure): anyone on the path \
+                         reads the bearer token and can answer in the plugin's name, including the \
+                         bastion key the gateway authorizes"
+                    );
+                }
+                s.url.trim_end_matches('/').to_string()
+            }
+            Scheme::Https => s.url.trim_end_matches('/').to_string(),
         };
-        if let Some(ca) = &s.ca_file {
-            let pem = std::fs::read(ca)
-                .map_err(|e| PluginError::Config(format!("{}: {e}", ca.display())))?;
-            let certs = reqwest::Certificate::from_pem_bundle(&pem)
-                .map_err(|e| PluginError::Config(format!("{}: {e}", ca.display())))?;
-            b = b.tls_certs_only(certs);
+        if scheme == Scheme::Https {
+            b = with_tls(b, &s)?;
         }
         let http = b
             .build()
@@ -196,6 +271,7 @@ impl PluginClient {
                 retries: s.retries,
                 backoff: s.backoff,
                 timeout: s.timeout,
+                max_response: s.max_response,
                 metrics,
             }),
         })
@@ -203,6 +279,11 @@ impl PluginClient {
 
     pub fn mode(&self) -> PluginMode {
         self.inner.mode
+    }
+
+    /// The metrics this client reports to, if any.
+    pub fn metrics(&self) -> Option<&Metrics> {
+        self.inner.metrics.as_ref()
     }
 
     fn token(&self) -> Result<Option<String>, PluginError> {
@@ -254,10 +335,11 @@ impl PluginClient {
                 Ok(resp) if resp.status() == reqwest::StatusCode::OK => break Ok(resp),
                 Ok(resp) => {
                     let status = resp.status().as_u16();
-                    let text = resp.text().await.unwrap_or_default();
+                    // Only the start of an error body is kept: read no more.
+                    let bytes = read_capped(resp, 2000, true).await.unwrap_or_default();
                     break Err(PluginError::Status {
                         status,
-                        body: text.chars().take(2000).collect(),
+                        body: String::from_utf8_lossy(&bytes).into_owned(),
                     });
                 }
                 Err(e) => {
@@ -278,9 +360,10 @@ impl PluginClient {
     }
 
     async fn json<T: serde::de::DeserializeOwned>(
+        &self,
         resp: reqwest::Response,
     ) -> Result<T, PluginError> {
-        let bytes = resp.bytes().await.map_err(classify)?;
+        let bytes = read_capped(resp, self.inner.max_response, false).await?;
         serde_json::from_slice(&bytes).map_err(|e| {
             let snippet: String = String::from_utf8_lossy(&bytes).chars().take(300).collect();
             PluginError::Decode(format!("{e} in {snippet:?}"))
@@ -312,7 +395,7 @@ impl PluginClient {
                 .await?
             }
         };
-        Self::json(resp).await
+        self.json(resp).await
     }
 
     /// Delete (idempotent: an unknown pod is fine).
@@ -337,7 +420,7 @@ impl PluginClient {
                 Some(self.timeout()),
             )
             .await?;
-        Self::json(resp).await
+        self.json(resp).await
     }
 
     /// Log stream of a container.
@@ -372,7 +455,7 @@ impl PluginClient {
                 .await?
             }
         };
-        let bytes = resp.bytes().await.map_err(classify)?;
+        let bytes = read_capped(resp, self.inner.max_response, false).await?;
         // A JSON array (older plugins) or anything else is a plain "ok".
         // (serde would read `[]` as an all-default struct: require an object.)
         let value: Option<serde_json::Value> = serde_json::from_slice(&bytes).ok();
@@ -400,7 +483,7 @@ impl PluginClient {
                 Some(self.ping_timeout()),
             )
             .await?;
-        let a: Answer = Self::json(resp).await?;
+        let a: Answer = self.json(resp).await?;
         let key = a.public_key.trim().to_owned();
         if key.is_empty() {
             return Err(PluginError::Decode("empty publicKey".into()));

@@ -48,6 +48,31 @@ pub fn parse_label(s: &str) -> Result<(String, String), String> {
     Ok((k.into(), v.into()))
 }
 
+/// A byte size: a number with an optional `KiB`, `MiB`, `GiB` (or `K`, `M`,
+/// `G`, `KB`, `MB`, `GB`: powers of 1024 too) suffix.
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("size {s:?} must be a number with an optional KiB/MiB/GiB suffix"))?;
+    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" | "kib" => 1 << 10,
+        "m" | "mb" | "mib" => 1 << 20,
+        "g" | "gb" | "gib" => 1 << 30,
+        other => return Err(format!("size {s:?}: unknown unit {other:?}")),
+    };
+    let v = n
+        .checked_mul(mult)
+        .ok_or_else(|| format!("size {s:?} is too large"))?;
+    if v == 0 {
+        return Err(format!("size {s:?} must be above 0"));
+    }
+    Ok(v)
+}
+
 /// Which HTTP API the provider talks to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum PluginMode {
@@ -117,9 +142,48 @@ pub struct Config {
     #[arg(long, env = "PLUGIN_TOKEN_FILE")]
     pub plugin_token_file: Option<PathBuf>,
 
-    /// PEM CA bundle to verify an `https://` plugin URL.
+    /// PEM CA bundle to verify an `https://` plugin URL: only certificates it
+    /// signed, for the URL's host name (the plugin chart generates this CA:
+    /// the `ca.crt` of its TLS Secret). Without it and without
+    /// --plugin-cert-sha256: the system's roots.
     #[arg(long, env = "PLUGIN_CA_FILE")]
     pub plugin_ca_file: Option<PathBuf>,
+
+    /// SHA-256 of the plugin's serving certificate (`sha256:<64 hex>`, colons
+    /// allowed): only that exact certificate is accepted, whatever its names
+    /// (for a plugin reached by node IP). The plugin chart prints it.
+    #[arg(long, env = "PLUGIN_CERT_SHA256", value_name = "FINGERPRINT", value_parser = crate::tls::parse_fingerprint)]
+    pub plugin_cert_sha256: Option<crate::tls::CertFingerprint>,
+
+    /// Client certificate (PEM) presented to the plugin (mTLS; the plugin's
+    /// --tls-client-ca), with --plugin-client-key-file.
+    #[arg(
+        long,
+        env = "PLUGIN_CLIENT_CERT_FILE",
+        requires = "plugin_client_key_file"
+    )]
+    pub plugin_client_cert_file: Option<PathBuf>,
+
+    /// Private key (PEM) of --plugin-client-cert-file.
+    #[arg(
+        long,
+        env = "PLUGIN_CLIENT_KEY_FILE",
+        requires = "plugin_client_cert_file"
+    )]
+    pub plugin_client_key_file: Option<PathBuf>,
+
+    /// Allow a plain `http://` plugin URL. Anyone on the path then reads the
+    /// bearer token and can answer in the plugin's name (including the
+    /// bastion key the gateway authorizes): for tests and loopback only;
+    /// logged as a warning at start.
+    #[arg(long, env = "PLUGIN_INSECURE")]
+    pub plugin_insecure: bool,
+
+    /// Largest plugin answer read (`64MiB`, `512KiB`, bytes); a bigger one is
+    /// cut and the call fails (a broken or hostile plugin cannot exhaust
+    /// the provider's memory). Log streams are not capped.
+    #[arg(long, env = "PLUGIN_MAX_RESPONSE_SIZE", default_value = "64MiB", value_parser = parse_size)]
+    pub plugin_max_response_size: u64,
 
     /// Timeout of one plugin call (log streams excepted).
     #[arg(long, env = "PLUGIN_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
@@ -232,6 +296,14 @@ pub struct Config {
     /// /bastion/publicKey`); required with --plugin-mode interlink.
     #[arg(long, env = "BASTION_PUBLIC_KEY", value_name = "KEY", help_heading = TUNNEL)]
     pub bastion_public_key: Option<String>,
+
+    /// How often the bastion key is asked from the plugin again. The first
+    /// key is pinned (ConfigMap `<gateway name>-bastion-pin`); another key
+    /// is refused (Warning Event on the node, metric
+    /// `offload_provider_bastion_key_refused`) until the rotation is
+    /// accepted by annotating that ConfigMap (docs/setup.md).
+    #[arg(long, env = "BASTION_KEY_REFRESH", default_value = "60s", value_parser = parse_duration, help_heading = TUNNEL)]
+    pub bastion_key_refresh: Duration,
 }
 
 /// `--help` section of the tunnel flags.
@@ -270,6 +342,39 @@ mod tests {
         assert_eq!(c.delete_timeout, Duration::from_secs(120));
         assert!(Config::try_parse_from(["offload-provider", "--ping-interval=5 parsecs"]).is_err());
         assert!(Config::try_parse_from(["offload-provider", "--ping-interval=x"]).is_err());
+    }
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("64MiB"), Ok(64 << 20));
+        assert_eq!(parse_size("512k"), Ok(512 << 10));
+        assert_eq!(parse_size("1000"), Ok(1000));
+        assert_eq!(parse_size("2 GiB"), Ok(2 << 30));
+        for bad in ["", "0", "MiB", "12 parsecs", "99999999999999999999G"] {
+            assert!(parse_size(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn plugin_link_flags() {
+        let c = Config::parse_from(["offload-provider"]);
+        assert!(!c.plugin_insecure);
+        assert_eq!(c.plugin_max_response_size, 64 << 20);
+        assert_eq!(c.bastion_key_refresh, Duration::from_secs(60));
+        let hex = "ab".repeat(32);
+        let c = Config::parse_from([
+            "offload-provider",
+            &format!("--plugin-cert-sha256=SHA256:{hex}"),
+            "--plugin-client-cert-file=c.pem",
+            "--plugin-client-key-file=k.pem",
+        ]);
+        assert_eq!(c.plugin_cert_sha256.map(|f| f.0), Some([0xab; 32]));
+        assert!(
+            Config::try_parse_from(["offload-provider", "--plugin-client-cert-file=c.pem"])
+                .is_err(),
+            "a client certificate needs its key"
+        );
+        assert!(Config::try_parse_from(["offload-provider", "--plugin-cert-sha256=abc"]).is_err());
     }
 
     #[test]

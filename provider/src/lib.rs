@@ -14,6 +14,7 @@
 //! router, and the Kubernetes write helpers with their field managers
 //! (`kubeapi`).
 
+pub mod bastion_pin;
 pub mod client;
 pub mod config;
 pub mod controller;

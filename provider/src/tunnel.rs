@@ -9,8 +9,9 @@
 //!   from the annotations of live pods (restart-safe: the cluster is the
 //!   source of truth), then keeps probing the tunnels and writing Endpoints;
 //!   the bastion's public key comes from the plugin (`GET
-//!   /bastion/publicKey`, re-read every minute so a rotation is followed) or
-//!   from `--bastion-public-key`;
+//!   /bastion/publicKey`, pinned on first use and re-read every
+//!   `--bastion-key-refresh`: another key is refused until an operator
+//!   accepts it, `crate::bastion_pin`) or from `--bastion-public-key`;
 //! - before the plugin's create: `GatewayManager::prepare_pod` (ports,
 //!   annotations on the local pod, Services); the annotated pod is what is
 //!   sent, so the annotations reach the remote pod and the bastion;
@@ -18,7 +19,6 @@
 //! - delete (or the pod finishing): `GatewayManager::release_pod`.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use gateway_manager::objects::GatewaySpec;
 use gateway_manager::{GatewayManager, Settings};
@@ -29,19 +29,16 @@ use offload_runtime::kubeapi::{self, field_manager};
 use offload_wire::keys;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info, warn};
+use tracing::info;
 
-use crate::client::{PluginClient, PluginError};
+use crate::bastion_pin;
+use crate::client::PluginClient;
 use crate::config::{Config, PluginMode};
 
 pub use gateway_manager::manager::CONDITION_TUNNEL_UP;
 
 /// Where the namespace of an in-cluster pod is written.
 const IN_CLUSTER_NAMESPACE: &str = "/var/run/secrets/kubernetes.io/serviceaccount/namespace";
-/// How often a known bastion key is fetched again (rotation).
-const KEY_REFRESH: Duration = Duration::from_secs(60);
-/// How long a start with a fresh gateway waits for the plugin's bastion key.
-const FIRST_KEY_WAIT: Duration = Duration::from_secs(10);
 
 #[derive(Debug, thiserror::Error)]
 pub enum TunnelError {
@@ -148,16 +145,15 @@ pub async fn start(
     let mut settings = settings;
     ensure_namespace(client, &settings.gateway.namespace).await?;
     let configured_key = settings.bastion_public_key.is_some();
+    let pins =
+        bastion_pin::PinStore::new(client, &settings.gateway.namespace, &settings.gateway.name);
     if !configured_key {
-        // After a restart, keep authorizing the key the gateway already has
-        // until the plugin says otherwise: applying the gateway without it
-        // would restart the gateway pod and drop every tunnel.
-        settings.bastion_public_key = authorized_key(client, &settings.gateway).await;
-    }
-    if settings.bastion_public_key.is_none() {
-        // A fresh gateway: create it with the key when the plugin has one,
-        // rather than without and then again with it (a second rollout).
-        settings.bastion_public_key = first_key(plugin).await;
+        // Start with the pinned key (or, before any pin, the one the gateway
+        // already has, or the plugin's first): applying the gateway without
+        // it would restart the gateway pod and drop every tunnel, and a fresh
+        // gateway is created with the key rather than rolled out twice.
+        let authorized = authorized_key(client, &settings.gateway).await;
+        settings.bastion_public_key = bastion_pin::initial_key(&pins, authorized, plugin).await;
     }
     let initial_key = settings.bastion_public_key.clone();
     let (ns, name, addr) = (
@@ -176,65 +172,22 @@ pub async fn start(
 
     tasks.spawn(Arc::clone(&gm).run_until(config.gateway.sync_interval, cancel.clone()));
     if !configured_key {
-        tasks.spawn(follow_bastion_key(
+        let reporter = bastion_pin::Reporter {
+            client: client.clone(),
+            node: config.node_name.clone(),
+            metrics: bastion_pin::PinMetrics::register(plugin.metrics()),
+        };
+        tasks.spawn(bastion_pin::follow(
             Arc::clone(&gm),
             plugin.clone(),
+            pins,
+            reporter,
             initial_key,
+            config.bastion_key_refresh,
             cancel.clone(),
         ));
     }
     Ok(Some(gm))
-}
-
-/// Fetch the bastion's public key from the plugin until it has one (the
-/// plugin may still be installing the bastion), hand it to the gateway, and
-/// keep re-reading it so a rotated key is followed.
-async fn follow_bastion_key(
-    gm: Arc<GatewayManager>,
-    plugin: PluginClient,
-    initial: Option<String>,
-    cancel: CancellationToken,
-) {
-    let mut current = initial;
-    let mut failures: u32 = 0;
-    loop {
-        let delay = match plugin.bastion_public_key().await {
-            Ok(key) if current.as_deref() == Some(key.as_str()) => KEY_REFRESH,
-            Ok(key) => match gm.set_bastion_key(&key).await {
-                Ok(()) => {
-                    info!(public_key = %key, rotated = current.is_some(), "bastion key authorized on the gateway");
-                    current = Some(key);
-                    failures = 0;
-                    KEY_REFRESH
-                }
-                Err(e) => {
-                    warn!(error = %e, "cannot authorize the bastion key on the gateway; retrying");
-                    failures = failures.saturating_add(1);
-                    backoff(failures)
-                }
-            },
-            Err(e) => {
-                failures = failures.saturating_add(1);
-                if current.is_none() && (failures == 1 || failures.is_multiple_of(10)) {
-                    warn!(error = %e, attempts = failures, "no bastion key from the plugin yet; tunnels wait for it");
-                } else {
-                    debug!(error = %e, "bastion key refresh failed");
-                }
-                if current.is_some() {
-                    KEY_REFRESH
-                } else if is_not_found(&e) {
-                    // A plugin without a bastion: it may be reconfigured; ask rarely.
-                    Duration::from_secs(30)
-                } else {
-                    backoff(failures)
-                }
-            }
-        };
-        tokio::select! {
-            _ = cancel.cancelled() => return,
-            _ = tokio::time::sleep(crate::retry::jittered_period(delay)) => {}
-        }
-    }
 }
 
 /// The bastion key in the gateway's current `authorized_keys`, if any.
@@ -259,40 +212,6 @@ pub fn key_of_authorized_keys(text: &str) -> Option<String> {
             };
             offload_wire::tunnel::normalise_public_key(&format!("{kind} {blob}")).ok()
         })
-}
-
-/// The plugin's bastion key if it can tell within [`FIRST_KEY_WAIT`].
-async fn first_key(plugin: &PluginClient) -> Option<String> {
-    let ask = async {
-        loop {
-            match plugin.bastion_public_key().await {
-                Ok(k) => match offload_wire::tunnel::normalise_public_key(&k) {
-                    Ok(k) => return Some(k),
-                    Err(e) => {
-                        warn!(error = %e, "the plugin's bastion key is not an OpenSSH public key");
-                        return None;
-                    }
-                },
-                Err(e) if is_not_found(&e) => return None,
-                Err(e) => debug!(error = %e, "no bastion key from the plugin yet"),
-            }
-            tokio::time::sleep(crate::retry::jittered_period(Duration::from_millis(500))).await;
-        }
-    };
-    tokio::time::timeout(FIRST_KEY_WAIT, ask)
-        .await
-        .ok()
-        .flatten()
-}
-
-fn is_not_found(e: &PluginError) -> bool {
-    matches!(e, PluginError::Status { status: 404, .. })
-}
-
-/// 0.5 s, 1 s, 2 s, ... up to 10 s.
-fn backoff(failures: u32) -> Duration {
-    let exp = failures.saturating_sub(1).min(5);
-    (Duration::from_millis(500) * 2u32.pow(exp)).min(Duration::from_secs(10))
 }
 
 /// Whether the pod holds gateway ports (known to gateway-manager, or

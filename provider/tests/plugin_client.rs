@@ -325,3 +325,55 @@ async fn unix_socket_target() {
     let st = c.status(&[pod()]).await.expect("status over unix socket");
     assert_eq!(st.len(), 1);
 }
+
+/// A hostile plugin (or anything in front of it) answering without end:
+/// the client stops reading at its cap and says so, with or without a
+/// Content-Length; an error body is shown cut, never read whole.
+#[tokio::test]
+async fn answers_are_read_up_to_a_cap() {
+    use futures::stream;
+    let app = Router::new()
+        .route(
+            "/status",
+            any(|| async { (StatusCode::OK, vec![b'['; 3 << 20]) }),
+        )
+        .route(
+            "/bastion/publicKey",
+            any(|| async {
+                // Chunked, no Content-Length: 64 KiB chunks forever.
+                let chunks = stream::repeat_with(|| {
+                    Ok::<_, std::io::Error>(Bytes::from(vec![b' '; 64 << 10]))
+                });
+                (StatusCode::OK, axum::body::Body::from_stream(chunks))
+            }),
+        )
+        .route(
+            "/delete",
+            any(|| async { (StatusCode::INTERNAL_SERVER_ERROR, "x".repeat(1 << 20)) }),
+        );
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = l.local_addr().expect("addr");
+    tokio::spawn(async move { axum::serve(l, app).await.expect("serve") });
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let mut s = ClientSettings::new(&format!("http://{addr}"), PluginMode::Plugin);
+    s.max_response = 1 << 20;
+    let c = PluginClient::new(s, None).expect("client");
+    match c.status(&[]).await {
+        Err(e @ PluginError::TooLarge { limit: 1048576 }) => {
+            assert!(e.to_string().contains("--plugin-max-response-size"), "{e}")
+        }
+        other => panic!("expected TooLarge, got {other:?}"),
+    }
+    let started = std::time::Instant::now();
+    match c.bastion_public_key().await {
+        Err(PluginError::TooLarge { .. }) => {}
+        other => panic!("expected TooLarge for an endless body, got {other:?}"),
+    }
+    assert!(started.elapsed() < std::time::Duration::from_secs(10));
+    match c.delete(&pod()).await {
+        Err(PluginError::Status { status: 500, body }) => assert_eq!(body.len(), 2000),
+        other => panic!("expected a cut status error, got {other:?}"),
+    }
+}

@@ -84,7 +84,7 @@ app.kubernetes.io/component: plugin
 }}
 {{- with .Values.remoteNodeSelector }}{{ $_ := set $c "node-selector" (toJson .) }}{{ end }}
 {{- with .Values.remoteTolerations }}{{ $_ := set $c "node-tolerations" (toJson .) }}{{ end }}
-{{- if .Values.tls.secret }}
+{{- if include "plugin.tlsSecret" . }}
 {{- $_ := set $c "tls-cert" "/var/run/offload/tls/tls.crt" }}
 {{- $_ := set $c "tls-key" "/var/run/offload/tls/tls.key" }}
 {{- end }}
@@ -105,3 +105,10 @@ app.kubernetes.io/component: plugin
 {{- toYaml (merge (deepCopy .Values.extraConfig) $c) }}
 {{- end }}
 
+
+{{/* The Secret with the API's serving certificate; empty: plain HTTP (tls.insecure). */}}
+{{- define "plugin.tlsSecret" -}}
+{{- if not .Values.tls.insecure }}
+{{- default (printf "%s-tls" (include "plugin.fullname" .)) .Values.tls.secret }}
+{{- end }}
+{{- end }}

@@ -67,5 +67,6 @@ app.kubernetes.io/component: provider
 {{- with .Values.gateway.bastionPublicKey }}
 - --bastion-public-key={{ . | trim }}
 {{- end }}
+- --bastion-key-refresh={{ .Values.gateway.bastionKeyRefresh }}
 {{- end }}
 {{- end }}

@@ -30,9 +30,10 @@ fn token_matches(given: &[u8], want: &[u8]) -> bool {
 }
 
 pub(super) async fn auth(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response {
-    let Some(want) = state.token.as_deref() else {
+    let Some(source) = state.token.as_deref() else {
         return next.run(req).await;
     };
+    let want = source.current();
     let given = req
         .headers()
         .get(header::AUTHORIZATION)

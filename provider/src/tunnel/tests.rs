@@ -108,10 +108,3 @@ fn the_authorized_key_is_read_back_from_the_rendered_config() {
     );
     assert_eq!(key_of_authorized_keys("garbage here\n"), None);
 }
-
-#[test]
-fn backoff_grows_and_is_capped() {
-    assert_eq!(backoff(1), Duration::from_millis(500));
-    assert_eq!(backoff(2), Duration::from_secs(1));
-    assert_eq!(backoff(30), Duration::from_secs(10));
-}
