@@ -275,6 +275,13 @@ impl Remote {
         Ok(())
     }
 
+    /// The namespace was deleted: the next create sets it up again.
+    pub fn namespace_gone(&self, ns: &str) {
+        if let Ok(mut s) = self.ready_namespaces.lock() {
+            s.remove(ns);
+        }
+    }
+
     async fn wait_service_account(&self, ns: &str) -> Result<(), RemoteError> {
         let api: Api<ServiceAccount> = Api::namespaced(self.client.clone(), ns);
         let needs_token_secret = self.remote_minor < 24;
@@ -345,6 +352,15 @@ impl Remote {
                 {
                     debug!(message = %s.message, "namespace not ready for pods yet; retrying");
                     tokio::time::sleep(Duration::from_millis(300)).await;
+                }
+                // The namespace was deleted (namespace GC, possibly by another
+                // replica) since this process set it up: set it up again on retry.
+                Err(kube::Error::Api(s))
+                    if s.code == 404
+                        || (s.code == 403 && s.message.contains("being terminated")) =>
+                {
+                    self.namespace_gone(&plan.namespace);
+                    return Err(RemoteError::NamespaceNotReady(plan.namespace.clone()));
                 }
                 Err(e) => return Err(rejected(format!("pod {}/{name}", plan.namespace), e)),
             }

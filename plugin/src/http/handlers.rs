@@ -23,6 +23,7 @@ use super::{
 };
 use crate::{
     bastion::KeyState,
+    caller::{self, Principal},
     error::ApiError,
     logs,
     naming::{NameKind, remote_name},
@@ -67,10 +68,17 @@ pub(super) async fn ping() -> Json<PingResponse> {
 
 pub(super) async fn create(
     State(state): State<Arc<AppState>>,
+    principal: Principal,
     JsonBody(body): JsonBody<serde_json::Value>,
 ) -> Result<Json<CreateStruct>, ApiError> {
     let data = create_data(&body)?;
-    let plan = translate::translate(&data, &state.translate)?;
+    let mut plan = translate::translate(&data, &state.translate)?;
+    // The orphan sweep judges the pod by this caller's liveness only.
+    caller::label(
+        &mut plan.pod,
+        &principal.caller_of(&data.pod),
+        &state.instance(),
+    );
     create_remote(&state, &plan).await
 }
 
@@ -131,9 +139,10 @@ async fn delete_remote(
 
 pub(super) async fn status_handler(
     State(state): State<Arc<AppState>>,
+    principal: Principal,
     JsonBody(pods): JsonBody<Vec<Pod>>,
 ) -> Result<Json<Vec<PodStatus>>, ApiError> {
-    state.status_call();
+    state.status_call(&principal.callers_of(&pods));
     if pods.is_empty() {
         return Ok(Json(vec![]));
     }
