@@ -146,10 +146,11 @@ async fn two_instances_and_two_replicas_on_one_cluster_keep_each_others_pods() -
     let list = |v: &[(String, Value)]| v.iter().map(|(_, p)| p.clone()).collect::<Vec<_>>();
     // Each caller polls its own plugin, well past the grace (8 s).
     let run = Duration::from_secs(30);
+    let (names_a, names_b) = (list(&pods_a), list(&pods_b));
     let (ra, ra2, rb) = tokio::join!(
-        poll(&env, &a, &list(&pods_a), run),
+        poll(&env, &a, &names_a, run),
         poll(&env, &a2, std::slice::from_ref(&pod_a2), run),
-        poll(&env, &b, &list(&pods_b), run),
+        poll(&env, &b, &names_b, run),
     );
     ra?;
     ra2?;
