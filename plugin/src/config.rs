@@ -200,9 +200,9 @@ pub struct PluginConfig {
     )]
     pub instance: String,
 
-    /// Remote namespaces this instance created that have held no pod and no
-    /// object of ours, and were not used by a create, for this long are
-    /// deleted. 0 disables.
+    /// Remote namespaces of this instance (its labels, under the prefix) that
+    /// held no pod and no PersistentVolumeClaim for this long are deleted
+    /// (UID + resourceVersion precondition). 0 disables.
     #[arg(long, env = "OFFLOAD_PLUGIN_NAMESPACE_GC_AFTER", value_parser = parse_duration, default_value = "1h")]
     pub namespace_gc_after: Duration,
 

@@ -181,13 +181,13 @@ async fn two_instances_and_two_replicas_on_one_cluster_keep_each_others_pods() -
             .map(String::len),
         Some(16)
     );
-    for (uid, pod) in &pods_a {
-        delete_and_wait(&env, &a, pod, uid).await?;
-    }
-    delete_and_wait(&env, &a2, &pod_a2, &uid_a2).await?;
-    for (uid, pod) in &pods_b {
-        delete_and_wait(&env, &b, pod, uid).await?;
-    }
+    let deletes = pods_a
+        .iter()
+        .map(|(uid, pod)| (&a, uid, pod))
+        .chain([(&a2, &uid_a2, &pod_a2)])
+        .chain(pods_b.iter().map(|(uid, pod)| (&b, uid, pod)))
+        .map(|(p, uid, pod)| delete_and_wait(&env, p, pod, uid));
+    futures::future::try_join_all(deletes).await?;
     for p in [a, a2, b] {
         p.stop().await;
     }

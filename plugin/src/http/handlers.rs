@@ -142,7 +142,6 @@ pub(super) async fn status_handler(
     principal: Principal,
     JsonBody(pods): JsonBody<Vec<Pod>>,
 ) -> Result<Json<Vec<PodStatus>>, ApiError> {
-    state.status_call(&principal.callers_of(&pods));
     if pods.is_empty() {
         return Ok(Json(vec![]));
     }
@@ -165,6 +164,10 @@ pub(super) async fn status_handler(
         .zip(ids)
         .map(|(p, id)| one_status(&state, p, &id))
         .collect();
+    // Alive only once every pod it named is recorded: a refused call (bad
+    // pod, cache not ready) must not make its caller look alive while
+    // naming nothing, or the sweep would take all of its pods.
+    state.status_call(&principal.callers_of(&pods));
     Ok(Json(out))
 }
 
