@@ -279,7 +279,8 @@ impl PluginConfig {
     }
 
     /// A configuration for tests: loopback on an ephemeral port, no
-    /// authentication, prefix `offloading`, default policy, no sweep.
+    /// authentication, prefix `offloading`, default policy, no sweep, no
+    /// namespace GC.
     pub fn for_tests() -> Self {
         // Set explicitly what the environment could set (clap reads env vars).
         Self {

@@ -126,9 +126,11 @@ async fn two_instances_and_two_replicas_on_one_cluster_keep_each_others_pods() -
     let ns = scope.local_ns.as_str();
     // Instance A (two replicas: A polled by caller vn-a, A2 by caller vn-a2)
     // and instance B (polled by caller vn-b).
-    let a = Plugin::start(&env, sweeping("swp-a", "swpt")).await?;
-    let a2 = Plugin::start(&env, sweeping("swp-a", "swpt")).await?;
-    let b = Plugin::start(&env, sweeping("swp-b", "swpt")).await?;
+    let (a, a2, b) = tokio::try_join!(
+        Plugin::start(&env, sweeping("swp-a", "swpt")),
+        Plugin::start(&env, sweeping("swp-a", "swpt")),
+        Plugin::start(&env, sweeping("swp-b", "swpt")),
+    )?;
     let mut pods_a = Vec::new();
     for i in 0..2 {
         let (uid, body, pod) = sleeper(ns, &format!("a{i}"), "vn-a")?;
