@@ -3,9 +3,10 @@
 //! sweep judges that pod by ([`crate::sweep`]).
 //!
 //! The principal is what the authentication layer proved: the subject of
-//! the client certificate (mTLS), else the bearer token (only a hash of it is
-//! kept), else `anonymous` (`--insecure-no-auth`, e.g. a unix socket behind a
-//! stock interLink API server). A caller is that principal plus the pod's
+//! the client certificate (mTLS), else `token` (the holder of the plugin's one
+//! bearer token, the same across token rotations), else `anonymous`
+//! (`--insecure-no-auth`, e.g. a unix socket behind a stock interLink API
+//! server). A caller is that principal plus the pod's
 //! `spec.nodeName` (the interLink API server passes pods with their node), so
 //! two local clusters, or two virtual nodes of one, are two callers even with
 //! one shared token. The label value is a short hash: no secret, no name of
@@ -44,8 +45,11 @@ impl Principal {
             })
             .map(str::trim)
             .filter(|t| !t.is_empty());
+        // The plugin accepts one token (the auth layer checked it), so its
+        // holder is one principal; naming it by the token itself would turn
+        // every token rotation into new callers whose old pods are never swept.
         match bearer {
-            Some(t) => Self(format!("token:{}", short_hash(&[t.as_bytes()]))),
+            Some(_) => Self("token".into()),
             None => Self("anonymous".into()),
         }
     }
@@ -169,18 +173,14 @@ mod tests {
     #[test]
     fn principals_from_token_and_none_and_callers_by_node() {
         let a = Principal::of(&parts(Some("Bearer secret-a")));
-        let b = Principal::of(&parts(Some("Bearer secret-b")));
+        let rotated = Principal::of(&parts(Some("Bearer secret-b")));
         let anon = Principal::of(&parts(None));
         assert_eq!(anon.as_str(), "anonymous");
-        assert!(a.as_str().starts_with("token:"));
-        assert!(!a.as_str().contains("secret"), "no secret in the principal");
-        assert_ne!(a, b);
+        assert_eq!(a.as_str(), "token");
+        // A rotated token is the same principal: its pods keep their caller.
+        assert_eq!(a, rotated);
         assert_ne!(a.caller("vn1"), a.caller("vn2"));
-        assert_ne!(a.caller("vn1"), b.caller("vn1"));
-        assert_eq!(
-            a.caller("vn1"),
-            Principal::of(&parts(Some("Bearer secret-a"))).caller("vn1")
-        );
+        assert_ne!(a.caller("vn1"), anon.caller("vn1"));
         assert_eq!(a.caller("vn1").len(), 16);
     }
 
