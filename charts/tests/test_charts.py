@@ -402,7 +402,8 @@ class RenderTests(unittest.TestCase, Hardened):
         self.assert_no_wildcards(objs)
         cr = find(objs, "ClusterRole")
         self.assertEqual(rules_for(cr, "pods/log"), {"get"})
-        self.assertEqual(rules_for(cr, "namespaces"), {"get", "create"})
+        # list/delete: the namespace GC (test_plugin_namespace_gc_and_session_affinity).
+        self.assertEqual(rules_for(cr, "namespaces"), {"get", "create", "list", "delete"})
         self.assertEqual(rules_for(cr, "serviceaccounts"), {"get"})
         self.assertNotIn("update", rules_for(cr, "pods"))
         # No cluster-wide read of Secrets (deletecollection returns the data
@@ -426,6 +427,17 @@ class RenderTests(unittest.TestCase, Hardened):
         single = find(render(PLUGIN, {"bastion": {"replicas": 1}}, name="pl", namespace="remote"), "Role")
         self.assertFalse([r for r in single["rules"] if r.get("apiGroups") == ["coordination.k8s.io"]])
         self.assertIn("kubectl -n remote get secret pl-plugin-token", notes(PLUGIN, name="pl", namespace="remote"))
+
+    def test_plugin_namespace_gc_and_session_affinity(self):
+        objs = render(PLUGIN, name="pl", namespace="remote")
+        cfg = self.plugin_config(objs, "pl-plugin")
+        self.assertEqual((cfg["namespace-gc-after"], cfg["namespace-gc-interval"]), ("1h", "60s"))
+        self.assertEqual(rules_for(find(objs, "ClusterRole"), "persistentvolumeclaims"), {"list"})
+        self.assertEqual(find(objs, "Service")["spec"]["sessionAffinity"], "ClientIP")
+        off = render(PLUGIN, {"namespaceGc": {"enabled": False}}, name="pl", namespace="remote")
+        self.assertEqual(self.plugin_config(off, "pl-plugin")["namespace-gc-after"], "0s")
+        self.assertEqual(rules_for(find(off, "ClusterRole"), "namespaces"), {"get", "create"})
+        self.assertEqual(rules_for(find(off, "ClusterRole"), "persistentvolumeclaims"), set())
 
     def test_plugin_custom_values(self):
         objs = render(PLUGIN, {

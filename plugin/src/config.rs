@@ -177,7 +177,8 @@ pub struct PluginConfig {
     /// Name of this plugin installation (shared by its replicas). Namespaces,
     /// pods, ConfigMaps and Secrets it creates carry it as the label
     /// `offload.dev/plugin-instance`; objects of another instance are never
-    /// taken over or deleted. A label value: at most 63 of [A-Za-z0-9-_.].
+    /// taken over or deleted, and the orphan sweep and the namespace GC never
+    /// touch them: give each plugin on one remote cluster its own. A label value: at most 63 of [A-Za-z0-9-_.].
     #[arg(long, env = "OFFLOAD_PLUGIN_INSTANCE", value_parser = parse_instance, default_value = "offload-plugin")]
     pub instance: String,
 
@@ -199,9 +200,11 @@ pub struct PluginConfig {
     #[arg(long, env = "OFFLOAD_PLUGIN_SWEEP_INTERVAL", value_parser = parse_duration, default_value = "60s")]
     pub sweep_interval: Duration,
 
-    /// A running or pending remote pod whose UID no caller mentioned (create,
-    /// status, logs) for this long, while status calls for other pods keep
-    /// arriving, is an orphan and is deleted with what it owns.
+    /// A running or pending remote pod of this instance that its own caller
+    /// (principal + local node) has not named (create, status, logs) for this
+    /// long, while that caller kept polling this process all that time, is an
+    /// orphan and is deleted with what it owns. Pods of silent or unknown
+    /// callers are never swept.
     #[arg(long, env = "OFFLOAD_PLUGIN_ORPHAN_AFTER", value_parser = parse_duration, default_value = "30m")]
     pub orphan_after: Duration,
 
@@ -209,10 +212,21 @@ pub struct PluginConfig {
     #[arg(long, env = "OFFLOAD_PLUGIN_ORPHAN_FINISHED_AFTER", value_parser = parse_duration, default_value = "24h")]
     pub orphan_finished_after: Duration,
 
-    /// The caller counts as alive only if a status call arrived within this
-    /// window; otherwise nothing is swept (a dead caller is not a dead pod).
+    /// A caller counts as alive only if one of its status calls arrived within
+    /// this window; a silent caller's pods are never swept (a partition is not
+    /// a dead pod), and its polling clock restarts when it comes back.
     #[arg(long, env = "OFFLOAD_PLUGIN_CALLER_ALIVE_WITHIN", value_parser = parse_duration, default_value = "5m")]
     pub caller_alive_within: Duration,
+
+    /// Remote namespaces of this instance (its labels, under the prefix) that
+    /// held no pod and no PersistentVolumeClaim for this long are deleted
+    /// (UID + resourceVersion precondition). 0 disables.
+    #[arg(long, env = "OFFLOAD_PLUGIN_NAMESPACE_GC_AFTER", value_parser = parse_duration, default_value = "1h")]
+    pub namespace_gc_after: Duration,
+
+    /// How often the namespace GC looks for empty namespaces.
+    #[arg(long, env = "OFFLOAD_PLUGIN_NAMESPACE_GC_INTERVAL", value_parser = parse_duration, default_value = "60s")]
+    pub namespace_gc_interval: Duration,
 
     /// How long create waits for a new remote namespace's default ServiceAccount.
     #[arg(long, env = "OFFLOAD_PLUGIN_NAMESPACE_READY_TIMEOUT", value_parser = parse_duration, default_value = "60s")]
@@ -283,7 +297,8 @@ impl PluginConfig {
     }
 
     /// A configuration for tests: loopback on an ephemeral port, no
-    /// authentication, prefix `offloading`, default policy, no sweep.
+    /// authentication, prefix `offloading`, default policy, no sweep, no
+    /// namespace GC.
     pub fn for_tests() -> Self {
         // Set explicitly what the environment could set (clap reads env vars).
         Self {
@@ -293,6 +308,7 @@ impl PluginConfig {
             node_selector: KeyValues::default(),
             node_tolerations: Tolerations::default(),
             no_sweep: true,
+            namespace_gc_after: Duration::ZERO,
             no_bastion: true,
             token_file: None,
             tls_cert: None,
@@ -394,6 +410,23 @@ impl PluginConfig {
             .clone()
             .filter(|n| !n.is_empty());
         Some(spec)
+    }
+
+    /// What the namespace GC needs: never the bastion's namespace nor an
+    /// exclusion.
+    pub fn namespace_gc_config(&self) -> crate::namespace_gc::GcConfig {
+        let mut protected = self.namespace_prefix_exclusions.0.clone();
+        if let Some(b) = self.bastion_spec() {
+            protected.push(b.namespace);
+        }
+        protected.extend(self.bastion_namespace.clone());
+        crate::namespace_gc::GcConfig {
+            instance: self.instance.clone(),
+            prefix: self.namespace_prefix.clone(),
+            protected,
+            after: self.namespace_gc_after,
+            every: self.namespace_gc_interval,
+        }
     }
 
     pub fn sweep_policy(&self) -> SweepPolicy {

@@ -77,11 +77,23 @@ impl AppState {
         }
     }
 
-    /// A caller called `/status`: it is alive.
-    fn status_call(&self) {
+    /// These callers called `/status`: they are alive (an empty call, the
+    /// health ping, names no node and so no caller).
+    fn status_call(&self, callers: &std::collections::BTreeSet<String>) {
         if let Ok(mut t) = self.tracker.lock() {
-            t.status_call(Instant::now());
+            let now = Instant::now();
+            for c in callers {
+                t.status_call(c, now);
+            }
         }
+    }
+
+    /// This plugin instance (the label of what it creates).
+    fn instance(&self) -> String {
+        self.tracker
+            .lock()
+            .map(|t| t.instance().to_string())
+            .unwrap_or_default()
     }
 
     /// The pod was deleted through the API: nothing to sweep or watch for.

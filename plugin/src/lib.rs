@@ -41,7 +41,8 @@
 //!   one step per module (`validate`, `volumes`, `env`, `compat`, `pod`,
 //!   `objects`, and `context` for the payload and its references);
 //! - [`policy`] (what the remote operator allows), [`status`] (remote pod ->
-//!   interLink `PodStatus`), [`logs`] (log options), [`sweep`] (orphan decision);
+//!   interLink `PodStatus`), [`logs`] (log options), [`sweep`] (orphan decision,
+//!   per caller), [`caller`] (who calls: principal + local node, the labels);
 //! - [`config`]: the clap struct (`config/values.rs` the flag value types,
 //!   `config/file.rs` the TOML/YAML config file; durations use
 //!   `offload_runtime::duration`).
@@ -51,14 +52,17 @@
 //! `http/body.rs` for JSON bodies, `http/middleware.rs` for authentication and
 //! the access log, `http/limits.rs` for the server limits), [`error`] (the JSON error of every endpoint), [`serve`]
 //! (listeners), [`bastion`] (installs and keeps the bastion), the orphan-sweep
-//! task (`sweeper.rs`) and [`start`] below, which wires them together.
+//! task (`sweeper.rs`), [`namespace_gc`] (deletes empty namespaces of ours)
+//! and [`start`] below, which wires them together.
 
 pub mod bastion;
+pub mod caller;
 pub mod config;
 pub mod error;
 pub mod http;
 pub mod logs;
 pub mod metrics;
+pub mod namespace_gc;
 pub mod naming;
 pub mod policy;
 pub mod remote;
@@ -72,7 +76,7 @@ pub mod translate;
 use std::{
     net::SocketAddr,
     sync::{Arc, Mutex},
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 pub use config::{Listen, PluginConfig};
@@ -152,7 +156,10 @@ pub async fn start(config: PluginConfig, remote: Client) -> Result<RunningPlugin
         config.instance.clone(),
         cancel.clone(),
     );
-    let tracker = Arc::new(Mutex::new(Tracker::new(Instant::now())));
+    let tracker = Arc::new(Mutex::new(Tracker::new(
+        config.instance.clone(),
+        config.sweep_policy(),
+    )));
     let bastion_spec = config.bastion_spec();
     let bastion_key = Arc::new(match &bastion_spec {
         Some(spec) => bastion::BastionKey::pending(&spec.namespace),
@@ -191,8 +198,15 @@ pub async fn start(config: PluginConfig, remote: Client) -> Result<RunningPlugin
             remote.clone(),
             config.namespaces(),
             tracker,
-            config.sweep_policy(),
             config.sweep_interval,
+            metrics.clone(),
+            cancel.clone(),
+        )));
+    }
+    if !config.namespace_gc_after.is_zero() {
+        tasks.push(tokio::spawn(namespace_gc::run(
+            remote.clone(),
+            config.namespace_gc_config(),
             metrics,
             cancel.clone(),
         )));

@@ -30,6 +30,11 @@ pub struct ResultLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabels {
+    pub reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RemoteCallLabels {
     pub op: &'static str,
 }
@@ -47,6 +52,11 @@ pub struct Metrics {
     pub pods_managed: Gauge,
     pub remote_calls: Family<RemoteCallLabels, Counter>,
     pub orphans_deleted: Counter,
+    pub orphan_delete_errors: Counter,
+    pub sweep_runs: Counter,
+    pub sweep_pods_kept: Family<ReasonLabels, Gauge>,
+    pub sweep_callers_alive: Gauge,
+    pub namespace_gc: Family<ResultLabels, Counter>,
     pub bastion_applies: Family<ResultLabels, Counter>,
     pub policy_refusals: Family<RuleLabels, Counter>,
 }
@@ -90,6 +100,24 @@ impl Metrics {
                 "Calls made to the remote Kubernetes API outside the watch, by operation",
             ),
             orphans_deleted: m.add("orphans_deleted", "Remote pods deleted by the orphan sweep"),
+            orphan_delete_errors: m.add(
+                "orphan_delete_errors",
+                "Deletes of orphan remote pods that failed (retried next sweep)",
+            ),
+            sweep_runs: m.add("sweep_runs", "Orphan sweeps run"),
+            sweep_pods_kept: m.add(
+                "sweep_pods_kept",
+                "Remote pods the last sweep kept, by reason (named, grace, silent_caller, \
+                 unknown_caller, foreign_instance, no_caller, terminating)",
+            ),
+            sweep_callers_alive: m.add(
+                "sweep_callers_alive",
+                "Callers (principal + local node) polling this process within the liveness window",
+            ),
+            namespace_gc: m.add(
+                "namespace_gc",
+                "Namespace GC outcomes (deleted, in_use, changed, gone, error)",
+            ),
             bastion_applies: m.add(
                 "bastion_applies",
                 "Installs of the bastion (at start and on every resync), by result (ok, error)",
@@ -118,6 +146,12 @@ impl Metrics {
                 .get_or_create(&RuleLabels { rule: rule.into() })
                 .inc();
         }
+    }
+
+    pub fn namespace_gc_result(&self, result: &'static str) {
+        self.namespace_gc
+            .get_or_create(&ResultLabels { result })
+            .inc();
     }
 
     pub fn remote_call(&self, op: &'static str) {

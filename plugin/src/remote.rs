@@ -295,6 +295,13 @@ impl Remote {
         Ok(())
     }
 
+    /// The namespace was deleted: the next create sets it up again.
+    pub fn namespace_gone(&self, ns: &str) {
+        if let Ok(mut s) = self.ready_namespaces.lock() {
+            s.remove(ns);
+        }
+    }
+
     async fn wait_service_account(&self, ns: &str) -> Result<(), RemoteError> {
         let api: Api<ServiceAccount> = Api::namespaced(self.client.clone(), ns);
         let needs_token_secret = self.remote_minor < 24;

@@ -80,6 +80,8 @@ app.kubernetes.io/component: plugin
   "orphan-after" .Values.sweep.orphanAfter
   "orphan-finished-after" .Values.sweep.orphanFinishedAfter
   "caller-alive-within" .Values.sweep.callerAliveWithin
+  "namespace-gc-after" (ternary .Values.namespaceGc.after "0s" .Values.namespaceGc.enabled)
+  "namespace-gc-interval" .Values.namespaceGc.interval
   "log-json" .Values.logJson
 }}
 {{- with .Values.remoteNodeSelector }}{{ $_ := set $c "node-selector" (toJson .) }}{{ end }}

@@ -23,6 +23,7 @@ use super::{
 };
 use crate::{
     bastion::KeyState,
+    caller::{self, Principal},
     error::ApiError,
     logs,
     naming::{NameKind, remote_name},
@@ -68,16 +69,23 @@ pub(super) async fn ping() -> Json<PingResponse> {
 
 pub(super) async fn create(
     State(state): State<Arc<AppState>>,
+    principal: Principal,
     JsonBody(body): JsonBody<serde_json::Value>,
 ) -> Result<Json<CreateStruct>, ApiError> {
     let data = create_data(&body)?;
-    let plan = match translate::translate(&data, &state.translate) {
+    let mut plan = match translate::translate(&data, &state.translate) {
         Ok(plan) => plan,
         Err(translate::TranslateError::Policy(v)) => return Err(refused(&state, &data, v)),
         Err(e) => return Err(e.into()),
     };
     // Before any remote call: the namespace must be one we may write to.
     state.namespaces().checked_remote(&plan.local.namespace)?;
+    // The orphan sweep judges the pod by this caller's liveness only.
+    caller::label(
+        &mut plan.pod,
+        &principal.caller_of(&data.pod),
+        &state.instance(),
+    );
     create_remote(&state, &plan).await
 }
 
@@ -167,9 +175,9 @@ async fn delete_remote(
 
 pub(super) async fn status_handler(
     State(state): State<Arc<AppState>>,
+    principal: Principal,
     JsonBody(pods): JsonBody<Vec<Pod>>,
 ) -> Result<Json<Vec<PodStatus>>, ApiError> {
-    state.status_call();
     if pods.is_empty() {
         return Ok(Json(vec![]));
     }
@@ -192,6 +200,10 @@ pub(super) async fn status_handler(
         .zip(ids)
         .map(|(p, id)| one_status(&state, p, &id))
         .collect();
+    // Alive only once every pod it named is recorded: a refused call (bad
+    // pod, cache not ready) must not make its caller look alive while
+    // naming nothing, or the sweep would take all of its pods.
+    state.status_call(&principal.callers_of(&pods));
     Ok(Json(out))
 }
 

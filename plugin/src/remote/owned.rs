@@ -146,6 +146,14 @@ impl Remote {
                 debug!(message = %s.message, "namespace not ready for pods yet");
                 Ok(None)
             }
+            // The namespace was deleted (namespace GC, possibly by another
+            // replica) since this process set it up: set it up again on retry.
+            Err(kube::Error::Api(s))
+                if s.code == 404 || (s.code == 403 && s.message.contains("being terminated")) =>
+            {
+                self.namespace_gone(ns);
+                Err(RemoteError::NamespaceNotReady(ns.to_string()))
+            }
             Err(e) => Err(rejected(format!("pod {ns}/{name}"), e)),
         }
     }
