@@ -71,6 +71,11 @@ pub(super) async fn create(
 ) -> Result<Json<CreateStruct>, ApiError> {
     let data = create_data(&body)?;
     let plan = translate::translate(&data, &state.translate)?;
+    // The tunnel's gateway, as the authenticated provider names it: the
+    // bastion dials only gateways learnt here (never one a pod names).
+    state
+        .bastion
+        .learn_gateway(data.pod.metadata.annotations.as_ref());
     create_remote(&state, &plan).await
 }
 
