@@ -93,15 +93,18 @@ impl GatewayManager {
     ) -> Result<(), Error> {
         let key = (ns.to_owned(), svc.to_owned());
         lock(&self.index).written.remove(&key);
-        lock(&self.index).foreign.remove(&key);
         let svcs: Api<Service> = Api::namespaced(self.client.clone(), ns);
         if let Some(s) = svcs.get_opt(svc).await? {
             if !ours(s.metadata.labels.as_ref(), kind) {
+                // Stays marked foreign: a sync already under way must not
+                // write its Endpoints either.
+                lock(&self.index).foreign.insert(key);
                 info!(namespace = %ns, service = %svc, "not deleting a Service we do not manage");
                 return Ok(());
             }
             delete_with_uid(&svcs, svc, s.metadata.uid).await?;
         }
+        lock(&self.index).foreign.remove(&key);
         let eps: Api<Endpoints> = Api::namespaced(self.client.clone(), ns);
         if let Some(e) = eps.get_opt(svc).await?
             && ours(e.metadata.labels.as_ref(), kind)
