@@ -130,19 +130,27 @@ impl Env {
         Ok(())
     }
 
-    /// The bastion's `/metrics`, read from a busybox pod next to it.
+    /// The leading bastion's `/metrics` (the standby holds nothing), read
+    /// from a busybox pod next to it.
     async fn bastion_metrics(&self) -> anyhow::Result<String> {
         let pods: Api<Pod> = Api::namespaced(self.remote.clone(), &self.bns);
-        let bastion = pods
+        let ips: Vec<String> = pods
             .list(&ListParams::default().labels("app.kubernetes.io/component=offload-bastion"))
             .await?
             .items
             .into_iter()
             .filter(|p| p.metadata.deletion_timestamp.is_none())
-            .find_map(|p| p.status?.pod_ip)
-            .context("a bastion pod with an IP")?;
-        let script = format!("timeout 5 wget -q -O- http://{bastion}:9090/metrics 2>&1; true");
-        exec_sh(&self.tb.remote, &self.bns, "probe", &script).await
+            .filter_map(|p| p.status?.pod_ip)
+            .collect();
+        for ip in ips {
+            let get =
+                |path: &str| format!("timeout 5 wget -q -O- http://{ip}:9090/{path} 2>&1; true");
+            let role = exec_sh(&self.tb.remote, &self.bns, "probe", &get("leader")).await?;
+            if role.trim() == "leader" {
+                return exec_sh(&self.tb.remote, &self.bns, "probe", &get("metrics")).await;
+            }
+        }
+        bail!("no bastion pod leads")
     }
 
     /// The bastion holds exactly the victim's forward, to our gateway only,
