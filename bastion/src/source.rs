@@ -140,6 +140,26 @@ impl Reporter {
     }
 }
 
+/// The desired forwards of `pods` under the policy: the configured
+/// gateways and, watching every namespace, the plugin-owned namespaces.
+async fn compute(pods: &[Arc<Pod>], source: &PodSource, owners: Option<&mut Owners>) -> Computed {
+    let namespaces = match owners {
+        None => None,
+        Some(o) => {
+            let seen = pods
+                .iter()
+                .filter_map(|p| p.metadata.namespace.clone())
+                .collect();
+            Some(o.owned(seen).await)
+        }
+    };
+    let policy = Policy {
+        gateways: source.gateways.clone(),
+        namespaces,
+    };
+    from_pods(pods.iter().map(|p| p.as_ref()), &policy)
+}
+
 /// Watch pods and publish the desired forwards until `desired` has no receivers.
 pub async fn watch_pods(
     client: Client,
@@ -182,21 +202,7 @@ pub async fn watch_pods(
             _ = tick.tick() => if !synced { continue },
         }
         let pods = store.state();
-        let namespaces = match owners.as_mut() {
-            None => None,
-            Some(o) => {
-                let seen = pods
-                    .iter()
-                    .filter_map(|p| p.metadata.namespace.clone())
-                    .collect();
-                Some(o.owned(seen).await)
-            }
-        };
-        let policy = Policy {
-            gateways: source.gateways.clone(),
-            namespaces,
-        };
-        let computed = from_pods(pods.iter().map(|p| p.as_ref()), &policy);
+        let computed = compute(&pods, &source, owners.as_mut()).await;
         reporter.report(&computed, &metrics);
         debug!(
             gateways = computed.desired.len(),
