@@ -55,9 +55,9 @@ pub struct RunArgs {
     /// The gateways the bastion may dial, as JSON: `[{"address":
     /// "host:port", "hostKey": "ssh-ed25519 ..."}]`. The plugin writes it
     /// from what the authenticated provider handed it; a pod naming another
-    /// gateway (or another host key) is ignored. Empty: nothing is forwarded.
-    #[arg(long, env = "BASTION_GATEWAYS", default_value = "[]")]
-    pub gateways: String,
+    /// gateway (or another host key) is ignored. Unset: nothing is forwarded.
+    #[arg(long, env = "BASTION_GATEWAYS")]
+    pub gateways: Option<String>,
     /// The plugin instance that installed this bastion: pods count only in
     /// namespaces labelled with it (`offload.dev/plugin-instance`), besides
     /// the plugin's managed-by label. Unset: the managed-by label suffices.
@@ -259,7 +259,7 @@ fn spawn_source(
             let pods = source::PodSource {
                 namespace: args.namespace,
                 label_selector: args.label_selector,
-                gateways: parse_gateways(&args.gateways)?,
+                gateways: parse_gateways(args.gateways.as_deref().unwrap_or_default())?,
                 instance: args.plugin_instance.filter(|i| !i.is_empty()),
             };
             Ok(tokio::spawn(source::watch_pods(
