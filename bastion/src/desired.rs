@@ -1,22 +1,52 @@
-//! What the bastion should forward, computed from remote pods. Pure.
+//! What the bastion should forward, computed from remote pods and the
+//! bastion's own configuration. Pure.
 //!
-//! The plugin copies the local pod's annotations onto the remote pod, so each
-//! offloaded pod that has a tunnel carries the gateway address, the pinned
-//! gateway host key and its containerPort -> gateway port map. A pod is
-//! forwarded once it has an IP and is not terminating.
+//! The plugin copies the local pod's tunnel annotations (written by the
+//! provider's gateway-manager) onto the remote pod: the gateway address, the
+//! pinned gateway host key and the containerPort -> gateway port map. Pod
+//! annotations are not trusted on their own: anyone who can create a pod with
+//! the offloading label can write them. So a pod's tunnel counts only when
+//! ([`Policy`]):
+//! - its namespace is one the plugin owns (created by the plugin, labelled
+//!   `app.kubernetes.io/managed-by=offload-plugin`, and of this plugin
+//!   instance when the bastion is told its instance); and
+//! - its gateway (address *and* host key) is one of the gateways the plugin
+//!   configured the bastion with (learnt from the authenticated provider's
+//!   create requests): the bastion never dials an address a pod names.
+//!
+//! Two pods claiming one gateway port: the oldest keeps it (deterministic,
+//! and a newcomer cannot take a running pod's port); the clash is reported.
+//! A pod is forwarded once it has an IP and is not terminating.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
 
 use k8s_openapi::api::core::v1::Pod;
 use offload_wire::tunnel::{GatewayPort, TunnelAnnotations};
 
 /// One gateway: where it is and which host key it must show.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(
+    Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Gateway {
     /// `host:port`.
     pub address: String,
     /// OpenSSH public key line of the gateway host key.
     pub host_key: String,
+}
+
+impl Gateway {
+    /// The same gateway: same address, same key (type and blob; the comment
+    /// of an OpenSSH key line is not part of the key).
+    pub fn same(&self, address: &str, host_key: &str) -> bool {
+        self.address == address && key_id(&self.host_key) == key_id(host_key)
+    }
+}
+
+/// `type blob` of an OpenSSH public key line.
+fn key_id(line: &str) -> Vec<&str> {
+    line.split_whitespace().take(2).collect()
 }
 
 /// Where a forwarded connection goes on the remote side.
@@ -63,188 +93,204 @@ impl Plan {
     }
 }
 
-/// A pod that could not be used, and why (logged by the caller).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Skipped {
-    pub pod: String,
-    pub reason: String,
+/// What the bastion accepts, from its own configuration (never from pods).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Policy {
+    /// The gateways the plugin configured; a pod naming another is ignored.
+    pub gateways: BTreeSet<Gateway>,
+    /// The namespaces whose pods may carry forwards. `None`: every watched
+    /// namespace (the bastion watches one namespace the operator chose).
+    pub namespaces: Option<BTreeSet<String>>,
 }
 
-/// Compute the desired forwards from the pods the bastion sees. When two live
-/// pods claim the same gateway port (an old pod still terminating while its
-/// replacement runs cannot happen since terminating pods are skipped, but a
-/// stale copy can), the most recently created wins.
-pub fn from_pods<'a, I>(pods: I) -> (Desired, Vec<Skipped>)
+impl Policy {
+    /// The configured gateway the annotations name, if any.
+    fn gateway(&self, t: &TunnelAnnotations) -> Option<&Gateway> {
+        self.gateways
+            .iter()
+            .find(|g| g.same(&t.gateway_address, &t.gateway_host_key))
+    }
+
+    fn owns(&self, namespace: &str) -> bool {
+        self.namespaces
+            .as_ref()
+            .is_none_or(|n| n.contains(namespace))
+    }
+}
+
+/// Why a pod's tunnel was not (entirely) used.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub enum SkipReason {
+    /// Its tunnel annotations do not decode.
+    Annotations(String),
+    /// Its namespace is not one the plugin owns.
+    ForeignNamespace,
+    /// It names a gateway the bastion was not configured with.
+    UnknownGateway,
+}
+
+impl SkipReason {
+    /// Short label for metrics.
+    pub fn label(&self) -> &'static str {
+        match self {
+            SkipReason::Annotations(_) => "bad_annotations",
+            SkipReason::ForeignNamespace => "foreign_namespace",
+            SkipReason::UnknownGateway => "unknown_gateway",
+        }
+    }
+}
+
+impl fmt::Display for SkipReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SkipReason::Annotations(e) => write!(f, "tunnel annotations unusable: {e}"),
+            SkipReason::ForeignNamespace => f.write_str("namespace not owned by the plugin"),
+            SkipReason::UnknownGateway => {
+                f.write_str("names a gateway the bastion is not configured with")
+            }
+        }
+    }
+}
+
+/// A pod that could not be used, and why (logged by the caller).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Skipped {
+    pub pod: String,
+    pub reason: SkipReason,
+}
+
+/// Two pods claiming one gateway port: `kept` (the older) holds it.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Clash {
+    pub gateway: String,
+    pub port: GatewayPort,
+    pub kept: String,
+    pub lost: String,
+}
+
+/// What [`from_pods`] decided.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Computed {
+    pub desired: Desired,
+    pub skipped: Vec<Skipped>,
+    pub clashes: Vec<Clash>,
+}
+
+/// One pod's accepted tunnel, before clashes are settled.
+struct Candidate {
+    /// Oldest first (creation second; none sorts last), then by name.
+    order: (i64, String),
+    name: String,
+    gateway: Gateway,
+    forwards: Vec<(GatewayPort, Target)>,
+}
+
+fn pod_name(pod: &Pod) -> String {
+    format!(
+        "{}/{}",
+        pod.metadata.namespace.as_deref().unwrap_or(""),
+        pod.metadata.name.as_deref().unwrap_or("")
+    )
+}
+
+/// The pod's IP when it is alive and has one.
+fn live_ip(pod: &Pod) -> Option<&str> {
+    if pod.metadata.deletion_timestamp.is_some() {
+        return None;
+    }
+    let status = pod.status.as_ref()?;
+    if matches!(status.phase.as_deref(), Some("Succeeded" | "Failed")) {
+        return None;
+    }
+    status.pod_ip.as_deref().filter(|ip| !ip.is_empty())
+}
+
+/// The pod's tunnel if the policy accepts it; `Err` says why not; `Ok(None)`:
+/// no tunnel, or not forwardable yet.
+fn candidate(pod: &Pod, policy: &Policy) -> Result<Option<Candidate>, SkipReason> {
+    let Some(annotations) = pod.metadata.annotations.as_ref() else {
+        return Ok(None);
+    };
+    let tunnel = match TunnelAnnotations::from_map(annotations) {
+        Ok(Some(t)) => t,
+        Ok(None) => return Ok(None),
+        Err(e) => return Err(SkipReason::Annotations(e.to_string())),
+    };
+    if !policy.owns(pod.metadata.namespace.as_deref().unwrap_or("")) {
+        return Err(SkipReason::ForeignNamespace);
+    }
+    let gateway = policy.gateway(&tunnel).ok_or(SkipReason::UnknownGateway)?;
+    let Some(ip) = live_ip(pod) else {
+        return Ok(None);
+    };
+    let created = pod
+        .metadata
+        .creation_timestamp
+        .as_ref()
+        .map(|t| t.0.as_second());
+    let name = pod_name(pod);
+    Ok(Some(Candidate {
+        order: (created.unwrap_or(i64::MAX), name.clone()),
+        name,
+        gateway: gateway.clone(),
+        forwards: tunnel
+            .ports
+            .iter()
+            .map(|(cp, gp)| {
+                let target = Target {
+                    host: ip.to_owned(),
+                    port: cp.0,
+                };
+                (*gp, target)
+            })
+            .collect(),
+    }))
+}
+
+/// Compute the desired forwards from the pods the bastion sees, under its
+/// policy. On a port clash the oldest pod (then the first by name) keeps the
+/// port; the others are reported in [`Computed::clashes`].
+pub fn from_pods<'a, I>(pods: I, policy: &Policy) -> Computed
 where
     I: IntoIterator<Item = &'a Pod>,
 {
-    let mut chosen: BTreeMap<(Gateway, GatewayPort), (Option<String>, Target)> = BTreeMap::new();
-    let mut skipped = Vec::new();
+    let mut out = Computed::default();
+    let mut candidates = Vec::new();
     for pod in pods {
-        let name = format!(
-            "{}/{}",
-            pod.metadata.namespace.as_deref().unwrap_or(""),
-            pod.metadata.name.as_deref().unwrap_or("")
-        );
-        if pod.metadata.deletion_timestamp.is_some() {
-            continue;
+        match candidate(pod, policy) {
+            Ok(Some(c)) => candidates.push(c),
+            Ok(None) => {}
+            Err(reason) => out.skipped.push(Skipped {
+                pod: pod_name(pod),
+                reason,
+            }),
         }
-        let Some(annotations) = pod.metadata.annotations.as_ref() else {
-            continue;
-        };
-        let tunnel = match TunnelAnnotations::from_map(annotations) {
-            Ok(Some(t)) => t,
-            Ok(None) => continue,
-            Err(e) => {
-                skipped.push(Skipped {
-                    pod: name,
-                    reason: e.to_string(),
+    }
+    candidates.sort_by(|a, b| a.order.cmp(&b.order));
+    let mut holder: BTreeMap<(Gateway, GatewayPort), String> = BTreeMap::new();
+    for c in candidates {
+        for (port, target) in c.forwards {
+            let key = (c.gateway.clone(), port);
+            if let Some(kept) = holder.get(&key) {
+                out.clashes.push(Clash {
+                    gateway: c.gateway.address.clone(),
+                    port,
+                    kept: kept.clone(),
+                    lost: c.name.clone(),
                 });
                 continue;
             }
-        };
-        let status = pod.status.as_ref();
-        if matches!(
-            status.and_then(|s| s.phase.as_deref()),
-            Some("Succeeded" | "Failed")
-        ) {
-            continue;
-        }
-        let Some(ip) = status
-            .and_then(|s| s.pod_ip.as_deref())
-            .filter(|ip| !ip.is_empty())
-        else {
-            continue;
-        };
-        let gateway = Gateway {
-            address: tunnel.gateway_address,
-            host_key: tunnel.gateway_host_key,
-        };
-        let created = pod
-            .metadata
-            .creation_timestamp
-            .as_ref()
-            .map(|t| t.0.to_string());
-        for (container_port, gateway_port) in tunnel.ports {
-            let target = Target {
-                host: ip.to_owned(),
-                port: container_port.0,
-            };
-            let key = (gateway.clone(), gateway_port);
-            match chosen.get(&key) {
-                Some((c, _)) if *c >= created => {}
-                _ => {
-                    chosen.insert(key, (created.clone(), target));
-                }
-            }
+            holder.insert(key, c.name.clone());
+            out.desired
+                .entry(c.gateway.clone())
+                .or_default()
+                .insert(port, target);
         }
     }
-    let mut desired = Desired::new();
-    for ((gateway, port), (_, target)) in chosen {
-        desired.entry(gateway).or_default().insert(port, target);
-    }
-    (desired, skipped)
+    out.skipped.sort();
+    out.clashes.sort();
+    out
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use k8s_openapi::api::core::v1::PodStatus;
-    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
-    use offload_wire::keys::tunnel;
-    use pretty_assertions::assert_eq;
-
-    const KEY: &str = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGf";
-
-    fn pod(name: &str, ip: Option<&str>, ports: &str, created: i64) -> Pod {
-        Pod {
-            metadata: ObjectMeta {
-                name: Some(name.into()),
-                namespace: Some("ns".into()),
-                creation_timestamp: Some(Time(
-                    k8s_openapi::jiff::Timestamp::from_second(created).expect("ts"),
-                )),
-                annotations: Some(BTreeMap::from([
-                    (tunnel::GATEWAY_ADDRESS.into(), "10.0.0.1:30222".into()),
-                    (tunnel::GATEWAY_HOST_KEY.into(), KEY.into()),
-                    (tunnel::PORTS.into(), ports.into()),
-                ])),
-                ..Default::default()
-            },
-            status: Some(PodStatus {
-                pod_ip: ip.map(str::to_owned),
-                phase: Some("Running".into()),
-                ..Default::default()
-            }),
-            ..Default::default()
-        }
-    }
-
-    fn gw() -> Gateway {
-        Gateway {
-            address: "10.0.0.1:30222".into(),
-            host_key: KEY.into(),
-        }
-    }
-
-    fn t(host: &str, port: u16) -> Target {
-        Target {
-            host: host.into(),
-            port,
-        }
-    }
-
-    #[test]
-    fn pods_to_forwards() {
-        let mut done = pod("done", Some("10.1.0.9"), r#"{"80":40009}"#, 1);
-        if let Some(s) = done.status.as_mut() {
-            s.phase = Some("Succeeded".into());
-        }
-        let mut gone = pod("gone", Some("10.1.0.8"), r#"{"80":40008}"#, 1);
-        gone.metadata.deletion_timestamp = gone.metadata.creation_timestamp.clone();
-        let mut broken = pod("broken", Some("10.1.0.7"), "nope", 1);
-        broken.metadata.name = Some("broken".into());
-        let pods = vec![
-            pod("a", Some("10.1.0.1"), r#"{"80":40000,"8080":40001}"#, 1),
-            pod("pending", None, r#"{"80":40002}"#, 1),
-            pod("old", Some("10.1.0.3"), r#"{"80":40003}"#, 1),
-            pod("new", Some("10.1.0.4"), r#"{"80":40003}"#, 2),
-            done,
-            gone,
-            broken,
-            Pod::default(),
-        ];
-        let (desired, skipped) = from_pods(&pods);
-        assert_eq!(
-            desired,
-            Desired::from([(
-                gw(),
-                Forwards::from([
-                    (GatewayPort(40000), t("10.1.0.1", 80)),
-                    (GatewayPort(40001), t("10.1.0.1", 8080)),
-                    (GatewayPort(40003), t("10.1.0.4", 80)),
-                ])
-            )])
-        );
-        assert_eq!(skipped.len(), 1);
-        assert_eq!(skipped[0].pod, "ns/broken");
-    }
-
-    #[test]
-    fn plan_diff() {
-        let active = BTreeSet::from([1, 2, 3].map(GatewayPort));
-        let desired = Forwards::from([(GatewayPort(2), t("a", 1)), (GatewayPort(4), t("b", 1))]);
-        assert_eq!(
-            Plan::diff(&active, &desired),
-            Plan {
-                cancel: vec![GatewayPort(1), GatewayPort(3)],
-                request: vec![GatewayPort(4)]
-            }
-        );
-        assert!(Plan::diff(&BTreeSet::from([2, 4].map(GatewayPort)), &desired).is_empty());
-        assert_eq!(
-            Plan::diff(&BTreeSet::new(), &Forwards::new()),
-            Plan::default()
-        );
-    }
-}
+mod tests;

@@ -11,7 +11,7 @@
 //! crosses to the local side. [`uninstall`] removes what a namespace deletion
 //! would not (the cluster-scoped RBAC).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Debug;
 
 use k8s_openapi::ByteString;
@@ -27,6 +27,8 @@ use offload_wire::keys;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tracing::info;
+
+use crate::desired::Gateway;
 
 mod deployment;
 mod rbac;
@@ -72,6 +74,13 @@ pub struct BastionSpec {
     /// a Lease named like the Deployment (see `leader.rs`): only the holder
     /// connects to the gateways, the others stand by.
     pub replicas: i32,
+    /// The gateways the bastion may dial (`--gateways`): the plugin learns
+    /// them from the authenticated provider's create requests. A new one
+    /// rolls the Deployment out.
+    pub gateways: BTreeSet<Gateway>,
+    /// The plugin instance (`--plugin-instance`): only pods of namespaces
+    /// labelled with it count.
+    pub plugin_instance: Option<String>,
 }
 
 impl BastionSpec {
@@ -86,6 +95,8 @@ impl BastionSpec {
             admin_port: 9090,
             field_manager: field_manager::BASTION_INSTALLER.into(),
             replicas: 1,
+            gateways: BTreeSet::new(),
+            plugin_instance: None,
         }
     }
 

@@ -12,8 +12,10 @@
 //! link gateway-manager.
 //!
 //! Pure:
-//! - [`desired`]: remote pods -> desired forwards (gateway port -> target);
-//!   the per-connection plan (which forwards to cancel, which to request).
+//! - [`desired`]: remote pods -> desired forwards (gateway port -> target)
+//!   under the bastion's [`desired::Policy`] (only configured gateways, only
+//!   plugin-owned namespaces, the oldest pod keeps a clashing port); the
+//!   per-connection plan (which forwards to cancel, which to request).
 //!
 //! I/O, from the outside in:
 //! - [`run`]: `offload-bastion run`: its flags and the wiring (source ->
@@ -21,7 +23,8 @@
 //!   one shutdown token. `main.rs` only parses the command line.
 //! - [`source`]: a kube-runtime reflector over the remote pods labelled
 //!   `interlink.io=offloading` (the plugin copies the local pod's tunnel
-//!   annotations onto them), or a forwards file.
+//!   annotations onto them), the gateways from `--gateways` (written by the
+//!   plugin) and namespace ownership read per namespace; or a forwards file.
 //! - [`leader`]: Lease-based leader election (a standby replica takes over
 //!   when the holder's Lease expires); only the leader holds tunnels.
 //! - [`supervisor`]: one tunnel task per gateway that has forwards.

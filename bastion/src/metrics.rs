@@ -27,8 +27,22 @@ pub struct BytesLabels {
     pub direction: Direction,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabels {
+    /// Why pods were ignored: `foreign_namespace`, `unknown_gateway`, `bad_annotations`.
+    pub reason: String,
+}
+
 #[derive(Default)]
 pub struct Metrics {
+    /// Gateways the plugin configured (the only ones the bastion dials).
+    pub gateways_configured: Gauge,
+    /// Pods whose tunnel annotations were ignored now, by reason.
+    pub pods_ignored: Family<ReasonLabels, Gauge>,
+    /// Gateway ports two pods claim now (the oldest keeps each).
+    pub port_clashes: Gauge,
+    /// Port clashes seen (each new clash once).
+    pub port_clashes_total: Counter,
     pub forwards: Family<GatewayLabels, Gauge>,
     pub forwards_desired: Family<GatewayLabels, Gauge>,
     pub forward_refusals: Family<GatewayLabels, Counter>,
@@ -46,6 +60,22 @@ impl Metrics {
     pub fn registered(registry: &mut Registry) -> Self {
         let mut m = Registrar::new(registry);
         Metrics {
+            gateways_configured: m.add(
+                "gateways_configured",
+                "Gateways the plugin configured; the bastion dials no other",
+            ),
+            pods_ignored: m.add(
+                "pods_ignored",
+                "Labelled pods whose tunnel annotations are ignored (foreign namespace, unknown gateway, bad annotations)",
+            ),
+            port_clashes: m.add(
+                "port_clashes",
+                "Gateway ports claimed by more than one pod now (the oldest pod keeps the port)",
+            ),
+            port_clashes_total: m.add(
+                "port_clashes_seen",
+                "Gateway port clashes seen (each new clash counted once)",
+            ),
             forwards: m.add(
                 "forwards",
                 "Remote forwards the gateway granted and the bastion holds",

@@ -9,6 +9,7 @@
 //! takes over at once), the gateway connections (cancelling their forwards)
 //! and the admin server.
 
+use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -23,7 +24,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tracing::info;
 
-use crate::desired::Desired;
+use crate::desired::{Desired, Gateway};
 use crate::leader::{self, LeaderMetrics, LeaseConfig};
 use crate::metrics::Metrics;
 use crate::source;
@@ -51,6 +52,17 @@ pub struct RunArgs {
     /// Which pods carry tunnels.
     #[arg(long, env = "BASTION_LABEL_SELECTOR", default_value = keys::OFFLOADING_SELECTOR)]
     pub label_selector: String,
+    /// The gateways the bastion may dial, as JSON: `[{"address":
+    /// "host:port", "hostKey": "ssh-ed25519 ..."}]`. The plugin writes it
+    /// from what the authenticated provider handed it; a pod naming another
+    /// gateway (or another host key) is ignored. Unset: nothing is forwarded.
+    #[arg(long, env = "BASTION_GATEWAYS")]
+    pub gateways: Option<String>,
+    /// The plugin instance that installed this bastion: pods count only in
+    /// namespaces labelled with it (`offload.dev/plugin-instance`), besides
+    /// the plugin's managed-by label. Unset: the managed-by label suffices.
+    #[arg(long, env = "BASTION_PLUGIN_INSTANCE")]
+    pub plugin_instance: Option<String>,
     /// Instead of watching pods, read the desired forwards from this JSON file
     /// (re-read when it changes): `[{"gateway": "host:port", "hostKey":
     /// "ssh-ed25519 ...", "forwards": {"40000": "10.0.0.5:80"}}]`.
@@ -96,6 +108,8 @@ pub enum RunError {
     Kube(#[from] kube::Error),
     #[error("no source of forwards")]
     NoSource,
+    #[error("--gateways is not a JSON list of {{\"address\", \"hostKey\"}}: {0}")]
+    Gateways(serde_json::Error),
 }
 
 impl RunArgs {
@@ -184,7 +198,7 @@ pub async fn run(args: RunArgs, shutdown: CancellationToken) -> Result<(), RunEr
         }
         _ => (None, Some(leader_tx)),
     };
-    let source = spawn_source(args, client, source_tx)?;
+    let source = spawn_source(args, client, Arc::clone(&metrics), source_tx)?;
     let sup = tokio::spawn(supervisor.run(desired_rx, shutdown.clone()));
 
     shutdown.cancelled().await;
@@ -225,20 +239,33 @@ async fn spawn_admin(
     )))
 }
 
+/// The `--gateways` list.
+pub fn parse_gateways(text: &str) -> Result<BTreeSet<Gateway>, RunError> {
+    let text = if text.trim().is_empty() { "[]" } else { text };
+    let list: Vec<Gateway> = serde_json::from_str(text).map_err(RunError::Gateways)?;
+    Ok(list.into_iter().collect())
+}
+
 /// Where the desired forwards come from: the file if given, else the pods.
 fn spawn_source(
     args: RunArgs,
     client: Option<kube::Client>,
+    metrics: Arc<Metrics>,
     desired: watch::Sender<Desired>,
 ) -> Result<JoinHandle<()>, RunError> {
     match (args.forwards_file, client) {
         (Some(path), _) => Ok(tokio::spawn(source::watch_file(path, desired))),
-        (None, Some(client)) => Ok(tokio::spawn(source::watch_pods(
-            client,
-            args.namespace,
-            args.label_selector,
-            desired,
-        ))),
+        (None, Some(client)) => {
+            let pods = source::PodSource {
+                namespace: args.namespace,
+                label_selector: args.label_selector,
+                gateways: parse_gateways(args.gateways.as_deref().unwrap_or_default())?,
+                instance: args.plugin_instance.filter(|i| !i.is_empty()),
+            };
+            Ok(tokio::spawn(source::watch_pods(
+                client, pods, metrics, desired,
+            )))
+        }
         (None, None) => Err(RunError::NoSource),
     }
 }

@@ -13,7 +13,8 @@
 //! use gateway_manager::{GatewayManager, Settings, objects::GatewaySpec};
 //!
 //! // Once at start-up: apply the gateway objects, then rebuild the port
-//! // allocations from the annotations of live pods (the source of truth).
+//! // allocations from the annotations of live pods bound to the virtual node
+//! // that gateway-manager signed (`settings.node_name`, [`signature`]).
 //! let mut settings = Settings::new(
 //!     GatewaySpec {
 //!         namespace: "offload-system".into(),
@@ -57,6 +58,9 @@
 //!   Endpoints as plain values (fields Kubernetes 1.20 knows only).
 //! - [`plan`]: the Endpoints plan: from the probe results, which pods are up
 //!   and what every tunnel Service's Endpoints list.
+//! - [`signature`]: the HMAC over each allocation gateway-manager writes, so
+//!   a restart takes back only allocations it provably wrote, for pods bound
+//!   to its virtual node.
 //! - [`pod`]: what the tunnel reads from a pod (TCP containerPorts, its
 //!   tunnel as annotated, which gateway annotated it).
 //! - [`webhook::admission`]: the admission decisions and the JSON patch.
@@ -89,6 +93,7 @@ pub mod objects;
 pub mod plan;
 pub mod pod;
 pub mod ports;
+pub mod signature;
 pub mod standalone;
 pub mod webhook;
 

@@ -9,7 +9,7 @@
 //! - [`sync`]: probes and Endpoints, every interval.
 //! - [`standalone`]: what the admission webhook needs on top.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
@@ -22,6 +22,7 @@ use tracing::warn;
 
 use crate::objects::GatewaySpec;
 use crate::ports::{AllocError, Allocator};
+use crate::signature::AllocationKey;
 use offload_wire::tunnel::AnnotationError;
 use offload_wire::tunnel::PortRange;
 use offload_wire::tunnel::{self, KeyError};
@@ -30,6 +31,7 @@ pub use crate::pod::{TunnelPod, annotated_by, tunnel_pod};
 
 pub mod gateway;
 pub mod pods;
+pub mod services;
 pub mod standalone;
 pub mod sync;
 #[cfg(test)]
@@ -58,6 +60,11 @@ pub enum Error {
     Annotation(#[from] AnnotationError),
     #[error("pod has no {0}")]
     MissingField(&'static str),
+    /// The allocation key Secret exists but holds no usable key.
+    #[error("Secret {0} holds no allocation key (key `key`, at least 16 bytes)")]
+    AllocationKey(String),
+    #[error("no randomness for a fresh allocation key")]
+    Random,
 }
 
 /// Plain reads (`get`, `list`) give the apiserver's error as it is.
@@ -78,6 +85,7 @@ impl Error {
             Error::Annotation(_) => "annotation",
             Error::MissingField(_) => "pod",
             Error::NotReady => "not_ready",
+            Error::AllocationKey(_) | Error::Random => "allocation_key",
         }
     }
 }
@@ -97,6 +105,9 @@ pub struct Settings {
     pub field_manager: String,
     /// TCP connect timeout of the tunnel probes.
     pub probe_timeout: Duration,
+    /// The virtual node whose pods are tunneled: after a restart only pods
+    /// bound to it are taken back. `None`: pods of any node (tests only).
+    pub node_name: Option<String>,
 }
 
 impl Settings {
@@ -109,6 +120,7 @@ impl Settings {
             bastion_public_key: None,
             field_manager: kubeapi::field_manager::GATEWAY_MANAGER.into(),
             probe_timeout: Duration::from_millis(500),
+            node_name: None,
         }
     }
 }
@@ -118,6 +130,8 @@ struct Index {
     pods: HashMap<String, TunnelPod>,
     up: HashMap<String, bool>,
     written: HashMap<(String, String), Endpoints>,
+    /// Services named for a tunnel that are not ours: never written.
+    foreign: HashSet<(String, String)>,
 }
 
 pub struct GatewayManager {
@@ -126,6 +140,7 @@ pub struct GatewayManager {
     alloc: Mutex<Allocator>,
     index: Mutex<Index>,
     host_key: RwLock<Option<String>>,
+    alloc_key: RwLock<Option<Arc<AllocationKey>>>,
     recorder: Recorder,
 }
 
@@ -148,6 +163,7 @@ impl GatewayManager {
             settings: RwLock::new(settings),
             index: Mutex::new(Index::default()),
             host_key: RwLock::new(None),
+            alloc_key: RwLock::new(None),
             client,
             recorder,
         }
@@ -193,6 +209,15 @@ impl GatewayManager {
     /// The gateway host public key (after `ensure_gateway`).
     pub fn host_key(&self) -> Option<String> {
         self.host_key.read().ok().and_then(|k| k.clone())
+    }
+
+    /// The key gateway-manager signs its allocations with (after `ensure_gateway`).
+    pub(crate) fn allocation_key(&self) -> Result<Arc<AllocationKey>, Error> {
+        self.alloc_key
+            .read()
+            .ok()
+            .and_then(|k| k.clone())
+            .ok_or(Error::NotReady)
     }
 
     /// Set the bastion's public key (fetched from the plugin) and re-apply

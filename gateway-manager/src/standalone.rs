@@ -270,6 +270,7 @@ fn settings(args: &Args) -> Result<Settings, StandaloneError> {
     let public_address = g.public_address()?.ok_or(StandaloneError::NoAddress)?;
     let mut settings = Settings::new(g.spec(g.namespace_or(|| None)), public_address);
     settings.range = g.port_range;
+    settings.node_name = Some(args.node_name.clone());
     if let Some(path) = &args.bastion_key_file {
         let key = std::fs::read_to_string(path).map_err(|source| StandaloneError::BastionKey {
             path: path.clone(),

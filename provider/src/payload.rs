@@ -383,6 +383,15 @@ pub fn render_volume(
     })
 }
 
+/// Drop every `tunnel.offload.dev/*` annotation (users can write them on
+/// any pod; only gateway-manager's allocation may travel, merged in after
+/// this by `tunnel::annotated`).
+pub fn strip_tunnel_annotations(pod: &mut Pod) {
+    if let Some(a) = pod.metadata.annotations.as_mut() {
+        a.retain(|k, _| !k.starts_with(offload_wire::keys::tunnel::PREFIX));
+    }
+}
+
 /// Strip what the remote side must not see and resolve downward-API env
 /// values (the remote pod has another name, namespace and uid).
 pub fn prepare_pod(pod: &Pod, ship_sa_tokens: bool, sa_token_secrets: &BTreeSet<String>) -> Pod {

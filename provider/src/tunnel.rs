@@ -98,6 +98,7 @@ pub fn settings(config: &Config) -> Result<Option<Settings>, TunnelError> {
     }
     let mut s = Settings::new(g.spec(g.namespace_or(own_namespace)), public_address);
     s.range = g.port_range;
+    s.node_name = Some(config.node_name.clone());
     s.bastion_public_key = match bastion_key {
         Some(k) => Some(offload_wire::tunnel::normalise_public_key(k)?),
         None => None,
@@ -225,14 +226,25 @@ pub fn has_tunnel(gm: &GatewayManager, pod: &Pod) -> bool {
     annotated || pod.metadata.uid.as_deref().is_some_and(|uid| gm.knows(uid))
 }
 
-/// The pod with the tunnel annotations gateway-manager just wrote merged in
-/// (the store may not have the patched pod yet).
+/// The pod to send with the tunnel annotations gateway-manager allocated
+/// for it, and no other `tunnel.offload.dev/*` key: whatever a user wrote
+/// under that prefix never reaches the plugin (the store may not have the
+/// patched pod yet, so the allocation is merged in here).
 pub fn annotated(pod: &Pod, tunnel: &offload_wire::tunnel::TunnelAnnotations) -> Pod {
-    let mut p = pod.clone();
+    let mut p = without_tunnel_annotations(pod);
     p.metadata
         .annotations
         .get_or_insert_with(Default::default)
         .extend(tunnel.to_map());
+    p
+}
+
+/// The pod to send when gateway-manager allocated nothing for it (tunnel
+/// off, or no TCP containerPort): every `tunnel.offload.dev/*` annotation a
+/// user wrote is dropped.
+pub fn without_tunnel_annotations(pod: &Pod) -> Pod {
+    let mut p = pod.clone();
+    crate::payload::strip_tunnel_annotations(&mut p);
     p
 }
 

@@ -355,8 +355,17 @@ async fn tunnel_end_to_end_on_two_clusters() -> anyhow::Result<()> {
     };
     let mut settings = Settings::new(gateway.clone(), format!("{}:{node_port}", tb.local.node_ip));
     settings.range = "40000-40099".parse()?;
-    settings.bastion_public_key = Some(bastion_key);
+    settings.bastion_public_key = Some(bastion_key.clone());
+    let public_address = settings.public_address.clone();
     let gm = GatewayManager::start(local.clone(), settings).await?;
+    // The bastion dials only the gateways it is configured with (what the
+    // plugin does from the provider's create requests).
+    bastion.gateways = [offload_bastion::desired::Gateway {
+        address: public_address,
+        host_key: gm.host_key().context("gateway host key")?,
+    }]
+    .into();
+    ensure!(install::apply(&remote, &bastion).await? == bastion_key);
     let stop = tokio_util::sync::CancellationToken::new();
     let sync = tokio::spawn(Arc::clone(&gm).run_until(Duration::from_millis(500), stop.clone()));
 

@@ -52,6 +52,14 @@ pub const NODE_TYPE_VALUE: &str = "virtual-kubelet";
 /// before create and read by the plugin. No secret material goes here: the
 /// host key is the gateway's *public* key.
 pub mod tunnel {
+    /// Prefix of every tunnel annotation gateway-manager writes. The
+    /// provider drops every key under it from what users wrote before it
+    /// sends a pod, and sends only what gateway-manager allocated.
+    pub const PREFIX: &str = "tunnel.offload.dev/";
+    /// gateway-manager's HMAC over the pod UID and its tunnel annotations,
+    /// keyed by a secret only gateway-manager holds: after a restart only
+    /// allocations it provably wrote are taken back. Never sent remotely.
+    pub const ALLOCATION_SIGNATURE: &str = "tunnel.offload.dev/allocation-signature";
     /// `host:port` of the gateway SSH server as seen from the remote cluster.
     pub const GATEWAY_ADDRESS: &str = "tunnel.offload.dev/gateway-address";
     /// The gateway's SSH host public key (OpenSSH one-line format), pinned by the bastion.

@@ -6,7 +6,7 @@
 //! replicas elect a leader over a Lease and only the leader is active (a
 //! stopping leader releases the Lease, so the hand-over is quick).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{
@@ -21,6 +21,7 @@ use offload_runtime::kubeapi::{
 };
 
 use super::{ANNOTATION_PUBLIC_KEY, BASTION_UID, BastionSpec, KEY_DIR, KEY_FILE};
+use crate::desired::Gateway;
 
 fn env(name: &str, value: String) -> EnvVar {
     EnvVar {
@@ -58,6 +59,28 @@ fn resources() -> ResourceRequirements {
 }
 
 impl BastionSpec {
+    /// `--gateways` as the bastion reads it.
+    pub fn gateways_json(&self) -> String {
+        serde_json::to_string(&self.gateways).unwrap_or_else(|_| "[]".to_owned())
+    }
+
+    /// The gateways of a Deployment this function's sibling rendered (what a
+    /// restarted plugin starts from, so it never drops a gateway).
+    pub fn gateways_of(deployment: &Deployment) -> BTreeSet<Gateway> {
+        deployment
+            .spec
+            .as_ref()
+            .and_then(|s| s.template.spec.as_ref())
+            .into_iter()
+            .flat_map(|s| s.containers.iter())
+            .flat_map(|c| c.env.iter().flatten())
+            .filter(|e| e.name == "BASTION_GATEWAYS")
+            .filter_map(|e| e.value.as_deref())
+            .filter_map(|v| serde_json::from_str::<Vec<Gateway>>(v).ok())
+            .flatten()
+            .collect()
+    }
+
     /// `offload-bastion run ...`: what to watch, where to serve, which Lease.
     fn args(&self) -> Vec<String> {
         let mut args = vec![
@@ -69,6 +92,9 @@ impl BastionSpec {
         ];
         if let Some(ns) = &self.watch_namespace {
             args.extend(["--namespace".to_owned(), ns.clone()]);
+        }
+        if let Some(i) = &self.plugin_instance {
+            args.extend(["--plugin-instance".to_owned(), i.clone()]);
         }
         if self.leader_election() {
             args.extend([
@@ -85,6 +111,8 @@ impl BastionSpec {
         let mut env = vec![
             env("BASTION_KEY_FILE", format!("{KEY_DIR}/{KEY_FILE}")),
             env("RUST_LOG", "info,russh=warn".into()),
+            // Sorted (a set): the same gateways render the same template.
+            env("BASTION_GATEWAYS", self.gateways_json()),
         ];
         if self.leader_election() {
             env.push(pod_name_env());

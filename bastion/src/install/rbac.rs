@@ -1,5 +1,6 @@
 //! The bastion's least-privilege RBAC: read pods (a Role in the watched
-//! namespace, or a ClusterRole when every namespace is watched) and, with
+//! namespace, or a ClusterRole when every namespace is watched, with `get`
+//! on namespaces to tell the plugin's own) and, with
 //! standby replicas, use its own Lease.
 
 use k8s_openapi::api::rbac::v1::{
@@ -56,9 +57,17 @@ impl BastionSpec {
             return None;
         }
         let name = self.cluster_rbac_name();
+        let mut rules = Self::rules();
+        // Which namespaces the plugin owns: only their pods' tunnels count.
+        rules.push(PolicyRule {
+            api_groups: Some(vec![String::new()]),
+            resources: Some(vec!["namespaces".into()]),
+            verbs: vec!["get".into()],
+            ..Default::default()
+        });
         let role = ClusterRole {
             metadata: self.meta(name.clone(), false),
-            rules: Some(Self::rules()),
+            rules: Some(rules),
             aggregation_rule: None,
         };
         let binding = ClusterRoleBinding {

@@ -108,3 +108,44 @@ fn cluster_wide_watch_gets_a_cluster_role_only() {
             .contains(&"--namespace".to_owned())
     );
 }
+
+#[test]
+fn the_configured_gateways_and_instance_reach_the_bastion_and_come_back() {
+    let mut spec = BastionSpec::new("remote-ns", "img");
+    let gw = |a: &str| Gateway {
+        address: a.into(),
+        host_key: "ssh-ed25519 AAAA".into(),
+    };
+    spec.gateways = BTreeSet::from([gw("10.0.0.2:30222"), gw("10.0.0.1:30222")]);
+    spec.plugin_instance = Some("blue".into());
+    let d = spec.deployment();
+    assert_eq!(BastionSpec::gateways_of(&d), spec.gateways);
+    let c = d
+        .spec
+        .and_then(|s| s.template.spec)
+        .map(|p| p.containers[0].clone())
+        .expect("container");
+    let args = c.args.unwrap_or_default();
+    let at = args
+        .iter()
+        .position(|a| a == "--plugin-instance")
+        .expect("--plugin-instance");
+    assert_eq!(args[at + 1], "blue");
+    let env = c.env.unwrap_or_default();
+    let gws = env
+        .iter()
+        .find(|e| e.name == "BASTION_GATEWAYS")
+        .and_then(|e| e.value.clone())
+        .expect("BASTION_GATEWAYS");
+    // Sorted: the same set always renders the same template (no rollout).
+    assert!(gws.find("10.0.0.1").expect("1") < gws.find("10.0.0.2").expect("2"));
+    assert_eq!(
+        crate::run::parse_gateways(&gws).expect("parses"),
+        spec.gateways
+    );
+    // Cluster-wide, the bastion may read namespaces (to tell the plugin's own).
+    let (role, _) = spec.cluster_role().expect("cluster role");
+    assert!(role.rules.unwrap_or_default().iter().any(|r| {
+        r.resources.as_deref() == Some(&["namespaces".to_owned()][..]) && r.verbs == ["get"]
+    }));
+}

@@ -4,7 +4,7 @@
 
 use std::collections::BTreeSet;
 
-use k8s_openapi::api::core::v1::{Endpoints, Pod, Service};
+use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{OwnerReference, Time};
 use kube::api::ListParams;
 use kube::runtime::events::{Event, EventType};
@@ -66,11 +66,15 @@ impl GatewayManager {
         Ok(conflicts)
     }
 
-    /// The tunnels of every live pod our gateway annotated, with the pod's
-    /// creation time; listed a page at a time.
+    /// The tunnels of every live pod whose allocation we provably wrote
+    /// (bound to our virtual node, signed by us for its UID), with the pod's
+    /// creation time; listed a page at a time. Pods that merely carry our
+    /// host key (anyone can write annotations) are logged and ignored.
     async fn live_tunnels(&self) -> Result<Vec<(Option<Time>, TunnelPod)>, Error> {
         let pods: Api<Pod> = Api::all(self.client.clone());
         let host_key = self.host_key();
+        let key = self.allocation_key()?;
+        let node = self.settings().node_name;
         let mut live = Vec::new();
         let mut continue_token: Option<String> = None;
         loop {
@@ -81,12 +85,24 @@ impl GatewayManager {
             let page = pods.list(&lp).await?;
             // Pods another gateway annotated (another provider, another
             // test) hold ports on *that* gateway, not on ours.
-            live.extend(
-                page.items
-                    .iter()
-                    .filter(|p| annotated_by(p, host_key.as_deref()))
-                    .filter_map(|p| Some((p.metadata.creation_timestamp.clone(), tunnel_pod(p)?))),
-            );
+            for p in page
+                .items
+                .iter()
+                .filter(|p| annotated_by(p, host_key.as_deref()))
+            {
+                if !key.written_by_us(p, node.as_deref()) {
+                    warn!(
+                        pod = %p.metadata.name.as_deref().unwrap_or(""),
+                        namespace = %p.metadata.namespace.as_deref().unwrap_or(""),
+                        node = %p.spec.as_ref().and_then(|s| s.node_name.as_deref()).unwrap_or(""),
+                        "tunnel annotations not written by this gateway-manager (unsigned, not bound to our node, or copied): ignored"
+                    );
+                    continue;
+                }
+                if let Some(t) = tunnel_pod(p) {
+                    live.push((p.metadata.creation_timestamp.clone(), t));
+                }
+            }
             continue_token = page.metadata.continue_.filter(|c| !c.is_empty());
             if continue_token.is_none() {
                 return Ok(live);
@@ -154,7 +170,7 @@ impl GatewayManager {
         let (ns, name) = (id.namespace.as_str(), id.name.as_str());
         self.annotate(pod, id, ann).await?;
         let current = pod.annotations();
-        let workload = current
+        let mut workload = current
             .get(tunnel::SERVICE)
             .filter(|s| objects::is_rfc1035_label(s))
             .cloned();
@@ -163,6 +179,13 @@ impl GatewayManager {
             .filter(|s| !objects::is_rfc1035_label(s))
         {
             warn!(pod = %name, namespace = %ns, service = %bad, "tunnel-service is not a valid Service name; ignored");
+        }
+        if let Some(w) = &workload
+            && !self
+                .may_write_service(pod, ns, w, TunnelServiceKind::Workload)
+                .await?
+        {
+            workload = None;
         }
         let tp = TunnelPod {
             namespace: ns.to_owned(),
@@ -180,14 +203,19 @@ impl GatewayManager {
             block_owner_deletion: Some(false),
         };
         let svc_name = objects::pod_service_name(name);
-        let svc = objects::tunnel_service(
-            ns,
-            &svc_name,
-            TunnelServiceKind::Pod.label(),
-            ann.ports.keys().copied(),
-            Some(owner),
-        );
-        self.apply(&svc).await?;
+        if self
+            .may_write_service(pod, ns, &svc_name, TunnelServiceKind::Pod)
+            .await?
+        {
+            let svc = objects::tunnel_service(
+                ns,
+                &svc_name,
+                TunnelServiceKind::Pod.label(),
+                ann.ports.keys().copied(),
+                Some(owner),
+            );
+            self.apply(&svc).await?;
+        }
         lock(&self.index).pods.insert(id.uid.clone(), tp);
         if let Some(w) = workload {
             self.apply_workload_service(ns, &w).await?;
@@ -195,9 +223,10 @@ impl GatewayManager {
         Ok(())
     }
 
-    /// Merge the tunnel annotations into the pod's, unless it has them.
+    /// Merge the tunnel annotations and their signature into the pod's,
+    /// unless it has them.
     async fn annotate(&self, pod: &Pod, id: &PodId, ann: &TunnelAnnotations) -> Result<(), Error> {
-        let wanted = ann.to_map();
+        let wanted = self.allocation_key()?.signed_map(&id.uid, ann);
         let current = pod.annotations();
         if wanted.iter().all(|(k, v)| current.get(k) == Some(v)) {
             return Ok(());
@@ -211,7 +240,13 @@ impl GatewayManager {
         Ok(())
     }
 
+    /// Apply the workload Service (every replica's ports), or delete it
+    /// when no replica is left; never one that is not ours.
     async fn apply_workload_service(&self, ns: &str, svc: &str) -> Result<(), Error> {
+        let kind = TunnelServiceKind::Workload;
+        if self.is_foreign(ns, svc) {
+            return Ok(());
+        }
         let ports: BTreeSet<offload_wire::tunnel::ContainerPort> = lock(&self.index)
             .pods
             .values()
@@ -219,10 +254,9 @@ impl GatewayManager {
             .flat_map(|p| p.ports.keys().copied())
             .collect();
         if ports.is_empty() {
-            return self.delete_tunnel_service(ns, svc).await;
+            return self.delete_tunnel_service(ns, svc, kind).await;
         }
-        let obj =
-            objects::tunnel_service(ns, svc, TunnelServiceKind::Workload.label(), ports, None);
+        let obj = objects::tunnel_service(ns, svc, kind.label(), ports, None);
         match self.apply(&obj).await {
             Ok(_) => Ok(()),
             // Two replicas prepared at once both create the Service: the
@@ -236,18 +270,6 @@ impl GatewayManager {
         }
     }
 
-    /// Delete a tunnel Service and its Endpoints (gone already is fine).
-    async fn delete_tunnel_service(&self, ns: &str, svc: &str) -> Result<(), Error> {
-        let svcs: Api<Service> = Api::namespaced(self.client.clone(), ns);
-        kubeapi::delete_ignoring_404(&svcs, svc).await?;
-        let eps: Api<Endpoints> = Api::namespaced(self.client.clone(), ns);
-        kubeapi::delete_ignoring_404(&eps, svc).await?;
-        lock(&self.index)
-            .written
-            .remove(&(ns.to_owned(), svc.to_owned()));
-        Ok(())
-    }
-
     /// On delete: give the ports back and remove the pod's Service (and the
     /// workload Service when it was the last replica). Idempotent.
     pub async fn release_pod(&self, pod: &Pod) -> Result<(), Error> {
@@ -259,11 +281,15 @@ impl GatewayManager {
             index.pods.remove(&id.uid)
         };
         let svc_name = objects::pod_service_name(&id.name);
-        self.delete_tunnel_service(&id.namespace, &svc_name).await?;
-        let workload = removed
-            .and_then(|p| p.workload_service)
-            .or_else(|| pod.annotations().get(tunnel::SERVICE).cloned())
-            .filter(|s| objects::is_rfc1035_label(s));
+        self.delete_tunnel_service(&id.namespace, &svc_name, TunnelServiceKind::Pod)
+            .await?;
+        // Only a Service this pod was exposed through: one the pod names but
+        // that was not ours was never touched and is not now.
+        let workload = match removed {
+            Some(p) => p.workload_service,
+            None => pod.annotations().get(tunnel::SERVICE).cloned(),
+        }
+        .filter(|s| objects::is_rfc1035_label(s));
         if let Some(w) = workload {
             self.apply_workload_service(&id.namespace, &w).await?;
         }

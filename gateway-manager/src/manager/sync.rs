@@ -34,6 +34,9 @@ impl GatewayManager {
     /// Write one tunnel Service's Endpoints unless we wrote the same last
     /// time. A failure is logged: the next sync tries again.
     async fn write_endpoints(&self, ns: String, name: String, eps: Endpoints) {
+        if self.is_foreign(&ns, &name) {
+            return;
+        }
         let key = (ns, name);
         if lock(&self.index).written.get(&key) == Some(&eps) {
             return;

@@ -86,6 +86,11 @@ pub(super) async fn create(
         &principal.caller_of(&data.pod),
         &state.instance(),
     );
+    // The tunnel's gateway, as the authenticated provider names it: the
+    // bastion dials only gateways learnt here (never one a pod names).
+    state
+        .bastion
+        .learn_gateway(data.pod.metadata.annotations.as_ref());
     create_remote(&state, &plan).await
 }
 

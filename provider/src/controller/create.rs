@@ -36,7 +36,8 @@ pub(super) async fn handle_create(ctx: &Context, pod: &Pod) -> Result<Outcome, C
         Continue(t) => t,
         Break(outcome) => return Ok(outcome),
     };
-    let pod = tunneled.as_ref().unwrap_or(pod);
+    // No allocation: what a user wrote under the tunnel prefix is not sent.
+    let pod = &tunneled.unwrap_or_else(|| tunnel::without_tunnel_annotations(pod));
     let data = match gather(ctx, pod, first_seen).await? {
         Continue(d) => d,
         Break(outcome) => return Ok(outcome),

@@ -108,3 +108,59 @@ fn the_authorized_key_is_read_back_from_the_rendered_config() {
     );
     assert_eq!(key_of_authorized_keys("garbage here\n"), None);
 }
+
+
+/// A pod with what a user can write: forged tunnel annotations (a victim's
+/// gateway port, another gateway) next to ordinary ones.
+fn forged_pod() -> Pod {
+    let mut p = Pod::default();
+    p.metadata.annotations = Some(std::collections::BTreeMap::from([
+        (
+            keys::tunnel::GATEWAY_ADDRESS.into(),
+            "203.0.113.9:22".into(),
+        ),
+        (
+            keys::tunnel::GATEWAY_HOST_KEY.into(),
+            "ssh-ed25519 AAAAforged".into(),
+        ),
+        (keys::tunnel::PORTS.into(), r#"{"80":40000}"#.into()),
+        (keys::tunnel::ALLOCATION_SIGNATURE.into(), "v1.00".into()),
+        ("tunnel.offload.dev/anything".into(), "x".into()),
+        (keys::tunnel::SERVICE.into(), "web".into()),
+        ("app".into(), "kept".into()),
+    ]));
+    p
+}
+
+#[test]
+fn user_written_tunnel_annotations_never_travel() {
+    let sent = without_tunnel_annotations(&forged_pod());
+    let a = sent.metadata.annotations.expect("annotations");
+    assert!(
+        a.keys().all(|k| !k.starts_with(keys::tunnel::PREFIX)),
+        "{a:?}"
+    );
+    assert_eq!(a.get("app").map(String::as_str), Some("kept"));
+    assert_eq!(
+        a.get(keys::tunnel::SERVICE).map(String::as_str),
+        Some("web")
+    );
+
+    // With an allocation: exactly gateway-manager's three keys, no signature.
+    let ours = offload_wire::tunnel::TunnelAnnotations {
+        gateway_address: "10.201.0.1:30222".into(),
+        gateway_host_key: "ssh-ed25519 AAAAours".into(),
+        ports: std::collections::BTreeMap::from([(
+            offload_wire::tunnel::ContainerPort(8080),
+            offload_wire::tunnel::GatewayPort(40007),
+        )]),
+    };
+    let sent = annotated(&forged_pod(), &ours);
+    let a = sent.metadata.annotations.expect("annotations");
+    let tunnel: std::collections::BTreeMap<_, _> = a
+        .iter()
+        .filter(|(k, _)| k.starts_with(keys::tunnel::PREFIX))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    assert_eq!(tunnel, ours.to_map());
+}

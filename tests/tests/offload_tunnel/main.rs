@@ -24,12 +24,14 @@
 //! offloaded as soon as a port comes back (a delete, or a pod that finished).
 //!
 //! The steps of the first test are in `served.rs`, those of the second in
-//! `full_range.rs`.
+//! `full_range.rs`. `forged.rs` plays the attacker who forges tunnel
+//! annotations or names a foreign Service (issue 11).
 //!
 //! Needs the images (`deploy/images/prepare-test-images.sh`), imported into
 //! both clusters by the test. Run:
 //! `cargo test -p offload-e2e --test offload_tunnel -- --nocapture`.
 
+mod forged;
 mod full_range;
 mod served;
 
