@@ -409,6 +409,8 @@ impl PluginConfig {
             .bastion_watch_namespace
             .clone()
             .filter(|n| !n.is_empty());
+        // The bastion forwards only pods in namespaces of this instance.
+        spec.plugin_instance = Some(self.instance.clone());
         Some(spec)
     }
 

@@ -109,7 +109,6 @@ fn the_authorized_key_is_read_back_from_the_rendered_config() {
     assert_eq!(key_of_authorized_keys("garbage here\n"), None);
 }
 
-
 /// A pod with what a user can write: forged tunnel annotations (a victim's
 /// gateway port, another gateway) next to ordinary ones.
 fn forged_pod() -> Pod {
