@@ -31,6 +31,7 @@ use offload_provider::bastion_pin::{
 use offload_provider::client::{ClientSettings, PluginClient, PluginError};
 use offload_provider::config::PluginMode;
 use offload_provider::tls::CertFingerprint;
+use offload_wire::keys::CONDITION_PLUGIN_REACHABLE;
 use proxies::{KeySwapProxy, TlsProxy, cert_files};
 
 const TOKEN: &str = "mitm-test-token-0123456789";
@@ -164,7 +165,9 @@ async fn a_proxy_with_another_certificate_gets_no_call_through() {
 }
 
 /// The whole provider, pinned, pointed at a proxy with another certificate:
-/// its node never turns Ready and the TLS failures are counted.
+/// the plugin never counts as reachable (the node stays Ready by design, an
+/// outage never evicts, but `PluginReachable` is not True and says why) and
+/// the TLS failures are counted.
 async fn whole_provider_never_ready_through(
     env: &Env,
     url: &str,
@@ -178,15 +181,15 @@ async fn whole_provider_never_ready_through(
     cfg.plugin_token_file = Some(dir.join("token"));
     let prov = start_provider(env, cfg).await;
     tokio::time::sleep(Duration::from_secs(6)).await;
-    let ready = node_ready(&env.local, &node).await;
+    let reachable = node_condition(&env.local, &node, CONDITION_PLUGIN_REACHABLE).await;
     let prov_metrics = prov.metrics.clone();
     prov.shutdown().await;
     assert!(
-        ready.as_ref().is_none_or(|(s, _, _)| s != "True"),
-        "node Ready through a MITM: {ready:?}"
+        reachable.as_ref().is_none_or(|(s, _, _)| s != "True"),
+        "plugin reachable through a MITM: {reachable:?}"
     );
     // What an operator sees on the node: why the plugin is unreachable.
-    let message = ready.map(|(_, _, m)| m).unwrap_or_default();
+    let message = reachable.map(|(_, _, m)| m).unwrap_or_default();
     assert!(
         message.contains("is not the pinned"),
         "node condition: {message:?}"

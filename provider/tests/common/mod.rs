@@ -262,12 +262,21 @@ pub async fn delete_all_pods(pods: &Api<Pod>, timeout: Duration) {
 
 /// The node's Ready condition: (status, reason, message).
 pub async fn node_ready(c: &kube::Client, node: &str) -> Option<(String, String, String)> {
+    node_condition(c, node, "Ready").await
+}
+
+/// A condition of the node: (status, reason, message).
+pub async fn node_condition(
+    c: &kube::Client,
+    node: &str,
+    type_: &str,
+) -> Option<(String, String, String)> {
     let n = Api::<Node>::all(c.clone()).get_opt(node).await.ok()??;
     let cond = n
         .status?
         .conditions?
         .into_iter()
-        .find(|c| c.type_ == "Ready")?;
+        .find(|c| c.type_ == type_)?;
     Some((
         cond.status,
         cond.reason.unwrap_or_default(),
