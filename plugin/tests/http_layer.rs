@@ -7,61 +7,12 @@
 
 use std::time::Duration;
 
-use offload_plugin::{Listen, PluginConfig, RunningPlugin, start};
+use offload_plugin::{Listen, PluginConfig, start};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
-fn install_provider() {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-}
-
-fn dead_client() -> kube::Client {
-    let cfg = kube::Config::new("http://127.0.0.1:9".parse().expect("uri"));
-    kube::Client::try_from(cfg).expect("client")
-}
-
-fn offline_config() -> PluginConfig {
-    let mut c = PluginConfig::for_tests();
-    c.remote_minor_version = Some(20);
-    c
-}
-
-async fn plugin(config: PluginConfig) -> RunningPlugin {
-    install_provider();
-    start(config, dead_client()).await.expect("plugin starts")
-}
-
-fn http() -> reqwest::Client {
-    install_provider();
-    reqwest::Client::builder()
-        .timeout(Duration::from_secs(20))
-        .build()
-        .expect("reqwest client")
-}
-
-async fn call(
-    client: &reqwest::Client,
-    method: Method,
-    url: String,
-    body: impl Into<reqwest::Body>,
-) -> (StatusCode, Value) {
-    let resp = client
-        .request(method, url)
-        .header("Content-Type", "application/json")
-        .body(body)
-        .send()
-        .await
-        .expect("request");
-    let status = resp.status();
-    let text = resp.text().await.expect("body");
-    let v = serde_json::from_str(&text).unwrap_or(Value::String(text));
-    (status, v)
-}
-
-/// The status of a plain `GET url` (the probes).
-async fn get_status(client: &reqwest::Client, url: String) -> StatusCode {
-    client.get(url).send().await.expect("GET").status()
-}
+mod offline;
+use offline::*;
 
 /// An offline config that requires the bearer token `s3cret-token` (kept in `dir`).
 fn token_config(dir: &tempfile::TempDir) -> PluginConfig {

@@ -3,65 +3,16 @@
 //! request timeout (504), non-UUID UIDs and namespaces that map onto the
 //! bastion's. The kube client points at a closed port: everything here is
 //! answered before any remote call. (Kept apart from `http_layer.rs` for
-//! the file size limit; same helpers.)
+//! the file size limit; the helpers in `offline/`.)
 
 use std::time::Duration;
 
 use futures::StreamExt;
-use offload_plugin::{PluginConfig, RunningPlugin, start};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
-fn install_provider() {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-}
-
-fn dead_client() -> kube::Client {
-    let cfg = kube::Config::new("http://127.0.0.1:9".parse().expect("uri"));
-    kube::Client::try_from(cfg).expect("client")
-}
-
-fn offline_config() -> PluginConfig {
-    let mut c = PluginConfig::for_tests();
-    c.remote_minor_version = Some(20);
-    c
-}
-
-async fn plugin(config: PluginConfig) -> RunningPlugin {
-    install_provider();
-    start(config, dead_client()).await.expect("plugin starts")
-}
-
-fn http() -> reqwest::Client {
-    install_provider();
-    reqwest::Client::builder()
-        .timeout(Duration::from_secs(20))
-        .build()
-        .expect("reqwest client")
-}
-
-async fn call(
-    client: &reqwest::Client,
-    method: Method,
-    url: String,
-    body: impl Into<reqwest::Body>,
-) -> (StatusCode, Value) {
-    let resp = client
-        .request(method, url)
-        .header("Content-Type", "application/json")
-        .body(body)
-        .send()
-        .await
-        .expect("request");
-    let status = resp.status();
-    let text = resp.text().await.expect("body");
-    let v = serde_json::from_str(&text).unwrap_or(Value::String(text));
-    (status, v)
-}
-
-async fn get_status(client: &reqwest::Client, url: String) -> StatusCode {
-    client.get(url).send().await.expect("GET").status()
-}
+mod offline;
+use offline::*;
 
 fn message_mentions(body: &Value, needle: &str) -> bool {
     body["message"].as_str().is_some_and(|m| m.contains(needle))
