@@ -185,6 +185,8 @@ def down():
                    "--ignore-not-found", check=False)
     for c in (local, remote):
         c.kubectl("delete", "namespace", NS, "--ignore-not-found", "--wait=false", check=False)
+    # The remote namespace the plugin made for the app (default prefix "offloading").
+    remote.kubectl("delete", "namespace", f"offloading-{APP_NS}", "--ignore-not-found", "--wait=false", check=False)
 
 
 def main():

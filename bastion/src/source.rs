@@ -51,12 +51,15 @@ pub struct PodSource {
 }
 
 /// Whether the plugin (this instance, when `instance` is set) owns the
-/// namespace: it created it with its managed-by label.
+/// namespace: it created it with its managed-by label, and with its instance
+/// label unless it was created before plugins had instances (such a
+/// namespace keeps working after an upgrade: the plugin only creates
+/// namespaces, it does not relabel them). Another instance's is not ours.
 pub fn plugin_owned(ns: &Namespace, instance: Option<&str>) -> bool {
     let labels = ns.metadata.labels.as_ref();
     let label = |k: &str| labels.and_then(|l| l.get(k)).map(String::as_str);
     label(keys::LABEL_MANAGED_BY) == Some(keys::MANAGED_BY_PLUGIN)
-        && instance.is_none_or(|i| label(keys::LABEL_PLUGIN_INSTANCE) == Some(i))
+        && instance.is_none_or(|i| label(keys::LABEL_PLUGIN_INSTANCE).is_none_or(|l| l == i))
 }
 
 /// Namespace ownership, read on demand and cached.
@@ -317,8 +320,9 @@ mod tests {
         let ours = (keys::LABEL_PLUGIN_INSTANCE, "a");
         assert!(plugin_owned(&ns(&[managed]), None));
         assert!(plugin_owned(&ns(&[managed, ours]), Some("a")));
-        // Told its instance, the bastion wants it on the namespace.
-        assert!(!plugin_owned(&ns(&[managed]), Some("a")));
+        // Told its instance, the bastion refuses another instance's namespace,
+        // and takes one from before instances existed (an upgrade).
+        assert!(plugin_owned(&ns(&[managed]), Some("a")));
         assert!(!plugin_owned(
             &ns(&[managed, (keys::LABEL_PLUGIN_INSTANCE, "b")]),
             Some("a")
