@@ -22,8 +22,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use common::*;
-use k8s_openapi::api::core::v1::{ConfigMap, Event};
-use kube::api::{Api, ListParams, Patch, PatchParams};
+use k8s_openapi::api::core::v1::ConfigMap;
+use kube::api::{Api, Patch, PatchParams};
 use offload_plugin::config::{Listen, PluginConfig};
 use offload_provider::bastion_pin::{
     ACCEPT_ANNOTATION, REASON_REFUSED, REASON_ROTATED, fingerprint,
@@ -221,21 +221,6 @@ async fn authorized_keys(env: &Env, ns: &str, gw: &str) -> String {
         .unwrap_or_default()
 }
 
-/// Events about `node` with `reason`, in any namespace (a Node is cluster-scoped).
-async fn node_events(env: &Env, node: &str, reason: &str) -> Vec<String> {
-    Api::<Event>::all(env.local.clone())
-        .list(&ListParams::default())
-        .await
-        .map(|l| l.items)
-        .unwrap_or_default()
-        .into_iter()
-        .filter(|e| {
-            e.reason.as_deref() == Some(reason) && e.involved_object.name.as_deref() == Some(node)
-        })
-        .map(|e| e.message.unwrap_or_default())
-        .collect()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_swapped_bastion_key_is_refused_and_the_gateway_keeps_the_pinned_one() {
     install_ring();
@@ -274,7 +259,7 @@ async fn a_swapped_bastion_key_is_refused_and_the_gateway_keeps_the_pinned_one()
     proxy.offer(&key_b);
     let fp_b = fingerprint(&key_b).expect("fingerprint");
     let refused = wait_for("a BastionKeyRefused event on the node", WAIT, async || {
-        let ev = node_events(&env, &node, REASON_REFUSED).await;
+        let ev = node_events(&env.local, &node, REASON_REFUSED).await;
         (!ev.is_empty()).then_some(ev)
     })
     .await;
@@ -298,7 +283,10 @@ async fn a_swapped_bastion_key_is_refused_and_the_gateway_keeps_the_pinned_one()
     assert_only_a(&env, &ns, &gw, &key_a, &key_b, "after a restart").await;
     accept_rotation(&env, &ns, &gw, &key_b).await;
     wait_for("a BastionKeyRotated event", WAIT, async || {
-        (!node_events(&env, &node, REASON_ROTATED).await.is_empty()).then_some(())
+        (!node_events(&env.local, &node, REASON_ROTATED)
+            .await
+            .is_empty())
+        .then_some(())
     })
     .await;
     prov.shutdown().await;

@@ -350,8 +350,21 @@ pub fn remote_namespace(ns: &str) -> String {
 /// Events of `ns` with `reason` (core/v1 events, as `kubectl get events` shows them),
 /// about object `name`: their messages.
 pub async fn events(c: &kube::Client, ns: &str, name: &str, reason: &str) -> Vec<String> {
-    Api::<k8s_openapi::api::core::v1::Event>::namespaced(c.clone(), ns)
-        .list(&ListParams::default())
+    messages(Api::namespaced(c.clone(), ns), name, reason).await
+}
+
+/// Events about `node` with `reason`, in any namespace (a Node is cluster-scoped;
+/// the provider writes them in `default`, as the kubelet does).
+pub async fn node_events(c: &kube::Client, node: &str, reason: &str) -> Vec<String> {
+    messages(Api::all(c.clone()), node, reason).await
+}
+
+async fn messages(
+    api: Api<k8s_openapi::api::core::v1::Event>,
+    name: &str,
+    reason: &str,
+) -> Vec<String> {
+    api.list(&ListParams::default())
         .await
         .map(|l| l.items)
         .unwrap_or_default()
