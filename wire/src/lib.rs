@@ -15,9 +15,13 @@
 //!   `ContainerPort` newtypes and the gateway's port range, SSH key
 //!   generation and encoding, and the gateway's OpenSSH policy
 //!   (`sshd_config`, `authorized_keys`).
+//! - [`stream`]: our streaming extension (exec, attach, port-forward).
+//! - [`watch`]: our status-change stream and the capabilities route.
 
 pub mod keys;
+pub mod stream;
 pub mod tunnel;
 pub mod types;
+pub mod watch;
 
 pub use types::*;
