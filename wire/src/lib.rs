@@ -17,6 +17,7 @@
 //!   (`sshd_config`, `authorized_keys`).
 
 pub mod keys;
+pub mod stats;
 pub mod tunnel;
 pub mod types;
 
