@@ -212,16 +212,42 @@ pub fn sum_memory<'a>(parts: impl IntoIterator<Item = &'a MemoryStats>) -> Optio
     })
 }
 
+/// The larger of two optional figures.
+fn max(a: Option<u64>, b: Option<u64>) -> Option<u64> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.max(b)),
+        (a, b) => a.or(b),
+    }
+}
+
 impl PodStats {
-    /// Fills the pod-level figures from the containers' when the kubelet
-    /// gave none (kubelets before pod-level stats).
+    /// Makes the pod-level figures at least the sum of its containers':
+    /// kubelets before pod-level stats give none, and a kubelet whose pod
+    /// cgroups are not measured (seen on 1.20 with a custom cgroup root)
+    /// gives zeros, while a pod always uses at least what its containers use.
     pub fn fill_pod_level(&mut self) {
-        if self.cpu.is_none() {
-            self.cpu = sum_cpu(self.containers.iter().filter_map(|c| c.cpu.as_ref()));
-        }
-        if self.memory.is_none() {
-            self.memory = sum_memory(self.containers.iter().filter_map(|c| c.memory.as_ref()));
-        }
+        let cpu = sum_cpu(self.containers.iter().filter_map(|c| c.cpu.as_ref()));
+        self.cpu = match (self.cpu.take(), cpu) {
+            (Some(p), Some(c)) => Some(CpuStats {
+                time: later(p.time, c.time.as_ref()),
+                usage_nano_cores: max(p.usage_nano_cores, c.usage_nano_cores),
+                usage_core_nano_seconds: max(p.usage_core_nano_seconds, c.usage_core_nano_seconds),
+            }),
+            (p, c) => p.or(c),
+        };
+        let memory = sum_memory(self.containers.iter().filter_map(|c| c.memory.as_ref()));
+        self.memory = match (self.memory.take(), memory) {
+            (Some(p), Some(c)) => Some(MemoryStats {
+                time: later(p.time, c.time.as_ref()),
+                available_bytes: p.available_bytes,
+                usage_bytes: max(p.usage_bytes, c.usage_bytes),
+                working_set_bytes: max(p.working_set_bytes, c.working_set_bytes),
+                rss_bytes: max(p.rss_bytes, c.rss_bytes),
+                page_faults: max(p.page_faults, c.page_faults),
+                major_page_faults: max(p.major_page_faults, c.major_page_faults),
+            }),
+            (p, c) => p.or(c),
+        };
     }
 }
 
@@ -380,6 +406,35 @@ mod tests {
                 .and_then(|c| c.usage_core_nano_seconds),
             Some(100)
         );
+        // A kubelet's zero pod-level figures are raised to the containers' sum.
+        let mut zeroed = pod(
+            "z",
+            "2026-12-06T08:00:00Z",
+            3,
+            30,
+            300,
+            "2026-12-06T08:10:00Z",
+        );
+        zeroed.cpu = Some(CpuStats {
+            time: Some(t("2026-12-06T08:09:00Z")),
+            usage_nano_cores: Some(0),
+            usage_core_nano_seconds: Some(0),
+        });
+        zeroed.memory = Some(MemoryStats {
+            working_set_bytes: Some(1000),
+            ..Default::default()
+        });
+        zeroed.fill_pod_level();
+        let cpu = zeroed.cpu.expect("cpu");
+        assert_eq!(cpu.usage_core_nano_seconds, Some(30));
+        assert_eq!(cpu.time, Some(t("2026-12-06T08:10:00Z")));
+        let mem = zeroed.memory.expect("memory");
+        assert_eq!(
+            mem.working_set_bytes,
+            Some(1000),
+            "a larger pod figure stays"
+        );
+        assert_eq!(mem.usage_bytes, Some(301));
         let none = Summary::for_virtual_node("vn", vec![]);
         assert_eq!(none.node.cpu, None);
         assert_eq!(none.node.start_time, None);
