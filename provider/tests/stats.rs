@@ -9,10 +9,20 @@ mod common;
 
 use std::time::Duration;
 
+use axum::extract::State;
 use common::*;
-use k8s_openapi::api::core::v1::Pod;
-use kube::api::PostParams;
+use k8s_openapi::api::core::v1::{Pod, Secret, ServiceAccount};
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
+use kube::api::{Api, DeleteParams, PostParams};
+use kube::runtime::{reflector, watcher};
+use offload_provider::client::{ClientSettings, PluginClient};
+use offload_provider::config::PluginMode;
+use offload_provider::kubelet_api::{
+    Auth, AuthorizationMode, KubeletAuthArgs, KubeletState, stats,
+};
+use offload_provider::metrics::Metrics;
 use offload_wire::stats::{PodStats, Summary};
+use testbed::fixtures;
 
 const RUN: Duration = Duration::from_secs(300);
 
@@ -168,4 +178,209 @@ async fn a_busy_pods_cpu_rises_and_its_memory_is_the_remote_kubelets() {
     delete_all_pods(&pods, RUN).await;
     prov.shutdown().await;
     plugin.stop().await;
+}
+
+/// A ServiceAccount of `ns` and its token (1.20: the token Secret the
+/// token controller adds to the account).
+async fn service_account_token(env: &Env, ns: &str, name: &str) -> String {
+    let accounts: Api<ServiceAccount> = Api::namespaced(env.local.clone(), ns);
+    let sa: ServiceAccount =
+        serde_json::from_value(serde_json::json!({"metadata": {"name": name}})).expect("sa");
+    accounts
+        .create(&PostParams::default(), &sa)
+        .await
+        .expect("create ServiceAccount");
+    let secrets: Api<Secret> = Api::namespaced(env.local.clone(), ns);
+    wait_for(
+        &format!("token of {ns}/{name}"),
+        Duration::from_secs(60),
+        async || {
+            let secret = accounts
+                .get(name)
+                .await
+                .ok()?
+                .secrets?
+                .into_iter()
+                .next()?
+                .name?;
+            let token = secrets
+                .get(&secret)
+                .await
+                .ok()?
+                .data?
+                .get("token")?
+                .0
+                .clone();
+            String::from_utf8(token).ok()
+        },
+    )
+    .await
+}
+
+/// (status, body) of GET `url` on the provider's kubelet port with `token`.
+async fn get(url: &str, token: &str) -> (u16, String) {
+    let c = reqwest::Client::builder()
+        .tls_danger_accept_invalid_certs(true)
+        .build()
+        .expect("client");
+    let r = c.get(url).bearer_auth(token).send().await.expect("send");
+    (r.status().as_u16(), r.text().await.unwrap_or_default())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stats_need_nodes_stats_and_metrics_need_nodes_metrics() {
+    let env = env().await;
+    let mut plugin = Plugin::start(&env.remote).await;
+    let node = node_name("vn-stauthz");
+    let (ns, _cleanup, _pods) = test_namespace(&env, "prov-stauthz", &[&node]).await;
+    let prov = start_provider(&env, provider_config(&env, &node, &plugin)).await;
+    let nobody = service_account_token(&env, &ns, "nobody").await;
+    let reader = service_account_token(&env, &ns, "reader").await;
+    // `get nodes/stats` on this node only, as metrics-server-like readers hold.
+    let name = format!("offload-test-{node}-stats");
+    let role: ClusterRole = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": name},
+        "rules": [{"apiGroups": [""], "resources": ["nodes/stats"],
+                   "resourceNames": [node], "verbs": ["get"]}]
+    }))
+    .expect("role");
+    let binding: ClusterRoleBinding = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": name},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": name},
+        "subjects": [{"kind": "ServiceAccount", "name": "reader", "namespace": ns}]
+    }))
+    .expect("binding");
+    let roles: Api<ClusterRole> = Api::all(env.local.clone());
+    let bindings: Api<ClusterRoleBinding> = Api::all(env.local.clone());
+    roles
+        .create(&PostParams::default(), &role)
+        .await
+        .expect("role");
+    bindings
+        .create(&PostParams::default(), &binding)
+        .await
+        .expect("binding");
+
+    let base = format!(
+        "https://{}:{}",
+        env.tb.local.node_ip,
+        prov.kubelet_addr().port()
+    );
+    let (summary, metrics) = (
+        format!("{base}/stats/summary"),
+        format!("{base}/metrics/resource"),
+    );
+    let forbidden = |user: &str, sub: &str| {
+        format!(
+            "Forbidden (user=system:serviceaccount:{ns}:{user}, verb=get, resource=nodes, subresource={sub})"
+        )
+    };
+    assert_eq!(
+        get(&summary, &nobody).await,
+        (403, forbidden("nobody", "stats"))
+    );
+    assert_eq!(
+        get(&metrics, &nobody).await,
+        (403, forbidden("nobody", "metrics"))
+    );
+    // RBAC is read through a cache on the apiserver: the grant may take a moment.
+    let (status, body) = wait_for(
+        "reader allowed nodes/stats",
+        Duration::from_secs(30),
+        async || {
+            let r = get(&summary, &reader).await;
+            (r.0 != 403).then_some(r)
+        },
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let s: Summary = serde_json::from_str(&body).expect("summary");
+    assert_eq!(s.node.node_name, node);
+    assert!(s.pods.is_empty(), "no pods on the node: {body}");
+    assert_eq!(
+        s.node.cpu.and_then(|c| c.usage_core_nano_seconds),
+        Some(0),
+        "an empty virtual node uses nothing"
+    );
+    assert_eq!(
+        get(&metrics, &reader).await,
+        (403, forbidden("reader", "metrics"))
+    );
+
+    let _ = bindings.delete(&name, &DeleteParams::default()).await;
+    let _ = roles.delete(&name, &DeleteParams::default()).await;
+    prov.shutdown().await;
+    plugin.stop().await;
+}
+
+/// A plugin that knows nothing of the extension (every path 404) or that
+/// cannot be reached, and a node with one pod.
+async fn state_with(plugin_url: &str) -> KubeletState {
+    let (store, mut writer) = reflector::store::<Pod>();
+    writer.apply_watcher_event(&watcher::Event::Apply(
+        fixtures::pod("p")
+            .namespace("default")
+            .uid("6f1c1f1e-0000-4000-8000-00000000000a")
+            .build(),
+    ));
+    let mut settings = ClientSettings::new(plugin_url, PluginMode::Plugin);
+    settings.retries = 0;
+    let plugin = PluginClient::new(settings, None).expect("client");
+    let metrics = Metrics::new();
+    let auth = Auth::new(
+        "vn".into(),
+        None,
+        false,
+        KubeletAuthArgs {
+            authorization_mode: AuthorizationMode::AlwaysAllow,
+            ..Default::default()
+        },
+        metrics.registry(),
+    );
+    KubeletState::new("vn".into(), store, plugin, metrics, auth)
+}
+
+async fn body(r: axum::response::Response) -> (u16, String) {
+    let status = r.status().as_u16();
+    let bytes = axum::body::to_bytes(r.into_body(), 1 << 20)
+        .await
+        .expect("body");
+    (status, String::from_utf8_lossy(&bytes).into_owned())
+}
+
+#[tokio::test]
+async fn a_plugin_without_stats_gives_empty_figures_and_a_dead_one_an_error() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = l.local_addr().expect("addr");
+    tokio::spawn(async move { axum::serve(l, axum::Router::new()).await });
+    let st = state_with(&format!("http://{addr}")).await;
+    let (status, text) = body(stats::summary(State(st.clone())).await).await;
+    assert_eq!(status, 200, "{text}");
+    let s: Summary = serde_json::from_str(&text).expect("summary");
+    assert!(s.pods.is_empty());
+    assert_eq!(s.node.memory.and_then(|m| m.working_set_bytes), Some(0));
+    let (status, text) = body(stats::resource_metrics(State(st)).await).await;
+    assert_eq!(status, 200);
+    assert!(text.contains("\nnode_cpu_usage_seconds_total 0 "), "{text}");
+    assert!(text.ends_with("\nscrape_error 0\n"), "{text}");
+
+    // Nobody listens: the kubelet's answers to a failed collection.
+    let dead = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        l.local_addr().expect("addr")
+    };
+    let st = state_with(&format!("http://{dead}")).await;
+    let (status, text) = body(stats::summary(State(st.clone())).await).await;
+    assert_eq!(status, 500, "{text}");
+    assert!(
+        text.starts_with("Internal Error: failed to get node stats"),
+        "{text}"
+    );
+    let (status, text) = body(stats::resource_metrics(State(st)).await).await;
+    assert_eq!(status, 200);
+    assert!(text.ends_with("\nscrape_error 1\n"), "{text}");
+    assert!(!text.contains("node_cpu"), "{text}");
 }
