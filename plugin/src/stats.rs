@@ -192,7 +192,7 @@ fn targets(
                     .or_else(|| state.remote.cached_by_uid(&id.uid))?;
                 // Another caller's pod, or another local pod's: as absent.
                 let owner = owned_identity(&pod, caller, instance)?;
-                (owner == *id).then(|| (owner, pod))
+                (owner == *id).then_some((owner, pod))
             })
             .collect(),
     }

@@ -74,12 +74,15 @@ fn escape(v: &str) -> String {
         .replace('\n', "\\n")
 }
 
-/// One metric family: help, type and samples (labels, value, timestamp).
+/// One sample: labels, value, timestamp (ms).
+type Sample = (Vec<(&'static str, String)>, f64, Option<i64>);
+
+/// One metric family: help, type and samples.
 struct Family {
     name: &'static str,
     help: &'static str,
     kind: &'static str,
-    samples: Vec<(Vec<(&'static str, String)>, f64, Option<i64>)>,
+    samples: Vec<Sample>,
 }
 
 impl Family {
