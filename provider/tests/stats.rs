@@ -60,6 +60,74 @@ fn sample(text: &str, metric: &str, labels: &str) -> Option<(f64, i64)> {
     Some((v, ts))
 }
 
+/// The pod's memory in the virtual node's Summary is the remote kubelet's:
+/// same measurement (time), same bytes.
+async fn memory_is_the_remote_kubelets(env: &Env, local: &Pod, ns: &str, node: &str) {
+    let remote = remote_pods(&env.remote, &uid(local)).await;
+    let rp = remote.first().expect("remote pod");
+    let (rns, rname) = (
+        rp.metadata.namespace.clone().expect("ns"),
+        rp.metadata.name.clone().expect("name"),
+    );
+    let rnode = rp
+        .spec
+        .as_ref()
+        .and_then(|s| s.node_name.clone())
+        .expect("remote node");
+    let (ours, theirs) = wait_for("one memory measurement read both ways", RUN, async || {
+        let req = http::Request::get(format!("/api/v1/nodes/{rnode}/proxy/stats/summary"))
+            .body(Vec::new())
+            .ok()?;
+        let direct: Summary = env.remote.request(req).await.ok()?;
+        let theirs = pod_of(&direct, &rns, &rname)?
+            .containers
+            .first()?
+            .memory
+            .clone()?;
+        let s = summary(env, node).await;
+        let ours = pod_of(&s, ns, "busy")?.containers.first()?.memory.clone()?;
+        (ours.time == theirs.time).then_some((ours, theirs))
+    })
+    .await;
+    assert!(ours.working_set_bytes.is_some_and(|b| b > 0));
+    assert_eq!(ours.working_set_bytes, theirs.working_set_bytes);
+    assert_eq!(ours.usage_bytes, theirs.usage_bytes);
+    assert_eq!(ours.rss_bytes, theirs.rss_bytes);
+}
+
+/// `/metrics/resource` has the pod's samples, CPU rising between reads.
+async fn cpu_rises_in_the_metrics_text(env: &Env, ns: &str, node: &str) {
+    let labels = format!("{{container=\"main\",namespace=\"{ns}\",pod=\"busy\"}}");
+    let path = format!("/api/v1/nodes/{node}/proxy/metrics/resource");
+    let text = raw(env, &path).await;
+    let (cpu1, ts1) = sample(&text, "container_cpu_usage_seconds_total", &labels)
+        .unwrap_or_else(|| panic!("container cpu in {text}"));
+    let (mem, _) = sample(&text, "container_memory_working_set_bytes", &labels)
+        .unwrap_or_else(|| panic!("container memory in {text}"));
+    assert!(mem > 0.0, "{text}");
+    assert!(text.contains("\nscrape_error 0\n"), "{text}");
+    assert!(
+        text.contains("# TYPE node_cpu_usage_seconds_total counter\n"),
+        "{text}"
+    );
+    let pod_labels = format!("{{namespace=\"{ns}\",pod=\"busy\"}}");
+    assert!(
+        sample(&text, "pod_cpu_usage_seconds_total", &pod_labels).is_some(),
+        "{text}"
+    );
+    let (cpu2, ts2) = wait_for(
+        "cpu rising in /metrics/resource",
+        Duration::from_secs(90),
+        async || {
+            let text = raw(env, &path).await;
+            sample(&text, "container_cpu_usage_seconds_total", &labels)
+                .filter(|(v, _)| *v > cpu1 + 1.0)
+        },
+    )
+    .await;
+    assert!(cpu2 > cpu1 && ts2 > ts1, "{cpu1}@{ts1} -> {cpu2}@{ts2}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_busy_pods_cpu_rises_and_its_memory_is_the_remote_kubelets() {
     let env = env().await;
@@ -108,72 +176,8 @@ async fn a_busy_pods_cpu_rises_and_its_memory_is_the_remote_kubelets() {
     .await;
     assert!(second > c1);
 
-    // Memory as the remote kubelet reports it: same measurement, same bytes.
-    let remote = remote_pods(&env.remote, &uid(&local)).await;
-    let rp = remote.first().expect("remote pod");
-    let (rns, rname) = (
-        rp.metadata.namespace.clone().expect("ns"),
-        rp.metadata.name.clone().expect("name"),
-    );
-    let rnode = rp
-        .spec
-        .as_ref()
-        .and_then(|s| s.node_name.clone())
-        .expect("remote node");
-    let (ours, theirs) = wait_for("one memory measurement read both ways", RUN, async || {
-        let req = http::Request::get(format!("/api/v1/nodes/{rnode}/proxy/stats/summary"))
-            .body(Vec::new())
-            .ok()?;
-        let direct: Summary = env.remote.request(req).await.ok()?;
-        let theirs = pod_of(&direct, &rns, &rname)?
-            .containers
-            .first()?
-            .memory
-            .clone()?;
-        let s = summary(&env, &node).await;
-        let ours = pod_of(&s, &ns, "busy")?
-            .containers
-            .first()?
-            .memory
-            .clone()?;
-        (ours.time == theirs.time).then_some((ours, theirs))
-    })
-    .await;
-    assert!(ours.working_set_bytes.is_some_and(|b| b > 0));
-    assert_eq!(ours.working_set_bytes, theirs.working_set_bytes);
-    assert_eq!(ours.usage_bytes, theirs.usage_bytes);
-    assert_eq!(ours.rss_bytes, theirs.rss_bytes);
-
-    // The same figures in the kubelet's Prometheus text.
-    let labels = format!("{{container=\"main\",namespace=\"{ns}\",pod=\"busy\"}}");
-    let path = format!("/api/v1/nodes/{node}/proxy/metrics/resource");
-    let text = raw(&env, &path).await;
-    let (cpu1, ts1) = sample(&text, "container_cpu_usage_seconds_total", &labels)
-        .unwrap_or_else(|| panic!("container cpu in {text}"));
-    let (mem, _) = sample(&text, "container_memory_working_set_bytes", &labels)
-        .unwrap_or_else(|| panic!("container memory in {text}"));
-    assert!(mem > 0.0, "{text}");
-    assert!(text.contains("\nscrape_error 0\n"), "{text}");
-    assert!(
-        text.contains("# TYPE node_cpu_usage_seconds_total counter\n"),
-        "{text}"
-    );
-    let pod_labels = format!("{{namespace=\"{ns}\",pod=\"busy\"}}");
-    assert!(
-        sample(&text, "pod_cpu_usage_seconds_total", &pod_labels).is_some(),
-        "{text}"
-    );
-    let (cpu2, ts2) = wait_for(
-        "cpu rising in /metrics/resource",
-        Duration::from_secs(90),
-        async || {
-            let text = raw(&env, &path).await;
-            sample(&text, "container_cpu_usage_seconds_total", &labels)
-                .filter(|(v, _)| *v > cpu1 + 1.0)
-        },
-    )
-    .await;
-    assert!(cpu2 > cpu1 && ts2 > ts1, "{cpu1}@{ts1} -> {cpu2}@{ts2}");
+    memory_is_the_remote_kubelets(&env, &local, &ns, &node).await;
+    cpu_rises_in_the_metrics_text(&env, &ns, &node).await;
 
     delete_all_pods(&pods, RUN).await;
     prov.shutdown().await;
@@ -227,16 +231,9 @@ async fn get(url: &str, token: &str) -> (u16, String) {
     (r.status().as_u16(), r.text().await.unwrap_or_default())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn stats_need_nodes_stats_and_metrics_need_nodes_metrics() {
-    let env = env().await;
-    let mut plugin = Plugin::start(&env.remote).await;
-    let node = node_name("vn-stauthz");
-    let (ns, _cleanup, _pods) = test_namespace(&env, "prov-stauthz", &[&node]).await;
-    let prov = start_provider(&env, provider_config(&env, &node, &plugin)).await;
-    let nobody = service_account_token(&env, &ns, "nobody").await;
-    let reader = service_account_token(&env, &ns, "reader").await;
-    // `get nodes/stats` on this node only, as metrics-server-like readers hold.
+/// `get nodes/stats` on `node` only (what metrics-server-like readers
+/// hold) for ServiceAccount `ns/sa`; returns the ClusterRole(Binding) name.
+async fn grant_nodes_stats(env: &Env, node: &str, ns: &str, sa: &str) -> String {
     let name = format!("offload-test-{node}-stats");
     let role: ClusterRole = serde_json::from_value(serde_json::json!({
         "metadata": {"name": name},
@@ -247,7 +244,7 @@ async fn stats_need_nodes_stats_and_metrics_need_nodes_metrics() {
     let binding: ClusterRoleBinding = serde_json::from_value(serde_json::json!({
         "metadata": {"name": name},
         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": name},
-        "subjects": [{"kind": "ServiceAccount", "name": "reader", "namespace": ns}]
+        "subjects": [{"kind": "ServiceAccount", "name": sa, "namespace": ns}]
     }))
     .expect("binding");
     let roles: Api<ClusterRole> = Api::all(env.local.clone());
@@ -261,6 +258,19 @@ async fn stats_need_nodes_stats_and_metrics_need_nodes_metrics() {
         .await
         .expect("binding");
 
+    name
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stats_need_nodes_stats_and_metrics_need_nodes_metrics() {
+    let env = env().await;
+    let mut plugin = Plugin::start(&env.remote).await;
+    let node = node_name("vn-stauthz");
+    let (ns, _cleanup, _pods) = test_namespace(&env, "prov-stauthz", &[&node]).await;
+    let prov = start_provider(&env, provider_config(&env, &node, &plugin)).await;
+    let nobody = service_account_token(&env, &ns, "nobody").await;
+    let reader = service_account_token(&env, &ns, "reader").await;
+    let name = grant_nodes_stats(&env, &node, &ns, "reader").await;
     let base = format!(
         "https://{}:{}",
         env.tb.local.node_ip,
@@ -307,8 +317,12 @@ async fn stats_need_nodes_stats_and_metrics_need_nodes_metrics() {
         (403, forbidden("reader", "metrics"))
     );
 
-    let _ = bindings.delete(&name, &DeleteParams::default()).await;
-    let _ = roles.delete(&name, &DeleteParams::default()).await;
+    let _ = Api::<ClusterRoleBinding>::all(env.local.clone())
+        .delete(&name, &DeleteParams::default())
+        .await;
+    let _ = Api::<ClusterRole>::all(env.local.clone())
+        .delete(&name, &DeleteParams::default())
+        .await;
     prov.shutdown().await;
     plugin.stop().await;
 }

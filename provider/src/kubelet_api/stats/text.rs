@@ -138,51 +138,64 @@ fn working_set(m: Option<&MemoryStats>) -> Option<(f64, Option<i64>)> {
     Some((m.working_set_bytes? as f64, millis(m.time.as_ref())))
 }
 
+/// The kubelet's families, in its output order (Go sorts them by name),
+/// without samples: name, help (after `[ALPHA] `), type.
+const FAMILIES: [(&str, &str, &str); 8] = [
+    (
+        "container_cpu_usage_seconds_total",
+        "Cumulative cpu time consumed by the container in core-seconds",
+        "counter",
+    ),
+    (
+        "container_memory_working_set_bytes",
+        "Current working set of the container in bytes",
+        "gauge",
+    ),
+    (
+        "container_start_time_seconds",
+        "Start time of the container since unix epoch in seconds",
+        "gauge",
+    ),
+    (
+        "node_cpu_usage_seconds_total",
+        "Cumulative cpu time consumed by the node in core-seconds",
+        "counter",
+    ),
+    (
+        "node_memory_working_set_bytes",
+        "Current working set of the node in bytes",
+        "gauge",
+    ),
+    (
+        "pod_cpu_usage_seconds_total",
+        "Cumulative cpu time consumed by the pod in core-seconds",
+        "counter",
+    ),
+    (
+        "pod_memory_working_set_bytes",
+        "Current working set of the pod in bytes",
+        "gauge",
+    ),
+    (
+        "scrape_error",
+        "1 if there was an error while getting container metrics, 0 otherwise",
+        "gauge",
+    ),
+];
+
 /// The kubelet's `/metrics/resource` text for `s`; `scrape_error` 1 when
 /// some figures could not be read.
 pub fn resource_metrics(s: &Summary, scrape_error: bool) -> String {
-    const CPU: &str = "counter";
-    const GAUGE: &str = "gauge";
-    let mut c_cpu = Family::new(
-        "container_cpu_usage_seconds_total",
-        "Cumulative cpu time consumed by the container in core-seconds",
-        CPU,
-    );
-    let mut c_mem = Family::new(
-        "container_memory_working_set_bytes",
-        "Current working set of the container in bytes",
-        GAUGE,
-    );
-    let mut c_start = Family::new(
-        "container_start_time_seconds",
-        "Start time of the container since unix epoch in seconds",
-        GAUGE,
-    );
-    let mut n_cpu = Family::new(
-        "node_cpu_usage_seconds_total",
-        "Cumulative cpu time consumed by the node in core-seconds",
-        CPU,
-    );
-    let mut n_mem = Family::new(
-        "node_memory_working_set_bytes",
-        "Current working set of the node in bytes",
-        GAUGE,
-    );
-    let mut p_cpu = Family::new(
-        "pod_cpu_usage_seconds_total",
-        "Cumulative cpu time consumed by the pod in core-seconds",
-        CPU,
-    );
-    let mut p_mem = Family::new(
-        "pod_memory_working_set_bytes",
-        "Current working set of the pod in bytes",
-        GAUGE,
-    );
-    let mut err = Family::new(
-        "scrape_error",
-        "1 if there was an error while getting container metrics, 0 otherwise",
-        GAUGE,
-    );
+    let [
+        mut c_cpu,
+        mut c_mem,
+        mut c_start,
+        mut n_cpu,
+        mut n_mem,
+        mut p_cpu,
+        mut p_mem,
+        mut err,
+    ] = FAMILIES.map(|(name, help, kind)| Family::new(name, help, kind));
     if let Some((v, ts)) = cpu_seconds(s.node.cpu.as_ref()) {
         n_cpu.samples.push((vec![], v, ts));
     }
