@@ -21,7 +21,7 @@ use offload_provider::kubelet_api::{
     Auth, AuthorizationMode, KubeletAuthArgs, KubeletState, stats,
 };
 use offload_provider::metrics::Metrics;
-use offload_wire::stats::{PodStats, Summary};
+use offload_wire::stats::{PodReference, PodStats, StatsAnswer, StatsRequest, Summary};
 use testbed::fixtures;
 
 const RUN: Duration = Duration::from_secs(300);
@@ -93,6 +93,48 @@ async fn memory_is_the_remote_kubelets(env: &Env, local: &Pod, ns: &str, node: &
     assert_eq!(ours.working_set_bytes, theirs.working_set_bytes);
     assert_eq!(ours.usage_bytes, theirs.usage_bytes);
     assert_eq!(ours.rss_bytes, theirs.rss_bytes);
+}
+
+/// The plugin's extension asked directly: the pod is reported to the
+/// caller that created it (this virtual node), by name or in "all my pods",
+/// and to no other caller, even one that names it.
+async fn only_the_callers_pods(plugin: &Plugin, local: &Pod, node: &str) {
+    let me = PodReference {
+        name: local.metadata.name.clone().expect("name"),
+        namespace: local.metadata.namespace.clone().expect("ns"),
+        uid: uid(local),
+    };
+    let ask = async |node_name: &str, pods: Option<Vec<PodReference>>| {
+        let req = StatsRequest {
+            node_name: node_name.into(),
+            pods,
+        };
+        let r = reqwest::Client::new()
+            .post(format!("{}/stats/summary", plugin.url()))
+            .json(&req)
+            .send()
+            .await
+            .expect("send");
+        assert_eq!(r.status(), 200);
+        let a: StatsAnswer = r.json().await.expect("answer");
+        assert!(a.errors.is_empty(), "{:?}", a.errors);
+        a.summary
+            .pods
+            .into_iter()
+            .map(|p| p.pod_ref)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(ask(node, Some(vec![me.clone()])).await, vec![me.clone()]);
+    assert!(ask(node, None).await.contains(&me), "all of my pods");
+    assert_eq!(ask("someone-else", Some(vec![me.clone()])).await, vec![]);
+    assert!(!ask("someone-else", None).await.contains(&me));
+    let r = reqwest::Client::new()
+        .post(format!("{}/stats/summary", plugin.url()))
+        .body("{}")
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(r.status(), 400, "a request without nodeName");
 }
 
 /// `/metrics/resource` has the pod's samples, CPU rising between reads.
@@ -177,6 +219,7 @@ async fn a_busy_pods_cpu_rises_and_its_memory_is_the_remote_kubelets() {
     assert!(second > c1);
 
     memory_is_the_remote_kubelets(&env, &local, &ns, &node).await;
+    only_the_callers_pods(&plugin, &local, &node).await;
     cpu_rises_in_the_metrics_text(&env, &ns, &node).await;
 
     delete_all_pods(&pods, RUN).await;
