@@ -132,7 +132,11 @@ async fn answer(
                 .stats
                 .get(node, || async move {
                     metrics.remote_call("node_stats");
-                    cache::fetch_node(&client, node).await
+                    let read = cache::fetch_node(&client, node).await;
+                    if read.is_err() {
+                        metrics.remote_call("node_stats_failed");
+                    }
+                    read
                 })
                 .await
         }

@@ -412,7 +412,13 @@ async fn a_plugin_without_stats_gives_empty_figures_and_a_dead_one_an_error() {
         .await
         .expect("bind");
     let addr = l.local_addr().expect("addr");
-    tokio::spawn(async move { axum::serve(l, axum::Router::new()).await });
+    let asked = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let count = asked.clone();
+    let app = axum::Router::new().fallback(async move || {
+        count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        (axum::http::StatusCode::NOT_FOUND, "no such endpoint")
+    });
+    tokio::spawn(async move { axum::serve(l, app).await });
     let st = state_with(&format!("http://{addr}")).await;
     let (status, text) = body(stats::summary(State(st.clone())).await).await;
     assert_eq!(status, 200, "{text}");
@@ -423,6 +429,11 @@ async fn a_plugin_without_stats_gives_empty_figures_and_a_dead_one_an_error() {
     assert_eq!(status, 200);
     assert!(text.contains("\nnode_cpu_usage_seconds_total 0 "), "{text}");
     assert!(text.ends_with("\nscrape_error 0\n"), "{text}");
+    assert_eq!(
+        asked.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "a plugin that answered 404 is not asked on every scrape"
+    );
 
     // Nobody listens: the kubelet's answers to a failed collection.
     let dead = {
