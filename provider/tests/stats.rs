@@ -2,7 +2,8 @@
 //! real clusters, through the real plugin: what `kubectl get --raw
 //! /api/v1/nodes/<virtual node>/proxy/...` shows of a busy offloaded pod
 //! (its CPU rising, its memory as the remote kubelet reports it), the
-//! kubelet's authorization (`nodes/stats`, `nodes/metrics`), and a plugin
+//! kubelet's authorization (`nodes/stats`, `nodes/metrics`), the plugin
+//! extension's own checks (token, only the caller's pods), and a plugin
 //! without the extension (empty figures, not an error).
 
 mod common;
@@ -451,4 +452,44 @@ async fn a_plugin_without_stats_gives_empty_figures_and_a_dead_one_an_error() {
     assert_eq!(status, 200);
     assert!(text.ends_with("\nscrape_error 1\n"), "{text}");
     assert!(!text.contains("node_cpu"), "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_plugin_extension_needs_the_token() {
+    let env = env().await;
+    let dir = tempfile::tempdir().expect("tmp");
+    let token_file = dir.path().join("token");
+    std::fs::write(&token_file, "stats-test-token\n").expect("token");
+    let mut config = offload_plugin::PluginConfig::for_tests();
+    config.listen = offload_plugin::Listen::Tcp(std::net::SocketAddr::from(([127, 0, 0, 1], 0)));
+    config.token_file = Some(token_file);
+    config.insecure_no_auth = false;
+    let plugin = offload_plugin::start(config, env.remote.clone())
+        .await
+        .expect("plugin");
+    assert!(plugin.wait_ready(Duration::from_secs(120)).await);
+    let url = format!("http://{}/stats/summary", plugin.addr());
+    let body = serde_json::json!({"nodeName": "vn-x"});
+    let c = reqwest::Client::new();
+    let r = c.post(&url).json(&body).send().await.expect("send");
+    assert_eq!(r.status(), 401);
+    let r = c
+        .post(&url)
+        .bearer_auth("wrong")
+        .json(&body)
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(r.status(), 401);
+    let r = c
+        .post(&url)
+        .bearer_auth("stats-test-token")
+        .json(&body)
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(r.status(), 200);
+    let a: StatsAnswer = r.json().await.expect("answer");
+    assert!(a.summary.pods.is_empty(), "vn-x has no pods");
+    plugin.shutdown().await;
 }
