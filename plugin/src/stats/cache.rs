@@ -24,6 +24,10 @@ use crate::naming::is_rfc1123_subdomain;
 /// housekeeping), so a few seconds lose nothing.
 pub const TTL: Duration = Duration::from_secs(5);
 
+/// How long a refusal (403: the plugin's role has no `nodes/proxy`) is
+/// reused: a right withheld on purpose is not asked for every few seconds.
+pub const FORBIDDEN_TTL: Duration = Duration::from_secs(300);
+
 /// Longest wait for one remote kubelet.
 pub const FETCH_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -33,6 +37,8 @@ pub const FETCH_TIMEOUT: Duration = Duration::from_secs(10);
 pub struct NodeStatsError {
     pub reason: String,
     pub detail: String,
+    /// The remote apiserver refused the read (RBAC): kept [`FORBIDDEN_TTL`].
+    pub forbidden: bool,
 }
 
 type Slot = Arc<tokio::sync::Mutex<Option<(Instant, Result<Arc<Summary>, NodeStatsError>)>>>;
@@ -57,6 +63,13 @@ impl NodeCache {
         }
     }
 
+    fn ttl_of(&self, result: &Result<Arc<Summary>, NodeStatsError>) -> Duration {
+        match result {
+            Err(e) if e.forbidden => self.ttl.max(FORBIDDEN_TTL),
+            _ => self.ttl,
+        }
+    }
+
     /// The Summary of `node`: cached if younger than the TTL, else read by
     /// `fetch` (one fetch per node at a time; concurrent callers wait for it).
     pub async fn get<F, Fut>(&self, node: &str, fetch: F) -> Result<Arc<Summary>, NodeStatsError>
@@ -66,13 +79,13 @@ impl NodeCache {
     {
         let slot = {
             let Ok(mut nodes) = self.nodes.lock() else {
-                return Err(NodeStatsError {
-                    reason: "internal error".into(),
-                    detail: "stats cache lock poisoned".into(),
-                });
+                return Err(NodeStatsError::other(
+                    "internal error",
+                    "stats cache lock poisoned",
+                ));
             };
             // Nodes that left the remote cluster are not kept forever.
-            let stale = self.ttl * 20;
+            let stale = (self.ttl * 20).max(FORBIDDEN_TTL * 2);
             nodes.retain(|_, s| {
                 s.try_lock()
                     .map(|g| g.as_ref().is_none_or(|(at, _)| at.elapsed() < stale))
@@ -82,7 +95,7 @@ impl NodeCache {
         };
         let mut entry = slot.lock().await;
         if let Some((at, result)) = entry.as_ref()
-            && at.elapsed() < self.ttl
+            && at.elapsed() < self.ttl_of(result)
         {
             return result.clone();
         }
@@ -96,24 +109,21 @@ impl NodeCache {
 pub async fn fetch_node(client: &Client, node: &str) -> Result<Summary, NodeStatsError> {
     // The name goes into a URL path: only what a node name may be.
     if !is_rfc1123_subdomain(node) {
-        return Err(NodeStatsError {
-            reason: "remote node name not valid".into(),
-            detail: format!("node name {node:?} is not an RFC 1123 subdomain"),
-        });
+        return Err(NodeStatsError::other(
+            "remote node name not valid",
+            format!("node name {node:?} is not an RFC 1123 subdomain"),
+        ));
     }
     let req = http::Request::get(format!("/api/v1/nodes/{node}/proxy/stats/summary"))
         .body(Vec::new())
-        .map_err(|e| NodeStatsError {
-            reason: "internal error".into(),
-            detail: e.to_string(),
-        })?;
+        .map_err(|e| NodeStatsError::other("internal error", e.to_string()))?;
     match tokio::time::timeout(FETCH_TIMEOUT, client.request::<Summary>(req)).await {
         Ok(Ok(s)) => Ok(s),
         Ok(Err(e)) => Err(describe(&e)),
-        Err(_) => Err(NodeStatsError {
-            reason: format!("the remote kubelet did not answer within {FETCH_TIMEOUT:?}"),
-            detail: "timeout".into(),
-        }),
+        Err(_) => Err(NodeStatsError::other(
+            format!("the remote kubelet did not answer within {FETCH_TIMEOUT:?}"),
+            "timeout",
+        )),
     }
 }
 
@@ -131,5 +141,17 @@ fn describe(e: &kube::Error) -> NodeStatsError {
     NodeStatsError {
         reason,
         detail: e.to_string(),
+        forbidden: matches!(e, kube::Error::Api(s) if s.code == 403),
+    }
+}
+
+impl NodeStatsError {
+    /// A failure that is not a refusal.
+    pub fn other(reason: impl Into<String>, detail: impl Into<String>) -> Self {
+        Self {
+            reason: reason.into(),
+            detail: detail.into(),
+            forbidden: false,
+        }
     }
 }

@@ -151,10 +151,7 @@ async fn one_read_per_node_and_ttl_whatever_the_callers() {
     // Failures are cached too.
     let fail = |reads: Arc<AtomicUsize>| async move {
         reads.fetch_add(1, Ordering::SeqCst);
-        Err::<Summary, _>(NodeStatsError {
-            reason: "r".into(),
-            detail: "d".into(),
-        })
+        Err::<Summary, _>(NodeStatsError::other("r", "d"))
     };
     let before = reads.load(Ordering::SeqCst);
     for _ in 0..3 {
@@ -162,4 +159,26 @@ async fn one_read_per_node_and_ttl_whatever_the_callers() {
         assert_eq!(e.map(|_| ()).map_err(|e| e.reason), Err("r".to_string()));
     }
     assert_eq!(reads.load(Ordering::SeqCst), before + 1);
+}
+
+#[tokio::test]
+async fn a_refusal_is_kept_longer_than_other_failures() {
+    let cache = NodeCache::new(Duration::from_millis(50));
+    let reads = AtomicUsize::new(0);
+    let refuse = || async {
+        reads.fetch_add(1, Ordering::SeqCst);
+        Err::<Summary, _>(NodeStatsError {
+            reason: "forbidden".into(),
+            detail: "403".into(),
+            forbidden: true,
+        })
+    };
+    assert!(cache.get("n", refuse).await.is_err());
+    tokio::time::sleep(Duration::from_millis(80)).await;
+    assert!(cache.get("n", refuse).await.is_err());
+    assert_eq!(
+        reads.load(Ordering::SeqCst),
+        1,
+        "not asked again after the TTL"
+    );
 }
