@@ -138,6 +138,76 @@ async fn only_the_callers_pods(plugin: &Plugin, local: &Pod, node: &str) {
     assert_eq!(r.status(), 400, "a request without nodeName");
 }
 
+/// A plugin whose remote account may watch pods but not `get nodes/proxy`
+/// (impersonating a user granted only that): no figures, and the answer
+/// says why without naming the remote node.
+async fn without_nodes_proxy_the_answer_says_why(env: &Env, local: &Pod, node: &str) {
+    let user = format!("offload-stats-test-{node}");
+    let role: ClusterRole = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": user},
+        "rules": [{"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch"]}]
+    }))
+    .expect("role");
+    let binding: ClusterRoleBinding = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": user},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": user},
+        "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": user}]
+    }))
+    .expect("binding");
+    let roles: Api<ClusterRole> = Api::all(env.remote.clone());
+    let bindings: Api<ClusterRoleBinding> = Api::all(env.remote.clone());
+    roles
+        .create(&PostParams::default(), &role)
+        .await
+        .expect("role");
+    bindings
+        .create(&PostParams::default(), &binding)
+        .await
+        .expect("binding");
+    let kubeconfig = kube::config::Kubeconfig::read_from(&env.tb.remote.kubeconfig).expect("kc");
+    let mut config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
+        .await
+        .expect("config");
+    config.auth_info.impersonate = Some(user.clone());
+    let restricted = kube::Client::try_from(config).expect("client");
+    let mut pc = offload_plugin::PluginConfig::for_tests();
+    pc.listen = offload_plugin::Listen::Tcp(std::net::SocketAddr::from(([127, 0, 0, 1], 0)));
+    pc.remote_minor_version = Some(20);
+    let plugin = offload_plugin::start(pc, restricted).await.expect("plugin");
+    assert!(
+        plugin.wait_ready(Duration::from_secs(120)).await,
+        "pods readable"
+    );
+    let req = StatsRequest {
+        node_name: node.into(),
+        pods: Some(vec![PodReference {
+            name: "busy".into(),
+            namespace: local.metadata.namespace.clone().expect("ns"),
+            uid: uid(local),
+        }]),
+    };
+    let r = reqwest::Client::new()
+        .post(format!("http://{}/stats/summary", plugin.addr()))
+        .json(&req)
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(r.status(), 200);
+    let a: StatsAnswer = r.json().await.expect("answer");
+    assert!(a.summary.pods.is_empty(), "{a:?}");
+    assert_eq!(
+        a.errors,
+        vec![
+            "no figures for 1 pod(s): the plugin may not read remote kubelet stats \
+             (its RBAC needs get on nodes/proxy)"
+                .to_string()
+        ]
+    );
+    plugin.shutdown().await;
+    let _ = bindings.delete(&user, &DeleteParams::default()).await;
+    let _ = roles.delete(&user, &DeleteParams::default()).await;
+}
+
 /// `/metrics/resource` has the pod's samples, CPU rising between reads.
 async fn cpu_rises_in_the_metrics_text(env: &Env, ns: &str, node: &str) {
     let labels = format!("{{container=\"main\",namespace=\"{ns}\",pod=\"busy\"}}");
@@ -221,6 +291,7 @@ async fn a_busy_pods_cpu_rises_and_its_memory_is_the_remote_kubelets() {
 
     memory_is_the_remote_kubelets(&env, &local, &ns, &node).await;
     only_the_callers_pods(&plugin, &local, &node).await;
+    without_nodes_proxy_the_answer_says_why(&env, &local, &node).await;
     cpu_rises_in_the_metrics_text(&env, &ns, &node).await;
 
     delete_all_pods(&pods, RUN).await;
