@@ -67,6 +67,7 @@ pub mod naming;
 pub mod policy;
 pub mod remote;
 pub mod serve;
+pub mod stats;
 pub mod status;
 pub mod sweep;
 mod sweeper;
@@ -176,6 +177,7 @@ pub async fn start(config: PluginConfig, remote: Client) -> Result<RunningPlugin
         shutdown: cancel.clone(),
         bastion: bastion_key.clone(),
         limits: http::Limits::of(&config),
+        stats: Default::default(),
     });
     let app = http::router(state);
     let bound = serve::Bound::bind(&config.listen).await?;

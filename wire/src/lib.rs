@@ -17,8 +17,10 @@
 //!   (`sshd_config`, `authorized_keys`).
 //! - [`stream`]: our streaming extension (exec, attach, port-forward).
 //! - [`watch`]: our status-change stream and the capabilities route.
+//! - [`stats`]: our `/stats/summary` extension (CPU and memory of offloaded pods).
 
 pub mod keys;
+pub mod stats;
 pub mod stream;
 pub mod tunnel;
 pub mod types;

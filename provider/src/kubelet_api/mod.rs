@@ -19,6 +19,7 @@ pub mod authn;
 pub mod authz;
 pub mod cache;
 pub mod metrics;
+pub mod stats;
 
 use axum::Router;
 use axum::body::Body;
@@ -179,6 +180,8 @@ pub fn router(st: KubeletState) -> Router {
         .route("/healthz", get(|| async { "ok" }))
         .route("/pods", get(pods))
         .route("/metrics", get(metrics))
+        .route("/metrics/resource", get(stats::resource_metrics))
+        .route("/stats/summary", get(stats::summary))
         .route("/exec/{*rest}", any(not_supported))
         .route("/attach/{*rest}", any(not_supported))
         .route("/portForward/{*rest}", any(not_supported))

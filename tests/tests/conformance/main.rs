@@ -26,6 +26,7 @@ mod logs;
 mod policy;
 mod probes;
 mod process;
+mod stats;
 mod volumes;
 
 use offload_e2e::conformance::{Case, Suite, run_cases, start};
@@ -64,6 +65,7 @@ fn cases(s: &Suite) -> Vec<Case<'_>> {
         ("logs-follow", Box::pin(logs::logs_follow(s))),
         ("delete", Box::pin(logs::delete_cleans_both_sides(s))),
         ("policy-refused", Box::pin(policy::refused_by_policy(s))),
+        ("stats", Box::pin(stats::stats_of_a_busy_pod(s))),
     ]
 }
 
