@@ -402,6 +402,7 @@ class RenderTests(unittest.TestCase, Hardened):
         self.assert_no_wildcards(objs)
         cr = find(objs, "ClusterRole")
         self.assertEqual(rules_for(cr, "pods/log"), {"get"})
+        self.assertEqual(rules_for(cr, "events"), {"list", "watch"})
         # list/delete: the namespace GC (test_plugin_namespace_gc_and_session_affinity).
         self.assertEqual(rules_for(cr, "namespaces"), {"get", "create", "list", "delete"})
         self.assertEqual(rules_for(cr, "serviceaccounts"), {"get"})

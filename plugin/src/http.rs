@@ -63,6 +63,8 @@ pub struct AppState {
     pub bastion: Arc<BastionKey>,
     /// Concurrency and time limits of the API routes.
     pub limits: Limits,
+    /// Remote Events of our pods (`GET /events`).
+    pub events: Arc<crate::events::EventRing>,
 }
 
 impl AppState {
@@ -127,6 +129,10 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/getLogs", get(get_logs).post(get_logs))
         .route("/ping", get(ping).post(ping))
         .route("/bastion/publicKey", get(bastion_public_key))
+        .route(
+            offload_wire::events::EVENTS_PATH,
+            get(crate::events::events_handler),
+        )
         // Innermost first: the body is read only for an authenticated
         // caller, and all of it within the time and concurrency limits.
         .route_layer(from_fn_with_state(state.clone(), limits::body_limit))

@@ -16,6 +16,7 @@
 //!   generation and encoding, and the gateway's OpenSSH policy
 //!   (`sshd_config`, `authorized_keys`).
 
+pub mod events;
 pub mod keys;
 pub mod tunnel;
 pub mod types;
