@@ -296,7 +296,7 @@ impl PluginClient {
     }
 
     /// One call with retries on connection errors; returns the 200 response.
-    async fn call<B: Serialize + ?Sized>(
+    pub(crate) async fn call<B: Serialize + ?Sized>(
         &self,
         op: &'static str,
         method: Method,
@@ -359,7 +359,7 @@ impl PluginClient {
         result
     }
 
-    async fn json<T: serde::de::DeserializeOwned>(
+    pub(crate) async fn json<T: serde::de::DeserializeOwned>(
         &self,
         resp: reqwest::Response,
     ) -> Result<T, PluginError> {
