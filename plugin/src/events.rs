@@ -74,7 +74,7 @@ pub fn translate(event: &Event, pod: &Pod, instance: &str) -> Option<Captured> {
         uid: local_uid,
     };
     let reason = event.reason.clone().filter(|r| !r.is_empty())?;
-    let message = local_message(event.message.as_deref().unwrap_or(""), rns, rname, &local);
+    let message = local_message(event.message.as_deref().unwrap_or(""), pod, &local);
     let series = event.series.as_ref();
     let count = event
         .count
@@ -115,20 +115,37 @@ pub fn translate(event: &Event, pod: &Pod, instance: &str) -> Option<Captured> {
     })
 }
 
-/// The remote message with the remote pod's names replaced by the local
-/// ones (the scheduler's "Successfully assigned <ns>/<name> to ..."), cut to
-/// the wire's limit.
-fn local_message(message: &str, rns: &str, rname: &str, local: &EventPod) -> String {
-    let full = message.replace(
-        &format!("{rns}/{rname}"),
-        &format!("{}/{}", local.namespace, local.name),
+/// The remote message with the remote pod's names and UID replaced by the
+/// local ones (the scheduler's "Successfully assigned <ns>/<name> to ...",
+/// the kubelet's `<name>_<ns>(<uid>)`), cut to the wire's limit.
+fn local_message(message: &str, remote: &Pod, local: &EventPod) -> String {
+    let m = &remote.metadata;
+    let (rns, rname) = (
+        m.namespace.as_deref().unwrap_or(""),
+        m.name.as_deref().unwrap_or(""),
     );
-    let full = if rname.is_empty() {
-        full
-    } else {
-        full.replace(rname, &local.name)
-    };
-    truncate_message(&full).to_string()
+    let mut out = message
+        .replace(
+            &format!("{rns}/{rname}"),
+            &format!("{}/{}", local.namespace, local.name),
+        )
+        .replace(
+            &format!("{rname}_{rns}"),
+            &format!("{}_{}", local.name, local.namespace),
+        );
+    // Whole names only where they differ from the local ones: a short
+    // remote name equal to the local one needs nothing (and could be part
+    // of another word).
+    for (remote_part, local_part) in [
+        (rns, local.namespace.as_str()),
+        (rname, local.name.as_str()),
+        (m.uid.as_deref().unwrap_or(""), local.uid.as_str()),
+    ] {
+        if !remote_part.is_empty() && remote_part != local_part {
+            out = out.replace(remote_part, local_part);
+        }
+    }
+    truncate_message(&out).to_string()
 }
 
 /// `spec.containers{c}`, `spec.initContainers{c}` or

@@ -91,6 +91,14 @@ fn an_event_of_our_pod_is_about_the_local_pod() {
         ("team", "web", LOCAL_UID)
     );
     assert_eq!(e.message, "Successfully assigned team/web to remote-node");
+    let kubelet = format!(
+        "pod: \"web-{LOCAL_UID}_offloading-team(remote-uid)\". kubelet does not have ClusterDNS IP"
+    );
+    let c = translate(&event("e2", "MissingClusterDNS", &kubelet, 1), &pod, "inst").expect("ours");
+    assert_eq!(
+        c.event.message,
+        format!("pod: \"web_team({LOCAL_UID})\". kubelet does not have ClusterDNS IP")
+    );
     assert_eq!(
         (e.type_.as_str(), e.reason.as_str(), e.count),
         ("Warning", "Scheduled", 3)
