@@ -20,6 +20,7 @@
 //! Run: `cargo test -p offload-e2e --test conformance -- --nocapture`.
 
 mod env;
+mod events;
 mod jobs;
 mod lifecycle;
 mod logs;
@@ -64,6 +65,7 @@ fn cases(s: &Suite) -> Vec<Case<'_>> {
         ("logs-follow", Box::pin(logs::logs_follow(s))),
         ("delete", Box::pin(logs::delete_cleans_both_sides(s))),
         ("policy-refused", Box::pin(policy::refused_by_policy(s))),
+        ("remote-events", Box::pin(events::remote_events(s))),
     ]
 }
 
