@@ -6,6 +6,8 @@
 use offload_wire::events::EventsAnswer;
 use reqwest::StatusCode;
 
+// Shared with the other offline tests, which use more of it.
+#[allow(dead_code)]
 mod offline;
 use offline::*;
 
