@@ -190,6 +190,7 @@ pub async fn start(config: PluginConfig, remote: Client) -> Result<RunningPlugin
         remote.clone(),
         events_ring,
         config.instance.clone(),
+        config.namespaces(),
         metrics.registry(),
         cancel.clone(),
     ));

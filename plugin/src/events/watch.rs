@@ -5,8 +5,9 @@
 //! the filter, and nothing else is kept.
 //!
 //! An event can arrive before its pod reaches the cache (the scheduler
-//! writes one right after the create): such events wait, a bounded number of
-//! them for a short while, and are matched again.
+//! writes one right after the create): such events, if in a namespace this
+//! plugin's mapping can produce, wait (a bounded number of them, for a short
+//! while) and are matched again. Events of other namespaces never wait.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -25,7 +26,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
 use super::{EventRing, translate};
-use crate::remote::Remote;
+use crate::{naming::NamespaceMapper, remote::Remote};
 
 /// Events waiting for their pod at most.
 const PENDING_MAX: usize = 1024;
@@ -63,6 +64,7 @@ pub fn spawn(
     remote: Arc<Remote>,
     ring: Arc<EventRing>,
     instance: String,
+    namespaces: NamespaceMapper,
     registry: &SharedRegistry,
     cancel: CancellationToken,
 ) -> JoinHandle<()> {
@@ -77,6 +79,7 @@ pub fn spawn(
         let keep = |e: &Event, pending: &mut VecDeque<(Instant, Event)>, first: bool| {
             match capture(&remote, &ring, e, &instance) {
                 Some(kept) => metrics.count(if kept { "kept" } else { "unchanged" }),
+                None if first && !may_own(&namespaces, e) => metrics.count("not_ours"),
                 None if first && pending.len() < PENDING_MAX => {
                     pending.push_back((Instant::now(), e.clone()))
                 }
@@ -111,6 +114,14 @@ pub fn spawn(
             }
         }
     })
+}
+
+/// Whether the event's namespace is one our mapping can produce.
+fn may_own(namespaces: &NamespaceMapper, e: &Event) -> bool {
+    e.involved_object
+        .namespace
+        .as_deref()
+        .is_some_and(|ns| namespaces.may_own(ns))
 }
 
 /// Some(kept?) when the event is about a cached pod of ours, else None.
