@@ -42,7 +42,7 @@ async fn plugin_events(plugin: &Plugin, query: &str) -> (u16, String) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn remote_pull_failures_and_probe_failures_show_on_the_local_pod() {
     let env = env().await;
-    let plugin = Plugin::start(&env.remote).await;
+    let mut plugin = Plugin::start(&env.remote).await;
     let node = node_name("vn-events");
     let prov = start_provider(&env, provider_config(&env, &node, &plugin)).await;
     let (ns, _cleanup, pods) = test_namespace(&env, "prov-events", &[&node]).await;
@@ -154,5 +154,48 @@ async fn remote_pull_failures_and_probe_failures_show_on_the_local_pod() {
     }
     let (code, body) = plugin_events(&plugin, "since=x").await;
     assert_eq!(code, 400, "a caller must name its node: {body}");
+
+    // Restarts of the plugin (a new cursor epoch, its ring refilled from a
+    // fresh list) and of the provider (no memory) write no second Event for
+    // a series: the restarted provider counts the same Event up.
+    plugin.restart().await;
+    prov.shutdown().await;
+    let prov = start_provider(&env, provider_config(&env, &node, &plugin)).await;
+    wait_for(
+        "the same Unhealthy Event counted up after the restarts",
+        RUN,
+        async || {
+            let list = events.list(&ListParams::default()).await.ok()?.items;
+            let unhealthy = list.iter().find(|e| {
+                e.reason.as_deref() == Some("Unhealthy")
+                    && e.involved_object.name.as_deref() == Some("unready")
+            })?;
+            unhealthy.count.filter(|c| *c > counted + 2)
+        },
+    )
+    .await;
+    let list = events
+        .list(&ListParams::default())
+        .await
+        .expect("events")
+        .items;
+    let mut series = std::collections::BTreeMap::new();
+    for e in list.iter().filter(|e| {
+        e.source.as_ref().and_then(|s| s.component.as_deref()) == Some("offload-provider")
+    }) {
+        let key = (
+            e.involved_object.name.clone(),
+            e.reason.clone(),
+            e.message.clone(),
+            e.involved_object.field_path.clone(),
+        );
+        *series.entry(key).or_insert(0) += 1;
+    }
+    assert!(series.len() >= 4, "remote events mirrored: {series:?}");
+    let doubled: Vec<_> = series.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(
+        doubled.is_empty(),
+        "one local Event per series: {doubled:?}"
+    );
     prov.shutdown().await;
 }
