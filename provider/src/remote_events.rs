@@ -101,6 +101,12 @@ pub async fn run(ctx: RemoteEvents, registry: SharedRegistry, cancel: Cancellati
         return;
     }
     let metrics = EventMetrics::register(&registry);
+    // Events are matched against the node's pods: before the pod cache is
+    // synced every event would look like one of an unknown pod.
+    tokio::select! {
+        _ = cancel.cancelled() => return,
+        _ = ctx.pods.wait_until_ready() => {}
+    }
     let mut mirror = Mirror::default();
     let mut cursor: Option<String> = None;
     let mut failures = 0u32;
