@@ -288,6 +288,7 @@ pub async fn start(
         plugin: plugin.clone(),
         node: config.node_name.clone(),
         pods: store.clone(),
+        synced: Arc::clone(&ready),
     };
     tasks.spawn(crate::remote_events::run(
         events,

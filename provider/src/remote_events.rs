@@ -21,6 +21,8 @@
 pub mod mirror;
 
 use std::collections::HashSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use http::Method;
@@ -91,6 +93,8 @@ pub struct RemoteEvents {
     pub node: String,
     /// The Controller's pod store (the node's pods).
     pub pods: Store<Pod>,
+    /// Set once that store has its first full list (the provider's `/readyz`).
+    pub synced: Arc<AtomicBool>,
 }
 
 /// Polls until `cancel`. In interLink mode (no such extension) it returns
@@ -102,10 +106,14 @@ pub async fn run(ctx: RemoteEvents, registry: SharedRegistry, cancel: Cancellati
     }
     let metrics = EventMetrics::register(&registry);
     // Events are matched against the node's pods: before the pod cache is
-    // synced every event would look like one of an unknown pod.
-    tokio::select! {
-        _ = cancel.cancelled() => return,
-        _ = ctx.pods.wait_until_ready() => {}
+    // synced every event would look like one of an unknown pod. The flag,
+    // not `Store::wait_until_ready`, which wakes only one of its waiters
+    // (the Controller's).
+    while !ctx.synced.load(Ordering::Relaxed) {
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+        }
     }
     let mut mirror = Mirror::default();
     let mut cursor: Option<String> = None;
