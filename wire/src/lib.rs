@@ -9,6 +9,8 @@
 //!   document: casing is mixed on purpose, so every field carries an explicit
 //!   `rename`. Lists accept `null` as well as `[]` because Go serialises nil
 //!   slices as `null`.
+//! - [`events`]: our `GET /events` extension of the plugin API (remote pod
+//!   Events for the local pods).
 //! - [`keys`]: label, annotation and taint keys.
 //! - [`tunnel`]: the SSH tunnel contract between gateway-manager and the
 //!   bastion: the tunnel annotations and their codec, the `GatewayPort` /
