@@ -403,6 +403,7 @@ class RenderTests(unittest.TestCase, Hardened):
         cr = find(objs, "ClusterRole")
         self.assertEqual(rules_for(cr, "pods/log"), {"get"})
         self.assertEqual(rules_for(cr, "nodes/proxy"), {"get"})  # /stats/summary
+        self.assertEqual(rules_for(cr, "events"), {"list", "watch"})
         # list/delete: the namespace GC (test_plugin_namespace_gc_and_session_affinity).
         self.assertEqual(rules_for(cr, "namespaces"), {"get", "create", "list", "delete"})
         self.assertEqual(rules_for(cr, "serviceaccounts"), {"get"})

@@ -65,6 +65,8 @@ pub struct AppState {
     pub limits: Limits,
     /// Remote kubelets' Summaries, per node (`/stats/summary`).
     pub stats: crate::stats::NodeCache,
+    /// Remote Events of our pods (`GET /events`).
+    pub events: Arc<crate::events::EventRing>,
 }
 
 impl AppState {
@@ -132,6 +134,10 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route(
             "/stats/summary",
             post(crate::stats::summary).get(crate::stats::summary),
+        )
+        .route(
+            offload_wire::events::EVENTS_PATH,
+            get(crate::events::events_handler),
         )
         // Innermost first: the body is read only for an authenticated
         // caller, and all of it within the time and concurrency limits.

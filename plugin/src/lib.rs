@@ -2,7 +2,7 @@
 //!
 //! The remote half of pod offloading: an HTTP server speaking the interLink
 //! plugin API (`/create`, `/delete`, `/status`, `/getLogs`, plus `/ping`,
-//! `/bastion/publicKey`, `/healthz`, `/readyz`, `/metrics`) that runs the pods on a remote
+//! `/bastion/publicKey`, `/events`, `/healthz`, `/readyz`, `/metrics`) that runs the pods on a remote
 //! Kubernetes cluster through kube-rs. Drop-in for the Python interLink
 //! Kubernetes plugin (same endpoints, same JSON), see `plugin/README.md`.
 //!
@@ -40,7 +40,8 @@
 //! - [`translate`]: `RetrievedPodData` -> remote pod, ConfigMaps and Secrets,
 //!   one step per module (`validate`, `volumes`, `env`, `compat`, `pod`,
 //!   `objects`, and `context` for the payload and its references);
-//! - [`policy`] (what the remote operator allows), [`status`] (remote pod ->
+//! - [`events`] (remote Events -> local pod, the bounded ring of `GET /events`),
+//!   [`policy`] (what the remote operator allows), [`status`] (remote pod ->
 //!   interLink `PodStatus`), [`logs`] (log options), [`sweep`] (orphan decision,
 //!   per caller), [`caller`] (who calls: principal + local node, the labels);
 //! - [`config`]: the clap struct (`config/values.rs` the flag value types,
@@ -59,6 +60,7 @@ pub mod bastion;
 pub mod caller;
 pub mod config;
 pub mod error;
+pub mod events;
 pub mod http;
 pub mod logs;
 pub mod metrics;
@@ -166,6 +168,7 @@ pub async fn start(config: PluginConfig, remote: Client) -> Result<RunningPlugin
         Some(spec) => bastion::BastionKey::pending(&spec.namespace),
         None => bastion::BastionKey::disabled(),
     });
+    let events_ring = Arc::new(events::EventRing::new(events::RING_CAPACITY));
     let state = Arc::new(http::AppState {
         remote: remote.clone(),
         metrics: metrics.clone(),
@@ -178,12 +181,21 @@ pub async fn start(config: PluginConfig, remote: Client) -> Result<RunningPlugin
         bastion: bastion_key.clone(),
         limits: http::Limits::of(&config),
         stats: Default::default(),
+        events: events_ring.clone(),
     });
     let app = http::router(state);
     let bound = serve::Bound::bind(&config.listen).await?;
     let addr = bound.addr();
     let server = tokio::spawn(serve::run(bound, tls, app, cancel.clone()));
     let mut tasks = vec![server, watch_task];
+    tasks.push(events::spawn(
+        remote.clone(),
+        events_ring,
+        config.instance.clone(),
+        config.namespaces(),
+        metrics.registry(),
+        cancel.clone(),
+    ));
     if let Some(spec) = bastion_spec {
         info!(namespace = %spec.namespace, image = %spec.image, "keeping the bastion");
         tasks.push(tokio::spawn(bastion::keep(

@@ -297,7 +297,7 @@ impl PluginClient {
     }
 
     /// One call with retries on connection errors; returns the 200 response.
-    async fn call<B: Serialize + ?Sized>(
+    pub(crate) async fn call<B: Serialize + ?Sized>(
         &self,
         op: &'static str,
         method: Method,
@@ -360,7 +360,7 @@ impl PluginClient {
         result
     }
 
-    async fn json<T: serde::de::DeserializeOwned>(
+    pub(crate) async fn json<T: serde::de::DeserializeOwned>(
         &self,
         resp: reqwest::Response,
     ) -> Result<T, PluginError> {

@@ -25,6 +25,7 @@ pub mod node;
 pub mod node_controller;
 pub mod payload;
 pub mod provider;
+pub mod remote_events;
 pub mod retry;
 pub mod status;
 pub mod tls;

@@ -283,6 +283,18 @@ pub async fn start(
         HANDSHAKE_TIMEOUT,
     ));
     let admin_addr = spawn_admin(&config, &metrics, &ready, &mut tasks, &cancel).await?;
+    let events = crate::remote_events::RemoteEvents {
+        client: client.clone(),
+        plugin: plugin.clone(),
+        node: config.node_name.clone(),
+        pods: store.clone(),
+        synced: Arc::clone(&ready),
+    };
+    tasks.spawn(crate::remote_events::run(
+        events,
+        metrics.registry().clone(),
+        cancel.clone(),
+    ));
 
     let advertised = config
         .kubelet_advertised_port

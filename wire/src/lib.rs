@@ -9,6 +9,8 @@
 //!   document: casing is mixed on purpose, so every field carries an explicit
 //!   `rename`. Lists accept `null` as well as `[]` because Go serialises nil
 //!   slices as `null`.
+//! - [`events`]: our `GET /events` extension of the plugin API (remote pod
+//!   Events for the local pods).
 //! - [`keys`]: label, annotation and taint keys.
 //! - [`tunnel`]: the SSH tunnel contract between gateway-manager and the
 //!   bastion: the tunnel annotations and their codec, the `GatewayPort` /
@@ -19,6 +21,7 @@
 //! - [`watch`]: our status-change stream and the capabilities route.
 //! - [`stats`]: our `/stats/summary` extension (CPU and memory of offloaded pods).
 
+pub mod events;
 pub mod keys;
 pub mod stats;
 pub mod stream;

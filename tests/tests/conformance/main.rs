@@ -20,6 +20,7 @@
 //! Run: `cargo test -p offload-e2e --test conformance -- --nocapture`.
 
 mod env;
+mod events;
 mod jobs;
 mod lifecycle;
 mod logs;
@@ -66,6 +67,7 @@ fn cases(s: &Suite) -> Vec<Case<'_>> {
         ("delete", Box::pin(logs::delete_cleans_both_sides(s))),
         ("policy-refused", Box::pin(policy::refused_by_policy(s))),
         ("stats", Box::pin(stats::stats_of_a_busy_pod(s))),
+        ("remote-events", Box::pin(events::remote_events(s))),
     ]
 }
 
