@@ -1,8 +1,11 @@
 //! Pure parsing of the kubelet `containerLogs` query into the interLink
 //! `LogStruct`, with the kubelet's validation rules.
 
+use axum::http::StatusCode;
 use kube::api::LogParams;
 use offload_wire::{ContainerLogOpts, GO_ZERO_TIME, LogStruct};
+
+use crate::client::PluginError;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum LogQueryError {
@@ -116,6 +119,44 @@ pub fn log_request(
     }
 }
 
+/// A failed `/getLogs`, answered as the kubelet answers `containerLogs`:
+/// the local apiserver keeps the text of a 400 or a 500 only (any other
+/// status becomes a generic "is invalid" or "could not find"), so the
+/// reason the remote side gave (`container "c" in pod "p" is waiting to
+/// start: ...`) is a plain-text 400, what the plugin could not do a 500.
+/// A pod the plugin does not know is 404, as on a kubelet. The message is
+/// the plugin's `message` field when its body is our JSON error, else the
+/// body itself (an interLink API server wraps the plugin's answer).
+pub fn log_failure(e: &PluginError) -> (StatusCode, String) {
+    match e {
+        PluginError::Status { status, body } => {
+            let message = plugin_message(body);
+            let code = match *status {
+                404 => StatusCode::NOT_FOUND,
+                s if (400..500).contains(&s) => StatusCode::BAD_REQUEST,
+                _ => StatusCode::INTERNAL_SERVER_ERROR,
+            };
+            (code, message)
+        }
+        other => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("virtual node: {other}"),
+        ),
+    }
+}
+
+/// The `message` of the plugin's error body `{"error": .., "message": ..}`,
+/// else the body as it is.
+fn plugin_message(body: &str) -> String {
+    #[derive(serde::Deserialize)]
+    struct ErrorBody {
+        message: String,
+    }
+    serde_json::from_str::<ErrorBody>(body)
+        .map(|b| b.message)
+        .unwrap_or_else(|_| body.trim().to_string())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -202,5 +243,48 @@ mod tests {
     fn decodes_percent_escapes() {
         let q = LogQuery::parse("tailLines=%31%30&follow=tr%75e").expect("parses");
         assert_eq!((q.0.tail_lines, q.0.follow), (Some(10), true));
+    }
+
+    #[test]
+    fn log_failures_keep_the_remote_reason_in_a_400_or_500() {
+        let waiting = PluginError::Status {
+            status: 400,
+            body: r#"{"error":"remote_rejected","message":"container \"c\" in pod \"p\" is waiting to start: image can't be pulled"}"#.into(),
+        };
+        assert_eq!(
+            log_failure(&waiting),
+            (
+                StatusCode::BAD_REQUEST,
+                "container \"c\" in pod \"p\" is waiting to start: image can't be pulled".into()
+            )
+        );
+        // Any other refusal by the plugin is still the caller's: 400.
+        let refused = PluginError::Status {
+            status: 403,
+            body: r#"{"error":"namespace_refused","message":"no"}"#.into(),
+        };
+        assert_eq!(
+            log_failure(&refused),
+            (StatusCode::BAD_REQUEST, "no".into())
+        );
+        let gone = PluginError::Status {
+            status: 404,
+            body: "not json".into(),
+        };
+        assert_eq!(
+            log_failure(&gone),
+            (StatusCode::NOT_FOUND, "not json".into())
+        );
+        let broken = PluginError::Status {
+            status: 502,
+            body: r#"{"error":"remote_error","message":"boom"}"#.into(),
+        };
+        assert_eq!(
+            log_failure(&broken),
+            (StatusCode::INTERNAL_SERVER_ERROR, "boom".into())
+        );
+        let (code, msg) = log_failure(&PluginError::Timeout);
+        assert_eq!(code, StatusCode::INTERNAL_SERVER_ERROR);
+        assert!(msg.contains("timed out"), "{msg}");
     }
 }

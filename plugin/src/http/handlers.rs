@@ -252,7 +252,12 @@ async fn stream_logs(state: Arc<AppState>, req: LogStruct) -> Result<Response, A
         namespace: req.namespace.clone(),
         uid: req.pod_uid.clone(),
     };
-    let pod = match state.remote.get_pod(&ns, &name).await? {
+    let pod = match state
+        .remote
+        .get_pod(&ns, &name)
+        .await
+        .map_err(|e| ApiError::log_failure(e, &name, &req.pod_name))?
+    {
         Some(p) => p,
         None => state.lookup(&id).ok_or_else(|| {
             ApiError::not_found(format!(
@@ -267,7 +272,11 @@ async fn stream_logs(state: Arc<AppState>, req: LogStruct) -> Result<Response, A
     );
     let container = logs::choose_container(&pod, &req.container_name)?;
     let params = logs::log_params(&req, container)?;
-    let reader = state.remote.logs(&rns, &rname, &params).await?;
+    let reader = state
+        .remote
+        .logs(&rns, &rname, &params)
+        .await
+        .map_err(|e| ApiError::log_failure(e, &rname, &req.pod_name))?;
     let shutdown = state.shutdown.clone().cancelled_owned();
     let stream = ReaderStream::new(reader.compat())
         .map_err(|e| {

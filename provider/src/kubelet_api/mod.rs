@@ -34,8 +34,8 @@ use tracing::{Instrument, debug, info_span};
 
 pub use self::args::{AuthorizationMode, KubeletAuthArgs};
 pub use self::auth::Auth;
-use crate::client::{PluginClient, PluginError};
-use crate::logs::{LogQuery, log_request};
+use crate::client::PluginClient;
+use crate::logs::{LogQuery, log_failure, log_request};
 use crate::metrics::Metrics;
 
 /// Shared state of the kubelet API.
@@ -121,14 +121,11 @@ async fn container_logs(
                     .body(Body::from_stream(stream))
                     .unwrap_or_else(|e| text(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
             }
-            Err(PluginError::Status { status, body }) => {
-                let code = StatusCode::from_u16(status)
-                    .ok()
-                    .filter(|c| c.is_client_error())
-                    .unwrap_or(StatusCode::BAD_GATEWAY);
-                text(code, format!("plugin: {body}"))
+            Err(e) => {
+                let (code, message) = log_failure(&e);
+                debug!(status = code.as_u16(), error = %e, "log request failed");
+                text(code, message)
             }
-            Err(e) => text(StatusCode::BAD_GATEWAY, e.to_string()),
         }
     }
     .instrument(span)
