@@ -63,6 +63,8 @@ pub struct AppState {
     pub bastion: Arc<BastionKey>,
     /// Concurrency and time limits of the API routes.
     pub limits: Limits,
+    /// The remote allocatable the ping reports.
+    pub capacity: crate::capacity::RemoteCapacity,
 }
 
 impl AppState {

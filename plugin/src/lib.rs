@@ -41,7 +41,9 @@
 //!   one step per module (`validate`, `volumes`, `env`, `compat`, `pod`,
 //!   `objects`, and `context` for the payload and its references);
 //! - [`policy`] (what the remote operator allows), [`status`] (remote pod ->
-//!   interLink `PodStatus`), [`logs`] (log options), [`sweep`] (orphan decision,
+//!   interLink `PodStatus`), [`logs`] (log options), [`capacity`] (the remote
+//!   allocatable the ping reports; its node cache in `capacity/nodes.rs`),
+//!   [`sweep`] (orphan decision,
 //!   per caller), [`caller`] (who calls: principal + local node, the labels);
 //! - [`config`]: the clap struct (`config/values.rs` the flag value types,
 //!   `config/file.rs` the TOML/YAML config file; durations use
@@ -57,6 +59,7 @@
 
 pub mod bastion;
 pub mod caller;
+pub mod capacity;
 pub mod config;
 pub mod error;
 pub mod http;
@@ -165,6 +168,17 @@ pub async fn start(config: PluginConfig, remote: Client) -> Result<RunningPlugin
         Some(spec) => bastion::BastionKey::pending(&spec.namespace),
         None => bastion::BastionKey::disabled(),
     });
+    let (capacity, capacity_task) = if config.no_remote_capacity {
+        (capacity::RemoteCapacity::disabled(), None)
+    } else {
+        let (c, t) = capacity::RemoteCapacity::start(
+            remote.client().clone(),
+            config.capacity_reserve.clone(),
+            metrics.clone(),
+            cancel.clone(),
+        );
+        (c, Some(t))
+    };
     let state = Arc::new(http::AppState {
         remote: remote.clone(),
         metrics: metrics.clone(),
@@ -176,12 +190,14 @@ pub async fn start(config: PluginConfig, remote: Client) -> Result<RunningPlugin
         shutdown: cancel.clone(),
         bastion: bastion_key.clone(),
         limits: http::Limits::of(&config),
+        capacity,
     });
     let app = http::router(state);
     let bound = serve::Bound::bind(&config.listen).await?;
     let addr = bound.addr();
     let server = tokio::spawn(serve::run(bound, tls, app, cancel.clone()));
     let mut tasks = vec![server, watch_task];
+    tasks.extend(capacity_task);
     if let Some(spec) = bastion_spec {
         info!(namespace = %spec.namespace, image = %spec.image, "keeping the bastion");
         tasks.push(tokio::spawn(bastion::keep(
