@@ -21,6 +21,7 @@
 
 mod env;
 mod jobs;
+mod kubelet;
 mod lifecycle;
 mod logs;
 mod policy;
@@ -64,6 +65,15 @@ fn cases(s: &Suite) -> Vec<Case<'_>> {
         ("logs-follow", Box::pin(logs::logs_follow(s))),
         ("delete", Box::pin(logs::delete_cleans_both_sides(s))),
         ("policy-refused", Box::pin(policy::refused_by_policy(s))),
+        (
+            "logs-unstarted",
+            Box::pin(kubelet::logs_of_unstarted_container(s)),
+        ),
+        ("status-order", Box::pin(kubelet::sidecar_status_order(s))),
+        (
+            "image-pull-secrets",
+            Box::pin(kubelet::image_pull_secrets(s)),
+        ),
     ]
 }
 
