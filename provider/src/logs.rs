@@ -2,6 +2,7 @@
 //! `LogStruct`, with the kubelet's validation rules.
 
 use axum::http::StatusCode;
+use k8s_openapi::api::core::v1::Pod;
 use kube::api::LogParams;
 use offload_wire::{ContainerLogOpts, GO_ZERO_TIME, LogStruct};
 
@@ -145,6 +146,37 @@ pub fn log_failure(e: &PluginError) -> (StatusCode, String) {
     }
 }
 
+/// What a kubelet says of a container with no log yet, from the local
+/// pod's status: for a pod the remote side does not have (its create waits
+/// for a missing ConfigMap, or is being retried) the plugin knows nothing,
+/// but the local status has the reason. `None` when the container is not
+/// waiting (then the plugin's answer stands).
+pub fn waiting_message(pod: &Pod, container: &str) -> Option<String> {
+    let status = pod.status.as_ref()?;
+    let all = status
+        .container_statuses
+        .iter()
+        .chain(status.init_container_statuses.iter())
+        .flatten();
+    let c = all.into_iter().find(|c| c.name == container)?;
+    let reason = c.state.as_ref()?.waiting.as_ref()?.reason.clone();
+    let pod_name = pod.metadata.name.as_deref().unwrap_or_default();
+    // The kubelet's words for the common pull failures.
+    let why = match reason.as_deref() {
+        Some("ErrImagePull") => "image can't be pulled".to_string(),
+        Some("ImagePullBackOff") => "trying and failing to pull image".to_string(),
+        Some(r) if !r.is_empty() => r.to_string(),
+        _ => {
+            return Some(format!(
+                "container {container:?} in pod {pod_name:?} is waiting to start - no logs yet"
+            ));
+        }
+    };
+    Some(format!(
+        "container {container:?} in pod {pod_name:?} is waiting to start: {why}"
+    ))
+}
+
 /// The `message` of the plugin's error body `{"error": .., "message": ..}`,
 /// else the body as it is.
 fn plugin_message(body: &str) -> String {
@@ -286,5 +318,43 @@ mod tests {
         let (code, msg) = log_failure(&PluginError::Timeout);
         assert_eq!(code, StatusCode::INTERNAL_SERVER_ERROR);
         assert!(msg.contains("timed out"), "{msg}");
+    }
+
+    #[test]
+    fn a_waiting_container_is_told_as_the_kubelet_tells_it() {
+        let mut pod: Pod = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "web"},
+            "status": {"containerStatuses": [
+                {"name": "app", "image": "i", "imageID": "", "ready": false, "restartCount": 0,
+                 "state": {"waiting": {"reason": "CreateContainerConfigError"}}},
+                {"name": "side", "image": "i", "imageID": "", "ready": true, "restartCount": 0,
+                 "state": {"running": {}}}
+            ]}
+        }))
+        .expect("pod");
+        assert_eq!(
+            waiting_message(&pod, "app").as_deref(),
+            Some(
+                "container \"app\" in pod \"web\" is waiting to start: CreateContainerConfigError"
+            )
+        );
+        assert_eq!(
+            waiting_message(&pod, "side"),
+            None,
+            "running: the plugin's answer stands"
+        );
+        assert_eq!(waiting_message(&pod, "nope"), None);
+        if let Some(st) = pod.status.as_mut()
+            && let Some(cs) = st.container_statuses.as_mut()
+            && let Some(w) = cs[0].state.as_mut().and_then(|s| s.waiting.as_mut())
+        {
+            w.reason = Some("ImagePullBackOff".into());
+        }
+        assert_eq!(
+            waiting_message(&pod, "app").as_deref(),
+            Some(
+                "container \"app\" in pod \"web\" is waiting to start: trying and failing to pull image"
+            )
+        );
     }
 }

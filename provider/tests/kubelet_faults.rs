@@ -150,3 +150,47 @@ async fn failed_main_app_beside_a_completed_sidecar_reads_error_as_remotely() {
     assert_eq!(local_status, remote_status, "local kubectl reads as remote");
     prov.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logs_of_a_pod_not_created_remotely_yet_tell_the_local_reason() {
+    let env = env().await;
+    let plugin = Plugin::start(&env.remote).await;
+    let node = node_name("vn-fwait");
+    let prov = start_provider(&env, provider_config(&env, &node, &plugin)).await;
+    let (ns, _cleanup, pods) = test_namespace(&env, "prov-fwait", &[&node]).await;
+
+    let mut c = container("main", "echo \"$V\"");
+    c.env = Some(vec![k8s_openapi::api::core::v1::EnvVar {
+        name: "V".into(),
+        value_from: Some(k8s_openapi::api::core::v1::EnvVarSource {
+            config_map_key_ref: Some(k8s_openapi::api::core::v1::ConfigMapKeySelector {
+                name: "not-yet".into(),
+                key: "v".into(),
+                optional: None,
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }]);
+    pods.create(
+        &PostParams::default(),
+        &pod("waits", &node, "Never", None, c),
+    )
+    .await
+    .expect("create pod");
+    // The create waits for the ConfigMap: nothing remote, the local pod says why.
+    let stderr = wait_for("kubectl logs to tell the local reason", RUN, async || {
+        let (ok, _, stderr) = kubectl(&env, &ns, &["logs", "waits"]).await;
+        assert!(!ok, "no logs yet");
+        stderr
+            .contains("CreateContainerConfigError")
+            .then_some(stderr)
+    })
+    .await;
+    assert_eq!(
+        stderr.trim(),
+        "Error from server (BadRequest): container \"main\" in pod \"waits\" is waiting to start: \
+         CreateContainerConfigError"
+    );
+    prov.shutdown().await;
+}

@@ -34,8 +34,8 @@ use tracing::{Instrument, debug, info_span};
 
 pub use self::args::{AuthorizationMode, KubeletAuthArgs};
 pub use self::auth::Auth;
-use crate::client::PluginClient;
-use crate::logs::{LogQuery, log_failure, log_request};
+use crate::client::{PluginClient, PluginError};
+use crate::logs::{LogQuery, log_failure, log_request, waiting_message};
 use crate::metrics::Metrics;
 
 /// Shared state of the kubelet API.
@@ -120,6 +120,13 @@ async fn container_logs(
                     .header(header::CONTENT_TYPE, "text/plain; charset=utf-8")
                     .body(Body::from_stream(stream))
                     .unwrap_or_else(|e| text(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
+            }
+            // Not on the remote side (yet): the local status says why, as
+            // a kubelet would of a container it has not started.
+            Err(PluginError::Status { status: 404, .. })
+                if let Some(message) = waiting_message(&p, &container) =>
+            {
+                text(StatusCode::BAD_REQUEST, message)
             }
             Err(e) => {
                 let (code, message) = log_failure(&e);
