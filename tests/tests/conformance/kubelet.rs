@@ -50,6 +50,47 @@ pub async fn logs_of_unstarted_container(s: &Suite) -> Result<()> {
         .map(drop)
 }
 
+/// `kubectl logs` of a pod whose create waits for a missing ConfigMap tells
+/// the waiting reason, as a kubelet does of a container it has not started.
+pub async fn logs_while_waiting_for_config(s: &Suite) -> Result<()> {
+    let mut c = sh("main", "echo \"$V\"");
+    c["env"] = json!([{ "name": "V", "valueFrom": { "configMapKeyRef": { "name": "logs-wait-cm", "key": "v" } } }]);
+    s.apply(&s.pod("logs-wait", run_once(&[c]))).await?;
+    let last = LastSeen::default();
+    let last_ref = &last;
+    testbed::wait_every(
+        POLL,
+        "kubectl logs to tell the waiting reason",
+        START,
+        || async move {
+            let err = match s.kubectl(&["logs", "logs-wait"]).await {
+                Ok(out) => {
+                    return Err(testbed::give_up(format!(
+                        "kubectl logs of a pod waiting for its ConfigMap succeeded: {out:?}"
+                    )));
+                }
+                Err(e) => e.to_string(),
+            };
+            last_ref.set(err.clone());
+            Ok(err.contains("CreateContainerConfigError").then_some(()))
+        },
+    )
+    .await
+    .with_context(|| format!("last kubectl logs error: {}", last.get()))?;
+    let err = last.get();
+    ensure!(
+        err.contains(
+            "Error from server (BadRequest): container \"main\" in pod \"logs-wait\" is waiting to start: CreateContainerConfigError"
+        ),
+        "kubectl logs says: {err}"
+    );
+    // Once the ConfigMap is there the pod runs and its log is readable.
+    s.apply(&config_map("logs-wait-cm", json!({ "v": "arrived" })))
+        .await?;
+    s.ended("logs-wait", Some("Succeeded")).await?;
+    s.expect_log("logs-wait", "arrived\n").await
+}
+
 /// Regular containers' statuses are sorted by name, as the kubelet does: with
 /// `success-sidecar` (exit 0) and `main-app` (exit 1) `kubectl get pod` reads
 /// `Error`, not `Completed`.

@@ -69,6 +69,10 @@ fn cases(s: &Suite) -> Vec<Case<'_>> {
             "logs-unstarted",
             Box::pin(kubelet::logs_of_unstarted_container(s)),
         ),
+        (
+            "logs-waiting",
+            Box::pin(kubelet::logs_while_waiting_for_config(s)),
+        ),
         ("status-order", Box::pin(kubelet::sidecar_status_order(s))),
         (
             "image-pull-secrets",
