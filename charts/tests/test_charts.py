@@ -204,6 +204,9 @@ class RenderTests(unittest.TestCase, Hardened):
             self.assertIn(want, args)
         # Capacity not pinned: the plugin's ping (the remote allocatable) decides.
         self.assertFalse(any(a.startswith(("--cpu", "--memory", "--pods")) for a in args), args)
+        # Pinned per resource: only the values given become flags.
+        pinned = container(find(render(PROVIDER, {"node": {"capacity": {"pods": "50"}}}), "Deployment"))["args"]
+        self.assertEqual([a for a in pinned if a.startswith(("--cpu", "--memory", "--pods"))], ["--pods=50"])
         self.assertFalse(any(a.startswith("--plugin-token-file") for a in args), args)
         # The link: no plain HTTP across a network, answers capped, the bastion key pinned.
         self.assertNotIn("--plugin-insecure", args)
