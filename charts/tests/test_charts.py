@@ -200,9 +200,13 @@ class RenderTests(unittest.TestCase, Hardened):
         self.assertEqual(c["image"], f"localhost/offload/provider:{VERSION}")
         args = c["args"]
         for want in ["--node-name=virtual-node", "--node-ip=$(POD_IP)", "--plugin-url=http://127.0.0.1:4000",
-                     "--kubelet-addr=0.0.0.0:10250", "--admin-addr=0.0.0.0:9099", "--cpu=100",
-                     "--memory=3000Gi", "--pods=10000"]:
+                     "--kubelet-addr=0.0.0.0:10250", "--admin-addr=0.0.0.0:9099"]:
             self.assertIn(want, args)
+        # Capacity not pinned: the plugin's ping (the remote allocatable) decides.
+        self.assertFalse(any(a.startswith(("--cpu", "--memory", "--pods")) for a in args), args)
+        # Pinned per resource: only the values given become flags.
+        pinned = container(find(render(PROVIDER, {"node": {"capacity": {"pods": "50"}}}), "Deployment"))["args"]
+        self.assertEqual([a for a in pinned if a.startswith(("--cpu", "--memory", "--pods"))], ["--pods=50"])
         self.assertFalse(any(a.startswith("--plugin-token-file") for a in args), args)
         # The link: no plain HTTP across a network, answers capped, the bastion key pinned.
         self.assertNotIn("--plugin-insecure", args)
@@ -416,6 +420,14 @@ class RenderTests(unittest.TestCase, Hardened):
         self.assertEqual(cfg["instance"], "pl-plugin")
         self.assertEqual((cfg["max-concurrent-requests"], cfg["request-timeout"]), (64, "120s"))
         self.assertEqual(rules_for(cr, "configmaps"), {"get", "create", "update", "delete"})
+        # The ping reports the remote allocatable: nodes read, never written.
+        self.assertEqual(rules_for(cr, "nodes"), {"list", "watch"})
+        self.assertEqual((cfg["no-remote-capacity"], cfg["capacity-reserve"]), (False, ""))
+        off = render(PLUGIN, {"remoteCapacity": {"enabled": False, "reserve": "cpu=500m,memory=512Mi"}},
+                     name="pl", namespace="remote")
+        self.assertEqual(rules_for(find(off, "ClusterRole"), "nodes"), set())
+        off_cfg = self.plugin_config(off, "pl-plugin")
+        self.assertEqual((off_cfg["no-remote-capacity"], off_cfg["capacity-reserve"]), (True, "cpu=500m,memory=512Mi"))
         named = [r for r in cr["rules"] if r.get("resourceNames")]
         self.assertEqual(named[0]["resourceNames"], ["offload-bastion:remote:offload-bastion"])
         role = find(objs, "Role")
@@ -747,8 +759,12 @@ class InstallTests(unittest.TestCase):
         self.assertEqual(code, 200, body)
         code, body = http(f"{url}/status", None, method="GET", body=b"[]", ctx=ctx)
         self.assertEqual(code, 401, body)
-        # The plugin's least-privilege RBAC lets it read remote pods (readyz) but not nodes.
-        can = remote.kubectl("auth", "can-i", "list", "nodes", f"--as=system:serviceaccount:{rns}:{rel}-plugin",
+        # The plugin's least-privilege RBAC lets it read remote pods (readyz) and
+        # watch nodes (the capacity its ping reports), but not change nodes.
+        can = remote.kubectl("auth", "can-i", "watch", "nodes", f"--as=system:serviceaccount:{rns}:{rel}-plugin",
+                             check=False).strip()
+        self.assertEqual(can, "yes")
+        can = remote.kubectl("auth", "can-i", "patch", "nodes", f"--as=system:serviceaccount:{rns}:{rel}-plugin",
                              check=False).strip()
         self.assertEqual(can, "no")
         can = remote.kubectl("auth", "can-i", "create", "pods", "-n", "offloading-x",
@@ -783,7 +799,7 @@ class InstallTests(unittest.TestCase):
         taints = {(x["key"], x.get("value"), x["effect"]) for x in n["spec"].get("taints", [])}
         self.assertIn(("charts-test", "yes", "NoSchedule"), taints)
         self.assertIn(("virtual-node.interlink/no-schedule", "true", "NoSchedule"), taints)
-        # Our plugin's ping reports no resources, so the capacity is the chart's.
+        # Pinned in the chart: wins over the remote allocatable the plugin reports.
         cap = n["status"]["capacity"]
         self.assertEqual((cap["cpu"], cap["memory"], cap["pods"]), ("12", "34Gi", "56"))
         pod = local.get("-n", lns, "pods", "-l", f"app.kubernetes.io/instance={prel}")["items"][0]

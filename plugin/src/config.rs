@@ -237,6 +237,19 @@ pub struct PluginConfig {
     #[arg(long, env = "OFFLOAD_PLUGIN_REMOTE_MINOR_VERSION")]
     pub remote_minor_version: Option<u32>,
 
+    /// Do not report the remote cluster's allocatable in the ping answer
+    /// (then no node watch, and no RBAC on nodes is needed): the virtual
+    /// node keeps the provider's own figures.
+    #[arg(long, env = "OFFLOAD_PLUGIN_NO_REMOTE_CAPACITY", action = ArgAction::SetTrue)]
+    pub no_remote_capacity: bool,
+
+    /// Kept back from the remote cluster's allocatable before it is
+    /// reported (resource=quantity,...), e.g. `cpu=500m,memory=512Mi` for
+    /// what runs beside the offloaded pods; extended resources too
+    /// (`nvidia.com/gpu=1`).
+    #[arg(long, env = "OFFLOAD_PLUGIN_CAPACITY_RESERVE", value_parser = crate::capacity::parse_reserve, default_value = "")]
+    pub capacity_reserve: crate::capacity::Reserve,
+
     /// Log as JSON lines (filter with RUST_LOG, default info).
     #[arg(long, env = "OFFLOAD_PLUGIN_LOG_JSON", action = ArgAction::SetTrue)]
     pub log_json: bool,

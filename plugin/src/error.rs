@@ -146,3 +146,86 @@ impl From<RemoteError> for ApiError {
         Self::new(status, code, e.to_string())
     }
 }
+
+impl ApiError {
+    /// A remote failure of a log request, answered as the kubelet answers
+    /// `containerLogs` (the local apiserver keeps the text only of a 400 or
+    /// a 500): the remote apiserver's refusal (a container waiting to start,
+    /// `previous` of a container that never restarted) is 400 with its
+    /// message as it is; a remote pod that is gone is 404, as the kubelet
+    /// says of a pod it does not know; anything else (the plugin's own
+    /// credentials refused, the remote cluster unreachable) is 500.
+    pub fn log_failure(e: RemoteError, remote_pod: &str, local_pod: &str) -> Self {
+        let localized = |m: &str| crate::logs::localized_message(m, remote_pod, local_pod);
+        let answered = match &e {
+            RemoteError::Rejected {
+                status, message, ..
+            } => Some((*status, message.as_str())),
+            RemoteError::Kube(kube::Error::Api(s)) => Some((s.code, s.message.as_str())),
+            _ => None,
+        };
+        match (&e, answered) {
+            (RemoteError::NotFound(m), _) => Self::not_found(localized(m)),
+            (_, Some((404, m))) => Self::not_found(localized(m)),
+            (_, Some((status, m)))
+                if (400..500).contains(&status) && status != 401 && status != 403 =>
+            {
+                Self::new(StatusCode::BAD_REQUEST, "remote_rejected", localized(m))
+            }
+            (_, Some((_, m))) => Self::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "remote_error",
+                localized(m),
+            ),
+            (_, None) => Self::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "remote_error",
+                e.to_string(),
+            ),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rejected(status: u16, message: &str) -> RemoteError {
+        RemoteError::Rejected {
+            what: "logs of ns/web-uid".into(),
+            status,
+            message: message.into(),
+        }
+    }
+
+    #[test]
+    fn log_failures_are_answered_as_the_kubelet_does() {
+        let e = ApiError::log_failure(
+            rejected(
+                400,
+                "container \"c\" in pod \"web-uid\" is waiting to start: ErrImagePull",
+            ),
+            "web-uid",
+            "web",
+        );
+        assert_eq!(e.status, StatusCode::BAD_REQUEST);
+        assert_eq!(
+            e.message,
+            "container \"c\" in pod \"web\" is waiting to start: ErrImagePull"
+        );
+        // The plugin's own RBAC is not the caller's fault.
+        let e = ApiError::log_failure(rejected(403, "forbidden"), "web-uid", "web");
+        assert_eq!(e.status, StatusCode::INTERNAL_SERVER_ERROR);
+        let e = ApiError::log_failure(rejected(503, "unavailable"), "web-uid", "web");
+        assert_eq!(
+            (e.status, e.message.as_str()),
+            (StatusCode::INTERNAL_SERVER_ERROR, "unavailable")
+        );
+        let e = ApiError::log_failure(
+            RemoteError::NotFound("pods \"web-uid\" not found".into()),
+            "web-uid",
+            "web",
+        );
+        assert_eq!(e.status, StatusCode::NOT_FOUND);
+    }
+}

@@ -67,6 +67,8 @@ pub struct AppState {
     pub stats: crate::stats::NodeCache,
     /// Remote Events of our pods (`GET /events`).
     pub events: Arc<crate::events::EventRing>,
+    /// The remote allocatable the ping reports.
+    pub capacity: crate::capacity::RemoteCapacity,
 }
 
 impl AppState {

@@ -42,7 +42,9 @@
 //!   `objects`, and `context` for the payload and its references);
 //! - [`events`] (remote Events -> local pod, the bounded ring of `GET /events`),
 //!   [`policy`] (what the remote operator allows), [`status`] (remote pod ->
-//!   interLink `PodStatus`), [`logs`] (log options), [`sweep`] (orphan decision,
+//!   interLink `PodStatus`), [`logs`] (log options), [`capacity`] (the remote
+//!   allocatable the ping reports; its node cache in `capacity/nodes.rs`),
+//!   [`sweep`] (orphan decision,
 //!   per caller), [`caller`] (who calls: principal + local node, the labels);
 //! - [`config`]: the clap struct (`config/values.rs` the flag value types,
 //!   `config/file.rs` the TOML/YAML config file; durations use
@@ -58,6 +60,7 @@
 
 pub mod bastion;
 pub mod caller;
+pub mod capacity;
 pub mod config;
 pub mod error;
 pub mod events;
@@ -169,6 +172,17 @@ pub async fn start(config: PluginConfig, remote: Client) -> Result<RunningPlugin
         None => bastion::BastionKey::disabled(),
     });
     let events_ring = Arc::new(events::EventRing::new(events::RING_CAPACITY));
+    let (capacity, capacity_task) = if config.no_remote_capacity {
+        (capacity::RemoteCapacity::disabled(), None)
+    } else {
+        let (c, t) = capacity::RemoteCapacity::start(
+            remote.client().clone(),
+            config.capacity_reserve.clone(),
+            metrics.clone(),
+            cancel.clone(),
+        );
+        (c, Some(t))
+    };
     let state = Arc::new(http::AppState {
         remote: remote.clone(),
         metrics: metrics.clone(),
@@ -182,6 +196,7 @@ pub async fn start(config: PluginConfig, remote: Client) -> Result<RunningPlugin
         limits: http::Limits::of(&config),
         stats: Default::default(),
         events: events_ring.clone(),
+        capacity,
     });
     let app = http::router(state);
     let bound = serve::Bound::bind(&config.listen).await?;
@@ -196,6 +211,7 @@ pub async fn start(config: PluginConfig, remote: Client) -> Result<RunningPlugin
         metrics.registry(),
         cancel.clone(),
     ));
+    tasks.extend(capacity_task);
     if let Some(spec) = bastion_spec {
         info!(namespace = %spec.namespace, image = %spec.image, "keeping the bastion");
         tasks.push(tokio::spawn(bastion::keep(

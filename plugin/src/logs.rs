@@ -131,6 +131,20 @@ pub fn choose_container(remote: &Pod, requested: &str) -> Result<String, LogOpts
         })
 }
 
+/// The remote apiserver's refusal of a log request, told as the local pod:
+/// its message names the remote pod (`container "c" in pod "web-<uid>" is
+/// waiting to start: ...`), which the user never sees; the local name reads
+/// as a kubelet would write it. Only the quoted pod name is replaced.
+pub fn localized_message(message: &str, remote_pod: &str, local_pod: &str) -> String {
+    if remote_pod.is_empty() || remote_pod == local_pod {
+        return message.to_string();
+    }
+    message.replace(
+        &format!("pod \"{remote_pod}\""),
+        &format!("pod \"{local_pod}\""),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -257,5 +271,25 @@ mod tests {
             .into(),
         );
         assert_eq!(choose_container(&pod, "").expect("annotated"), "b");
+    }
+
+    #[test]
+    fn remote_pod_name_becomes_the_local_one() {
+        let remote = "web-6f1c1f1e-0000-4000-8000-000000000000";
+        assert_eq!(
+            localized_message(
+                &format!(
+                    "container \"app\" in pod \"{remote}\" is waiting to start: image can't be pulled"
+                ),
+                remote,
+                "web",
+            ),
+            "container \"app\" in pod \"web\" is waiting to start: image can't be pulled"
+        );
+        // Anything else in the message stays, an unquoted name too.
+        assert_eq!(
+            localized_message(&format!("{remote} is gone"), remote, "web"),
+            format!("{remote} is gone")
+        );
     }
 }

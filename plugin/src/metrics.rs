@@ -59,6 +59,7 @@ pub struct Metrics {
     pub namespace_gc: Family<ResultLabels, Counter>,
     pub bastion_applies: Family<ResultLabels, Counter>,
     pub policy_refusals: Family<RuleLabels, Counter>,
+    pub remote_schedulable_nodes: Gauge,
 }
 
 impl Metrics {
@@ -126,6 +127,10 @@ impl Metrics {
                 "policy_refusals",
                 "Pods refused by the pod security policy, once per broken rule (e.g. baseline: capabilities)",
             ),
+            remote_schedulable_nodes: m.add(
+                "remote_schedulable_nodes",
+                "Remote nodes (Ready, not cordoned) whose allocatable the ping reports as the virtual node's capacity",
+            ),
         }
     }
 
@@ -152,6 +157,11 @@ impl Metrics {
         self.namespace_gc
             .get_or_create(&ResultLabels { result })
             .inc();
+    }
+
+    pub fn remote_schedulable_nodes(&self, n: usize) {
+        self.remote_schedulable_nodes
+            .set(i64::try_from(n).unwrap_or(i64::MAX));
     }
 
     pub fn remote_call(&self, op: &'static str) {

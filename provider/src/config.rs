@@ -116,17 +116,19 @@ pub struct Config {
     #[arg(long, env = "NO_DEFAULT_TAINT")]
     pub no_default_taint: bool,
 
-    /// Node CPU capacity (overridden by the plugin's ping answer when it reports one).
-    #[arg(long, env = "NODE_CPU", default_value = "100")]
-    pub cpu: String,
+    /// Node CPU capacity, pinned: wins over what the plugin's ping reports
+    /// (our plugin reports the remote cluster's allocatable). Unset: the
+    /// ping's figure, else 100.
+    #[arg(long, env = "NODE_CPU")]
+    pub cpu: Option<String>,
 
-    /// Node memory capacity.
-    #[arg(long, env = "NODE_MEMORY", default_value = "3000Gi")]
-    pub memory: String,
+    /// Node memory capacity, pinned (as --cpu). Unset: the ping's, else 3000Gi.
+    #[arg(long, env = "NODE_MEMORY")]
+    pub memory: Option<String>,
 
-    /// Node pod capacity.
-    #[arg(long, env = "NODE_PODS", default_value = "10000")]
-    pub pods: String,
+    /// Node pod capacity, pinned (as --cpu). Unset: the ping's, else 10000.
+    #[arg(long, env = "NODE_PODS")]
+    pub pods: Option<String>,
 
     /// Plugin or interLink API base URL: `http://host:port`, `https://...` or
     /// `unix:///path/to.sock`.

@@ -1,8 +1,12 @@
 //! Pure parsing of the kubelet `containerLogs` query into the interLink
 //! `LogStruct`, with the kubelet's validation rules.
 
+use axum::http::StatusCode;
+use k8s_openapi::api::core::v1::Pod;
 use kube::api::LogParams;
 use offload_wire::{ContainerLogOpts, GO_ZERO_TIME, LogStruct};
+
+use crate::client::PluginError;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum LogQueryError {
@@ -116,6 +120,75 @@ pub fn log_request(
     }
 }
 
+/// A failed `/getLogs`, answered as the kubelet answers `containerLogs`:
+/// the local apiserver keeps the text of a 400 or a 500 only (any other
+/// status becomes a generic "is invalid" or "could not find"), so the
+/// reason the remote side gave (`container "c" in pod "p" is waiting to
+/// start: ...`) is a plain-text 400, what the plugin could not do a 500.
+/// A pod the plugin does not know is 404, as on a kubelet. The message is
+/// the plugin's `message` field when its body is our JSON error, else the
+/// body itself (an interLink API server wraps the plugin's answer).
+pub fn log_failure(e: &PluginError) -> (StatusCode, String) {
+    match e {
+        PluginError::Status { status, body } => {
+            let message = plugin_message(body);
+            let code = match *status {
+                404 => StatusCode::NOT_FOUND,
+                s if (400..500).contains(&s) => StatusCode::BAD_REQUEST,
+                _ => StatusCode::INTERNAL_SERVER_ERROR,
+            };
+            (code, message)
+        }
+        other => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("virtual node: {other}"),
+        ),
+    }
+}
+
+/// What a kubelet says of a container with no log yet, from the local
+/// pod's status: for a pod the remote side does not have (its create waits
+/// for a missing ConfigMap, or is being retried) the plugin knows nothing,
+/// but the local status has the reason. `None` when the container is not
+/// waiting (then the plugin's answer stands).
+pub fn waiting_message(pod: &Pod, container: &str) -> Option<String> {
+    let status = pod.status.as_ref()?;
+    let all = status
+        .container_statuses
+        .iter()
+        .chain(status.init_container_statuses.iter())
+        .flatten();
+    let c = all.into_iter().find(|c| c.name == container)?;
+    let reason = c.state.as_ref()?.waiting.as_ref()?.reason.clone();
+    let pod_name = pod.metadata.name.as_deref().unwrap_or_default();
+    // The kubelet's words for the common pull failures.
+    let why = match reason.as_deref() {
+        Some("ErrImagePull") => "image can't be pulled".to_string(),
+        Some("ImagePullBackOff") => "trying and failing to pull image".to_string(),
+        Some(r) if !r.is_empty() => r.to_string(),
+        _ => {
+            return Some(format!(
+                "container {container:?} in pod {pod_name:?} is waiting to start - no logs yet"
+            ));
+        }
+    };
+    Some(format!(
+        "container {container:?} in pod {pod_name:?} is waiting to start: {why}"
+    ))
+}
+
+/// The `message` of the plugin's error body `{"error": .., "message": ..}`,
+/// else the body as it is.
+fn plugin_message(body: &str) -> String {
+    #[derive(serde::Deserialize)]
+    struct ErrorBody {
+        message: String,
+    }
+    serde_json::from_str::<ErrorBody>(body)
+        .map(|b| b.message)
+        .unwrap_or_else(|_| body.trim().to_string())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -202,5 +275,86 @@ mod tests {
     fn decodes_percent_escapes() {
         let q = LogQuery::parse("tailLines=%31%30&follow=tr%75e").expect("parses");
         assert_eq!((q.0.tail_lines, q.0.follow), (Some(10), true));
+    }
+
+    #[test]
+    fn log_failures_keep_the_remote_reason_in_a_400_or_500() {
+        let waiting = PluginError::Status {
+            status: 400,
+            body: r#"{"error":"remote_rejected","message":"container \"c\" in pod \"p\" is waiting to start: image can't be pulled"}"#.into(),
+        };
+        assert_eq!(
+            log_failure(&waiting),
+            (
+                StatusCode::BAD_REQUEST,
+                "container \"c\" in pod \"p\" is waiting to start: image can't be pulled".into()
+            )
+        );
+        // Any other refusal by the plugin is still the caller's: 400.
+        let refused = PluginError::Status {
+            status: 403,
+            body: r#"{"error":"namespace_refused","message":"no"}"#.into(),
+        };
+        assert_eq!(
+            log_failure(&refused),
+            (StatusCode::BAD_REQUEST, "no".into())
+        );
+        let gone = PluginError::Status {
+            status: 404,
+            body: "not json".into(),
+        };
+        assert_eq!(
+            log_failure(&gone),
+            (StatusCode::NOT_FOUND, "not json".into())
+        );
+        let broken = PluginError::Status {
+            status: 502,
+            body: r#"{"error":"remote_error","message":"boom"}"#.into(),
+        };
+        assert_eq!(
+            log_failure(&broken),
+            (StatusCode::INTERNAL_SERVER_ERROR, "boom".into())
+        );
+        let (code, msg) = log_failure(&PluginError::Timeout);
+        assert_eq!(code, StatusCode::INTERNAL_SERVER_ERROR);
+        assert!(msg.contains("timed out"), "{msg}");
+    }
+
+    #[test]
+    fn a_waiting_container_is_told_as_the_kubelet_tells_it() {
+        let mut pod: Pod = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "web"},
+            "status": {"containerStatuses": [
+                {"name": "app", "image": "i", "imageID": "", "ready": false, "restartCount": 0,
+                 "state": {"waiting": {"reason": "CreateContainerConfigError"}}},
+                {"name": "side", "image": "i", "imageID": "", "ready": true, "restartCount": 0,
+                 "state": {"running": {}}}
+            ]}
+        }))
+        .expect("pod");
+        assert_eq!(
+            waiting_message(&pod, "app").as_deref(),
+            Some(
+                "container \"app\" in pod \"web\" is waiting to start: CreateContainerConfigError"
+            )
+        );
+        assert_eq!(
+            waiting_message(&pod, "side"),
+            None,
+            "running: the plugin's answer stands"
+        );
+        assert_eq!(waiting_message(&pod, "nope"), None);
+        if let Some(st) = pod.status.as_mut()
+            && let Some(cs) = st.container_statuses.as_mut()
+            && let Some(w) = cs[0].state.as_mut().and_then(|s| s.waiting.as_mut())
+        {
+            w.reason = Some("ImagePullBackOff".into());
+        }
+        assert_eq!(
+            waiting_message(&pod, "app").as_deref(),
+            Some(
+                "container \"app\" in pod \"web\" is waiting to start: trying and failing to pull image"
+            )
+        );
     }
 }

@@ -29,8 +29,16 @@ pub struct NodeSpecInput {
     /// (key, value, effect)
     pub taints: Vec<(String, String, String)>,
     pub default_taint: bool,
+    /// Capacity when neither pinned nor reported by the plugin's ping.
     pub capacity: BTreeMap<String, String>,
+    /// Capacity the operator pinned by flag: wins over the ping, per resource.
+    pub pinned: BTreeMap<String, String>,
 }
+
+/// The capacity of a virtual node whose plugin reports none and whose
+/// operator pinned none (interLink's defaults).
+pub const DEFAULT_CAPACITY: [(&str, &str); 3] =
+    [("cpu", "100"), ("memory", "3000Gi"), ("pods", "10000")];
 
 impl NodeSpecInput {
     pub fn from_config(c: &Config, ip: IpAddr, kubelet_port: u16) -> Self {
@@ -45,12 +53,14 @@ impl NodeSpecInput {
                 .map(|t| (t.key.clone(), t.value.clone(), t.effect.clone()))
                 .collect(),
             default_taint: !c.no_default_taint,
-            capacity: [
-                ("cpu".to_string(), c.cpu.clone()),
-                ("memory".to_string(), c.memory.clone()),
-                ("pods".to_string(), c.pods.clone()),
-            ]
-            .into(),
+            capacity: DEFAULT_CAPACITY
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            pinned: [("cpu", &c.cpu), ("memory", &c.memory), ("pods", &c.pods)]
+                .into_iter()
+                .filter_map(|(k, v)| Some((k.to_string(), v.clone()?)))
+                .collect(),
         }
     }
 }
@@ -120,7 +130,10 @@ pub fn taints(input: &NodeSpecInput, extra: &[(String, String, String)]) -> Vec<
     t
 }
 
-/// Capacity from config, overridden by what the plugin reports.
+/// The node's capacity (and allocatable), per resource: what the operator
+/// pinned, else what the plugin's ping reports (the remote cluster's
+/// allocatable, extended resources as accelerators), else the defaults. A
+/// resource the ping stops reporting goes (the status is applied whole).
 pub fn capacity(input: &NodeSpecInput, ping: Option<&PingResponse>) -> BTreeMap<String, Quantity> {
     let mut c: BTreeMap<String, Quantity> = input
         .capacity
@@ -138,6 +151,9 @@ pub fn capacity(input: &NodeSpecInput, ping: Option<&PingResponse>) -> BTreeMap<
                 c.insert(a.resource_type.clone(), Quantity(a.available.clone()));
             }
         }
+    }
+    for (k, v) in &input.pinned {
+        c.insert(k.clone(), Quantity(v.clone()));
     }
     c
 }

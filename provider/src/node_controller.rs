@@ -309,11 +309,18 @@ impl NodeController {
     /// it changed, the last write failed, or every [`STATUS_REFRESH`].
     async fn ping_once(&self, tracker: &mut PingTracker, published: &mut Published) {
         let before = tracker.state.clone();
+        let resources = |t: &PingTracker| t.last_ping.as_ref().and_then(|p| p.resources.clone());
+        let resources_before = resources(tracker);
         let r = self.plugin.ping().await.map_err(|e| e.to_string());
         if let Err(e) = &r {
             warn!(error = %e, "plugin ping failed");
         }
         let changed = tracker.record(r);
+        let reported = resources(tracker);
+        if reported != resources_before {
+            // What the scheduler will see (pinned flags still win).
+            info!(resources = ?reported, "capacity reported by the plugin changed");
+        }
         // Only a reachable plugin's taints are news.
         let ping_changed_spec = changed
             && tracker.state == Reachability::Reachable
@@ -325,7 +332,9 @@ impl NodeController {
             warn!(error = %e, "cannot update node spec");
         }
         if changed {
-            info!(state = ?tracker.state, "plugin reachability changed");
+            if tracker.state != before {
+                info!(state = ?tracker.state, "plugin reachability changed");
+            }
             self.event_on_change(&before, &tracker.state).await;
         }
         if changed || !published.ok || published.at.elapsed() > STATUS_REFRESH {

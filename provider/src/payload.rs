@@ -9,6 +9,8 @@
 //!   after the *volume*, whose `data` maps file path to content;
 //! - a reference marked `optional` may be missing; any other missing object
 //!   blocks the create (the controller retries, then fails the pod);
+//! - the pod's `imagePullSecrets` are shipped with its first container
+//!   (optional, see `pull_secrets`);
 //! - service-account token Secrets are local credentials: they are not
 //!   shipped (and their volumes are removed from the shipped pod) unless asked.
 
@@ -22,6 +24,8 @@ use k8s_openapi::api::core::v1::{
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use offload_wire::{PodCreateRequests, RetrievedContainer, RetrievedPodData};
+
+mod pull_secrets;
 
 /// A reference to a namespaced object by name.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -186,6 +190,7 @@ pub fn references(pod: &Pod) -> PodRefs {
         out.containers.push(r);
     }
     merge_projected_sources(&mut out, vols);
+    pull_secrets::add(pod, &mut out);
     out.config_maps.remove("");
     out.secrets.remove("");
     out

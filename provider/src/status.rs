@@ -269,7 +269,7 @@ fn start_time(pod: &Pod, now: Timestamp) -> Time {
         .unwrap_or(Time(now))
 }
 
-/// The statuses of `specs` in spec order: the remote one when reported,
+/// The statuses of `specs` in spec order (see [`kubelet_order`]): the remote one when reported,
 /// else the previous local one, else a `Waiting` placeholder with `reason`.
 fn merge_statuses(
     specs: &[Container],
@@ -292,6 +292,16 @@ fn merge_statuses(
                 .unwrap_or_else(|| placeholder(c, reason(), None)),
         })
         .collect()
+}
+
+/// Regular containers' statuses in the kubelet's order: sorted by name
+/// (init containers stay in spec order, as on a kubelet). Tools read the
+/// order: `kubectl get pod` shows the reason of the first status, so a pod
+/// whose `main-app` failed and whose `success-sidecar` completed reads
+/// `Error`, on a real node and here.
+fn kubelet_order(mut statuses: Vec<ContainerStatus>) -> Vec<ContainerStatus> {
+    statuses.sort_by(|a, b| a.name.cmp(&b.name));
+    statuses
 }
 
 fn terminated_with(s: &ContainerStatus, check: impl Fn(&ContainerStateTerminated) -> bool) -> bool {
@@ -361,6 +371,7 @@ pub fn map_remote_status(
             }
         },
     );
+    let main = kubelet_order(main);
     let mut phase = compute_phase(pod, &init, &main);
     let start = start_time(pod, now);
     let all: Vec<&ContainerStatus> = main.iter().chain(&init).collect();
@@ -423,7 +434,7 @@ pub fn failed_status(pod: &Pod, reason: &str, message: &str, now: Timestamp) -> 
         ..Default::default()
     };
     let init: Vec<ContainerStatus> = init_containers(pod).iter().map(term).collect();
-    let main: Vec<ContainerStatus> = containers(pod).iter().map(term).collect();
+    let main = kubelet_order(containers(pod).iter().map(term).collect());
     LocalStatus {
         phase: Some("Failed".into()),
         reason: Some(reason.to_string()),
@@ -442,7 +453,7 @@ pub fn failed_status(pod: &Pod, reason: &str, message: &str, now: Timestamp) -> 
 pub fn waiting_status(pod: &Pod, reason: &str, message: &str, now: Timestamp) -> LocalStatus {
     let w = |c: &Container| placeholder(c, reason, Some(message.to_string()));
     let init: Vec<ContainerStatus> = init_containers(pod).iter().map(w).collect();
-    let main: Vec<ContainerStatus> = containers(pod).iter().map(w).collect();
+    let main = kubelet_order(containers(pod).iter().map(w).collect());
     LocalStatus {
         phase: Some("Pending".into()),
         conditions: Some(conditions(pod, Phase::Pending, &init, &main, now)),

@@ -83,6 +83,8 @@ app.kubernetes.io/component: plugin
   "namespace-gc-after" (ternary .Values.namespaceGc.after "0s" .Values.namespaceGc.enabled)
   "namespace-gc-interval" .Values.namespaceGc.interval
   "log-json" .Values.logJson
+  "no-remote-capacity" (not .Values.remoteCapacity.enabled)
+  "capacity-reserve" .Values.remoteCapacity.reserve
 }}
 {{- with .Values.remoteNodeSelector }}{{ $_ := set $c "node-selector" (toJson .) }}{{ end }}
 {{- with .Values.remoteTolerations }}{{ $_ := set $c "node-tolerations" (toJson .) }}{{ end }}

@@ -60,11 +60,19 @@ pub(super) async fn bastion_public_key(
     }
 }
 
-pub(super) async fn ping() -> Json<PingResponse> {
-    Json(PingResponse {
+/// The ping (`/ping`, and `/status` with `[]` as interLink sends it): "ok"
+/// and the remote cluster's allocatable, which the virtual node advertises
+/// (interLink's `PingResponse`).
+pub(super) async fn ping(State(state): State<Arc<AppState>>) -> Json<PingResponse> {
+    Json(ping_answer(&state))
+}
+
+fn ping_answer(state: &AppState) -> PingResponse {
+    PingResponse {
         status: "ok".into(),
+        resources: state.capacity.resources(),
         ..Default::default()
-    })
+    }
 }
 
 pub(super) async fn create(
@@ -182,9 +190,11 @@ pub(super) async fn status_handler(
     State(state): State<Arc<AppState>>,
     principal: Principal,
     JsonBody(pods): JsonBody<Vec<Pod>>,
-) -> Result<Json<Vec<PodStatus>>, ApiError> {
+) -> Result<Response, ApiError> {
     if pods.is_empty() {
-        return Ok(Json(vec![]));
+        // interLink's ping: since 0.6.2 its Virtual Kubelet reads a
+        // `PingResponse` object from it (an array it ignores).
+        return Ok(Json(ping_answer(&state)).into_response());
     }
     let mut ids = Vec::with_capacity(pods.len());
     for (i, p) in pods.iter().enumerate() {
@@ -209,7 +219,7 @@ pub(super) async fn status_handler(
     // pod, cache not ready) must not make its caller look alive while
     // naming nothing, or the sweep would take all of its pods.
     state.status_call(&principal.callers_of(&pods));
-    Ok(Json(out))
+    Ok(Json::<Vec<PodStatus>>(out).into_response())
 }
 
 /// The status of one pod from the cache; a remote pod this process saw
@@ -252,7 +262,12 @@ async fn stream_logs(state: Arc<AppState>, req: LogStruct) -> Result<Response, A
         namespace: req.namespace.clone(),
         uid: req.pod_uid.clone(),
     };
-    let pod = match state.remote.get_pod(&ns, &name).await? {
+    let pod = match state
+        .remote
+        .get_pod(&ns, &name)
+        .await
+        .map_err(|e| ApiError::log_failure(e, &name, &req.pod_name))?
+    {
         Some(p) => p,
         None => state.lookup(&id).ok_or_else(|| {
             ApiError::not_found(format!(
@@ -267,7 +282,11 @@ async fn stream_logs(state: Arc<AppState>, req: LogStruct) -> Result<Response, A
     );
     let container = logs::choose_container(&pod, &req.container_name)?;
     let params = logs::log_params(&req, container)?;
-    let reader = state.remote.logs(&rns, &rname, &params).await?;
+    let reader = state
+        .remote
+        .logs(&rns, &rname, &params)
+        .await
+        .map_err(|e| ApiError::log_failure(e, &rname, &req.pod_name))?;
     let shutdown = state.shutdown.clone().cancelled_owned();
     let stream = ReaderStream::new(reader.compat())
         .map_err(|e| {

@@ -36,7 +36,7 @@ use tracing::{Instrument, debug, info_span};
 pub use self::args::{AuthorizationMode, KubeletAuthArgs};
 pub use self::auth::Auth;
 use crate::client::{PluginClient, PluginError};
-use crate::logs::{LogQuery, log_request};
+use crate::logs::{LogQuery, log_failure, log_request, waiting_message};
 use crate::metrics::Metrics;
 
 /// Shared state of the kubelet API.
@@ -122,14 +122,18 @@ async fn container_logs(
                     .body(Body::from_stream(stream))
                     .unwrap_or_else(|e| text(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
             }
-            Err(PluginError::Status { status, body }) => {
-                let code = StatusCode::from_u16(status)
-                    .ok()
-                    .filter(|c| c.is_client_error())
-                    .unwrap_or(StatusCode::BAD_GATEWAY);
-                text(code, format!("plugin: {body}"))
+            // Not on the remote side (yet): the local status says why, as
+            // a kubelet would of a container it has not started.
+            Err(PluginError::Status { status: 404, .. })
+                if let Some(message) = waiting_message(&p, &container) =>
+            {
+                text(StatusCode::BAD_REQUEST, message)
             }
-            Err(e) => text(StatusCode::BAD_GATEWAY, e.to_string()),
+            Err(e) => {
+                let (code, message) = log_failure(&e);
+                debug!(status = code.as_u16(), error = %e, "log request failed");
+                text(code, message)
+            }
         }
     }
     .instrument(span)

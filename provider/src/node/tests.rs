@@ -211,3 +211,41 @@ fn lease_is_owned_by_node() {
     assert_eq!(spec.holder_identity.as_deref(), Some("vn"));
     assert_eq!(spec.lease_duration_seconds, Some(40));
 }
+
+#[test]
+fn pinned_flags_win_over_the_ping_per_resource() {
+    let c = Config::parse_from(["offload-provider", "--node-name=vn", "--cpu=12"]);
+    let input = NodeSpecInput::from_config(&c, "10.0.0.5".parse().expect("ip"), 10250);
+    let ping = PingResponse {
+        status: "ok".into(),
+        resources: Some(PingResources {
+            cpu: Some("8".into()),
+            memory: Some("16Gi".into()),
+            pods: None,
+            accelerators: vec![PingAccelerator {
+                resource_type: "example.com/widget".into(),
+                available: "4".into(),
+            }],
+        }),
+        taints: None,
+    };
+    let cap = capacity(&input, Some(&ping));
+    let get = |k: &str| cap.get(k).map(|q| q.0.as_str());
+    assert_eq!(get("cpu"), Some("12"), "pinned");
+    assert_eq!(get("memory"), Some("16Gi"), "reported");
+    assert_eq!(get("pods"), Some("10000"), "default");
+    assert_eq!(get("example.com/widget"), Some("4"));
+    // The widget is gone from the next ping: gone from the node.
+    let mut later = ping.clone();
+    if let Some(r) = later.resources.as_mut() {
+        r.accelerators.clear();
+    }
+    assert_eq!(
+        capacity(&input, Some(&later)).get("example.com/widget"),
+        None
+    );
+    // Without a ping: pinned, else the defaults.
+    let none = capacity(&input, None);
+    assert_eq!(none.get("cpu"), Some(&Quantity("12".into())));
+    assert_eq!(none.get("memory"), Some(&Quantity("3000Gi".into())));
+}

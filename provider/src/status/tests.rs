@@ -352,3 +352,46 @@ fn past_active_deadline_the_pod_fails_with_deadline_exceeded() {
     assert_eq!(s.phase.as_deref(), Some("Failed"));
     assert_eq!(s.reason.as_deref(), Some("DeadlineExceeded"));
 }
+
+#[test]
+fn regular_statuses_are_sorted_by_name_init_ones_stay_in_spec_order() {
+    // `kubectl get pod` shows the first status's reason: the kubelet's
+    // order makes this pod read `Error`, not `Completed`.
+    let p = pod(
+        "Never",
+        &["z-init", "a-init"],
+        &["success-sidecar", "main-app"],
+    );
+    let r = remote(
+        vec![terminated("z-init", 0), terminated("a-init", 0)],
+        vec![terminated("success-sidecar", 0), terminated("main-app", 1)],
+    );
+    let s = map_remote_status(&p, &r, None, now());
+    let names = |v: &Option<Vec<ContainerStatus>>| -> Vec<String> {
+        v.iter().flatten().map(|c| c.name.clone()).collect()
+    };
+    assert_eq!(
+        names(&s.container_statuses),
+        ["main-app", "success-sidecar"]
+    );
+    assert_eq!(names(&s.init_container_statuses), ["z-init", "a-init"]);
+    assert_eq!(
+        exit_code(
+            s.container_statuses
+                .as_ref()
+                .and_then(|c| c[0].state.as_ref())
+        ),
+        Some(1)
+    );
+    assert_eq!(s.phase.as_deref(), Some("Failed"));
+    for s in [
+        failed_status(&p, "ProviderFailed", "m", now()),
+        waiting_status(&p, "CreateContainerConfigError", "m", now()),
+    ] {
+        assert_eq!(
+            names(&s.container_statuses),
+            ["main-app", "success-sidecar"]
+        );
+        assert_eq!(names(&s.init_container_statuses), ["z-init", "a-init"]);
+    }
+}

@@ -22,6 +22,7 @@
 mod env;
 mod events;
 mod jobs;
+mod kubelet;
 mod lifecycle;
 mod logs;
 mod policy;
@@ -68,6 +69,19 @@ fn cases(s: &Suite) -> Vec<Case<'_>> {
         ("policy-refused", Box::pin(policy::refused_by_policy(s))),
         ("stats", Box::pin(stats::stats_of_a_busy_pod(s))),
         ("remote-events", Box::pin(events::remote_events(s))),
+        (
+            "logs-unstarted",
+            Box::pin(kubelet::logs_of_unstarted_container(s)),
+        ),
+        (
+            "logs-waiting",
+            Box::pin(kubelet::logs_while_waiting_for_config(s)),
+        ),
+        ("status-order", Box::pin(kubelet::sidecar_status_order(s))),
+        (
+            "image-pull-secrets",
+            Box::pin(kubelet::image_pull_secrets(s)),
+        ),
     ]
 }
 
