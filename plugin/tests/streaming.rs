@@ -1,0 +1,503 @@
+//! The streaming endpoints (exec, attach, port-forward) on the real remote
+//! test cluster, through a WebSocket client speaking the contract of
+//! `offload_wire::stream`: output, stdin and its end, exit codes, a
+//! terminal and its size, attach, port-forward with parallel connections
+//! and a multi-MiB body, the errors, who may reach which pod, and teardown
+//! (a client that goes away leaves no remote process and no open stream).
+//!
+//! Needs the test clusters (`bash testbed/scripts/testbed.sh up`).
+
+mod common;
+
+use std::time::Duration;
+
+use anyhow::{Context, bail, ensure};
+use common::*;
+use futures::{SinkExt, StreamExt};
+use offload_plugin::PluginConfig;
+use offload_wire::stream::{
+    ATTACH_PATH, EXEC_PATH, EXEC_PROTOCOL, ExecQuery, PORT_FORWARD_PATH, PortForwardQuery,
+    StreamTarget, channel,
+};
+use reqwest::{Method, StatusCode};
+use serde_json::Value;
+use tokio::net::TcpStream;
+use tokio_tungstenite::{
+    MaybeTlsStream, WebSocketStream,
+    tungstenite::{self, Message, client::IntoClientRequest},
+};
+
+type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+const TOKEN: &str = "stream-test-token";
+const NODE: &str = "stream-node";
+const RUN: Duration = Duration::from_secs(120);
+
+/// The plugin under test (token auth) and the pod all checks use.
+struct Bed {
+    env: Env,
+    plugin: Plugin,
+    target: StreamTarget,
+    _scope: Scope,
+    _dir: tempfile::TempDir,
+}
+
+impl Bed {
+    fn addr(&self) -> String {
+        self.plugin.base.trim_start_matches("http://").to_string()
+    }
+
+    fn exec_query(&self, container: &str, command: &[&str], stdin: bool, tty: bool) -> String {
+        ExecQuery {
+            target: self.target.clone(),
+            container: container.into(),
+            command: command.iter().map(|c| c.to_string()).collect(),
+            stdin,
+            stdout: true,
+            stderr: !tty,
+            tty,
+        }
+        .to_query()
+    }
+
+    /// Opens `path?query`; `Err` carries the HTTP status of a refused upgrade.
+    async fn open(&self, path: &str, query: &str, token: Option<&str>) -> Result<Ws, StatusCode> {
+        let url = format!("ws://{}{path}?{query}", self.addr());
+        let mut req = url.into_client_request().expect("request");
+        if path != PORT_FORWARD_PATH {
+            let proto = EXEC_PROTOCOL.parse().expect("header");
+            req.headers_mut().insert("Sec-WebSocket-Protocol", proto);
+        }
+        if let Some(t) = token {
+            let auth = format!("Bearer {t}").parse().expect("header");
+            req.headers_mut().insert("Authorization", auth);
+        }
+        match tokio_tungstenite::connect_async(req).await {
+            Ok((ws, _)) => Ok(ws),
+            Err(tungstenite::Error::Http(resp)) => {
+                Err(StatusCode::from_u16(resp.status().as_u16()).expect("status"))
+            }
+            Err(e) => panic!("WebSocket connect to {path}: {e}"),
+        }
+    }
+
+    async fn exec_ws(
+        &self,
+        container: &str,
+        cmd: &[&str],
+        stdin: bool,
+        tty: bool,
+    ) -> anyhow::Result<Ws> {
+        let q = self.exec_query(container, cmd, stdin, tty);
+        self.open(EXEC_PATH, &q, Some(TOKEN))
+            .await
+            .map_err(|s| anyhow::anyhow!("exec answered {s}"))
+    }
+
+    /// Runs `cmd` in `web` without stdin and collects everything.
+    async fn exec(&self, cmd: &[&str]) -> anyhow::Result<Output> {
+        let mut ws = self.exec_ws("web", cmd, false, false).await?;
+        collect(&mut ws).await
+    }
+
+    async fn metric(&self, line_start: &str) -> anyhow::Result<f64> {
+        let text = self
+            .env
+            .http
+            .get(self.plugin.url("/metrics"))
+            .send()
+            .await?
+            .text()
+            .await?;
+        Ok(text
+            .lines()
+            .find_map(|l| l.strip_prefix(line_start)?.trim().parse().ok())
+            .unwrap_or(0.0))
+    }
+}
+
+/// What an exec or attach stream delivered until its close.
+#[derive(Debug, Default)]
+struct Output {
+    stdout: Vec<u8>,
+    stderr: Vec<u8>,
+    status: Option<Value>,
+}
+
+impl Output {
+    fn out(&self) -> String {
+        String::from_utf8_lossy(&self.stdout).into_owned()
+    }
+}
+
+/// Reads until the plugin closes (at most a minute).
+async fn collect(ws: &mut Ws) -> anyhow::Result<Output> {
+    let mut out = Output::default();
+    tokio::time::timeout(Duration::from_secs(60), async {
+        while let Some(msg) = ws.next().await {
+            let Message::Binary(b) = msg? else { continue };
+            match b.first() {
+                Some(&channel::STDOUT) => out.stdout.extend_from_slice(&b[1..]),
+                Some(&channel::STDERR) => out.stderr.extend_from_slice(&b[1..]),
+                Some(&channel::ERROR) => {
+                    ensure!(out.status.is_none(), "a second status: {b:?}");
+                    out.status = Some(serde_json::from_slice(&b[1..])?);
+                }
+                other => bail!("unexpected channel {other:?}"),
+            }
+        }
+        anyhow::Ok(())
+    })
+    .await
+    .context("stream did not end within 60 s")??;
+    Ok(out)
+}
+
+/// Reads stdout until it contains `needle`.
+async fn read_until(ws: &mut Ws, needle: &str) -> anyhow::Result<String> {
+    let mut seen = String::new();
+    tokio::time::timeout(Duration::from_secs(30), async {
+        while !seen.contains(needle) {
+            match ws.next().await {
+                Some(Ok(Message::Binary(b))) if b.first() == Some(&channel::STDOUT) => {
+                    seen.push_str(&String::from_utf8_lossy(&b[1..]))
+                }
+                Some(Ok(_)) => {}
+                other => bail!("stream ended before {needle:?} ({other:?}); saw {seen:?}"),
+            }
+        }
+        Ok(())
+    })
+    .await
+    .with_context(|| format!("no {needle:?} within 30 s; saw {seen:?}"))??;
+    Ok(seen)
+}
+
+fn stdin(data: &str) -> Message {
+    let mut v = vec![channel::STDIN];
+    v.extend_from_slice(data.as_bytes());
+    Message::binary(v)
+}
+
+fn status_is_success(o: &Output) -> bool {
+    o.status.as_ref().is_some_and(|s| s["status"] == "Success")
+}
+
+async fn setup() -> anyhow::Result<Bed> {
+    let env = env().await?;
+    let scope = scope(&env, "plugin-stream")?;
+    let dir = tempfile::tempdir()?;
+    let token_path = dir.path().join("token");
+    std::fs::write(&token_path, TOKEN)?;
+    let mut cfg = PluginConfig::for_tests();
+    cfg.insecure_no_auth = false;
+    cfg.token_file = Some(token_path);
+    let plugin = Plugin::start(&env, cfg).await?;
+    let uid = uid();
+    let body = fixture("create_stream.json", &scope.local_ns, &uid)?;
+    let resp = env
+        .http
+        .post(plugin.url("/create"))
+        .bearer_auth(TOKEN)
+        .header("Content-Type", "application/json")
+        .body(body)
+        .send()
+        .await?;
+    ensure!(
+        resp.status() == StatusCode::OK,
+        "create: {}",
+        resp.text().await?
+    );
+    let target = StreamTarget {
+        namespace: scope.local_ns.clone(),
+        name: "stream".into(),
+        uid,
+        node: NODE.into(),
+    };
+    let bed = Bed {
+        env,
+        plugin,
+        target,
+        _scope: scope,
+        _dir: dir,
+    };
+    // Running, and httpd serving the big file.
+    testbed::wait_for("the pod's web container to serve", RUN, || async {
+        let o = bed
+            .exec(&["sh", "-c", "test -f /www/big && echo ready"])
+            .await;
+        Ok(o.ok().filter(|o| o.out().contains("ready")).map(|_| ()))
+    })
+    .await?;
+    Ok(bed)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exec_attach_and_port_forward_on_a_remote_pod() -> anyhow::Result<()> {
+    let bed = setup().await?;
+    exec_output_stdin_and_exit_codes(&bed).await?;
+    tty_and_resize(&bed).await?;
+    attach_reads_stdin(&bed).await?;
+    refusals(&bed).await?;
+    port_forward(&bed).await?;
+    teardown(&bed).await?;
+    bed.plugin.stop().await;
+    Ok(())
+}
+
+async fn exec_output_stdin_and_exit_codes(bed: &Bed) -> anyhow::Result<()> {
+    // Output on both channels, then Success.
+    let o = bed.exec(&["sh", "-c", "echo out; echo err >&2"]).await?;
+    assert_eq!(
+        (o.out().as_str(), o.stderr.as_slice()),
+        ("out\n", &b"err\n"[..]),
+        "{o:?}"
+    );
+    assert!(status_is_success(&o), "{o:?}");
+
+    // stdin: echoed back, then its end (CLOSE) ends `cat` with success.
+    let mut ws = bed.exec_ws("web", &["cat"], true, false).await?;
+    ws.send(stdin("hello stdin\n")).await?;
+    read_until(&mut ws, "hello stdin\n").await?;
+    ws.send(Message::binary(vec![channel::CLOSE, channel::STDIN]))
+        .await?;
+    let o = collect(&mut ws).await?;
+    assert!(status_is_success(&o), "{o:?}");
+
+    // The exit code survives, as the kubelet reports it.
+    let o = bed.exec(&["sh", "-c", "exit 3"]).await?;
+    let s = o.status.clone().context("no status")?;
+    assert_eq!(s["status"], "Failure", "{s}");
+    assert_eq!(s["reason"], "NonZeroExitCode", "{s}");
+    let cause = &s["details"]["causes"][0];
+    assert_eq!(
+        (&cause["reason"], &cause["message"]),
+        (&Value::from("ExitCode"), &Value::from("3")),
+        "{s}"
+    );
+
+    // A failure before the process starts is a Failure status too.
+    let mut ws = bed
+        .exec_ws("no-such-container", &["true"], false, false)
+        .await?;
+    let o = collect(&mut ws).await?;
+    let s = o.status.context("no status")?;
+    assert_eq!(s["status"], "Failure", "{s}");
+    assert!(
+        s["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("no-such-container")),
+        "{s}"
+    );
+    Ok(())
+}
+
+async fn tty_and_resize(bed: &Bed) -> anyhow::Result<()> {
+    let mut ws = bed
+        .exec_ws("web", &["sh", "-c", "sleep 2; stty size"], true, true)
+        .await?;
+    let size = br#"{"Width":123,"Height":45}"#;
+    let mut resize = vec![channel::RESIZE];
+    resize.extend_from_slice(size);
+    ws.send(Message::binary(resize)).await?;
+    let o = collect(&mut ws).await?;
+    assert_eq!(o.out().trim(), "45 123", "{o:?}");
+    assert!(o.stderr.is_empty(), "a terminal has no stderr: {o:?}");
+    assert!(status_is_success(&o), "{o:?}");
+    Ok(())
+}
+
+async fn attach_reads_stdin(bed: &Bed) -> anyhow::Result<()> {
+    let q = bed.exec_query("reader", &[], true, false);
+    let mut ws = bed
+        .open(ATTACH_PATH, &q, Some(TOKEN))
+        .await
+        .map_err(|s| anyhow::anyhow!("attach answered {s}"))?;
+    ws.send(stdin("ping-1\n")).await?;
+    read_until(&mut ws, "got:ping-1").await?;
+    ws.close(None).await?;
+    Ok(())
+}
+
+async fn refusals(bed: &Bed) -> anyhow::Result<()> {
+    let q = bed.exec_query("web", &["true"], false, false);
+    assert_eq!(
+        bed.open(EXEC_PATH, &q, None).await.err(),
+        Some(StatusCode::UNAUTHORIZED)
+    );
+    assert_eq!(
+        bed.open(EXEC_PATH, &q, Some("wrong")).await.err(),
+        Some(StatusCode::UNAUTHORIZED)
+    );
+    // The same pod named by another caller (another node of the same
+    // principal): as if it did not exist.
+    let mut other = bed.target.clone();
+    other.node = "another-node".into();
+    let q = ExecQuery::parse(&bed.exec_query("web", &["true"], false, false))?;
+    let foreign = ExecQuery {
+        target: other.clone(),
+        ..q
+    };
+    for path in [EXEC_PATH, ATTACH_PATH] {
+        let r = bed.open(path, &foreign.to_query(), Some(TOKEN)).await.err();
+        assert_eq!(r, Some(StatusCode::NOT_FOUND), "{path}");
+    }
+    let pf = PortForwardQuery {
+        target: other,
+        port: 8080,
+    };
+    let r = bed
+        .open(PORT_FORWARD_PATH, &pf.to_query(), Some(TOKEN))
+        .await
+        .err();
+    assert_eq!(r, Some(StatusCode::NOT_FOUND));
+    // Another plugin instance with the same token does not reach it either.
+    let dir = tempfile::tempdir()?;
+    let token_path = dir.path().join("token");
+    std::fs::write(&token_path, TOKEN)?;
+    let mut cfg = PluginConfig::for_tests();
+    cfg.insecure_no_auth = false;
+    cfg.token_file = Some(token_path);
+    cfg.instance = "another-instance".into();
+    let second = Plugin::start(&bed.env, cfg).await?;
+    let url = format!(
+        "{}?{}",
+        second.url(EXEC_PATH),
+        bed.exec_query("web", &["true"], false, false)
+    );
+    let code = bed
+        .env
+        .http
+        .get(url)
+        .bearer_auth(TOKEN)
+        .send()
+        .await?
+        .status();
+    second.stop().await;
+    assert_eq!(code, StatusCode::NOT_FOUND);
+    // A query without a container: 400 with the reason.
+    let resp = bed
+        .env
+        .http
+        .request(
+            Method::GET,
+            format!(
+                "{}?{}",
+                bed.plugin.url(EXEC_PATH),
+                "namespace=a&name=b&uid=c&node=d"
+            ),
+        )
+        .bearer_auth(TOKEN)
+        .send()
+        .await?;
+    assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+    assert!(resp.text().await?.contains("container"));
+    // The capabilities name the three endpoints.
+    let caps: Value = bed
+        .env
+        .http
+        .get(bed.plugin.url("/capabilities"))
+        .bearer_auth(TOKEN)
+        .send()
+        .await?
+        .json()
+        .await?;
+    for name in ["exec", "attach", "portForward"] {
+        assert!(
+            caps["extensions"]
+                .as_array()
+                .is_some_and(|a| a.contains(&Value::from(name))),
+            "{caps}"
+        );
+    }
+    Ok(())
+}
+
+/// One HTTP/1.0 GET through one port-forward WebSocket: the response.
+async fn http_get(bed: &Bed, port: u16, path: &str) -> anyhow::Result<(Vec<u8>, Option<String>)> {
+    let q = PortForwardQuery {
+        target: bed.target.clone(),
+        port,
+    };
+    let mut ws = bed
+        .open(PORT_FORWARD_PATH, &q.to_query(), Some(TOKEN))
+        .await
+        .map_err(|s| anyhow::anyhow!("port-forward answered {s}"))?;
+    ws.send(Message::binary(
+        format!("GET {path} HTTP/1.0\r\n\r\n").into_bytes(),
+    ))
+    .await?;
+    let (mut body, mut error) = (Vec::new(), None);
+    while let Some(msg) = tokio::time::timeout(Duration::from_secs(60), ws.next()).await? {
+        match msg? {
+            Message::Binary(b) => body.extend_from_slice(&b),
+            Message::Text(t) => error = Some(t.to_string()),
+            _ => {}
+        }
+    }
+    Ok((body, error))
+}
+
+async fn port_forward(bed: &Bed) -> anyhow::Result<()> {
+    let want: String = (1..=400000).map(|i| format!("{i}\n")).collect();
+    let gets = (0..20).map(|_| http_get(bed, 8080, "/big"));
+    let started = std::time::Instant::now();
+    let answers = futures::future::try_join_all(gets).await?;
+    let secs = started.elapsed().as_secs_f64();
+    for (raw, error) in &answers {
+        assert_eq!(error, &None);
+        let split = raw
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .context("no header end")?;
+        assert!(
+            raw.starts_with(b"HTTP/1.") && raw[8..].starts_with(b" 200"),
+            "{:?}",
+            String::from_utf8_lossy(&raw[..split])
+        );
+        assert!(
+            raw[split + 4..] == *want.as_bytes(),
+            "body differs ({} bytes, want {})",
+            raw.len() - split - 4,
+            want.len()
+        );
+    }
+    let mib = (20 * want.len()) as f64 / (1 << 20) as f64;
+    eprintln!(
+        "port-forward: 20 parallel downloads, {mib:.1} MiB in {secs:.2} s ({:.1} MiB/s)",
+        mib / secs
+    );
+    // Nothing listens on port 9: one text message, then the close.
+    let (body, error) = http_get(bed, 9, "/").await?;
+    assert!(body.is_empty(), "{body:?}");
+    let error = error.context("no error message for a closed port")?;
+    assert!(error.contains('9'), "{error}");
+    Ok(())
+}
+
+async fn teardown(bed: &Bed) -> anyhow::Result<()> {
+    let sleeping = || async {
+        let o = bed.exec(&["ps", "-o", "args"]).await?;
+        anyhow::Ok(o.out().lines().any(|l| l.trim() == "sleep 4242"))
+    };
+    let open = r#"offload_plugin_streams_open{kind="exec"}"#;
+    let ws = bed.exec_ws("web", &["sleep", "4242"], true, true).await?;
+    testbed::wait_for("the exec'd sleep to run", RUN, || async {
+        Ok(sleeping().await?.then_some(()))
+    })
+    .await?;
+    assert!(bed.metric(open).await? >= 1.0);
+    // The client goes away without a word (its TCP connection closes).
+    drop(ws);
+    testbed::wait_for(
+        "the remote sleep to end",
+        Duration::from_secs(60),
+        || async { Ok((!sleeping().await?).then_some(())) },
+    )
+    .await?;
+    testbed::wait_for("no open exec stream", Duration::from_secs(30), || async {
+        Ok((bed.metric(open).await? == 0.0).then_some(()))
+    })
+    .await?;
+    Ok(())
+}
