@@ -8,6 +8,11 @@
 //! closes the remote stream, the process reads end-of-file, and the remote
 //! sends no status; the plugin reports `Success` in that one case (what
 //! `kubectl cp` and `echo x | kubectl exec -i` need), and logs it.
+//!
+//! Teardown: when the client goes away the remote stream is closed, so the
+//! process reads end-of-file on stdin; an interactive terminal is hung up
+//! first ([`hang_up`]). A process with neither stdin nor a terminal runs on,
+//! as with the kubelet.
 
 use std::{
     sync::{
@@ -113,6 +118,7 @@ async fn bridge(
                 kind,
                 metrics: &metrics,
                 stdin_closed: AtomicBool::new(false),
+                hang_up: q.tty && q.stdin,
             };
             tokio::select! {
                 end = relay.run(process, &mut tx, rx) => end,
@@ -184,7 +190,11 @@ struct Relay<'a> {
     metrics: &'a StreamMetrics,
     /// The client closed stdin (see the module docs for why it matters).
     stdin_closed: AtomicBool,
+    /// An interactive terminal: hang up when the client goes away.
+    hang_up: bool,
 }
+
+type Output = Option<ReadHalf<SimplexStream>>;
 
 impl Relay<'_> {
     /// Until the process ends (its status sent) or the client goes away;
@@ -195,17 +205,29 @@ impl Relay<'_> {
         tx: &mut SplitSink<WebSocket, Message>,
         rx: SplitStream<WebSocket>,
     ) -> End {
-        let stdin = process.stdin();
+        let mut stdin = process.stdin();
         let resize = process.terminal_size();
-        let (stdout, stderr) = (process.stdout(), process.stderr());
+        let (mut stdout, mut stderr) = (process.stdout(), process.stderr());
         let status = process.take_status();
+        let mut status = std::pin::pin!(async move {
+            match status {
+                Some(s) => s.await,
+                None => None,
+            }
+        });
         let end = tokio::select! {
-            () = self.upstream(rx, stdin, resize) => End::ClientGone,
-            end = self.downstream(tx, stdout, stderr, status) => end,
+            () = self.upstream(rx, &mut stdin, resize) => End::ClientGone,
+            end = self.downstream(tx, &mut stdout, &mut stderr, status.as_mut()) => end,
         };
+        if end == End::ClientGone && self.hang_up {
+            let outputs = async {
+                drain(&mut stdout).await;
+                drain(&mut stderr).await;
+            };
+            hang_up(stdin, outputs, status).await;
+        }
         // Dropping the handle aborts kube-rs' task: the remote connection
-        // closes and the remote process reads end-of-file (or, with a
-        // terminal, gets a hangup).
+        // closes and the remote process reads end-of-file on stdin.
         drop(process);
         end
     }
@@ -214,7 +236,7 @@ impl Relay<'_> {
     async fn upstream(
         &self,
         mut rx: SplitStream<WebSocket>,
-        mut stdin: Option<WriteHalf<SimplexStream>>,
+        stdin: &mut Option<WriteHalf<SimplexStream>>,
         mut resize: Option<futures::channel::mpsc::Sender<TerminalSize>>,
     ) {
         while let Some(Ok(msg)) = rx.next().await {
@@ -228,7 +250,7 @@ impl Relay<'_> {
                     let Some(w) = stdin.as_mut() else { continue };
                     if w.write_all(&data).await.is_err() {
                         // The remote stream ended; its status follows.
-                        stdin = None;
+                        *stdin = None;
                     } else {
                         self.metrics.bytes(self.kind, true, data.len());
                     }
@@ -258,17 +280,17 @@ impl Relay<'_> {
     async fn downstream(
         &self,
         tx: &mut SplitSink<WebSocket, Message>,
-        mut stdout: Option<ReadHalf<SimplexStream>>,
-        mut stderr: Option<ReadHalf<SimplexStream>>,
-        status: Option<impl Future<Output = Option<Status>>>,
+        stdout: &mut Output,
+        stderr: &mut Output,
+        status: std::pin::Pin<&mut impl Future<Output = Option<Status>>>,
     ) -> End {
         let (mut out_buf, mut err_buf) = (vec![0u8; BUF], vec![0u8; BUF]);
         let mut ping = tokio::time::interval(PING_EVERY);
         ping.reset();
         while stdout.is_some() || stderr.is_some() {
             let (ch, read) = tokio::select! {
-                r = read_some(&mut stdout, &mut out_buf) => (channel::STDOUT, r),
-                r = read_some(&mut stderr, &mut err_buf) => (channel::STDERR, r),
+                r = read_some(stdout, &mut out_buf) => (channel::STDOUT, r),
+                r = read_some(stderr, &mut err_buf) => (channel::STDERR, r),
                 _ = ping.tick() => {
                     if tx.send(Message::Ping(Default::default())).await.is_err() {
                         return End::ClientGone;
@@ -277,9 +299,9 @@ impl Relay<'_> {
                 }
             };
             let (src, buf) = if ch == channel::STDOUT {
-                (&mut stdout, &out_buf)
+                (&mut *stdout, &out_buf)
             } else {
-                (&mut stderr, &err_buf)
+                (&mut *stderr, &err_buf)
             };
             match read {
                 Ok(n) if n > 0 => {
@@ -292,11 +314,7 @@ impl Relay<'_> {
                 _ => *src = None,
             }
         }
-        let remote = match status {
-            Some(s) => s.await,
-            None => None,
-        };
-        let status = remote.unwrap_or_else(|| self.missing_status());
+        let status = status.await.unwrap_or_else(|| self.missing_status());
         if let Some(code) = frames::exit_code(&status) {
             info!(exit_code = code, "remote process exited");
         }
@@ -320,6 +338,40 @@ impl Relay<'_> {
                 500,
             )
         }
+    }
+}
+
+/// How long a hung-up terminal's process may take to end before the remote
+/// stream is closed anyway.
+const HANG_UP_GRACE: Duration = Duration::from_secs(3);
+
+/// A terminal whose client went away hangs up, as an ssh session does. The
+/// kubelet would only end stdin, which leaves running whatever does not
+/// read it (`kubectl exec -it pod -- sleep 1000` lives on after kubectl is
+/// killed): so the plugin types ^C (SIGINT to the terminal's foreground
+/// processes) and ^D (end of input for a shell), ends stdin and gives the
+/// process a moment to end, its output discarded.
+async fn hang_up(
+    stdin: Option<WriteHalf<SimplexStream>>,
+    outputs: impl Future<Output = ()>,
+    status: std::pin::Pin<&mut impl Future<Output = Option<Status>>>,
+) {
+    if let Some(mut w) = stdin {
+        let _ = w.write_all(b"\x03\x04").await;
+        let _ = w.shutdown().await;
+    }
+    let ended = tokio::time::timeout(HANG_UP_GRACE, async {
+        outputs.await;
+        status.await
+    })
+    .await;
+    info!(ended = ended.is_ok(), "client gone: terminal hung up");
+}
+
+/// Reads an output to its end, discarding it.
+async fn drain(r: &mut Output) {
+    if let Some(r) = r {
+        let _ = tokio::io::copy(r, &mut tokio::io::sink()).await;
     }
 }
 
