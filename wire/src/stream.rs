@@ -30,9 +30,28 @@
 //!   listens on the port) and is followed by a close. A WebSocket close from
 //!   either side ends the connection (half-close is not carried).
 //!
+//! Answers before the upgrade (JSON errors like every route): 400 for a
+//! query that does not parse (the message says which parameter), 401
+//! unauthenticated, 404 for a pod that is not the caller's, 503 with
+//! `Retry-After` when the plugin's limit of open streams is reached. After
+//! the upgrade every failure is in the stream (an `ERROR` status, or the
+//! port-forward text message).
+//!
+//! Two behaviours of the remote side the provider may rely on:
+//! - A remote apiserver before 1.30 speaks `v4.channel.k8s.io`, which cannot
+//!   carry the end of stdin: the plugin then ends stdin by closing the remote
+//!   stream; the remote sends no status, and the plugin reports `Success`
+//!   (the exit code of such a process is lost; its output until then is not).
+//! - When the client goes away, the remote stream is closed (the process
+//!   reads end-of-file on stdin); an interactive terminal (`tty` and `stdin`)
+//!   is hung up first (^C, ^D), so a foreground process that reads nothing
+//!   ends too.
+//!
 //! Flow control: both sides read from the socket only as fast as they can
 //! write on, so a slow reader slows the writer and no buffer grows without
-//! bound.
+//! bound. No message is larger than [`MAX_MESSAGE`] (a larger one closes the
+//! stream). Either side may send WebSocket pings; the plugin pings an idle
+//! exec stream every 30 s.
 
 use serde::{Deserialize, Serialize};
 
@@ -42,6 +61,9 @@ pub const EXEC_PATH: &str = "/stream/exec";
 pub const ATTACH_PATH: &str = "/stream/attach";
 /// `kubectl port-forward` (one WebSocket per TCP connection).
 pub const PORT_FORWARD_PATH: &str = "/stream/portforward";
+/// The largest WebSocket message (payload bytes, channel byte included)
+/// either side sends or accepts.
+pub const MAX_MESSAGE: usize = 1 << 20;
 /// The WebSocket subprotocol of exec and attach.
 pub const EXEC_PROTOCOL: &str = "v5.channel.k8s.io";
 
