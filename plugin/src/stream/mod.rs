@@ -41,9 +41,8 @@ use crate::{
 };
 
 /// Largest WebSocket message accepted from a client: a bound on what one
-/// stream buffers (the provider sends stdin and port-forward data in
-/// smaller pieces).
-pub const MAX_MESSAGE: usize = 1 << 20;
+/// stream buffers.
+pub use offload_wire::stream::MAX_MESSAGE;
 
 /// The capability names these endpoints add to `GET /capabilities`.
 pub const CAPABILITIES: [&str; 3] = [
