@@ -43,9 +43,9 @@
 //!   stream; the remote sends no status, and the plugin reports `Success`
 //!   (the exit code of such a process is lost; its output until then is not).
 //! - When the client goes away, the remote stream is closed (the process
-//!   reads end-of-file on stdin); an interactive terminal (`tty` and `stdin`)
-//!   is hung up first (^C, ^D), so a foreground process that reads nothing
-//!   ends too.
+//!   reads end-of-file on stdin); an exec'd interactive terminal (`tty` and
+//!   `stdin`) is hung up first (^C, ^D), so a foreground process that reads
+//!   nothing ends too. An attach only detaches: the container runs on.
 //!
 //! Flow control: both sides read from the socket only as fast as they can
 //! write on, so a slow reader slows the writer and no buffer grows without
