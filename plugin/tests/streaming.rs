@@ -239,6 +239,7 @@ async fn exec_attach_and_port_forward_on_a_remote_pod() -> anyhow::Result<()> {
     tty_and_resize(&bed).await?;
     attach_reads_stdin(&bed).await?;
     refusals(&bed).await?;
+    stream_limit(&bed).await?;
     port_forward(&bed).await?;
     teardown(&bed).await?;
     bed.plugin.stop().await;
@@ -309,13 +310,62 @@ async fn tty_and_resize(bed: &Bed) -> anyhow::Result<()> {
 
 async fn attach_reads_stdin(bed: &Bed) -> anyhow::Result<()> {
     let q = bed.exec_query("reader", &[], true, false);
-    let mut ws = bed
-        .open(ATTACH_PATH, &q, Some(TOKEN))
-        .await
-        .map_err(|s| anyhow::anyhow!("attach answered {s}"))?;
-    ws.send(stdin("ping-1\n")).await?;
-    read_until(&mut ws, "got:ping-1").await?;
-    ws.close(None).await?;
+    // Leaving detaches only: the container reads the next attach's line.
+    for line in ["ping-1", "ping-2"] {
+        let mut ws = bed
+            .open(ATTACH_PATH, &q, Some(TOKEN))
+            .await
+            .map_err(|s| anyhow::anyhow!("attach answered {s}"))?;
+        ws.send(stdin(&format!("{line}\n"))).await?;
+        read_until(&mut ws, &format!("got:{line}")).await?;
+        ws.close(None).await?;
+    }
+    Ok(())
+}
+
+/// Above --max-open-streams: 503 with Retry-After, until one closes.
+async fn stream_limit(bed: &Bed) -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let token_path = dir.path().join("token");
+    std::fs::write(&token_path, TOKEN)?;
+    let mut cfg = PluginConfig::for_tests();
+    cfg.insecure_no_auth = false;
+    cfg.token_file = Some(token_path);
+    cfg.max_open_streams = 1;
+    let one = Plugin::start(&bed.env, cfg).await?;
+    let url = |q: String| {
+        format!(
+            "ws://{}{EXEC_PATH}?{q}",
+            one.base.trim_start_matches("http://")
+        )
+    };
+    let connect = |q: String| async move {
+        let mut req = url(q).into_client_request()?;
+        req.headers_mut()
+            .insert("Authorization", format!("Bearer {TOKEN}").parse()?);
+        anyhow::Ok(tokio_tungstenite::connect_async(req).await)
+    };
+    let (mut first, _) = connect(bed.exec_query("web", &["cat"], true, false)).await??;
+    let refused = connect(bed.exec_query("web", &["true"], false, false)).await?;
+    let Err(tungstenite::Error::Http(resp)) = refused else {
+        bail!("a second stream was not refused");
+    };
+    assert_eq!(resp.status().as_u16(), 503);
+    assert!(resp.headers().contains_key("retry-after"));
+    first
+        .send(Message::binary(vec![channel::CLOSE, channel::STDIN]))
+        .await?;
+    collect(&mut first).await?;
+    let again = testbed::wait_for("a stream permit again", Duration::from_secs(10), || async {
+        Ok(connect(bed.exec_query("web", &["true"], false, false))
+            .await?
+            .ok())
+    })
+    .await?;
+    let (mut again, _) = again;
+    let o = collect(&mut again).await?;
+    one.stop().await;
+    assert!(status_is_success(&o), "{o:?}");
     Ok(())
 }
 

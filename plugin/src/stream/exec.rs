@@ -10,9 +10,10 @@
 //! `kubectl cp` and `echo x | kubectl exec -i` need), and logs it.
 //!
 //! Teardown: when the client goes away the remote stream is closed, so the
-//! process reads end-of-file on stdin; an interactive terminal is hung up
-//! first ([`hang_up`]). A process with neither stdin nor a terminal runs on,
-//! as with the kubelet.
+//! process reads end-of-file on stdin; an exec'd interactive terminal is
+//! hung up first ([`hang_up`]). A process with neither stdin nor a terminal
+//! runs on, as with the kubelet; an attached one (the container's own) is
+//! only detached from.
 
 use std::{
     sync::{
@@ -118,7 +119,9 @@ async fn bridge(
                 kind,
                 metrics: &metrics,
                 stdin_closed: AtomicBool::new(false),
-                hang_up: q.tty && q.stdin,
+                // Never on attach: that process is the container's own,
+                // and a client that leaves only detaches from it.
+                hang_up: kind == Kind::Exec && q.tty && q.stdin,
             };
             tokio::select! {
                 end = relay.run(process, &mut tx, rx) => end,
@@ -190,7 +193,7 @@ struct Relay<'a> {
     metrics: &'a StreamMetrics,
     /// The client closed stdin (see the module docs for why it matters).
     stdin_closed: AtomicBool,
-    /// An interactive terminal: hang up when the client goes away.
+    /// An exec'd interactive terminal: hang up when the client goes away.
     hang_up: bool,
 }
 
