@@ -14,7 +14,12 @@ use std::time::Duration;
 use anyhow::{Context, bail, ensure};
 use common::*;
 use futures::{SinkExt, StreamExt};
-use offload_plugin::PluginConfig;
+use k8s_openapi::api::core::v1::Pod;
+use kube::Api;
+use offload_plugin::{
+    PluginConfig,
+    naming::{NameKind, remote_name},
+};
 use offload_wire::stream::{
     ATTACH_PATH, EXEC_PATH, EXEC_PROTOCOL, ExecQuery, PORT_FORWARD_PATH, PortForwardQuery,
     StreamTarget, channel,
@@ -38,6 +43,7 @@ struct Bed {
     env: Env,
     plugin: Plugin,
     target: StreamTarget,
+    remote_ns: String,
     _scope: Scope,
     _dir: tempfile::TempDir,
 }
@@ -218,6 +224,7 @@ async fn setup() -> anyhow::Result<Bed> {
         env,
         plugin,
         target,
+        remote_ns: scope.remote_ns.clone(),
         _scope: scope,
         _dir: dir,
     };
@@ -425,6 +432,28 @@ async fn refusals(bed: &Bed) -> anyhow::Result<()> {
         .status();
     second.stop().await;
     assert_eq!(code, StatusCode::NOT_FOUND);
+    // A pod in the plugin's remote namespace under the very name the plugin
+    // would give a local pod, made by someone else (no labels of ours).
+    let victim_uid = uid();
+    let victim = remote_name(NameKind::Pod, "victim", &victim_uid);
+    let pods: Api<Pod> = Api::namespaced(bed.env.remote.clone(), &bed.remote_ns);
+    let pod: Pod = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": victim, "labels": {"app": "tenant"}},
+        "spec": {"containers": [{"name": "web", "image": testbed::images::BUSYBOX, "command": ["sleep", "3600"]}]}
+    }))?;
+    pods.create(&Default::default(), &pod).await?;
+    let mut target = bed.target.clone();
+    (target.name, target.uid) = ("victim".into(), victim_uid);
+    let q = ExecQuery {
+        target,
+        ..ExecQuery::parse(&bed.exec_query("web", &["true"], false, false))?
+    };
+    let r = bed.open(EXEC_PATH, &q.to_query(), Some(TOKEN)).await.err();
+    assert_eq!(
+        r,
+        Some(StatusCode::NOT_FOUND),
+        "a foreign pod was reachable"
+    );
     // A query without a container: 400 with the reason.
     let resp = bed
         .env
@@ -522,6 +551,13 @@ async fn port_forward(bed: &Bed) -> anyhow::Result<()> {
     assert!(body.is_empty(), "{body:?}");
     let error = error.context("no error message for a closed port")?;
     assert!(error.contains('9'), "{error}");
+    let open = r#"offload_plugin_streams_open{kind="portforward"}"#;
+    testbed::wait_for(
+        "no open port-forward stream",
+        Duration::from_secs(30),
+        || async { Ok((bed.metric(open).await? == 0.0).then_some(())) },
+    )
+    .await?;
     Ok(())
 }
 
