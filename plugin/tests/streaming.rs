@@ -371,8 +371,14 @@ async fn stream_limit(bed: &Bed) -> anyhow::Result<()> {
     .await?;
     let (mut again, _) = again;
     let o = collect(&mut again).await?;
-    one.stop().await;
     assert!(status_is_success(&o), "{o:?}");
+    // A shutdown ends open streams at once (a close, no status).
+    let (mut open, _) = connect(bed.exec_query("web", &["cat"], true, false)).await??;
+    tokio::time::timeout(Duration::from_secs(15), one.stop())
+        .await
+        .context("shutdown waited for an open stream")?;
+    let o = collect(&mut open).await?;
+    assert!(o.status.is_none(), "{o:?}");
     Ok(())
 }
 
