@@ -28,7 +28,12 @@
 //!   TCP connection to one port of the pod. Binary messages are the raw bytes
 //!   both ways; one text message from the plugin is an error (e.g. nothing
 //!   listens on the port) and is followed by a close. A WebSocket close from
-//!   either side ends the connection (half-close is not carried).
+//!   either side ends the connection (half-close is not carried: kube-rs'
+//!   port-forward closes the whole remote connection once its one writer
+//!   ends). So the provider keeps the WebSocket open when its client only
+//!   half-closes (kubectl closes its SPDY data stream after the client's
+//!   last byte, while the answer is still coming) and closes it when the
+//!   client's connection is gone altogether.
 //!
 //! Answers before the upgrade (JSON errors like every route): 400 for a
 //! query that does not parse (the message says which parameter), 401
