@@ -31,7 +31,8 @@ use axum::{
     response::Response,
 };
 use futures::{
-    SinkExt, StreamExt,
+    FutureExt, SinkExt, StreamExt,
+    future::FusedFuture,
     stream::{SplitSink, SplitStream},
 };
 use k8s_openapi::{api::core::v1::Pod, apimachinery::pkg::apis::meta::v1::Status};
@@ -212,17 +213,22 @@ impl Relay<'_> {
         let resize = process.terminal_size();
         let (mut stdout, mut stderr) = (process.stdout(), process.stderr());
         let status = process.take_status();
-        let mut status = std::pin::pin!(async move {
-            match status {
-                Some(s) => s.await,
-                None => None,
+        // Fused: awaited by the relay and, after it, maybe by the hang-up.
+        let mut status = std::pin::pin!(
+            async move {
+                match status {
+                    Some(s) => s.await,
+                    None => None,
+                }
             }
-        });
+            .fuse()
+        );
         let end = tokio::select! {
             () = self.upstream(rx, &mut stdin, resize) => End::ClientGone,
             end = self.downstream(tx, &mut stdout, &mut stderr, status.as_mut()) => end,
         };
-        if end == End::ClientGone && self.hang_up {
+        // (A process whose status came has nothing left to hang up.)
+        if end == End::ClientGone && self.hang_up && !status.is_terminated() {
             let outputs = async {
                 drain(&mut stdout).await;
                 drain(&mut stderr).await;

@@ -12,7 +12,7 @@ use axum::{
     response::Response,
 };
 use futures::{
-    SinkExt, StreamExt,
+    FutureExt, SinkExt, StreamExt,
     stream::{SplitSink, SplitStream},
 };
 use k8s_openapi::api::core::v1::Pod;
@@ -106,7 +106,8 @@ async fn relay(
         return End::RemoteError;
     };
     let (mut from_pod, mut to_pod) = tokio::io::split(stream);
-    let mut error = std::pin::pin!(error);
+    // Fused: polled in the select and again after it.
+    let mut error = std::pin::pin!(error.fuse());
     let copy = tokio::select! {
         () = upstream(rx, &mut to_pod, metrics) => Copy::ClientGone,
         gone = downstream(&mut from_pod, tx, metrics) => if gone { Copy::ClientGone } else { Copy::RemoteEnded },
