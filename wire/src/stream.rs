@@ -46,7 +46,8 @@
 //! - A remote apiserver before 1.30 speaks `v4.channel.k8s.io`, which cannot
 //!   carry the end of stdin: the plugin then ends stdin by closing the remote
 //!   stream; the remote sends no status, and the plugin reports `Success`
-//!   (the exit code of such a process is lost; its output until then is not).
+//!   (the exit code of such a process is lost, and so is what it writes after
+//!   stdin's end; its output until then is not).
 //! - When the client goes away, the remote stream is closed (the process
 //!   reads end-of-file on stdin); an exec'd interactive terminal (`tty` and
 //!   `stdin`) is hung up first (^C, ^D), so a foreground process that reads
