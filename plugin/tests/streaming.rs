@@ -8,236 +8,24 @@
 //! Needs the test clusters (`bash testbed/scripts/testbed.sh up`).
 
 mod common;
+mod stream_client;
 
 use std::time::Duration;
 
-use anyhow::{Context, bail, ensure};
+use anyhow::{Context, bail};
 use common::*;
 use futures::{SinkExt, StreamExt};
 use k8s_openapi::api::core::v1::Pod;
 use kube::Api;
-use offload_plugin::{
-    PluginConfig,
-    naming::{NameKind, remote_name},
-};
+use offload_plugin::naming::{NameKind, remote_name};
 use offload_wire::stream::{
-    ATTACH_PATH, EXEC_PATH, EXEC_PROTOCOL, ExecQuery, PORT_FORWARD_PATH, PortForwardQuery,
-    StreamTarget, channel,
+    ATTACH_PATH, EXEC_PATH, ExecQuery, PORT_FORWARD_PATH, PortForwardQuery, channel,
 };
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
-use tokio::net::TcpStream;
-use tokio_tungstenite::{
-    MaybeTlsStream, WebSocketStream,
-    tungstenite::{self, Message, client::IntoClientRequest},
-};
+use tokio_tungstenite::tungstenite::{self, Message, client::IntoClientRequest};
 
-type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
-
-const TOKEN: &str = "stream-test-token";
-const NODE: &str = "stream-node";
-const RUN: Duration = Duration::from_secs(120);
-
-/// The plugin under test (token auth) and the pod all checks use.
-struct Bed {
-    env: Env,
-    plugin: Plugin,
-    target: StreamTarget,
-    remote_ns: String,
-    _scope: Scope,
-    _dir: tempfile::TempDir,
-}
-
-impl Bed {
-    fn addr(&self) -> String {
-        self.plugin.base.trim_start_matches("http://").to_string()
-    }
-
-    fn exec_query(&self, container: &str, command: &[&str], stdin: bool, tty: bool) -> String {
-        ExecQuery {
-            target: self.target.clone(),
-            container: container.into(),
-            command: command.iter().map(|c| c.to_string()).collect(),
-            stdin,
-            stdout: true,
-            stderr: !tty,
-            tty,
-        }
-        .to_query()
-    }
-
-    /// Opens `path?query`; `Err` carries the HTTP status of a refused upgrade.
-    async fn open(&self, path: &str, query: &str, token: Option<&str>) -> Result<Ws, StatusCode> {
-        let url = format!("ws://{}{path}?{query}", self.addr());
-        let mut req = url.into_client_request().expect("request");
-        if path != PORT_FORWARD_PATH {
-            let proto = EXEC_PROTOCOL.parse().expect("header");
-            req.headers_mut().insert("Sec-WebSocket-Protocol", proto);
-        }
-        if let Some(t) = token {
-            let auth = format!("Bearer {t}").parse().expect("header");
-            req.headers_mut().insert("Authorization", auth);
-        }
-        match tokio_tungstenite::connect_async(req).await {
-            Ok((ws, _)) => Ok(ws),
-            Err(tungstenite::Error::Http(resp)) => {
-                Err(StatusCode::from_u16(resp.status().as_u16()).expect("status"))
-            }
-            Err(e) => panic!("WebSocket connect to {path}: {e}"),
-        }
-    }
-
-    async fn exec_ws(
-        &self,
-        container: &str,
-        cmd: &[&str],
-        stdin: bool,
-        tty: bool,
-    ) -> anyhow::Result<Ws> {
-        let q = self.exec_query(container, cmd, stdin, tty);
-        self.open(EXEC_PATH, &q, Some(TOKEN))
-            .await
-            .map_err(|s| anyhow::anyhow!("exec answered {s}"))
-    }
-
-    /// Runs `cmd` in `web` without stdin and collects everything.
-    async fn exec(&self, cmd: &[&str]) -> anyhow::Result<Output> {
-        let mut ws = self.exec_ws("web", cmd, false, false).await?;
-        collect(&mut ws).await
-    }
-
-    async fn metric(&self, line_start: &str) -> anyhow::Result<f64> {
-        let text = self
-            .env
-            .http
-            .get(self.plugin.url("/metrics"))
-            .send()
-            .await?
-            .text()
-            .await?;
-        Ok(text
-            .lines()
-            .find_map(|l| l.strip_prefix(line_start)?.trim().parse().ok())
-            .unwrap_or(0.0))
-    }
-}
-
-/// What an exec or attach stream delivered until its close.
-#[derive(Debug, Default)]
-struct Output {
-    stdout: Vec<u8>,
-    stderr: Vec<u8>,
-    status: Option<Value>,
-}
-
-impl Output {
-    fn out(&self) -> String {
-        String::from_utf8_lossy(&self.stdout).into_owned()
-    }
-}
-
-/// Reads until the plugin closes (at most a minute).
-async fn collect(ws: &mut Ws) -> anyhow::Result<Output> {
-    let mut out = Output::default();
-    tokio::time::timeout(Duration::from_secs(60), async {
-        while let Some(msg) = ws.next().await {
-            let Message::Binary(b) = msg? else { continue };
-            match b.first() {
-                Some(&channel::STDOUT) => out.stdout.extend_from_slice(&b[1..]),
-                Some(&channel::STDERR) => out.stderr.extend_from_slice(&b[1..]),
-                Some(&channel::ERROR) => {
-                    ensure!(out.status.is_none(), "a second status: {b:?}");
-                    out.status = Some(serde_json::from_slice(&b[1..])?);
-                }
-                other => bail!("unexpected channel {other:?}"),
-            }
-        }
-        anyhow::Ok(())
-    })
-    .await
-    .context("stream did not end within 60 s")??;
-    Ok(out)
-}
-
-/// Reads stdout until it contains `needle`.
-async fn read_until(ws: &mut Ws, needle: &str) -> anyhow::Result<String> {
-    let mut seen = String::new();
-    tokio::time::timeout(Duration::from_secs(30), async {
-        while !seen.contains(needle) {
-            match ws.next().await {
-                Some(Ok(Message::Binary(b))) if b.first() == Some(&channel::STDOUT) => {
-                    seen.push_str(&String::from_utf8_lossy(&b[1..]))
-                }
-                Some(Ok(_)) => {}
-                other => bail!("stream ended before {needle:?} ({other:?}); saw {seen:?}"),
-            }
-        }
-        Ok(())
-    })
-    .await
-    .with_context(|| format!("no {needle:?} within 30 s; saw {seen:?}"))??;
-    Ok(seen)
-}
-
-fn stdin(data: &str) -> Message {
-    let mut v = vec![channel::STDIN];
-    v.extend_from_slice(data.as_bytes());
-    Message::binary(v)
-}
-
-fn status_is_success(o: &Output) -> bool {
-    o.status.as_ref().is_some_and(|s| s["status"] == "Success")
-}
-
-async fn setup() -> anyhow::Result<Bed> {
-    let env = env().await?;
-    let scope = scope(&env, "plugin-stream")?;
-    let dir = tempfile::tempdir()?;
-    let token_path = dir.path().join("token");
-    std::fs::write(&token_path, TOKEN)?;
-    let mut cfg = PluginConfig::for_tests();
-    cfg.insecure_no_auth = false;
-    cfg.token_file = Some(token_path);
-    let plugin = Plugin::start(&env, cfg).await?;
-    let uid = uid();
-    let body = fixture("create_stream.json", &scope.local_ns, &uid)?;
-    let resp = env
-        .http
-        .post(plugin.url("/create"))
-        .bearer_auth(TOKEN)
-        .header("Content-Type", "application/json")
-        .body(body)
-        .send()
-        .await?;
-    ensure!(
-        resp.status() == StatusCode::OK,
-        "create: {}",
-        resp.text().await?
-    );
-    let target = StreamTarget {
-        namespace: scope.local_ns.clone(),
-        name: "stream".into(),
-        uid,
-        node: NODE.into(),
-    };
-    let bed = Bed {
-        env,
-        plugin,
-        target,
-        remote_ns: scope.remote_ns.clone(),
-        _scope: scope,
-        _dir: dir,
-    };
-    // Running, and httpd serving the big file.
-    testbed::wait_for("the pod's web container to serve", RUN, || async {
-        let o = bed
-            .exec(&["sh", "-c", "test -f /www/big && echo ready"])
-            .await;
-        Ok(o.ok().filter(|o| o.out().contains("ready")).map(|_| ()))
-    })
-    .await?;
-    Ok(bed)
-}
+use stream_client::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn exec_attach_and_port_forward_on_a_remote_pod() -> anyhow::Result<()> {
@@ -246,6 +34,7 @@ async fn exec_attach_and_port_forward_on_a_remote_pod() -> anyhow::Result<()> {
     tty_and_resize(&bed).await?;
     attach_reads_stdin(&bed).await?;
     refusals(&bed).await?;
+    foreign_pods_and_bad_queries(&bed).await?;
     stream_limit(&bed).await?;
     port_forward(&bed).await?;
     teardown(&bed).await?;
@@ -332,12 +121,7 @@ async fn attach_reads_stdin(bed: &Bed) -> anyhow::Result<()> {
 
 /// Above --max-open-streams: 503 with Retry-After, until one closes.
 async fn stream_limit(bed: &Bed) -> anyhow::Result<()> {
-    let dir = tempfile::tempdir()?;
-    let token_path = dir.path().join("token");
-    std::fs::write(&token_path, TOKEN)?;
-    let mut cfg = PluginConfig::for_tests();
-    cfg.insecure_no_auth = false;
-    cfg.token_file = Some(token_path);
+    let (mut cfg, _dir) = token_config()?;
     cfg.max_open_streams = 1;
     let one = Plugin::start(&bed.env, cfg).await?;
     let url = |q: String| {
@@ -415,12 +199,7 @@ async fn refusals(bed: &Bed) -> anyhow::Result<()> {
         .err();
     assert_eq!(r, Some(StatusCode::NOT_FOUND));
     // Another plugin instance with the same token does not reach it either.
-    let dir = tempfile::tempdir()?;
-    let token_path = dir.path().join("token");
-    std::fs::write(&token_path, TOKEN)?;
-    let mut cfg = PluginConfig::for_tests();
-    cfg.insecure_no_auth = false;
-    cfg.token_file = Some(token_path);
+    let (mut cfg, _dir) = token_config()?;
     cfg.instance = "another-instance".into();
     let second = Plugin::start(&bed.env, cfg).await?;
     let url = format!(
@@ -438,6 +217,10 @@ async fn refusals(bed: &Bed) -> anyhow::Result<()> {
         .status();
     second.stop().await;
     assert_eq!(code, StatusCode::NOT_FOUND);
+    Ok(())
+}
+
+async fn foreign_pods_and_bad_queries(bed: &Bed) -> anyhow::Result<()> {
     // A pod in the plugin's remote namespace under the very name the plugin
     // would give a local pod, made by someone else (no labels of ours).
     let victim_uid = uid();
