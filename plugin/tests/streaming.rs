@@ -52,6 +52,23 @@ async fn exec_output_stdin_and_exit_codes(bed: &Bed) -> anyhow::Result<()> {
     );
     assert!(status_is_success(&o), "{o:?}");
 
+    // A multi-MiB output arrives whole and in order (`kubectl cp` from a pod).
+    let want: String = (1..=400000).map(|i| format!("{i}\n")).collect();
+    let started = std::time::Instant::now();
+    let o = bed.exec(&["seq", "1", "400000"]).await?;
+    let secs = started.elapsed().as_secs_f64();
+    assert!(
+        o.stdout == want.as_bytes(),
+        "stdout differs: {} bytes, want {}",
+        o.stdout.len(),
+        want.len()
+    );
+    assert!(status_is_success(&o), "{:?}", o.status);
+    eprintln!(
+        "exec stdout: {:.1} MiB in {secs:.2} s",
+        want.len() as f64 / (1 << 20) as f64
+    );
+
     // stdin: echoed back, then its end (CLOSE) ends `cat` with success.
     let mut ws = bed.exec_ws("web", &["cat"], true, false).await?;
     ws.send(stdin("hello stdin\n")).await?;
