@@ -38,6 +38,7 @@ async fn exec_attach_and_port_forward_on_a_remote_pod() -> anyhow::Result<()> {
     stream_limit(&bed).await?;
     port_forward(&bed).await?;
     teardown(&bed).await?;
+    slow_reader(&bed).await?;
     bed.plugin.stop().await;
     Ok(())
 }
@@ -392,4 +393,30 @@ async fn teardown(bed: &Bed) -> anyhow::Result<()> {
     })
     .await?;
     Ok(())
+}
+
+/// A client that stops reading stops the plugin reading the remote output
+/// (nothing piles up in between), and its hang-up still ends the process.
+async fn slow_reader(bed: &Bed) -> anyhow::Result<()> {
+    let read = r#"offload_plugin_stream_bytes_total{kind="exec",direction="from_remote"}"#;
+    let ws = bed
+        .exec_ws("web", &["yes", "slow-reader"], true, true)
+        .await?;
+    // Long enough for every buffer on the way to fill.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let before = bed.metric(read).await?;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let after = bed.metric(read).await?;
+    drop(ws);
+    eprintln!("slow reader: {before} then {after} bytes read from the remote");
+    assert!(before > 0.0, "no output read at all");
+    assert!(
+        after - before < 256.0 * 1024.0,
+        "the plugin kept reading for a client that reads nothing: {before} then {after} bytes"
+    );
+    testbed::wait_for("the remote yes to end", Duration::from_secs(60), || async {
+        let o = bed.exec(&["ps", "-o", "args"]).await?;
+        Ok((!o.out().lines().any(|l| l.trim() == "yes slow-reader")).then_some(()))
+    })
+    .await
 }
