@@ -56,8 +56,8 @@
 //! Flow control: both sides read from the socket only as fast as they can
 //! write on, so a slow reader slows the writer and no buffer grows without
 //! bound. No message is larger than [`MAX_MESSAGE`] (a larger one closes the
-//! stream). Either side may send WebSocket pings; the plugin pings an idle
-//! exec stream every 30 s.
+//! stream). Either side may send WebSocket pings; the plugin pings every
+//! stream every 30 s (a client must answer them, as WebSocket libraries do).
 
 use serde::{Deserialize, Serialize};
 
