@@ -51,8 +51,6 @@ use crate::{caller::Principal, http::AppState};
 /// Bytes buffered per direction between the client's socket and kube-rs'
 /// (a full buffer stops reading the other side: bounded memory).
 const BUF: usize = 64 * 1024;
-/// Keeps an idle client connection alive through proxies.
-const PING_EVERY: Duration = Duration::from_secs(30);
 
 pub(super) async fn exec(
     State(state): State<Arc<AppState>>,
@@ -294,7 +292,7 @@ impl Relay<'_> {
         status: std::pin::Pin<&mut impl Future<Output = Option<Status>>>,
     ) -> End {
         let (mut out_buf, mut err_buf) = (vec![0u8; BUF], vec![0u8; BUF]);
-        let mut ping = tokio::time::interval(PING_EVERY);
+        let mut ping = tokio::time::interval(super::PING_EVERY);
         ping.reset();
         while stdout.is_some() || stderr.is_some() {
             let (ch, read) = tokio::select! {

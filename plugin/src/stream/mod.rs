@@ -44,6 +44,11 @@ use crate::{
 /// stream buffers.
 pub use offload_wire::stream::MAX_MESSAGE;
 
+/// How often a stream pings its client: keeps an idle connection alive
+/// through proxies, and finds out a client that vanished while the remote
+/// side is silent (its stream would otherwise wait for the remote forever).
+const PING_EVERY: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// The capability names these endpoints add to `GET /capabilities`.
 pub const CAPABILITIES: [&str; 3] = [
     offload_wire::watch::EXEC,

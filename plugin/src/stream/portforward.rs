@@ -159,15 +159,27 @@ async fn upstream(
     }
 }
 
-/// Pod -> client until the pod's side ends; `true` if the client went away.
+/// Pod -> client until the pod's side ends; `true` if the client went away
+/// (also found out by the pings on a silent connection).
 async fn downstream(
     from_pod: &mut (impl AsyncRead + Unpin),
     tx: &mut SplitSink<WebSocket, Message>,
     metrics: &StreamMetrics,
 ) -> bool {
     let mut buf = vec![0u8; BUF];
+    let mut ping = tokio::time::interval(super::PING_EVERY);
+    ping.reset();
     loop {
-        match from_pod.read(&mut buf).await {
+        let read = tokio::select! {
+            r = from_pod.read(&mut buf) => r,
+            _ = ping.tick() => {
+                if tx.send(Message::Ping(Default::default())).await.is_err() {
+                    return true;
+                }
+                continue;
+            }
+        };
+        match read {
             Ok(0) | Err(_) => return false,
             Ok(n) => {
                 metrics.bytes(Kind::PortForward, false, n);
