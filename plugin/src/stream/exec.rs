@@ -392,3 +392,27 @@ async fn read_some(
         None => std::future::pending().await,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_refused_remote_stream_is_a_failure_status_with_the_remote_reason() {
+        let remote = kube::core::Status {
+            status: Some(kube::core::response::StatusSummary::Failure),
+            code: 400,
+            message: "container nope is not valid for pod web-1".into(),
+            reason: "BadRequest".into(),
+            ..Default::default()
+        };
+        let s = remote_failure(&kube::Error::Api(Box::new(remote)));
+        assert_eq!(s.status.as_deref(), Some("Failure"));
+        assert_eq!(s.code, Some(400));
+        assert_eq!(s.reason.as_deref(), Some("BadRequest"));
+        assert_eq!(
+            s.message.as_deref(),
+            Some("container nope is not valid for pod web-1")
+        );
+    }
+}

@@ -247,3 +247,40 @@ async fn admit(
 fn bad_query(e: offload_wire::stream::QueryError) -> Response {
     ApiError::bad_request(e.to_string()).into_response()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn streams_above_the_limit_get_503_until_one_ends() {
+        let registry = offload_runtime::admin::SharedRegistry::default();
+        let streams = Streams::new(1, &registry);
+        let open = |k| streams.open(k);
+        let first = open(Kind::Exec).expect("a permit");
+        let refused = open(Kind::PortForward).err().expect("over the limit");
+        assert_eq!(refused.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert!(refused.headers().contains_key(header::RETRY_AFTER));
+        let text = registry.encode().expect("metrics");
+        assert!(
+            text.contains(r#"offload_plugin_streams_open{kind="exec"} 1"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"offload_plugin_streams_refused_total{kind="portforward"} 1"#),
+            "{text}"
+        );
+        drop(first);
+        let again = open(Kind::Attach).expect("a permit again");
+        let text = registry.encode().expect("metrics");
+        assert!(
+            text.contains(r#"offload_plugin_streams_open{kind="exec"} 0"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"offload_plugin_streams_open{kind="attach"} 1"#),
+            "{text}"
+        );
+        drop(again);
+    }
+}
