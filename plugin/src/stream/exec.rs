@@ -104,29 +104,33 @@ async fn bridge(
     let started = Instant::now();
     let metrics = state.streams.metrics.clone();
     let (mut tx, rx) = socket.split();
-    let end = match connect(&state, &pod, &q, kind).await {
-        Err(status) => {
-            warn!(
-                message = status.message.as_deref().unwrap_or_default(),
-                "remote stream refused"
-            );
-            let _ = finish(&mut tx, &status).await;
-            End::RemoteError
-        }
-        Ok(process) => {
-            let relay = Relay {
-                kind,
-                metrics: &metrics,
-                stdin_closed: AtomicBool::new(false),
-                // Never on attach: that process is the container's own,
-                // and a client that leaves only detaches from it.
-                hang_up: kind == Kind::Exec && q.tty && q.stdin,
-            };
-            tokio::select! {
-                end = relay.run(process, &mut tx, rx) => end,
-                () = state.shutdown.cancelled() => End::Shutdown,
+    let work = async {
+        match connect(&state, &pod, &q, kind).await {
+            Err(status) => {
+                warn!(
+                    message = status.message.as_deref().unwrap_or_default(),
+                    "remote stream refused"
+                );
+                let _ = finish(&mut tx, &status).await;
+                End::RemoteError
+            }
+            Ok(process) => {
+                let relay = Relay {
+                    kind,
+                    metrics: &metrics,
+                    stdin_closed: AtomicBool::new(false),
+                    // Never on attach: that process is the container's own,
+                    // and a client that leaves only detaches from it.
+                    hang_up: kind == Kind::Exec && q.tty && q.stdin,
+                };
+                relay.run(process, &mut tx, rx).await
             }
         }
+    };
+    // A shutdown ends the stream in any phase (connecting included).
+    let end = tokio::select! {
+        end = work => end,
+        () = state.shutdown.cancelled() => End::Shutdown,
     };
     if end == End::Shutdown {
         let _ = tx.send(Message::Close(None)).await;

@@ -64,19 +64,21 @@ async fn bridge(
     let (mut tx, rx) = socket.split();
     let api: Api<Pod> = Api::namespaced(state.remote.client().clone(), &pod.namespace);
     state.metrics.remote_call("portforward");
-    let end = match api.portforward(&pod.name, &[port]).await {
-        Err(e) => {
-            let msg = format!("port-forward to port {port} of the remote pod: {e}");
-            warn!(error = %e, "remote port-forward refused");
-            let _ = tx.send(Message::Text(msg.into())).await;
-            End::RemoteError
-        }
-        Ok(forwarder) => {
-            tokio::select! {
-                end = relay(forwarder, port, &mut tx, rx, &metrics) => end,
-                () = state.shutdown.cancelled() => End::Shutdown,
+    let work = async {
+        match api.portforward(&pod.name, &[port]).await {
+            Err(e) => {
+                let msg = format!("port-forward to port {port} of the remote pod: {e}");
+                warn!(error = %e, "remote port-forward refused");
+                let _ = tx.send(Message::Text(msg.into())).await;
+                End::RemoteError
             }
+            Ok(forwarder) => relay(forwarder, port, &mut tx, rx, &metrics).await,
         }
+    };
+    // A shutdown ends the stream in any phase (connecting included).
+    let end = tokio::select! {
+        end = work => end,
+        () = state.shutdown.cancelled() => End::Shutdown,
     };
     let _ = tx.send(Message::Close(None)).await;
     metrics.ended(Kind::PortForward, end);
