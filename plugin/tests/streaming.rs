@@ -141,6 +141,9 @@ async fn attach_reads_stdin(bed: &Bed) -> anyhow::Result<()> {
 async fn stream_limit(bed: &Bed) -> anyhow::Result<()> {
     let (mut cfg, _dir) = token_config()?;
     cfg.max_open_streams = 1;
+    // The API limits do not apply to an open stream.
+    cfg.max_concurrent_requests = 1;
+    cfg.request_timeout = Duration::from_secs(1);
     let one = Plugin::start(&bed.env, cfg).await?;
     let url = |q: String| {
         format!(
@@ -174,8 +177,21 @@ async fn stream_limit(bed: &Bed) -> anyhow::Result<()> {
     let (mut again, _) = again;
     let o = collect(&mut again).await?;
     assert!(status_is_success(&o), "{o:?}");
-    // A shutdown ends open streams at once (a close, no status).
+    // A stream outlives --request-timeout, and leaves the one request
+    // slot (--max-concurrent-requests 1) to the other routes.
     let (mut open, _) = connect(bed.exec_query("web", &["cat"], true, false)).await??;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    open.send(stdin("still here\n")).await?;
+    read_until(&mut open, "still here").await?;
+    let caps = bed
+        .env
+        .http
+        .get(one.url("/capabilities"))
+        .bearer_auth(TOKEN)
+        .send()
+        .await?;
+    assert_eq!(caps.status(), StatusCode::OK);
+    // A shutdown ends open streams at once (a close, no status).
     tokio::time::timeout(Duration::from_secs(15), one.stop())
         .await
         .context("shutdown waited for an open stream")?;
