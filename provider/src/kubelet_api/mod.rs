@@ -19,6 +19,7 @@ pub mod authn;
 pub mod authz;
 pub mod cache;
 pub mod metrics;
+pub mod stream;
 
 use axum::Router;
 use axum::body::Body;
@@ -47,6 +48,8 @@ pub struct KubeletState {
     pub metrics: Metrics,
     /// Who may call, and what.
     pub auth: Auth,
+    /// Open exec, attach and port-forward streams.
+    pub streams: stream::StreamMetrics,
 }
 
 impl KubeletState {
@@ -61,6 +64,7 @@ impl KubeletState {
             node_name,
             pods,
             plugin,
+            streams: stream::StreamMetrics::register(metrics.registry()),
             metrics,
             auth,
         }
@@ -179,9 +183,9 @@ pub fn router(st: KubeletState) -> Router {
         .route("/healthz", get(|| async { "ok" }))
         .route("/pods", get(pods))
         .route("/metrics", get(metrics))
-        .route("/exec/{*rest}", any(not_supported))
-        .route("/attach/{*rest}", any(not_supported))
-        .route("/portForward/{*rest}", any(not_supported))
+        .route("/exec/{ns}/{pod}/{container}", any(stream::exec))
+        .route("/attach/{ns}/{pod}/{container}", any(stream::attach))
+        .route("/portForward/{ns}/{pod}", any(stream::port_forward))
         .route("/run/{*rest}", any(not_supported))
         .layer(middleware::from_fn_with_state(st.auth.clone(), auth::gate))
         .with_state(st)
