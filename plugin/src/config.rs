@@ -192,6 +192,13 @@ pub struct PluginConfig {
     #[arg(long, env = "OFFLOAD_PLUGIN_REQUEST_TIMEOUT", value_parser = parse_duration, default_value = "120s")]
     pub request_timeout: Duration,
 
+    /// Most exec, attach and port-forward streams open at once (each
+    /// port-forwarded TCP connection is one); more are answered 503. Streams
+    /// are not counted in --max-concurrent-requests nor cut by
+    /// --request-timeout.
+    #[arg(long, env = "OFFLOAD_PLUGIN_MAX_OPEN_STREAMS", default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_open_streams: u32,
+
     /// Disable the orphan sweep.
     #[arg(long, env = "OFFLOAD_PLUGIN_NO_SWEEP", action = ArgAction::SetTrue)]
     pub no_sweep: bool,

@@ -63,10 +63,12 @@ pub struct AppState {
     pub bastion: Arc<BastionKey>,
     /// Concurrency and time limits of the API routes.
     pub limits: Limits,
+    /// The exec, attach and port-forward streams: their own limit and metrics.
+    pub streams: crate::stream::Streams,
 }
 
 impl AppState {
-    fn namespaces(&self) -> &NamespaceMapper {
+    pub(crate) fn namespaces(&self) -> &NamespaceMapper {
         &self.translate.namespaces
     }
 
@@ -89,7 +91,7 @@ impl AppState {
     }
 
     /// This plugin instance (the label of what it creates).
-    fn instance(&self) -> String {
+    pub(crate) fn instance(&self) -> String {
         self.tracker
             .lock()
             .map(|t| t.instance().to_string())
@@ -108,7 +110,7 @@ impl AppState {
 
     /// The cached remote pod of a local pod: by its name under the current
     /// configuration, else by its UID label.
-    fn lookup(&self, id: &LocalIdentity) -> Option<Arc<Pod>> {
+    pub(crate) fn lookup(&self, id: &LocalIdentity) -> Option<Arc<Pod>> {
         let ns = self.namespaces().remote(&id.namespace);
         let name = remote_name(NameKind::Pod, &id.name, &id.uid);
         self.remote
@@ -127,6 +129,12 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/getLogs", get(get_logs).post(get_logs))
         .route("/ping", get(ping).post(ping))
         .route("/bastion/publicKey", get(bastion_public_key))
+        .route(
+            offload_wire::watch::CAPABILITIES_PATH,
+            get(crate::capabilities::capabilities),
+        )
+        // WebSocket upgrades: the limits below end with the upgrade answer.
+        .merge(crate::stream::routes())
         // Innermost first: the body is read only for an authenticated
         // caller, and all of it within the time and concurrency limits.
         .route_layer(from_fn_with_state(state.clone(), limits::body_limit))

@@ -57,6 +57,7 @@
 
 pub mod bastion;
 pub mod caller;
+pub mod capabilities;
 pub mod config;
 pub mod error;
 pub mod http;
@@ -68,6 +69,7 @@ pub mod policy;
 pub mod remote;
 pub mod serve;
 pub mod status;
+pub mod stream;
 pub mod sweep;
 mod sweeper;
 pub mod token;
@@ -176,6 +178,7 @@ pub async fn start(config: PluginConfig, remote: Client) -> Result<RunningPlugin
         shutdown: cancel.clone(),
         bastion: bastion_key.clone(),
         limits: http::Limits::of(&config),
+        streams: stream::Streams::new(config.max_open_streams as usize, metrics.registry()),
     });
     let app = http::router(state);
     let bound = serve::Bound::bind(&config.listen).await?;

@@ -1,0 +1,335 @@
+//! `kubectl exec` and `attach`: the client's WebSocket bridged to the remote
+//! pod's through kube-rs' [`AttachedProcess`] (its stdin, stdout, stderr,
+//! terminal size and final status).
+//!
+//! The remote status is forwarded as the kubelet sent it, exit code
+//! included. A remote apiserver older than 1.30 speaks
+//! `v4.channel.k8s.io`, which cannot carry the end of stdin: kube-rs then
+//! closes the remote stream, the process reads end-of-file, and the remote
+//! sends no status; the plugin reports `Success` in that one case (what
+//! `kubectl cp` and `echo x | kubectl exec -i` need), and logs it.
+
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use axum::{
+    extract::{
+        RawQuery, State,
+        ws::{Message, WebSocket, WebSocketUpgrade, rejection::WebSocketUpgradeRejection},
+    },
+    response::Response,
+};
+use futures::{
+    SinkExt, StreamExt,
+    stream::{SplitSink, SplitStream},
+};
+use k8s_openapi::{api::core::v1::Pod, apimachinery::pkg::apis::meta::v1::Status};
+use kube::api::{Api, AttachParams, AttachedProcess, TerminalSize};
+use offload_wire::stream::{ExecQuery, channel};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, ReadHalf, SimplexStream, WriteHalf};
+use tracing::{Instrument, debug, info, info_span, warn};
+
+use super::{
+    Kind, OpenStream, RemotePod, admit, bad_query,
+    frames::{self, ClientFrame},
+    metrics::{End, StreamMetrics},
+};
+use crate::{caller::Principal, http::AppState};
+
+/// Bytes buffered per direction between the client's socket and kube-rs'
+/// (a full buffer stops reading the other side: bounded memory).
+const BUF: usize = 64 * 1024;
+/// Keeps an idle client connection alive through proxies.
+const PING_EVERY: Duration = Duration::from_secs(30);
+
+pub(super) async fn exec(
+    State(state): State<Arc<AppState>>,
+    principal: Principal,
+    RawQuery(query): RawQuery,
+    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Response {
+    handle(state, principal, query, ws, Kind::Exec).await
+}
+
+pub(super) async fn attach(
+    State(state): State<Arc<AppState>>,
+    principal: Principal,
+    RawQuery(query): RawQuery,
+    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Response {
+    handle(state, principal, query, ws, Kind::Attach).await
+}
+
+async fn handle(
+    state: Arc<AppState>,
+    principal: Principal,
+    query: Option<String>,
+    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+    kind: Kind,
+) -> Response {
+    let q = match ExecQuery::parse(query.as_deref().unwrap_or_default()) {
+        Ok(q) => q,
+        Err(e) => return bad_query(e),
+    };
+    let (pod, ws, open) = match admit(&state, &principal, &q.target, kind, ws).await {
+        Ok(x) => x,
+        Err(r) => return *r,
+    };
+    let span = info_span!("stream", kind = kind.as_str(), pod = %q.target.name,
+        namespace = %q.target.namespace, uid = %q.target.uid, container = %q.container,
+        tty = q.tty, stdin = q.stdin, remote = %pod.name);
+    ws.protocols([offload_wire::stream::EXEC_PROTOCOL])
+        .on_upgrade(move |socket| bridge(state, pod, q, kind, socket, open).instrument(span))
+}
+
+/// Runs one stream to its end; the permit goes when it returns.
+async fn bridge(
+    state: Arc<AppState>,
+    pod: RemotePod,
+    q: ExecQuery,
+    kind: Kind,
+    socket: WebSocket,
+    open: OpenStream,
+) {
+    let started = Instant::now();
+    let metrics = state.streams.metrics.clone();
+    let (mut tx, rx) = socket.split();
+    let end = match connect(&state, &pod, &q, kind).await {
+        Err(status) => {
+            warn!(
+                message = status.message.as_deref().unwrap_or_default(),
+                "remote stream refused"
+            );
+            let _ = finish(&mut tx, &status).await;
+            End::RemoteError
+        }
+        Ok(process) => {
+            let relay = Relay {
+                kind,
+                metrics: &metrics,
+                stdin_closed: AtomicBool::new(false),
+            };
+            tokio::select! {
+                end = relay.run(process, &mut tx, rx) => end,
+                () = state.shutdown.cancelled() => End::Shutdown,
+            }
+        }
+    };
+    if end == End::Shutdown {
+        let _ = tx.send(Message::Close(None)).await;
+    }
+    metrics.ended(kind, end);
+    info!(result = ?end, secs = started.elapsed().as_secs_f64(), "stream ended");
+    drop(open);
+}
+
+/// Opens the remote stream; a refusal becomes the `Failure` status sent to
+/// the client.
+async fn connect(
+    state: &AppState,
+    pod: &RemotePod,
+    q: &ExecQuery,
+    kind: Kind,
+) -> Result<AttachedProcess, Status> {
+    let api: Api<Pod> = Api::namespaced(state.remote.client().clone(), &pod.namespace);
+    // With a terminal the kubelet merges stderr into stdout; kube-rs refuses
+    // the combination instead.
+    let ap = AttachParams::default()
+        .container(q.container.clone())
+        .stdin(q.stdin)
+        .stdout(q.stdout)
+        .stderr(q.stderr && !q.tty)
+        .tty(q.tty)
+        .max_stdin_buf_size(BUF)
+        .max_stdout_buf_size(BUF)
+        .max_stderr_buf_size(BUF);
+    state.metrics.remote_call(kind.as_str());
+    let r = match kind {
+        Kind::Attach => api.attach(&pod.name, &ap).await,
+        _ => api.exec(&pod.name, q.command.clone(), &ap).await,
+    };
+    r.map_err(|e| remote_failure(&e))
+}
+
+/// The status the client gets for a remote stream that did not open.
+fn remote_failure(e: &kube::Error) -> Status {
+    match e {
+        kube::Error::Api(s) => frames::failure(s.message.clone(), &s.reason, s.code),
+        kube::Error::BuildRequest(e) => frames::failure(e.to_string(), "BadRequest", 400),
+        e => frames::failure(
+            format!("connecting to the remote apiserver: {e}"),
+            "InternalError",
+            500,
+        ),
+    }
+}
+
+/// Sends the final status and closes.
+async fn finish(
+    tx: &mut SplitSink<WebSocket, Message>,
+    status: &Status,
+) -> Result<(), axum::Error> {
+    tx.send(Message::Binary(frames::status(status))).await?;
+    tx.send(Message::Close(None)).await
+}
+
+/// One stream's relay between the client and kube-rs' process handle.
+struct Relay<'a> {
+    kind: Kind,
+    metrics: &'a StreamMetrics,
+    /// The client closed stdin (see the module docs for why it matters).
+    stdin_closed: AtomicBool,
+}
+
+impl Relay<'_> {
+    /// Until the process ends (its status sent) or the client goes away;
+    /// then the handle is dropped, which closes the remote stream.
+    async fn run(
+        &self,
+        mut process: AttachedProcess,
+        tx: &mut SplitSink<WebSocket, Message>,
+        rx: SplitStream<WebSocket>,
+    ) -> End {
+        let stdin = process.stdin();
+        let resize = process.terminal_size();
+        let (stdout, stderr) = (process.stdout(), process.stderr());
+        let status = process.take_status();
+        let end = tokio::select! {
+            () = self.upstream(rx, stdin, resize) => End::ClientGone,
+            end = self.downstream(tx, stdout, stderr, status) => end,
+        };
+        // Dropping the handle aborts kube-rs' task: the remote connection
+        // closes and the remote process reads end-of-file (or, with a
+        // terminal, gets a hangup).
+        drop(process);
+        end
+    }
+
+    /// Client -> remote, until the client closes its socket.
+    async fn upstream(
+        &self,
+        mut rx: SplitStream<WebSocket>,
+        mut stdin: Option<WriteHalf<SimplexStream>>,
+        mut resize: Option<futures::channel::mpsc::Sender<TerminalSize>>,
+    ) {
+        while let Some(Ok(msg)) = rx.next().await {
+            let bin = match msg {
+                Message::Binary(b) => b,
+                Message::Close(_) => return,
+                _ => continue,
+            };
+            match frames::parse_client(bin) {
+                Ok(ClientFrame::Stdin(data)) => {
+                    let Some(w) = stdin.as_mut() else { continue };
+                    if w.write_all(&data).await.is_err() {
+                        // The remote stream ended; its status follows.
+                        stdin = None;
+                    } else {
+                        self.metrics.bytes(self.kind, true, data.len());
+                    }
+                }
+                Ok(ClientFrame::Resize(s)) => {
+                    if let Some(r) = resize.as_mut() {
+                        let size = TerminalSize {
+                            width: s.width,
+                            height: s.height,
+                        };
+                        let _ = r.send(size).await;
+                    }
+                }
+                Ok(ClientFrame::CloseStdin) => {
+                    if let Some(mut w) = stdin.take() {
+                        self.stdin_closed.store(true, Ordering::SeqCst);
+                        let _ = w.shutdown().await;
+                    }
+                }
+                Ok(ClientFrame::Nothing) => {}
+                Err(e) => debug!(error = %e, "client message ignored"),
+            }
+        }
+    }
+
+    /// Remote -> client: output until both outputs end, then the status.
+    async fn downstream(
+        &self,
+        tx: &mut SplitSink<WebSocket, Message>,
+        mut stdout: Option<ReadHalf<SimplexStream>>,
+        mut stderr: Option<ReadHalf<SimplexStream>>,
+        status: Option<impl Future<Output = Option<Status>>>,
+    ) -> End {
+        let (mut out_buf, mut err_buf) = (vec![0u8; BUF], vec![0u8; BUF]);
+        let mut ping = tokio::time::interval(PING_EVERY);
+        ping.reset();
+        while stdout.is_some() || stderr.is_some() {
+            let (ch, read) = tokio::select! {
+                r = read_some(&mut stdout, &mut out_buf) => (channel::STDOUT, r),
+                r = read_some(&mut stderr, &mut err_buf) => (channel::STDERR, r),
+                _ = ping.tick() => {
+                    if tx.send(Message::Ping(Default::default())).await.is_err() {
+                        return End::ClientGone;
+                    }
+                    continue;
+                }
+            };
+            let (src, buf) = if ch == channel::STDOUT {
+                (&mut stdout, &out_buf)
+            } else {
+                (&mut stderr, &err_buf)
+            };
+            match read {
+                Ok(n) if n > 0 => {
+                    self.metrics.bytes(self.kind, false, n);
+                    let msg = Message::Binary(frames::data(ch, &buf[..n]));
+                    if tx.send(msg).await.is_err() {
+                        return End::ClientGone;
+                    }
+                }
+                _ => *src = None,
+            }
+        }
+        let remote = match status {
+            Some(s) => s.await,
+            None => None,
+        };
+        let status = remote.unwrap_or_else(|| self.missing_status());
+        if let Some(code) = frames::exit_code(&status) {
+            info!(exit_code = code, "remote process exited");
+        }
+        match finish(tx, &status).await {
+            Ok(()) => End::Completed,
+            Err(_) => End::ClientGone,
+        }
+    }
+
+    /// The status when the remote stream ended without one.
+    fn missing_status(&self) -> Status {
+        if self.stdin_closed.load(Ordering::SeqCst) {
+            info!(
+                "the remote apiserver cannot carry the end of stdin (v4.channel.k8s.io): the remote stream was closed to end stdin and sent no exit status; reporting success"
+            );
+            frames::success()
+        } else {
+            frames::failure(
+                "the remote stream ended without an exit status",
+                "InternalError",
+                500,
+            )
+        }
+    }
+}
+
+/// Reads from an output that may be absent (never ready then).
+async fn read_some(
+    r: &mut Option<ReadHalf<SimplexStream>>,
+    buf: &mut [u8],
+) -> std::io::Result<usize> {
+    match r {
+        Some(r) => r.read(buf).await,
+        None => std::future::pending().await,
+    }
+}
