@@ -446,6 +446,21 @@ pub async fn port_forward(
             Ok(p) => p,
             Err(r) => return r,
         };
+        match st.plugin.offers(offload_wire::watch::PORT_FORWARD).await {
+            Ok(true) => {}
+            Ok(false) => {
+                return refused(
+                    "portForward",
+                    offload_wire::watch::CAPABILITIES_PATH,
+                    &st.node_name,
+                    PluginError::Status {
+                        status: 404,
+                        body: "no portForward in its capabilities".into(),
+                    },
+                );
+            }
+            Err(e) => return refused("portForward", "", &st.node_name, e),
+        }
         let f = Forward {
             plugin: st.plugin.clone(),
             target: target(&st, &pod, &ns, &name),

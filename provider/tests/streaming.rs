@@ -1,0 +1,543 @@
+//! `kubectl exec`, `attach`, `cp` and `port-forward` on an offloaded pod,
+//! with the real kubectl of both versions against the local apiserver: the
+//! testbed's 1.20 (SPDY) and the machine's newer one (`/usr/bin/kubectl`,
+//! WebSocket first for exec, attach and cp). The real plugin runs in-process
+//! against the remote cluster, the provider in-process on the local one.
+//!
+//! The benchmark (`bench_streaming_throughput`, ignored) compares the
+//! throughput through the virtual node with kubectl against the remote
+//! cluster directly: `scripts/bench-streaming`.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use common::*;
+use kube::api::{Api, PostParams};
+use offload_provider::provider::RunningProvider;
+use sha2::{Digest, Sha256};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
+
+const RUN: Duration = Duration::from_secs(300);
+/// The newer kubectl: WebSocket first for exec, attach and cp.
+const NEW_KUBECTL: &str = "/usr/bin/kubectl";
+const BIG: usize = 100 << 20;
+
+/// Both kubectl binaries; the newer one must exist (a missing one fails).
+fn kubectls() -> Vec<PathBuf> {
+    let new = PathBuf::from(NEW_KUBECTL);
+    assert!(new.is_file(), "{NEW_KUBECTL} (kubectl 1.32) is required");
+    vec![testbed::kubectl_binary(), new]
+}
+
+struct Setup {
+    env: Env,
+    _plugin: Plugin,
+    _provider: RunningProvider,
+    node: String,
+    ns: String,
+    pods: Api<k8s_openapi::api::core::v1::Pod>,
+    _cleanup: Cleanup,
+}
+
+/// Plugin, provider, a namespace, and `pods` (name, script) Running.
+async fn setup(prefix: &str, pods_: &[(&str, &str)]) -> Setup {
+    let env = env().await;
+    let plugin = Plugin::start(&env.remote).await;
+    let node = node_name(prefix);
+    let provider = start_provider(&env, provider_config(&env, &node, &plugin)).await;
+    let (ns, cleanup, pods) = test_namespace(&env, prefix, &[&node]).await;
+    for (name, script) in pods_ {
+        pods.create(
+            &PostParams::default(),
+            &pod(name, &node, "Never", None, container("main", script)),
+        )
+        .await
+        .expect("create pod");
+    }
+    for (name, _) in pods_ {
+        wait_phase(&pods, name, "Running", RUN).await;
+    }
+    Setup {
+        env,
+        _plugin: plugin,
+        _provider: provider,
+        node,
+        ns,
+        pods,
+        _cleanup: cleanup,
+    }
+}
+
+impl Setup {
+    fn cmd(&self, bin: &Path) -> tokio::process::Command {
+        let mut c = tokio::process::Command::new(bin);
+        c.env("KUBECONFIG", &self.env.tb.local.kubeconfig)
+            .args(["-n", &self.ns])
+            .kill_on_drop(true);
+        c
+    }
+
+    /// kubectl `args` with `input` on stdin: (exit code, stdout, stderr).
+    async fn run(&self, bin: &Path, args: &[&str], input: Option<&[u8]>) -> (i32, Vec<u8>, String) {
+        let mut c = self.cmd(bin);
+        c.args(args)
+            .stdin(if input.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = c.spawn().expect("spawn kubectl");
+        if let Some(data) = input {
+            let mut stdin = child.stdin.take().expect("stdin");
+            stdin.write_all(data).await.expect("write stdin");
+            drop(stdin);
+        }
+        let out = tokio::time::timeout(Duration::from_secs(180), child.wait_with_output())
+            .await
+            .unwrap_or_else(|_| panic!("kubectl {args:?} timed out"))
+            .expect("kubectl output");
+        (
+            out.status.code().unwrap_or(-1),
+            out.stdout,
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    /// The open-stream gauge of `kind`, read as a user does: the virtual
+    /// node's `/metrics` through the apiserver.
+    async fn open_streams(&self, kind: &str) -> i64 {
+        let path = format!("/api/v1/nodes/{}/proxy/metrics", self.node);
+        let text = self
+            .env
+            .tb
+            .local
+            .run_kubectl(&["get", "--raw", &path])
+            .await
+            .expect("node metrics");
+        let key = format!("offload_provider_kubelet_streams_open{{kind=\"{kind}\"}} ");
+        text.lines()
+            .find_map(|l| l.strip_prefix(&key))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0)
+    }
+
+    /// `ps` in the remote pod of local pod `name`.
+    async fn remote_ps(&self, name: &str) -> String {
+        let p = self.pods.get(name).await.expect("pod");
+        let remote = remote_pods(&self.env.remote, &uid(&p)).await;
+        let rp = remote.first().expect("the remote pod");
+        let rns = rp.metadata.namespace.clone().expect("ns");
+        let rname = rp.metadata.name.clone().expect("name");
+        self.env
+            .tb
+            .remote
+            .run_kubectl(&["-n", &rns, "exec", &rname, "--", "ps", "-o", "args"])
+            .await
+            .expect("remote ps")
+    }
+}
+
+fn sha(b: &[u8]) -> String {
+    format!("{:x}", Sha256::digest(b))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn exec_and_attach_with_both_kubectls() {
+    let s = setup(
+        "stream-exec",
+        &[
+            ("shell", "sleep 3600"),
+            (
+                "ticker",
+                "i=0; while true; do echo tick $i; i=$((i+1)); sleep 1; done",
+            ),
+        ],
+    )
+    .await;
+    for bin in kubectls() {
+        let v = bin.display().to_string();
+        let (code, out, err) = s
+            .run(&bin, &["exec", "shell", "--", "echo", "hello"], None)
+            .await;
+        assert_eq!((code, out.as_slice()), (0, &b"hello\n"[..]), "{v}: {err}");
+
+        let (code, _, err) = s
+            .run(&bin, &["exec", "shell", "--", "sh", "-c", "exit 3"], None)
+            .await;
+        assert_eq!(code, 3, "{v}: the exit code is propagated: {err}");
+
+        let (code, out, err) = s
+            .run(
+                &bin,
+                &["exec", "shell", "--", "sh", "-c", "echo oops >&2"],
+                None,
+            )
+            .await;
+        assert_eq!(code, 0, "{v}: {err}");
+        assert!(
+            out.is_empty() && err.contains("oops"),
+            "{v}: stderr {err:?}"
+        );
+
+        let input = vec![b'x'; 300_000];
+        let (code, out, err) = s
+            .run(
+                &bin,
+                &["exec", "-i", "shell", "--", "wc", "-c"],
+                Some(&input),
+            )
+            .await;
+        assert_eq!(code, 0, "{v}: {err}");
+        assert_eq!(
+            String::from_utf8_lossy(&out).trim(),
+            "300000",
+            "{v}: stdin reaches the process and ends"
+        );
+
+        // A terminal: `script` gives kubectl a pseudo-terminal.
+        let line = format!(
+            "{} -n {} exec -it shell -- sh -c 'tty; stty size'",
+            bin.display(),
+            s.ns
+        );
+        let out = tokio::process::Command::new("script")
+            .args(["-qec", &line, "/dev/null"])
+            .env("KUBECONFIG", &s.env.tb.local.kubeconfig)
+            .env("COLUMNS", "100")
+            .env("LINES", "30")
+            .stdin(Stdio::null())
+            .output()
+            .await
+            .expect("script");
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            text.contains("/dev/pts/"),
+            "{v}: a remote terminal: {text:?}"
+        );
+
+        attach(&s, &bin).await;
+    }
+}
+
+/// `kubectl attach` shows the running container's output.
+async fn attach(s: &Setup, bin: &Path) {
+    let mut c = s.cmd(bin);
+    c.args(["attach", "ticker"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = c.spawn().expect("attach");
+    let mut lines = tokio::io::BufReader::new(child.stdout.take().expect("out")).lines();
+    let got = tokio::time::timeout(Duration::from_secs(60), async {
+        let mut got = vec![];
+        while got.len() < 2 {
+            match lines.next_line().await {
+                Ok(Some(l)) if l.starts_with("tick ") => got.push(l),
+                Ok(Some(_)) => {}
+                _ => break,
+            }
+        }
+        got
+    })
+    .await
+    .unwrap_or_default();
+    let _ = child.kill().await;
+    let mut err = String::new();
+    if let Some(mut e) = child.stderr.take() {
+        let _ = e.read_to_string(&mut err).await;
+    }
+    assert_eq!(
+        got.len(),
+        2,
+        "{}: attach shows new lines: {err}",
+        bin.display()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn cp_both_ways_with_10_mib() {
+    let s = setup("stream-cp", &[("box", "sleep 3600")]).await;
+    let dir = tempfile::tempdir().expect("tmp");
+    let data: Vec<u8> = (0..10 << 20)
+        .map(|i: u32| (i.wrapping_mul(2654435761) >> 13) as u8)
+        .collect();
+    let src = dir.path().join("up.bin");
+    std::fs::write(&src, &data).expect("write");
+    for (i, bin) in kubectls().into_iter().enumerate() {
+        let v = bin.display().to_string();
+        let remote = format!("{}/box:/tmp/f{i}", s.ns);
+        let (code, _, err) = s
+            .run(&bin, &["cp", src.to_str().expect("path"), &remote], None)
+            .await;
+        assert_eq!(code, 0, "{v}: cp up: {err}");
+        let (_, out, err) = s
+            .run(
+                &bin,
+                &["exec", "box", "--", "sha256sum", &format!("/tmp/f{i}")],
+                None,
+            )
+            .await;
+        let remote_sum = String::from_utf8_lossy(&out);
+        assert!(
+            remote_sum.starts_with(&sha(&data)),
+            "{v}: the pod has the same bytes: {remote_sum} {err}"
+        );
+
+        let back = dir.path().join(format!("down{i}.bin"));
+        let (code, _, err) = s
+            .run(&bin, &["cp", &remote, back.to_str().expect("path")], None)
+            .await;
+        assert_eq!(code, 0, "{v}: cp down: {err}");
+        let got = std::fs::read(&back).expect("read back");
+        assert_eq!(sha(&got), sha(&data), "{v}: the same bytes come back");
+    }
+}
+
+const HTTPD: &str = "mkdir -p /www && echo ok > /www/index.html && \
+     head -c 104857600 /dev/urandom > /www/big && touch /www/ready && httpd -f -p 8080 -h /www";
+
+/// `kubectl port-forward` on a free local port: the child and the port.
+async fn port_forward(s: &Setup, bin: &Path, pod: &str) -> (tokio::process::Child, u16) {
+    let mut c = s.cmd(bin);
+    c.args(["port-forward", pod, ":8080"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit());
+    let mut child = c.spawn().expect("port-forward");
+    let mut lines = tokio::io::BufReader::new(child.stdout.take().expect("out")).lines();
+    let port = tokio::time::timeout(Duration::from_secs(60), async {
+        while let Ok(Some(l)) = lines.next_line().await {
+            // "Forwarding from 127.0.0.1:40123 -> 8080"
+            if let Some(rest) = l.strip_prefix("Forwarding from 127.0.0.1:") {
+                return rest.split(' ').next().and_then(|p| p.parse().ok());
+            }
+        }
+        None
+    })
+    .await
+    .ok()
+    .flatten()
+    .expect("kubectl port-forward listens");
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    (child, port)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn port_forward_50_parallel_requests_and_100_mib() {
+    let s = setup("stream-pf", &[("web", HTTPD)]).await;
+    wait_for("the pod's file", RUN, async || {
+        let (code, _, _) = s
+            .run(
+                &testbed::kubectl_binary(),
+                &["exec", "web", "--", "test", "-f", "/www/ready"],
+                None,
+            )
+            .await;
+        (code == 0).then_some(())
+    })
+    .await;
+    let (_, out, _) = s
+        .run(
+            &testbed::kubectl_binary(),
+            &["exec", "web", "--", "sha256sum", "/www/big"],
+            None,
+        )
+        .await;
+    let want = String::from_utf8_lossy(&out)
+        .split(' ')
+        .next()
+        .unwrap_or_default()
+        .to_string();
+    assert_eq!(want.len(), 64, "the pod's checksum: {out:?}");
+    for bin in kubectls() {
+        let v = bin.display().to_string();
+        let (mut child, port) = port_forward(&s, &bin, "web").await;
+        let url = format!("http://127.0.0.1:{port}");
+        let mut reqs = tokio::task::JoinSet::new();
+        for _ in 0..50 {
+            let url = format!("{url}/index.html");
+            reqs.spawn(async move {
+                // A client each: 50 TCP connections, 50 forwarded streams.
+                let c = reqwest::Client::builder()
+                    .pool_max_idle_per_host(0)
+                    .build()
+                    .expect("client");
+                c.get(&url).send().await?.text().await
+            });
+        }
+        let mut ok = 0;
+        while let Some(r) = reqs.join_next().await {
+            match r.expect("task") {
+                Ok(body) if body == "ok\n" => ok += 1,
+                other => panic!("{v}: a parallel request failed: {other:?}"),
+            }
+        }
+        assert_eq!(ok, 50, "{v}");
+        let started = Instant::now();
+        let big = reqwest::get(format!("{url}/big"))
+            .await
+            .expect("get")
+            .bytes()
+            .await
+            .expect("body");
+        eprintln!("{v}: 100 MiB in {:?}", started.elapsed());
+        assert_eq!(big.len(), BIG, "{v}");
+        assert_eq!(sha(&big), want, "{v}: the same bytes");
+        child.kill().await.expect("kill port-forward");
+    }
+    wait_for(
+        "port-forward streams closed",
+        Duration::from_secs(30),
+        async || {
+            (s.open_streams("portforward").await == 0
+                && s.open_streams("portforward_connection").await == 0)
+                .then_some(())
+        },
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn killed_clients_leave_no_stream_and_no_remote_process() {
+    let s = setup("stream-kill", &[("shell", "sleep 3600")]).await;
+    for bin in kubectls() {
+        let v = bin.display().to_string();
+        let mut c = s.cmd(&bin);
+        c.args([
+            "exec",
+            "-i",
+            "shell",
+            "--",
+            "sh",
+            "-c",
+            "cat; echo teardown-marker",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
+        let mut child = c.spawn().expect("exec");
+        let mut stdin = child.stdin.take().expect("stdin");
+        stdin.write_all(b"ping\n").await.expect("write");
+        let mut out = child.stdout.take().expect("stdout");
+        let mut buf = [0u8; 5];
+        tokio::time::timeout(Duration::from_secs(60), out.read_exact(&mut buf))
+            .await
+            .expect("echo in time")
+            .expect("echo");
+        assert_eq!(&buf, b"ping\n", "{v}");
+        assert_eq!(s.open_streams("exec").await, 1, "{v}: one exec open");
+        assert!(
+            s.remote_ps("shell").await.contains("teardown-marker"),
+            "{v}"
+        );
+
+        child.kill().await.expect("kill kubectl");
+        wait_for(
+            "the exec stream closed",
+            Duration::from_secs(30),
+            async || (s.open_streams("exec").await == 0).then_some(()),
+        )
+        .await;
+        wait_for(
+            "no remote exec process",
+            Duration::from_secs(30),
+            async || (!s.remote_ps("shell").await.contains("teardown-marker")).then_some(()),
+        )
+        .await;
+        drop(stdin);
+    }
+}
+
+/// Throughput through the virtual node vs kubectl against the remote
+/// cluster directly (same run): `scripts/bench-streaming`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "a benchmark: scripts/bench-streaming"]
+async fn bench_streaming_throughput() {
+    let s = setup("stream-bench", &[("web", HTTPD)]).await;
+    let bin = testbed::kubectl_binary();
+    wait_for("the pod's file", RUN, async || {
+        let (code, _, _) = s
+            .run(
+                &bin,
+                &["exec", "web", "--", "test", "-f", "/www/ready"],
+                None,
+            )
+            .await;
+        (code == 0).then_some(())
+    })
+    .await;
+    let p = s.pods.get("web").await.expect("pod");
+    let rp = remote_pods(&s.env.remote, &uid(&p)).await.remove(0);
+    let rns = rp.metadata.namespace.clone().expect("ns");
+    let rname = rp.metadata.name.clone().expect("name");
+    let remote_cmd = |args: &[&str]| {
+        let mut c = tokio::process::Command::new(&bin);
+        c.env("KUBECONFIG", &s.env.tb.remote.kubeconfig)
+            .args(["-n", &rns])
+            .args(args)
+            .kill_on_drop(true);
+        c
+    };
+    let mib = (BIG >> 20) as f64;
+    let cat = ["exec", "web", "--", "cat", "/www/big"];
+    let mut local = s.cmd(&bin);
+    local.args(cat).stdout(Stdio::piped());
+    let via_node = time_output(local).await;
+    let mut direct = remote_cmd(&["exec", &rname, "--", "cat", "/www/big"]);
+    direct.stdout(Stdio::piped());
+    let remote = time_output(direct).await;
+    println!(
+        "exec stdout: virtual node {:.1} MiB/s, remote directly {:.1} MiB/s, ratio {:.2}",
+        mib / via_node,
+        mib / remote,
+        remote / via_node
+    );
+    let (mut child, port) = port_forward(&s, &bin, "web").await;
+    let via_node = time_get(port).await;
+    child.kill().await.expect("kill");
+    let mut c = remote_cmd(&["port-forward", &rname, ":8080"]);
+    c.stdout(Stdio::piped());
+    let mut child = c.spawn().expect("remote port-forward");
+    let mut lines = tokio::io::BufReader::new(child.stdout.take().expect("out")).lines();
+    let mut port = 0;
+    while let Ok(Some(l)) = lines.next_line().await {
+        if let Some(rest) = l.strip_prefix("Forwarding from 127.0.0.1:") {
+            port = rest
+                .split(' ')
+                .next()
+                .and_then(|p| p.parse().ok())
+                .unwrap_or(0);
+            break;
+        }
+    }
+    let remote = time_get(port).await;
+    child.kill().await.expect("kill");
+    println!(
+        "port-forward: virtual node {:.1} MiB/s, remote directly {:.1} MiB/s, ratio {:.2}",
+        mib / via_node,
+        mib / remote,
+        remote / via_node
+    );
+}
+
+async fn time_output(mut c: tokio::process::Command) -> f64 {
+    let started = Instant::now();
+    let out = c.output().await.expect("run");
+    assert_eq!(out.stdout.len(), BIG, "all bytes");
+    started.elapsed().as_secs_f64()
+}
+
+async fn time_get(port: u16) -> f64 {
+    let started = Instant::now();
+    let b = reqwest::get(format!("http://127.0.0.1:{port}/big"))
+        .await
+        .expect("get")
+        .bytes()
+        .await
+        .expect("body");
+    assert_eq!(b.len(), BIG, "all bytes");
+    started.elapsed().as_secs_f64()
+}
