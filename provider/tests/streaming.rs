@@ -92,15 +92,19 @@ impl Setup {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
         let mut child = c.spawn().expect("spawn kubectl");
-        if let Some(data) = input {
-            let mut stdin = child.stdin.take().expect("stdin");
-            stdin.write_all(data).await.expect("write stdin");
-            drop(stdin);
+        // stdin stays open until kubectl exits: a 1.20 remote apiserver
+        // cannot carry its end to the remote process, and the plugin ends the
+        // remote stream there (docs/troubleshooting.md).
+        let mut stdin = child.stdin.take();
+        if let (Some(data), Some(w)) = (input, stdin.as_mut()) {
+            w.write_all(data).await.expect("write stdin");
+            w.flush().await.expect("flush stdin");
         }
         let out = tokio::time::timeout(Duration::from_secs(180), child.wait_with_output())
             .await
             .unwrap_or_else(|_| panic!("kubectl {args:?} timed out"))
             .expect("kubectl output");
+        drop(stdin);
         (
             out.status.code().unwrap_or(-1),
             out.stdout,
@@ -188,7 +192,16 @@ async fn exec_and_attach_with_both_kubectls() {
         let (code, out, err) = s
             .run(
                 &bin,
-                &["exec", "-i", "shell", "--", "wc", "-c"],
+                // (`head`: the process ends without waiting for the end of stdin)
+                &[
+                    "exec",
+                    "-i",
+                    "shell",
+                    "--",
+                    "sh",
+                    "-c",
+                    "head -c 300000 | wc -c",
+                ],
                 Some(&input),
             )
             .await;

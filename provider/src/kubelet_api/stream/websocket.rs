@@ -14,7 +14,8 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::mpsc;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::tungstenite::protocol::Role;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role};
 use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
@@ -135,7 +136,13 @@ where
     };
     tokio::join!(bridge::exec(plugin, from_rx, to_tx, gone.clone()), write);
     if !gone.is_cancelled() {
-        let _ = sink.send(Message::Close(None)).await;
+        // A normal close (1000): client-go reads any other code, even "no
+        // status", as a broken error stream.
+        let normal = CloseFrame {
+            code: CloseCode::Normal,
+            reason: "".into(),
+        };
+        let _ = sink.send(Message::Close(Some(normal))).await;
         let _ = tokio::time::timeout(super::exec::LINGER, gone.cancelled()).await;
     }
     reader.abort();
