@@ -135,8 +135,15 @@ pub enum PortOut {
     Error(String),
 }
 
+/// After the client's end of data, how long the plugin may stay silent
+/// before the connection is closed (the plugin contract has no half-close).
+const DRAIN_IDLE: Duration = Duration::from_secs(2);
+
 /// Runs one port-forward connection: the client's bytes (`from` ends at its
-/// end of data) to the plugin and back until the plugin closes.
+/// end of data) to the plugin and back until the plugin closes. The client's
+/// end of data is no reason to cut the answer still coming (kubectl ends
+/// its side as soon as the local client stops sending): the answer is
+/// drained until the plugin closes or falls silent for [`DRAIN_IDLE`].
 pub async fn port_forward(
     ws: PluginSocket,
     mut from: mpsc::Receiver<Bytes>,
@@ -144,14 +151,26 @@ pub async fn port_forward(
     client_gone: CancellationToken,
 ) {
     let (mut sink, mut stream) = ws.split();
+    let (done_tx, mut done) = tokio::sync::watch::channel(false);
     let down = async {
-        while let Some(msg) = stream.next().await {
-            let m = match msg {
-                Ok(Message::Binary(b)) => PortOut::Data(b),
-                Ok(Message::Text(t)) => PortOut::Error(t.to_string()),
-                Ok(Message::Close(_)) => break,
-                Ok(_) => continue,
-                Err(e) => PortOut::Error(format!("the plugin's stream broke: {e}")),
+        loop {
+            let next = if *done.borrow() {
+                match tokio::time::timeout(DRAIN_IDLE, stream.next()).await {
+                    Ok(m) => m,
+                    Err(_) => break,
+                }
+            } else {
+                tokio::select! {
+                    m = stream.next() => m,
+                    _ = done.changed() => continue,
+                }
+            };
+            let m = match next {
+                Some(Ok(Message::Binary(b))) => PortOut::Data(b),
+                Some(Ok(Message::Text(t))) => PortOut::Error(t.to_string()),
+                Some(Ok(Message::Close(_))) | None => break,
+                Some(Ok(_)) => continue,
+                Some(Err(e)) => PortOut::Error(format!("the plugin's stream broke: {e}")),
             };
             let last = matches!(m, PortOut::Error(_));
             if to.send(m).await.is_err() || last {
@@ -165,9 +184,7 @@ pub async fn port_forward(
                 break;
             }
         }
-        // The client's end of data: the plugin contract carries no
-        // half-close, a close ends the connection once the rest arrived.
-        let _ = sink.send(Message::Close(None)).await;
+        let _ = done_tx.send(true);
         std::future::pending::<()>().await;
     };
     tokio::select! {
