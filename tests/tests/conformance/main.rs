@@ -26,6 +26,7 @@ mod logs;
 mod policy;
 mod probes;
 mod process;
+mod streaming;
 mod volumes;
 
 use offload_e2e::conformance::{Case, Suite, run_cases, start};
@@ -64,6 +65,7 @@ fn cases(s: &Suite) -> Vec<Case<'_>> {
         ("logs-follow", Box::pin(logs::logs_follow(s))),
         ("delete", Box::pin(logs::delete_cleans_both_sides(s))),
         ("policy-refused", Box::pin(policy::refused_by_policy(s))),
+        ("exec-cp", Box::pin(streaming::exec_and_cp(s))),
     ]
 }
 
