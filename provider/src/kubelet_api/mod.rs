@@ -1,6 +1,8 @@
 //! The kubelet HTTPS API of the virtual node: container logs (streamed from
-//! the plugin), `/healthz`, `/pods`, `/metrics`, and a clear "not supported"
-//! for exec, attach and port-forward.
+//! the plugin), `/healthz`, `/pods`, `/metrics`, and `/exec`, `/attach` and
+//! `/portForward` over SPDY/3.1 and WebSocket, bridged to the plugin's
+//! streaming extension ([`stream`]; 501 when the plugin has none, as for
+//! `/run`).
 //!
 //! Every request passes the gate in [`auth`], as on a kubelet with
 //! `--authorization-mode=Webhook`: authenticated by a client certificate
