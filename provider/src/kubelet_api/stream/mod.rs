@@ -183,7 +183,7 @@ pub fn negotiate<'a>(
     client: &[&str],
     ours: &[&'a str],
     default: &'a str,
-) -> Result<&'a str, Response> {
+) -> Result<&'a str, Box<Response>> {
     if client.is_empty() {
         return Ok(default);
     }
@@ -202,19 +202,23 @@ pub fn negotiate<'a>(
                 r.headers_mut()
                     .insert("X-Accepted-Stream-Protocol-Versions", v);
             }
-            r
+            Box::new(r)
         })
 }
 
 /// The pod `ns/name` on this node, or the kubelet's 404.
-fn pod_on_node(st: &KubeletState, ns: &str, name: &str) -> Result<std::sync::Arc<Pod>, Response> {
+fn pod_on_node(
+    st: &KubeletState,
+    ns: &str,
+    name: &str,
+) -> Result<std::sync::Arc<Pod>, Box<Response>> {
     st.pods
         .get(&ObjectRef::new(name).within(ns))
         .ok_or_else(|| {
-            text(
+            Box::new(text(
                 StatusCode::NOT_FOUND,
                 format!("pod {ns}/{name} is not on node {}", st.node_name),
-            )
+            ))
         })
 }
 
@@ -312,7 +316,7 @@ async fn remote_command(
     };
     let pod = match pod_on_node(&st, &ns, &name) {
         Ok(p) => p,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let known = pod.spec.as_ref().is_some_and(|s| {
         s.containers.iter().any(|c| c.name == container)
@@ -349,7 +353,7 @@ async fn remote_command(
     };
     let protocol = match protocol {
         Ok(p) => p,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let (path, op) = if what == "exec" {
         (EXEC_PATH, "stream_exec")
@@ -418,7 +422,7 @@ pub async fn port_forward(
     async move {
         let pod = match pod_on_node(&st, &ns, &name) {
             Ok(p) => p,
-            Err(r) => return r,
+            Err(r) => return *r,
         };
         let h = req.headers().clone();
         match upgrade_of(&h) {
@@ -444,7 +448,7 @@ pub async fn port_forward(
             SPDY_PORT_FORWARD_PROTOCOL,
         ) {
             Ok(p) => p,
-            Err(r) => return r,
+            Err(r) => return *r,
         };
         match st.plugin.offers(offload_wire::watch::PORT_FORWARD).await {
             Ok(true) => {}
