@@ -190,7 +190,14 @@ async fn anonymous_gets_401_and_ca_signed_client_cert_gets_in() {
     ] {
         let r = ok.post(format!("{base}{path}")).send().await.expect("send");
         assert_eq!(r.status(), 400, "{path}");
-        let r = ok
+        // (HTTP/1.1: HTTP/2 has no Connection/Upgrade headers)
+        let h1 = reqwest::Client::builder()
+            .tls_danger_accept_invalid_certs(true)
+            .http1_only()
+            .identity(reqwest::Identity::from_pem(pki.client_pem.as_bytes()).expect("identity"))
+            .build()
+            .expect("client");
+        let r = h1
             .post(format!("{base}{path}"))
             .header("connection", "Upgrade")
             .header("upgrade", "SPDY/3.1")
