@@ -503,7 +503,7 @@ async fn bench_streaming_throughput() {
     direct.stdout(Stdio::piped());
     let remote = time_output(direct).await;
     println!(
-        "exec stdout: virtual node {:.1} MiB/s, remote directly {:.1} MiB/s, ratio {:.2}",
+        "exec stdout: virtual node {:.1} MiB/s, remote directly {:.1} MiB/s, virtual/direct {:.2}",
         mib / via_node,
         mib / remote,
         remote / via_node
@@ -529,7 +529,7 @@ async fn bench_streaming_throughput() {
     let remote = time_get(port).await;
     child.kill().await.expect("kill");
     println!(
-        "port-forward: virtual node {:.1} MiB/s, remote directly {:.1} MiB/s, ratio {:.2}",
+        "port-forward: virtual node {:.1} MiB/s, remote directly {:.1} MiB/s, virtual/direct {:.2}",
         mib / via_node,
         mib / remote,
         remote / via_node

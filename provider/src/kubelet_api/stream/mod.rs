@@ -20,6 +20,7 @@ pub mod exec;
 pub mod portforward;
 pub mod spdy;
 pub mod websocket;
+pub mod ws_portforward;
 
 use axum::extract::{Path, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
@@ -41,6 +42,7 @@ use crate::client::PluginError;
 use exec::SPDY_EXEC_PROTOCOLS;
 use portforward::{Forward, SPDY_PORT_FORWARD_PROTOCOL};
 use websocket::WS_EXEC_PROTOCOLS;
+use ws_portforward::WS_PORT_FORWARD_PROTOCOLS;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct KindLabels {
@@ -416,77 +418,99 @@ async fn remote_command(
 pub async fn port_forward(
     State(st): State<KubeletState>,
     Path((ns, name)): Path<(String, String)>,
-    mut req: Request,
+    req: Request,
 ) -> Response {
     let span = info_span!("portForward", namespace = %ns, pod = %name);
-    async move {
-        let pod = match pod_on_node(&st, &ns, &name) {
-            Ok(p) => p,
-            Err(r) => return *r,
-        };
-        let h = req.headers().clone();
-        match upgrade_of(&h) {
-            Some(Upgrade::Spdy) => {}
-            Some(Upgrade::WebSocket) => {
-                // kubectl falls back to SPDY when its WebSocket is refused.
-                return text(
-                    StatusCode::BAD_REQUEST,
-                    "port-forward over WebSocket is not served by this virtual node: use SPDY",
-                );
-            }
-            None => {
-                return text(
-                    StatusCode::BAD_REQUEST,
-                    "unable to upgrade: missing upgrade headers in request",
-                );
-            }
+    port_forward_in(st, ns, name, req).instrument(span).await
+}
+
+/// The upgrade, protocol and (WebSocket) ports of a port-forward request.
+fn port_forward_protocol(
+    h: &HeaderMap,
+    query: &str,
+) -> Result<(Upgrade, &'static str, Vec<u16>), Box<Response>> {
+    let bad = |m: String| Box::new(text(StatusCode::BAD_REQUEST, m));
+    match upgrade_of(h) {
+        Some(Upgrade::Spdy) => {
+            let ours = [SPDY_PORT_FORWARD_PROTOCOL];
+            let p = negotiate(
+                &protocols(&Upgrade::Spdy, h),
+                &ours,
+                SPDY_PORT_FORWARD_PROTOCOL,
+            )?;
+            Ok((Upgrade::Spdy, p, vec![]))
         }
-        let ours = [SPDY_PORT_FORWARD_PROTOCOL];
-        let protocol = match negotiate(
-            &protocols(&Upgrade::Spdy, &h),
-            &ours,
-            SPDY_PORT_FORWARD_PROTOCOL,
-        ) {
-            Ok(p) => p,
-            Err(r) => return *r,
-        };
-        match st.plugin.offers(offload_wire::watch::PORT_FORWARD).await {
-            Ok(true) => {}
-            Ok(false) => {
-                return refused(
-                    "portForward",
-                    offload_wire::watch::CAPABILITIES_PATH,
-                    &st.node_name,
-                    PluginError::Status {
-                        status: 404,
-                        body: "no portForward in its capabilities".into(),
-                    },
-                );
-            }
-            Err(e) => return refused("portForward", "", &st.node_name, e),
+        Some(Upgrade::WebSocket) => {
+            let ports = ws_portforward::ports(query).map_err(bad)?;
+            // A refusal is a 400: kubectl then falls back to SPDY (its
+            // `SPDY/3.1+portforward.k8s.io` tunnel is not served here).
+            let p = negotiate(
+                &protocols(&Upgrade::WebSocket, h),
+                &WS_PORT_FORWARD_PROTOCOLS,
+                "channel.k8s.io",
+            )
+            .map_err(|mut r| {
+                *r.status_mut() = StatusCode::BAD_REQUEST;
+                r
+            })?;
+            Ok((Upgrade::WebSocket, p, ports))
         }
-        let f = Forward {
-            plugin: st.plugin.clone(),
-            target: target(&st, &pod, &ns, &name),
-            metrics: st.streams.clone(),
-        };
-        let on_upgrade = hyper::upgrade::on(&mut req);
-        info!("port-forward started");
-        tokio::spawn(
-            async move {
-                let _open = f.metrics.open("portforward");
-                match on_upgrade.await {
-                    Ok(u) => portforward::serve_spdy(TokioIo::new(u), f).await,
-                    Err(e) => warn!(error = %e, "upgrade failed"),
-                }
-                info!("port-forward ended");
-            }
-            .in_current_span(),
-        );
-        switching(&Upgrade::Spdy, &h, protocol)
+        None => Err(bad(
+            "unable to upgrade: missing upgrade headers in request".into()
+        )),
     }
-    .instrument(span)
-    .await
+}
+
+async fn port_forward_in(st: KubeletState, ns: String, name: String, mut req: Request) -> Response {
+    let pod = match pod_on_node(&st, &ns, &name) {
+        Ok(p) => p,
+        Err(r) => return *r,
+    };
+    let h = req.headers().clone();
+    let (up, protocol, ports) = match port_forward_protocol(&h, req.uri().query().unwrap_or("")) {
+        Ok(x) => x,
+        Err(r) => return *r,
+    };
+    match st.plugin.offers(offload_wire::watch::PORT_FORWARD).await {
+        Ok(true) => {}
+        Ok(false) => {
+            let e = PluginError::Status {
+                status: 404,
+                body: "no portForward in its capabilities".into(),
+            };
+            return refused(
+                "portForward",
+                offload_wire::watch::CAPABILITIES_PATH,
+                &st.node_name,
+                e,
+            );
+        }
+        Err(e) => return refused("portForward", "", &st.node_name, e),
+    }
+    let f = Forward {
+        plugin: st.plugin.clone(),
+        target: target(&st, &pod, &ns, &name),
+        metrics: st.streams.clone(),
+    };
+    let on_upgrade = hyper::upgrade::on(&mut req);
+    info!(protocol, "port-forward started");
+    tokio::spawn(
+        async move {
+            let _open = f.metrics.open("portforward");
+            match on_upgrade.await {
+                Ok(u) => match up {
+                    Upgrade::Spdy => portforward::serve_spdy(TokioIo::new(u), f).await,
+                    Upgrade::WebSocket => {
+                        ws_portforward::serve(TokioIo::new(u), protocol, ports, f).await
+                    }
+                },
+                Err(e) => warn!(error = %e, "upgrade failed"),
+            }
+            info!("port-forward ended");
+        }
+        .in_current_span(),
+    );
+    switching(&up, &h, protocol)
 }
 
 #[cfg(test)]
