@@ -213,8 +213,10 @@ async fn exec_and_attach_with_both_kubectls() {
         );
 
         // A terminal: `script` gives kubectl a pseudo-terminal.
+        // The terminal's size (set in script's pseudo-terminal) reaches the
+        // remote one through the resize stream or channel.
         let line = format!(
-            "{} -n {} exec -it shell -- sh -c 'tty; stty size'",
+            "stty rows 31 cols 101; {} -n {} exec -it shell -- sh -c 'tty; stty size'",
             bin.display(),
             s.ns
         );
