@@ -304,6 +304,48 @@ pub async fn attach(
         .await
 }
 
+/// The kubelet's 404 for a container the pod does not have.
+fn known_container(pod: &Pod, name: &str, container: &str) -> Result<(), Box<Response>> {
+    let known = pod.spec.as_ref().is_some_and(|s| {
+        s.containers.iter().any(|c| c.name == container)
+            || s.init_containers
+                .iter()
+                .flatten()
+                .any(|c| c.name == container)
+            || s.ephemeral_containers
+                .iter()
+                .flatten()
+                .any(|c| c.name == container)
+    });
+    if known {
+        return Ok(());
+    }
+    Err(Box::new(text(
+        StatusCode::NOT_FOUND,
+        format!("container {container} is not valid for pod {name}"),
+    )))
+}
+
+/// The upgrade and protocol of an exec or attach request.
+fn exec_protocol(h: &HeaderMap) -> Result<(Upgrade, &'static str), Box<Response>> {
+    let Some(up) = upgrade_of(h) else {
+        return Err(Box::new(text(
+            StatusCode::BAD_REQUEST,
+            "unable to upgrade: missing upgrade headers in request",
+        )));
+    };
+    let protocol = match up {
+        Upgrade::Spdy => negotiate(&protocols(&up, h), &SPDY_EXEC_PROTOCOLS, "channel.k8s.io")?,
+        Upgrade::WebSocket => negotiate(&protocols(&up, h), &WS_EXEC_PROTOCOLS, "channel.k8s.io")
+            .map_err(|mut r| {
+            // A WebSocket client falls back to SPDY on a failed upgrade.
+            *r.status_mut() = StatusCode::BAD_REQUEST;
+            r
+        })?,
+    };
+    Ok((up, protocol))
+}
+
 async fn remote_command(
     st: KubeletState,
     what: &'static str,
@@ -320,41 +362,12 @@ async fn remote_command(
         Ok(p) => p,
         Err(r) => return *r,
     };
-    let known = pod.spec.as_ref().is_some_and(|s| {
-        s.containers.iter().any(|c| c.name == container)
-            || s.init_containers
-                .iter()
-                .flatten()
-                .any(|c| c.name == container)
-            || s.ephemeral_containers
-                .iter()
-                .flatten()
-                .any(|c| c.name == container)
-    });
-    if !known {
-        return text(
-            StatusCode::NOT_FOUND,
-            format!("container {container} is not valid for pod {name}"),
-        );
+    if let Err(r) = known_container(&pod, &name, &container) {
+        return *r;
     }
     let h = req.headers().clone();
-    let Some(up) = upgrade_of(&h) else {
-        return text(
-            StatusCode::BAD_REQUEST,
-            "unable to upgrade: missing upgrade headers in request",
-        );
-    };
-    let protocol = match &up {
-        Upgrade::Spdy => negotiate(&protocols(&up, &h), &SPDY_EXEC_PROTOCOLS, "channel.k8s.io"),
-        Upgrade::WebSocket => negotiate(&protocols(&up, &h), &WS_EXEC_PROTOCOLS, "channel.k8s.io")
-            .map_err(|mut r| {
-                // A WebSocket client falls back to SPDY on a failed upgrade.
-                *r.status_mut() = StatusCode::BAD_REQUEST;
-                r
-            }),
-    };
-    let protocol = match protocol {
-        Ok(p) => p,
+    let (up, protocol) = match exec_protocol(&h) {
+        Ok(x) => x,
         Err(r) => return *r,
     };
     let (path, op) = if what == "exec" {
