@@ -337,7 +337,8 @@ class RenderTests(unittest.TestCase, Hardened):
     # plugin -----------------------------------------------------------
     def test_plugin_rejects_mappings_outside_a_prefix(self):
         for bad in [{"namespacePrefix": ""}, {"namespacePrefix": "kube"}, {"namespacePrefix": "kube-x"},
-                    {"instance": "not a label"}, {"maxConcurrentRequests": 0}]:
+                    {"instance": "not a label"}, {"maxConcurrentRequests": 0},
+                    {"maxOpenStreams": 0}]:
             with self.subTest(values=bad), self.assertRaises(helm.HelmError):
                 render(PLUGIN, bad)
 
@@ -402,6 +403,9 @@ class RenderTests(unittest.TestCase, Hardened):
         self.assert_no_wildcards(objs)
         cr = find(objs, "ClusterRole")
         self.assertEqual(rules_for(cr, "pods/log"), {"get"})
+        # The streams: WebSocket upgrades are GET, SPDY is POST (create).
+        for sub in ("pods/exec", "pods/attach", "pods/portforward"):
+            self.assertEqual(rules_for(cr, sub), {"get", "create"}, sub)
         # list/delete: the namespace GC (test_plugin_namespace_gc_and_session_affinity).
         self.assertEqual(rules_for(cr, "namespaces"), {"get", "create", "list", "delete"})
         self.assertEqual(rules_for(cr, "serviceaccounts"), {"get"})
@@ -413,6 +417,7 @@ class RenderTests(unittest.TestCase, Hardened):
         # each other's objects.
         self.assertEqual(cfg["instance"], "pl-plugin")
         self.assertEqual((cfg["max-concurrent-requests"], cfg["request-timeout"]), (64, "120s"))
+        self.assertEqual(cfg["max-open-streams"], 256)
         self.assertEqual(rules_for(cr, "configmaps"), {"get", "create", "update", "delete"})
         named = [r for r in cr["rules"] if r.get("resourceNames")]
         self.assertEqual(named[0]["resourceNames"], ["offload-bastion:remote:offload-bastion"])

@@ -5,6 +5,10 @@
 //! `/bastion/publicKey`, `/healthz`, `/readyz`, `/metrics`) that runs the pods on a remote
 //! Kubernetes cluster through kube-rs. Drop-in for the Python interLink
 //! Kubernetes plugin (same endpoints, same JSON), see `plugin/README.md`.
+//! Our extensions, announced on `GET /capabilities` ([`capabilities`]):
+//! `kubectl exec`, `attach` and `port-forward` as WebSocket streams
+//! (`/stream/exec`, `/stream/attach`, `/stream/portforward`; [`stream`],
+//! contract in `offload_wire::stream`).
 //!
 //! ## Library API (used by the provider's integration tests)
 //!
@@ -51,7 +55,9 @@
 //! a foreign object), delete (only ours), logs), [`http`] (axum: router and state; `http/handlers.rs`,
 //! `http/body.rs` for JSON bodies, `http/middleware.rs` for authentication and
 //! the access log, `http/limits.rs` for the server limits), [`error`] (the JSON error of every endpoint), [`serve`]
-//! (listeners), [`bastion`] (installs and keeps the bastion), the orphan-sweep
+//! (listeners), [`stream`] (exec, attach and port-forward bridged to the
+//! remote apiserver: `exec.rs`, `portforward.rs`, `frames.rs` the pure
+//! framing), [`bastion`] (installs and keeps the bastion), the orphan-sweep
 //! task (`sweeper.rs`), [`namespace_gc`] (deletes empty namespaces of ours)
 //! and [`start`] below, which wires them together.
 

@@ -28,11 +28,36 @@
 //!   TCP connection to one port of the pod. Binary messages are the raw bytes
 //!   both ways; one text message from the plugin is an error (e.g. nothing
 //!   listens on the port) and is followed by a close. A WebSocket close from
-//!   either side ends the connection (half-close is not carried).
+//!   either side ends the connection (half-close is not carried: kube-rs'
+//!   port-forward closes the whole remote connection once its one writer
+//!   ends). So the provider keeps the WebSocket open when its client only
+//!   half-closes (kubectl closes its SPDY data stream after the client's
+//!   last byte, while the answer is still coming) and closes it when the
+//!   client's connection is gone altogether.
+//!
+//! Answers before the upgrade (JSON errors like every route): 400 for a
+//! query that does not parse (the message says which parameter), 401
+//! unauthenticated, 404 for a pod that is not the caller's, 503 with
+//! `Retry-After` when the plugin's limit of open streams is reached. After
+//! the upgrade every failure is in the stream (an `ERROR` status, or the
+//! port-forward text message).
+//!
+//! Two behaviours of the remote side the provider may rely on:
+//! - A remote apiserver before 1.30 speaks `v4.channel.k8s.io`, which cannot
+//!   carry the end of stdin: the plugin then ends stdin by closing the remote
+//!   stream; the remote sends no status, and the plugin reports `Success`
+//!   (the exit code of such a process is lost, and so is what it writes after
+//!   stdin's end; its output until then is not).
+//! - When the client goes away, the remote stream is closed (the process
+//!   reads end-of-file on stdin); an exec'd interactive terminal (`tty` and
+//!   `stdin`) is hung up first (^C, ^D), so a foreground process that reads
+//!   nothing ends too. An attach only detaches: the container runs on.
 //!
 //! Flow control: both sides read from the socket only as fast as they can
 //! write on, so a slow reader slows the writer and no buffer grows without
-//! bound.
+//! bound. No message is larger than [`MAX_MESSAGE`] (a larger one closes the
+//! stream). Either side may send WebSocket pings; the plugin pings every
+//! stream every 30 s (a client must answer them, as WebSocket libraries do).
 
 use serde::{Deserialize, Serialize};
 
@@ -42,6 +67,9 @@ pub const EXEC_PATH: &str = "/stream/exec";
 pub const ATTACH_PATH: &str = "/stream/attach";
 /// `kubectl port-forward` (one WebSocket per TCP connection).
 pub const PORT_FORWARD_PATH: &str = "/stream/portforward";
+/// The largest WebSocket message (payload bytes, channel byte included)
+/// either side sends or accepts.
+pub const MAX_MESSAGE: usize = 1 << 20;
 /// The WebSocket subprotocol of exec and attach.
 pub const EXEC_PROTOCOL: &str = "v5.channel.k8s.io";
 

@@ -65,6 +65,7 @@ app.kubernetes.io/component: plugin
   "instance" (default (include "plugin.fullname" .) .Values.instance)
   "max-concurrent-requests" .Values.maxConcurrentRequests
   "request-timeout" .Values.requestTimeout
+  "max-open-streams" .Values.maxOpenStreams
   "allow-host-path" .Values.policy.allowHostPath
   "allow-privileged" .Values.policy.allowPrivileged
   "allow-host-network" .Values.policy.allowHostNetwork

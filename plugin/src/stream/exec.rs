@@ -8,6 +8,12 @@
 //! closes the remote stream, the process reads end-of-file, and the remote
 //! sends no status; the plugin reports `Success` in that one case (what
 //! `kubectl cp` and `echo x | kubectl exec -i` need), and logs it.
+//!
+//! Teardown: when the client goes away the remote stream is closed, so the
+//! process reads end-of-file on stdin; an exec'd interactive terminal is
+//! hung up first ([`hang_up`]). A process with neither stdin nor a terminal
+//! runs on, as with the kubelet; an attached one (the container's own) is
+//! only detached from.
 
 use std::{
     sync::{
@@ -25,7 +31,8 @@ use axum::{
     response::Response,
 };
 use futures::{
-    SinkExt, StreamExt,
+    FutureExt, SinkExt, StreamExt,
+    future::FusedFuture,
     stream::{SplitSink, SplitStream},
 };
 use k8s_openapi::{api::core::v1::Pod, apimachinery::pkg::apis::meta::v1::Status};
@@ -44,8 +51,6 @@ use crate::{caller::Principal, http::AppState};
 /// Bytes buffered per direction between the client's socket and kube-rs'
 /// (a full buffer stops reading the other side: bounded memory).
 const BUF: usize = 64 * 1024;
-/// Keeps an idle client connection alive through proxies.
-const PING_EVERY: Duration = Duration::from_secs(30);
 
 pub(super) async fn exec(
     State(state): State<Arc<AppState>>,
@@ -99,26 +104,33 @@ async fn bridge(
     let started = Instant::now();
     let metrics = state.streams.metrics.clone();
     let (mut tx, rx) = socket.split();
-    let end = match connect(&state, &pod, &q, kind).await {
-        Err(status) => {
-            warn!(
-                message = status.message.as_deref().unwrap_or_default(),
-                "remote stream refused"
-            );
-            let _ = finish(&mut tx, &status).await;
-            End::RemoteError
-        }
-        Ok(process) => {
-            let relay = Relay {
-                kind,
-                metrics: &metrics,
-                stdin_closed: AtomicBool::new(false),
-            };
-            tokio::select! {
-                end = relay.run(process, &mut tx, rx) => end,
-                () = state.shutdown.cancelled() => End::Shutdown,
+    let work = async {
+        match connect(&state, &pod, &q, kind).await {
+            Err(status) => {
+                warn!(
+                    message = status.message.as_deref().unwrap_or_default(),
+                    "remote stream refused"
+                );
+                let _ = finish(&mut tx, &status).await;
+                End::RemoteError
+            }
+            Ok(process) => {
+                let relay = Relay {
+                    kind,
+                    metrics: &metrics,
+                    stdin_closed: AtomicBool::new(false),
+                    // Never on attach: that process is the container's own,
+                    // and a client that leaves only detaches from it.
+                    hang_up: kind == Kind::Exec && q.tty && q.stdin,
+                };
+                relay.run(process, &mut tx, rx).await
             }
         }
+    };
+    // A shutdown ends the stream in any phase (connecting included).
+    let end = tokio::select! {
+        end = work => end,
+        () = state.shutdown.cancelled() => End::Shutdown,
     };
     if end == End::Shutdown {
         let _ = tx.send(Message::Close(None)).await;
@@ -184,7 +196,11 @@ struct Relay<'a> {
     metrics: &'a StreamMetrics,
     /// The client closed stdin (see the module docs for why it matters).
     stdin_closed: AtomicBool,
+    /// An exec'd interactive terminal: hang up when the client goes away.
+    hang_up: bool,
 }
+
+type Output = Option<ReadHalf<SimplexStream>>;
 
 impl Relay<'_> {
     /// Until the process ends (its status sent) or the client goes away;
@@ -195,17 +211,34 @@ impl Relay<'_> {
         tx: &mut SplitSink<WebSocket, Message>,
         rx: SplitStream<WebSocket>,
     ) -> End {
-        let stdin = process.stdin();
+        let mut stdin = process.stdin();
         let resize = process.terminal_size();
-        let (stdout, stderr) = (process.stdout(), process.stderr());
+        let (mut stdout, mut stderr) = (process.stdout(), process.stderr());
         let status = process.take_status();
+        // Fused: awaited by the relay and, after it, maybe by the hang-up.
+        let mut status = std::pin::pin!(
+            async move {
+                match status {
+                    Some(s) => s.await,
+                    None => None,
+                }
+            }
+            .fuse()
+        );
         let end = tokio::select! {
-            () = self.upstream(rx, stdin, resize) => End::ClientGone,
-            end = self.downstream(tx, stdout, stderr, status) => end,
+            () = self.upstream(rx, &mut stdin, resize) => End::ClientGone,
+            end = self.downstream(tx, &mut stdout, &mut stderr, status.as_mut()) => end,
         };
+        // (A process whose status came has nothing left to hang up.)
+        if end == End::ClientGone && self.hang_up && !status.is_terminated() {
+            let outputs = async {
+                drain(&mut stdout).await;
+                drain(&mut stderr).await;
+            };
+            hang_up(stdin, outputs, status).await;
+        }
         // Dropping the handle aborts kube-rs' task: the remote connection
-        // closes and the remote process reads end-of-file (or, with a
-        // terminal, gets a hangup).
+        // closes and the remote process reads end-of-file on stdin.
         drop(process);
         end
     }
@@ -214,7 +247,7 @@ impl Relay<'_> {
     async fn upstream(
         &self,
         mut rx: SplitStream<WebSocket>,
-        mut stdin: Option<WriteHalf<SimplexStream>>,
+        stdin: &mut Option<WriteHalf<SimplexStream>>,
         mut resize: Option<futures::channel::mpsc::Sender<TerminalSize>>,
     ) {
         while let Some(Ok(msg)) = rx.next().await {
@@ -228,7 +261,7 @@ impl Relay<'_> {
                     let Some(w) = stdin.as_mut() else { continue };
                     if w.write_all(&data).await.is_err() {
                         // The remote stream ended; its status follows.
-                        stdin = None;
+                        *stdin = None;
                     } else {
                         self.metrics.bytes(self.kind, true, data.len());
                     }
@@ -258,17 +291,17 @@ impl Relay<'_> {
     async fn downstream(
         &self,
         tx: &mut SplitSink<WebSocket, Message>,
-        mut stdout: Option<ReadHalf<SimplexStream>>,
-        mut stderr: Option<ReadHalf<SimplexStream>>,
-        status: Option<impl Future<Output = Option<Status>>>,
+        stdout: &mut Output,
+        stderr: &mut Output,
+        status: std::pin::Pin<&mut impl Future<Output = Option<Status>>>,
     ) -> End {
         let (mut out_buf, mut err_buf) = (vec![0u8; BUF], vec![0u8; BUF]);
-        let mut ping = tokio::time::interval(PING_EVERY);
+        let mut ping = tokio::time::interval(super::PING_EVERY);
         ping.reset();
         while stdout.is_some() || stderr.is_some() {
             let (ch, read) = tokio::select! {
-                r = read_some(&mut stdout, &mut out_buf) => (channel::STDOUT, r),
-                r = read_some(&mut stderr, &mut err_buf) => (channel::STDERR, r),
+                r = read_some(stdout, &mut out_buf) => (channel::STDOUT, r),
+                r = read_some(stderr, &mut err_buf) => (channel::STDERR, r),
                 _ = ping.tick() => {
                     if tx.send(Message::Ping(Default::default())).await.is_err() {
                         return End::ClientGone;
@@ -277,9 +310,9 @@ impl Relay<'_> {
                 }
             };
             let (src, buf) = if ch == channel::STDOUT {
-                (&mut stdout, &out_buf)
+                (&mut *stdout, &out_buf)
             } else {
-                (&mut stderr, &err_buf)
+                (&mut *stderr, &err_buf)
             };
             match read {
                 Ok(n) if n > 0 => {
@@ -292,11 +325,7 @@ impl Relay<'_> {
                 _ => *src = None,
             }
         }
-        let remote = match status {
-            Some(s) => s.await,
-            None => None,
-        };
-        let status = remote.unwrap_or_else(|| self.missing_status());
+        let status = status.await.unwrap_or_else(|| self.missing_status());
         if let Some(code) = frames::exit_code(&status) {
             info!(exit_code = code, "remote process exited");
         }
@@ -323,6 +352,40 @@ impl Relay<'_> {
     }
 }
 
+/// How long a hung-up terminal's process may take to end before the remote
+/// stream is closed anyway.
+const HANG_UP_GRACE: Duration = Duration::from_secs(3);
+
+/// A terminal whose client went away hangs up, as an ssh session does. The
+/// kubelet would only end stdin, which leaves running whatever does not
+/// read it (`kubectl exec -it pod -- sleep 1000` lives on after kubectl is
+/// killed): so the plugin types ^C (SIGINT to the terminal's foreground
+/// processes) and ^D (end of input for a shell), ends stdin and gives the
+/// process a moment to end, its output discarded.
+async fn hang_up(
+    stdin: Option<WriteHalf<SimplexStream>>,
+    outputs: impl Future<Output = ()>,
+    status: std::pin::Pin<&mut impl Future<Output = Option<Status>>>,
+) {
+    if let Some(mut w) = stdin {
+        let _ = w.write_all(b"\x03\x04").await;
+        let _ = w.shutdown().await;
+    }
+    let ended = tokio::time::timeout(HANG_UP_GRACE, async {
+        outputs.await;
+        status.await
+    })
+    .await;
+    info!(ended = ended.is_ok(), "client gone: terminal hung up");
+}
+
+/// Reads an output to its end, discarding it.
+async fn drain(r: &mut Output) {
+    if let Some(r) = r {
+        let _ = tokio::io::copy(r, &mut tokio::io::sink()).await;
+    }
+}
+
 /// Reads from an output that may be absent (never ready then).
 async fn read_some(
     r: &mut Option<ReadHalf<SimplexStream>>,
@@ -331,5 +394,29 @@ async fn read_some(
     match r {
         Some(r) => r.read(buf).await,
         None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_refused_remote_stream_is_a_failure_status_with_the_remote_reason() {
+        let remote = kube::core::Status {
+            status: Some(kube::core::response::StatusSummary::Failure),
+            code: 400,
+            message: "container nope is not valid for pod web-1".into(),
+            reason: "BadRequest".into(),
+            ..Default::default()
+        };
+        let s = remote_failure(&kube::Error::Api(Box::new(remote)));
+        assert_eq!(s.status.as_deref(), Some("Failure"));
+        assert_eq!(s.code, Some(400));
+        assert_eq!(s.reason.as_deref(), Some("BadRequest"));
+        assert_eq!(
+            s.message.as_deref(),
+            Some("container nope is not valid for pod web-1")
+        );
     }
 }

@@ -41,9 +41,13 @@ use crate::{
 };
 
 /// Largest WebSocket message accepted from a client: a bound on what one
-/// stream buffers (the provider sends stdin and port-forward data in
-/// smaller pieces).
-pub const MAX_MESSAGE: usize = 1 << 20;
+/// stream buffers.
+pub use offload_wire::stream::MAX_MESSAGE;
+
+/// How often a stream pings its client: keeps an idle connection alive
+/// through proxies, and finds out a client that vanished while the remote
+/// side is silent (its stream would otherwise wait for the remote forever).
+const PING_EVERY: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// The capability names these endpoints add to `GET /capabilities`.
 pub const CAPABILITIES: [&str; 3] = [
@@ -242,4 +246,41 @@ async fn admit(
 /// A query error: 400 with the message.
 fn bad_query(e: offload_wire::stream::QueryError) -> Response {
     ApiError::bad_request(e.to_string()).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn streams_above_the_limit_get_503_until_one_ends() {
+        let registry = offload_runtime::admin::SharedRegistry::default();
+        let streams = Streams::new(1, &registry);
+        let open = |k| streams.open(k);
+        let first = open(Kind::Exec).expect("a permit");
+        let refused = open(Kind::PortForward).err().expect("over the limit");
+        assert_eq!(refused.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert!(refused.headers().contains_key(header::RETRY_AFTER));
+        let text = registry.encode().expect("metrics");
+        assert!(
+            text.contains(r#"offload_plugin_streams_open{kind="exec"} 1"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"offload_plugin_streams_refused_total{kind="portforward"} 1"#),
+            "{text}"
+        );
+        drop(first);
+        let again = open(Kind::Attach).expect("a permit again");
+        let text = registry.encode().expect("metrics");
+        assert!(
+            text.contains(r#"offload_plugin_streams_open{kind="exec"} 0"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"offload_plugin_streams_open{kind="attach"} 1"#),
+            "{text}"
+        );
+        drop(again);
+    }
 }

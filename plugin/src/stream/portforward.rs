@@ -12,7 +12,7 @@ use axum::{
     response::Response,
 };
 use futures::{
-    SinkExt, StreamExt,
+    FutureExt, SinkExt, StreamExt,
     stream::{SplitSink, SplitStream},
 };
 use k8s_openapi::api::core::v1::Pod;
@@ -64,19 +64,21 @@ async fn bridge(
     let (mut tx, rx) = socket.split();
     let api: Api<Pod> = Api::namespaced(state.remote.client().clone(), &pod.namespace);
     state.metrics.remote_call("portforward");
-    let end = match api.portforward(&pod.name, &[port]).await {
-        Err(e) => {
-            let msg = format!("port-forward to port {port} of the remote pod: {e}");
-            warn!(error = %e, "remote port-forward refused");
-            let _ = tx.send(Message::Text(msg.into())).await;
-            End::RemoteError
-        }
-        Ok(forwarder) => {
-            tokio::select! {
-                end = relay(forwarder, port, &mut tx, rx, &metrics) => end,
-                () = state.shutdown.cancelled() => End::Shutdown,
+    let work = async {
+        match api.portforward(&pod.name, &[port]).await {
+            Err(e) => {
+                let msg = format!("port-forward to port {port} of the remote pod: {e}");
+                warn!(error = %e, "remote port-forward refused");
+                let _ = tx.send(Message::Text(msg.into())).await;
+                End::RemoteError
             }
+            Ok(forwarder) => relay(forwarder, port, &mut tx, rx, &metrics).await,
         }
+    };
+    // A shutdown ends the stream in any phase (connecting included).
+    let end = tokio::select! {
+        end = work => end,
+        () = state.shutdown.cancelled() => End::Shutdown,
     };
     let _ = tx.send(Message::Close(None)).await;
     metrics.ended(Kind::PortForward, end);
@@ -106,7 +108,8 @@ async fn relay(
         return End::RemoteError;
     };
     let (mut from_pod, mut to_pod) = tokio::io::split(stream);
-    let mut error = std::pin::pin!(error);
+    // Fused: polled in the select and again after it.
+    let mut error = std::pin::pin!(error.fuse());
     let copy = tokio::select! {
         () = upstream(rx, &mut to_pod, metrics) => Copy::ClientGone,
         gone = downstream(&mut from_pod, tx, metrics) => if gone { Copy::ClientGone } else { Copy::RemoteEnded },
@@ -158,15 +161,27 @@ async fn upstream(
     }
 }
 
-/// Pod -> client until the pod's side ends; `true` if the client went away.
+/// Pod -> client until the pod's side ends; `true` if the client went away
+/// (also found out by the pings on a silent connection).
 async fn downstream(
     from_pod: &mut (impl AsyncRead + Unpin),
     tx: &mut SplitSink<WebSocket, Message>,
     metrics: &StreamMetrics,
 ) -> bool {
     let mut buf = vec![0u8; BUF];
+    let mut ping = tokio::time::interval(super::PING_EVERY);
+    ping.reset();
     loop {
-        match from_pod.read(&mut buf).await {
+        let read = tokio::select! {
+            r = from_pod.read(&mut buf) => r,
+            _ = ping.tick() => {
+                if tx.send(Message::Ping(Default::default())).await.is_err() {
+                    return true;
+                }
+                continue;
+            }
+        };
+        match read {
             Ok(0) | Err(_) => return false,
             Ok(n) => {
                 metrics.bytes(Kind::PortForward, false, n);
