@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
 use futures::{SinkExt, StreamExt};
-use offload_wire::stream::{TerminalSize, channel};
+use offload_wire::stream::{MAX_MESSAGE, TerminalSize, channel};
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_util::sync::CancellationToken;
@@ -54,6 +54,11 @@ fn to_plugin(m: FromClient) -> Message {
             framed(channel::RESIZE, &serde_json::to_vec(&t).unwrap_or_default())
         }
     }
+}
+
+/// `b` in pieces that fit the plugin's largest message (with its channel byte).
+fn chunks(mut b: Bytes) -> impl Iterator<Item = Bytes> {
+    std::iter::from_fn(move || (!b.is_empty()).then(|| b.split_to(b.len().min(MAX_MESSAGE - 1))))
 }
 
 /// A `Failure` status for an end without the plugin's own.
@@ -109,8 +114,14 @@ pub async fn exec(
     };
     let up = async {
         while let Some(m) = from.recv().await {
-            if sink.send(to_plugin(m)).await.is_err() {
-                break;
+            let msgs = match m {
+                FromClient::Stdin(b) => chunks(b).map(FromClient::Stdin).collect(),
+                other => vec![other],
+            };
+            for m in msgs {
+                if sink.send(to_plugin(m)).await.is_err() {
+                    std::future::pending::<()>().await;
+                }
             }
         }
         // The client sends no more; the output goes on.
@@ -135,15 +146,12 @@ pub enum PortOut {
     Error(String),
 }
 
-/// After the client's end of data, how long the plugin may stay silent
-/// before the connection is closed (the plugin contract has no half-close).
-const DRAIN_IDLE: Duration = Duration::from_secs(2);
-
 /// Runs one port-forward connection: the client's bytes (`from` ends at its
-/// end of data) to the plugin and back until the plugin closes. The client's
-/// end of data is no reason to cut the answer still coming (kubectl ends
-/// its side as soon as the local client stops sending): the answer is
-/// drained until the plugin closes or falls silent for [`DRAIN_IDLE`].
+/// end of data) to the plugin and back until the plugin closes, or until
+/// `client_gone` (the client's connection or stream is gone). The client's
+/// end of data is no reason to cut the answer still coming (kubectl ends its
+/// side as soon as the local client stops sending), and the plugin contract
+/// carries no half-close: the WebSocket stays open.
 pub async fn port_forward(
     ws: PluginSocket,
     mut from: mpsc::Receiver<Bytes>,
@@ -151,21 +159,9 @@ pub async fn port_forward(
     client_gone: CancellationToken,
 ) {
     let (mut sink, mut stream) = ws.split();
-    let (done_tx, mut done) = tokio::sync::watch::channel(false);
     let down = async {
         loop {
-            let next = if *done.borrow() {
-                match tokio::time::timeout(DRAIN_IDLE, stream.next()).await {
-                    Ok(m) => m,
-                    Err(_) => break,
-                }
-            } else {
-                tokio::select! {
-                    m = stream.next() => m,
-                    _ = done.changed() => continue,
-                }
-            };
-            let m = match next {
+            let m = match stream.next().await {
                 Some(Ok(Message::Binary(b))) => PortOut::Data(b),
                 Some(Ok(Message::Text(t))) => PortOut::Error(t.to_string()),
                 Some(Ok(Message::Close(_))) | None => break,
@@ -180,11 +176,12 @@ pub async fn port_forward(
     };
     let up = async {
         while let Some(b) = from.recv().await {
-            if sink.send(Message::Binary(b)).await.is_err() {
-                break;
+            for chunk in chunks(b) {
+                if sink.send(Message::Binary(chunk)).await.is_err() {
+                    std::future::pending::<()>().await;
+                }
             }
         }
-        let _ = done_tx.send(true);
         std::future::pending::<()>().await;
     };
     tokio::select! {
@@ -198,6 +195,15 @@ pub async fn port_forward(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn large_data_is_cut_to_the_largest_message() {
+        let sizes: Vec<usize> = chunks(Bytes::from(vec![0u8; 2 * MAX_MESSAGE]))
+            .map(|c| c.len())
+            .collect();
+        assert_eq!(sizes, [MAX_MESSAGE - 1, MAX_MESSAGE - 1, 2]);
+        assert_eq!(chunks(Bytes::new()).count(), 0);
+    }
 
     #[test]
     fn client_messages_use_the_plugin_channels() {

@@ -108,13 +108,7 @@ where
             else {
                 continue;
             };
-            conns.spawn(connection(
-                f.clone(),
-                error,
-                data,
-                s.out.clone(),
-                gone.clone(),
-            ));
+            conns.spawn(connection(f.clone(), error, data, s.out.clone()));
         }
     }
     // The client is gone: each connection sees it and closes its plugin side.
@@ -128,13 +122,7 @@ where
     }
 }
 
-async fn connection(
-    f: Forward,
-    error: Incoming,
-    data: Incoming,
-    out: Out,
-    gone: CancellationToken,
-) {
+async fn connection(f: Forward, error: Incoming, data: Incoming, out: Out) {
     let port_header = data.header("port").unwrap_or_default().to_string();
     let (error_id, data_id) = (error.id, data.id);
     let Some(port) = port_header.parse::<u16>().ok().filter(|p| *p > 0) else {
@@ -156,7 +144,9 @@ async fn connection(
             }
         }
     };
-    tokio::join!(f.connect(port, data.data, to_tx, gone), write);
+    // The data stream's reset (or the connection's end) ends the forward; its
+    // FIN only ends what the client sends.
+    tokio::join!(f.connect(port, data.data, to_tx, data.reset), write);
     let _ = out.fin(data_id).await;
     let _ = out.fin(error_id).await;
 }

@@ -41,8 +41,11 @@ pub struct Incoming {
     pub id: u32,
     pub headers: Headers,
     /// The client's data; ends at its FIN, its RST_STREAM or the end of the
-    /// connection (see [`Session::closed`] to tell them apart).
+    /// connection.
     pub data: mpsc::Receiver<Bytes>,
+    /// Cancelled at the client's RST_STREAM or the end of the connection
+    /// (not at a FIN: the client only stops sending).
+    pub reset: CancellationToken,
 }
 
 impl Incoming {
@@ -194,6 +197,7 @@ async fn read_loop<R: AsyncRead + Send>(
     let mut rd = std::pin::pin!(BufReader::with_capacity(64 * 1024, rd));
     let mut codec = HeaderCodec::new();
     let mut streams: HashMap<u32, mpsc::Sender<Bytes>> = HashMap::new();
+    let mut resets: HashMap<u32, CancellationToken> = HashMap::new();
     loop {
         let frame = tokio::select! {
             f = read_frame(&mut rd, &mut codec) => f,
@@ -225,7 +229,15 @@ async fn read_loop<R: AsyncRead + Send>(
                 if !fin {
                     streams.insert(id, tx);
                 }
-                if incoming.send(Incoming { id, headers, data }).await.is_err() {
+                let reset = closed.child_token();
+                resets.insert(id, reset.clone());
+                let inc = Incoming {
+                    id,
+                    headers,
+                    data,
+                    reset,
+                };
+                if incoming.send(inc).await.is_err() {
                     let _ = out.reset(id).await;
                 }
             }
@@ -243,6 +255,9 @@ async fn read_loop<R: AsyncRead + Send>(
             }
             Frame::RstStream { id, .. } => {
                 streams.remove(&id);
+                if let Some(r) = resets.remove(&id) {
+                    r.cancel();
+                }
             }
             Frame::Ping(id) => {
                 if out.send(Frame::Ping(id)).await.is_err() {
