@@ -312,7 +312,11 @@ async fn cp_both_ways_with_10_mib() {
     }
 }
 
-const HTTPD: &str = "mkdir -p /www && echo ok > /www/index.html && \
+/// busybox httpd on 8080: `/index.html` (`ok`), `/big` (100 MiB), and
+/// `/cgi-bin/slow`, which answers after 3 s.
+const HTTPD: &str = "mkdir -p /www/cgi-bin && echo ok > /www/index.html && \
+     printf '#!/bin/sh\\nsleep 3\\necho Content-Type: text/plain\\necho\\necho slow\\n' \
+       > /www/cgi-bin/slow && chmod +x /www/cgi-bin/slow && \
      head -c 104857600 /dev/urandom > /www/big && touch /www/ready && httpd -f -p 8080 -h /www";
 
 /// `kubectl port-forward` on a free local port: the child and the port.
@@ -391,6 +395,15 @@ async fn port_forward_50_parallel_requests_and_100_mib() {
             }
         }
         assert_eq!(ok, 50, "{v}");
+        // An answer that comes well after kubectl passed on the client's end
+        // of sending (the plugin link has no half-close) still arrives.
+        let slow = reqwest::get(format!("{url}/cgi-bin/slow"))
+            .await
+            .expect("slow get")
+            .text()
+            .await
+            .expect("slow body");
+        assert_eq!(slow, "slow\n", "{v}: a slow answer");
         let started = Instant::now();
         let big = reqwest::get(format!("{url}/big"))
             .await
