@@ -163,6 +163,27 @@ async fn session_replies_echoes_pings_and_carries_data_both_ways() {
         }
     }
     assert_eq!(got, MAX_DATA + 10);
+    assert!(!inc.reset.is_cancelled(), "a FIN is no reset");
+    c.send(Frame::SynStream {
+        id: 3,
+        fin: false,
+        headers: h(&[("streamtype", "data")]),
+    })
+    .await;
+    assert!(matches!(
+        c.recv().await,
+        Some(Frame::SynReply { id: 3, .. })
+    ));
+    let data = s.incoming.recv().await.expect("stream 3");
+    c.send(Frame::RstStream {
+        id: 3,
+        status: CANCEL,
+    })
+    .await;
+    tokio::time::timeout(Duration::from_secs(5), data.reset.cancelled())
+        .await
+        .expect("the client's reset is seen");
+    assert!(!s.closed().is_cancelled(), "a reset ends one stream only");
     let closed = s.closed();
     drop(c);
     tokio::time::timeout(Duration::from_secs(5), closed.cancelled())
