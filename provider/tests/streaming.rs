@@ -569,3 +569,93 @@ async fn time_get(port: u16) -> f64 {
     assert_eq!(b.len(), BIG, "all bytes");
     started.elapsed().as_secs_f64()
 }
+
+/// The plugin link over TLS with a pinned certificate, a client certificate
+/// and a token (what the charts set up): exec and port-forward open their
+/// WebSockets to the plugin as `wss://` with the same credentials.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn streams_over_a_pinned_mtls_plugin_link() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let env = env().await;
+    let dir = tempfile::tempdir().expect("tmp");
+    let ck = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string()]).expect("cert");
+    let (crt, key) = (dir.path().join("plugin.crt"), dir.path().join("plugin.key"));
+    std::fs::write(&crt, ck.cert.pem()).expect("cert");
+    std::fs::write(&key, ck.signing_key.serialize_pem()).expect("key");
+    let pin = offload_provider::tls::CertFingerprint::of(ck.cert.der());
+    let callers = testbed::pki::ca("stream-callers");
+    let ca = dir.path().join("callers.crt");
+    std::fs::write(&ca, callers.pem()).expect("ca");
+    let identity = dir.path().join("provider.pem");
+    std::fs::write(
+        &identity,
+        testbed::pki::client_identity(&callers, "provider"),
+    )
+    .expect("id");
+    let token = dir.path().join("token");
+    std::fs::write(&token, "stream-test-token-0123456789").expect("token");
+
+    let mut pc = offload_plugin::PluginConfig::for_tests();
+    pc.listen = offload_plugin::Listen::Tcp("127.0.0.1:0".parse().expect("addr"));
+    pc.token_file = Some(token.clone());
+    pc.tls_cert = Some(crt);
+    pc.tls_key = Some(key);
+    pc.tls_client_ca = Some(ca);
+    let plugin = offload_plugin::start(pc, env.remote.clone())
+        .await
+        .expect("plugin");
+    assert!(
+        plugin.wait_ready(Duration::from_secs(120)).await,
+        "plugin ready"
+    );
+
+    let node = node_name("stream-tls");
+    let (ns, _cleanup, pods) = test_namespace(&env, "stream-tls", &[&node]).await;
+    let mut c =
+        offload_provider::config::Config::for_node(&node, &format!("https://{}", plugin.addr()));
+    c.kubelet_addr = "0.0.0.0:0".parse().expect("addr");
+    c.admin_addr = None;
+    c.client_ca_file = Some(local_pki(env.tb).join("ca.crt"));
+    c.status_interval = Duration::from_millis(500);
+    c.plugin_cert_sha256 = Some(pin);
+    c.plugin_token_file = Some(token);
+    c.plugin_client_cert_file = Some(identity.clone());
+    c.plugin_client_key_file = Some(identity);
+    let prov = start_provider(&env, c).await;
+    pods.create(
+        &PostParams::default(),
+        &pod(
+            "shell",
+            &node,
+            "Never",
+            None,
+            container("main", "sleep 3600"),
+        ),
+    )
+    .await
+    .expect("pod");
+    wait_phase(&pods, "shell", "Running", RUN).await;
+    for bin in kubectls() {
+        let mut cmd = tokio::process::Command::new(&bin);
+        cmd.env("KUBECONFIG", &env.tb.local.kubeconfig).args([
+            "-n",
+            &ns,
+            "exec",
+            "shell",
+            "--",
+            "sh",
+            "-c",
+            "echo over-tls; exit 4",
+        ]);
+        let out = cmd.output().await.expect("kubectl exec");
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            "over-tls\n",
+            "{}",
+            bin.display()
+        );
+        assert_eq!(out.status.code(), Some(4), "{}", bin.display());
+    }
+    prov.shutdown().await;
+    plugin.shutdown().await;
+}
