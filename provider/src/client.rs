@@ -34,6 +34,7 @@ use tracing::warn;
 
 mod link;
 mod stats;
+pub mod stream;
 use link::with_tls;
 pub use link::{Scheme, check_scheme, read_capped};
 
@@ -150,6 +151,8 @@ struct Inner {
     timeout: Duration,
     max_response: u64,
     metrics: Option<Metrics>,
+    /// WebSockets of the streaming extension (exec, attach, port-forward).
+    stream: stream::StreamConnector,
 }
 
 impl std::fmt::Debug for PluginClient {
@@ -233,6 +236,7 @@ impl PluginClient {
             .connect_timeout(s.connect_timeout)
             .pool_idle_timeout(Duration::from_secs(90));
         let scheme = check_scheme(&s.url, s.insecure)?;
+        let stream = stream::StreamConnector::new(&s)?;
         let base = match &scheme {
             Scheme::Unix => {
                 #[cfg(unix)]
@@ -274,6 +278,7 @@ impl PluginClient {
                 timeout: s.timeout,
                 max_response: s.max_response,
                 metrics,
+                stream,
             }),
         })
     }

@@ -1,6 +1,6 @@
 //! The kubelet HTTPS API. Without a cluster: authentication (client
 //! certificates from a CA, anonymous 401), logs relayed from a plugin, and
-//! the "not supported" answers. On the real local cluster: authorization
+//! the "not supported" answers of streams when the plugin has no streaming. On the real local cluster: authorization
 //! by SubjectAccessReview (the attackers get 403, the apiserver and a
 //! `nodes/proxy` user 200, `kubectl logs` works) and the TokenReview cap.
 
@@ -181,15 +181,45 @@ async fn anonymous_gets_401_and_ca_signed_client_cert_gets_in() {
             assert_eq!(r.text().await.expect("text"), body, "{path}");
         }
     }
+    // Streams: without upgrade headers 400; a plugin without the streaming
+    // extension (this one) makes them 501, as before the extension.
     for path in [
-        "/exec/default/hello/c?command=sh",
-        "/attach/default/hello/c",
+        "/exec/default/hello/c?command=sh&output=1",
+        "/attach/default/hello/c?output=1",
         "/portForward/default/hello",
     ] {
         let r = ok.post(format!("{base}{path}")).send().await.expect("send");
+        assert_eq!(r.status(), 400, "{path}");
+        // (HTTP/1.1: HTTP/2 has no Connection/Upgrade headers)
+        let h1 = reqwest::Client::builder()
+            .tls_danger_accept_invalid_certs(true)
+            .http1_only()
+            .identity(reqwest::Identity::from_pem(pki.client_pem.as_bytes()).expect("identity"))
+            .build()
+            .expect("client");
+        let r = h1
+            .post(format!("{base}{path}"))
+            .header("connection", "Upgrade")
+            .header("upgrade", "SPDY/3.1")
+            .header("x-stream-protocol-version", "v4.channel.k8s.io")
+            .header("x-stream-protocol-version", "portforward.k8s.io")
+            .send()
+            .await
+            .expect("send");
         assert_eq!(r.status(), 501, "{path}");
         assert!(r.text().await.expect("text").contains("not supported"));
     }
+    let r = ok
+        .post(format!("{base}/exec/default/hello/c?command=sh"))
+        .send()
+        .await
+        .expect("send");
+    assert!(
+        r.text()
+            .await
+            .expect("text")
+            .contains("at least 1 of stdin, stdout, stderr")
+    );
     let r = ok.get(format!("{base}/pods")).send().await.expect("send");
     let v: serde_json::Value = r.json().await.expect("json");
     assert_eq!(v["items"][0]["metadata"]["name"], "hello");

@@ -1,6 +1,9 @@
 //! The kubelet HTTPS API of the virtual node: container logs (streamed from
-//! the plugin), `/healthz`, `/pods`, `/metrics`, and a clear "not supported"
-//! for exec, attach and port-forward.
+//! the plugin), `/healthz`, `/pods`, `/metrics`, `/stats/summary` and
+//! `/metrics/resource` (from the plugin's stats extension, [`stats`]), and `/exec`, `/attach` and
+//! `/portForward` over SPDY/3.1 and WebSocket, bridged to the plugin's
+//! streaming extension ([`stream`]; 501 when the plugin has none, as for
+//! `/run`).
 //!
 //! Every request passes the gate in [`auth`], as on a kubelet with
 //! `--authorization-mode=Webhook`: authenticated by a client certificate
@@ -20,6 +23,7 @@ pub mod authz;
 pub mod cache;
 pub mod metrics;
 pub mod stats;
+pub mod stream;
 
 use axum::Router;
 use axum::body::Body;
@@ -48,6 +52,8 @@ pub struct KubeletState {
     pub metrics: Metrics,
     /// Who may call, and what.
     pub auth: Auth,
+    /// Open exec, attach and port-forward streams.
+    pub streams: stream::StreamMetrics,
 }
 
 impl KubeletState {
@@ -62,6 +68,7 @@ impl KubeletState {
             node_name,
             pods,
             plugin,
+            streams: stream::StreamMetrics::register(metrics.registry()),
             metrics,
             auth,
         }
@@ -186,9 +193,9 @@ pub fn router(st: KubeletState) -> Router {
         .route("/metrics", get(metrics))
         .route("/metrics/resource", get(stats::resource_metrics))
         .route("/stats/summary", get(stats::summary))
-        .route("/exec/{*rest}", any(not_supported))
-        .route("/attach/{*rest}", any(not_supported))
-        .route("/portForward/{*rest}", any(not_supported))
+        .route("/exec/{ns}/{pod}/{container}", any(stream::exec))
+        .route("/attach/{ns}/{pod}/{container}", any(stream::attach))
+        .route("/portForward/{ns}/{pod}", any(stream::port_forward))
         .route("/run/{*rest}", any(not_supported))
         .layer(middleware::from_fn_with_state(st.auth.clone(), auth::gate))
         .with_state(st)

@@ -29,6 +29,7 @@ mod policy;
 mod probes;
 mod process;
 mod stats;
+mod streaming;
 mod volumes;
 
 use offload_e2e::conformance::{Case, Suite, run_cases, start};
@@ -82,6 +83,7 @@ fn cases(s: &Suite) -> Vec<Case<'_>> {
             "image-pull-secrets",
             Box::pin(kubelet::image_pull_secrets(s)),
         ),
+        ("exec-cp", Box::pin(streaming::exec_and_cp(s))),
     ]
 }
 
