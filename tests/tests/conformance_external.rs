@@ -29,7 +29,7 @@ use k8s_openapi::api::core::v1::{Namespace, Node};
 use kube::api::{Api, DeleteParams, PostParams};
 use offload_e2e::conformance::installation::Installation;
 use offload_e2e::conformance::{
-    Case, ExternalConfig, Report, Suite, Verdict, run_selected, start_external,
+    CLEANUP, Case, ExternalConfig, Report, Suite, Verdict, run_selected, start_external,
 };
 use offload_wire::keys;
 
@@ -96,73 +96,19 @@ async fn an_installation_of_separate_processes_passes_the_suite_in_external_mode
         run(config(tb, &node, true, "conf-ext"), &with_remote),
         run(config(tb, &node, false, "conf-ext-local"), &local_only),
     );
-    let context = || format!("{}\n{}\n{}", full.table(), partial.table(), inst.logs());
-
-    // With the remote kubeconfig: everything checked, the policy case skipped
-    // with its reason, both sides cleaned up.
-    for name in [
-        "hello",
-        "exit-42",
-        "command-not-found",
-        "logs-follow",
-        "delete",
-    ] {
-        assert_eq!(
-            verdict(&full, name),
-            &Verdict::Pass,
-            "{name}: {}",
-            context()
-        );
-    }
-    match verdict(&full, "policy-refused") {
-        Verdict::Skipped(why) => assert!(why.contains("pod security level"), "{why}"),
-        v => panic!("policy-refused: {v:?}, expected skipped: {}", context()),
-    }
-    assert_eq!(
-        verdict(&full, "cleanup (namespace delete, both sides)"),
-        &Verdict::Pass,
-        "{}",
-        context()
-    );
+    let context = format!("{}\n{}\n{}", full.table(), partial.table(), inst.logs());
     let remote_ns: Api<Namespace> = Api::all(tb.remote.client().await.expect("remote client"));
-    let gone_or_going =
-        |n: Option<Namespace>| n.is_none_or(|n| n.metadata.deletion_timestamp.is_some());
-    assert!(
-        gone_or_going(
-            remote_ns
-                .get_opt(&format!("{prefix}-{full_ns}"))
-                .await
-                .expect("get")
-        ),
-        "the remote namespace of {full_ns} was not deleted: {}",
-        context()
-    );
-
-    // Without it: the remote checks are named as not checked, never passed.
-    assert_eq!(verdict(&partial, "hello"), &Verdict::Pass, "{}", context());
-    for name in [
-        "delete",
-        "command-not-found",
-        "cleanup (namespace delete, both sides)",
-    ] {
-        let row = partial.row(name).expect("row");
-        assert_eq!(row.verdict, Verdict::PassPartly, "{name}: {}", context());
-        assert!(
-            row.notes().contains("not checked:") && row.notes().contains("no remote kubeconfig"),
-            "{name}: {}",
-            row.notes()
-        );
-    }
-    assert!(
-        partial.table().contains("| delete | pass, partly |"),
-        "{}",
-        partial.table()
-    );
+    let full_remote = remote_ns
+        .get_opt(&format!("{prefix}-{full_ns}"))
+        .await
+        .expect("get the remote namespace");
     // That run could not delete its remote namespace (left to the plugin's GC).
     let _ = remote_ns
         .delete(&format!("{prefix}-{partial_ns}"), &DeleteParams::default())
         .await;
 
+    with_the_remote_kubeconfig_everything_is_checked(&full, full_remote, &context);
+    without_it_the_remote_checks_are_named_as_not_checked(&partial, &context);
     // Neither run touched the node.
     let nodes: Api<Node> = Api::all(tb.local.client().await.expect("local client"));
     let n = nodes
@@ -171,6 +117,53 @@ async fn an_installation_of_separate_processes_passes_the_suite_in_external_mode
         .expect("the virtual node is still there");
     offload_e2e::conformance::check_virtual_node(&n).expect("and still usable");
     drop(inst);
+}
+
+/// Every case passed but the policy one, skipped with its reason; both sides
+/// were cleaned up (`remote_ns`: the remote namespace of the run, now).
+fn with_the_remote_kubeconfig_everything_is_checked(
+    report: &Report,
+    remote_ns: Option<Namespace>,
+    context: &str,
+) {
+    for name in [
+        "hello",
+        "exit-42",
+        "command-not-found",
+        "logs-follow",
+        "delete",
+        CLEANUP,
+    ] {
+        assert_eq!(verdict(report, name), &Verdict::Pass, "{name}: {context}");
+    }
+    match verdict(report, "policy-refused") {
+        Verdict::Skipped(why) => assert!(why.contains("pod security level"), "{why}"),
+        v => panic!("policy-refused: {v:?}, expected skipped: {context}"),
+    }
+    assert!(
+        remote_ns.is_none_or(|n| n.metadata.deletion_timestamp.is_some()),
+        "the remote namespace was not deleted: {context}"
+    );
+}
+
+/// Without the remote kubeconfig the rows say what was not checked; nothing
+/// passes unseen.
+fn without_it_the_remote_checks_are_named_as_not_checked(report: &Report, context: &str) {
+    assert_eq!(verdict(report, "hello"), &Verdict::Pass, "{context}");
+    for name in ["delete", "command-not-found", CLEANUP] {
+        let row = report.row(name).expect("row");
+        assert_eq!(row.verdict, Verdict::PassPartly, "{name}: {context}");
+        assert!(
+            row.notes().contains("not checked:") && row.notes().contains("no remote kubeconfig"),
+            "{name}: {}",
+            row.notes()
+        );
+    }
+    assert!(
+        report.table().contains("| delete | pass, partly |"),
+        "{}",
+        report.table()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

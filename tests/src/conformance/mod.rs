@@ -43,7 +43,7 @@ use kube::api::{Api, DeleteParams};
 pub use checks::*;
 pub use external::{ExternalConfig, check_virtual_node, start_external};
 pub use harness::LastSeen;
-pub use report::{Report, Row, Skipped, Verdict};
+pub use report::{CLEANUP, Report, Row, Skipped, Verdict};
 
 pub const BUSYBOX: &str = testbed::images::BUSYBOX;
 pub const PAUSE: &str = testbed::images::PAUSE;
