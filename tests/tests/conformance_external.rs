@@ -217,3 +217,29 @@ async fn a_node_that_is_not_a_ready_virtual_node_of_ours_is_refused_creating_not
         .collect();
     assert!(created.is_empty(), "namespaces created: {created:?}");
 }
+
+/// `scripts/conformance` refuses what is not a complete installation to check,
+/// before running anything (with valid arguments it runs the suite: by hand).
+#[test]
+fn the_script_refuses_incomplete_arguments() {
+    let script = offload_e2e::repo_root().join("scripts/conformance");
+    let missing = offload_e2e::repo_root().join("no-such-kubeconfig");
+    let missing = missing.to_string_lossy();
+    let cases: [(&[&str], &str); 4] = [
+        (&[], "--kubeconfig PATH --node NAME"),
+        (&["--node", "vn"], "--kubeconfig PATH --node NAME"),
+        (&["--kubeconfig", &missing, "--node", "vn"], "cannot read"),
+        (&["--node"], "--node needs a value"),
+    ];
+    for (args, want) in cases {
+        let out = std::process::Command::new("bash")
+            .arg(&script)
+            .args(args)
+            .env_remove("OFFLOAD_CONFORMANCE_KUBECONFIG")
+            .output()
+            .expect("run scripts/conformance");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains(want), "{args:?}: {stderr}");
+    }
+}
