@@ -347,8 +347,13 @@ impl Suite {
     /// Deletes the local namespace (the provider deletes what is left on the
     /// remote side), checks the remote side is empty, then deletes the remote
     /// namespaces the plugin created for it (the plugin leaves empty namespaces to
-    /// its namespace GC). Returns what it could not check (no remote kubeconfig).
-    pub async fn cleanup(&self, ns: testbed::TestNamespace) -> Result<Vec<String>> {
+    /// its namespace GC).
+    pub async fn cleanup(&self, ns: testbed::TestNamespace) -> Result<()> {
+        self.clean_up(ns).await.map(drop)
+    }
+
+    /// [`Suite::cleanup`], returning what it could not check (no remote kubeconfig).
+    pub async fn clean_up(&self, ns: testbed::TestNamespace) -> Result<Vec<String>> {
         if !self.has_remote() {
             ns.delete().await?;
             return Ok(vec![

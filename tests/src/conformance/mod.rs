@@ -343,7 +343,7 @@ impl Running {
         cases_took: Duration,
     ) -> Report {
         let cleanup_began = Instant::now();
-        let cleanup = suite.cleanup(self.ns).await;
+        let cleanup = suite.clean_up(self.ns).await;
         if let Some(c) = self.components {
             c.provider.shutdown().await;
             c.plugin.shutdown().await;
