@@ -1,8 +1,9 @@
 //! End-to-end tests across the local and remote clusters live in `tests/tests/`;
 //! this library holds what several of them share: [`conformance`] (the suite
 //! type, its setup, case runner and helpers; the cases are in
-//! `tests/tests/conformance/`), image import and the helpers of the tunnel
-//! scenarios.
+//! `tests/tests/conformance/`; in-process on the testbed, or against an existing
+//! installation with `scripts/conformance`), image import and the helpers of the
+//! tunnel scenarios.
 
 pub mod conformance;
 pub mod tunnel;

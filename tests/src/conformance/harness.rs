@@ -1,14 +1,13 @@
 //! The [`Suite`] methods the cases use: `kubectl` in the case namespace, apply,
 //! waits (API polling every [`POLL`]) and the remote objects of a local pod.
 
-use std::collections::BTreeSet;
 use std::sync::Mutex;
 use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{ConfigMap, Node, Pod, Secret};
-use kube::api::{Api, ListParams};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Node, Pod, Secret};
+use kube::api::{Api, DeleteParams, ListParams};
 use offload_wire::keys;
 use serde_json::{Value, json};
 
@@ -287,10 +286,20 @@ impl Suite {
     }
 
     pub async fn remote_pods(&self, uid: &str) -> Result<Vec<Pod>> {
-        Ok(Api::<Pod>::all(self.remote.clone())
+        let pods = Api::<Pod>::all(self.remote.clone())
             .list(&by_source(uid))
             .await?
-            .items)
+            .items;
+        self.saw_remote_pods(&pods);
+        Ok(pods)
+    }
+
+    /// Remembers the namespaces of remote pods (the plugin's mapping, whatever its
+    /// configuration), to delete them at the end.
+    fn saw_remote_pods(&self, pods: &[Pod]) {
+        for ns in pods.iter().filter_map(|p| p.metadata.namespace.clone()) {
+            self.saw_remote_namespace(ns);
+        }
     }
 
     /// The remote pod, ConfigMaps and Secrets made for a local pod.
@@ -337,16 +346,24 @@ impl Suite {
 
     /// Deletes the local namespace (the provider deletes what is left on the
     /// remote side), checks the remote side is empty, then deletes the remote
-    /// namespace the plugin created (the plugin never deletes namespaces).
+    /// namespaces the plugin created for it (the plugin leaves empty namespaces to
+    /// its namespace GC).
     pub async fn cleanup(&self, ns: testbed::TestNamespace) -> Result<()> {
-        let mut remote_namespaces: BTreeSet<String> = self
-            .remote_pods_of_namespace()
-            .await?
-            .into_iter()
-            .filter_map(|p| p.metadata.namespace)
-            .collect();
-        // The plugin's default mapping, in case no pod is left to name it.
-        remote_namespaces.insert(format!("offloading-{}", self.ns));
+        self.clean_up(ns).await.map(drop)
+    }
+
+    /// [`Suite::cleanup`], returning what it could not check (no remote kubeconfig).
+    pub async fn clean_up(&self, ns: testbed::TestNamespace) -> Result<Vec<String>> {
+        if !self.has_remote() {
+            ns.delete().await?;
+            return Ok(vec![
+                "the remote pods of the namespace are gone; its remote namespace is left to the \
+                 plugin's namespace GC (no remote kubeconfig)"
+                    .into(),
+            ]);
+        }
+        // Seen now, before the deletes: the namespaces to delete afterwards.
+        self.remote_pods_of_namespace().await?;
         ns.delete().await?;
         testbed::wait_every(
             POLL,
@@ -361,19 +378,39 @@ impl Suite {
             },
         )
         .await?;
-        for n in remote_namespaces {
-            self.tb
-                .remote
-                .run_kubectl(&[
-                    "delete",
-                    "namespace",
-                    &n,
-                    "--wait=false",
-                    "--ignore-not-found",
-                ])
-                .await?;
+        let seen = self
+            .remote_namespaces
+            .lock()
+            .map(|s| s.clone())
+            .unwrap_or_default();
+        for n in seen {
+            self.delete_remote_namespace(&n).await?;
         }
-        Ok(())
+        Ok(Vec::new())
+    }
+
+    /// Deletes remote namespace `name` if the plugin made it (its managed-by
+    /// label): nothing else, even in a namespace named like ours.
+    async fn delete_remote_namespace(&self, name: &str) -> Result<()> {
+        let api: Api<Namespace> = Api::all(self.remote.clone());
+        let Some(ns) = api.get_opt(name).await? else {
+            return Ok(());
+        };
+        let plugins = ns
+            .metadata
+            .labels
+            .as_ref()
+            .and_then(|l| l.get(keys::LABEL_MANAGED_BY))
+            .is_some_and(|v| v == keys::MANAGED_BY_PLUGIN);
+        if !plugins {
+            eprintln!("conformance: leaving remote namespace {name}: not labelled as the plugin's");
+            return Ok(());
+        }
+        match api.delete(name, &DeleteParams::default()).await {
+            Ok(_) => Ok(()),
+            Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
+            Err(e) => Err(e).with_context(|| format!("deleting remote namespace {name}")),
+        }
     }
 
     /// The offloaded pods on the remote cluster whose source is this run's
@@ -391,13 +428,15 @@ impl Suite {
                 .and_then(|a| a.get(keys::ANNOTATION_SOURCE_NAMESPACE))
                 .is_some_and(|n| *n == self.ns)
         };
-        Ok(Api::<Pod>::all(self.remote.clone())
+        let pods: Vec<Pod> = Api::<Pod>::all(self.remote.clone())
             .list(&ours)
             .await?
             .items
             .into_iter()
             .filter(from_ns)
-            .collect())
+            .collect();
+        self.saw_remote_pods(&pods);
+        Ok(pods)
     }
 }
 

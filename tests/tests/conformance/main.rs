@@ -8,11 +8,23 @@
 //! (API polling, once a second) and then checks phase, container states and logs
 //! with the real `kubectl` (`get -o json`, `logs`, `logs -c`, `logs -f`,
 //! `logs --previous`, `delete`). The remote cluster is only looked at to check
-//! that deleting cleans up there too.
+//! that deleting cleans up there too, and to compare what the remote kubelet
+//! reported.
 //!
-//! The cases run concurrently; the summary table (case, result, seconds) is
-//! printed at the end, and the test fails naming every failed case.
+//! The cases run concurrently; the summary table (case, result, seconds, notes)
+//! is printed at the end, and the test fails naming every failed case.
 //! `OFFLOAD_CONFORMANCE_CASES=hello,oom` runs only the named cases.
+//!
+//! External mode: with `OFFLOAD_CONFORMANCE_KUBECONFIG` and
+//! `OFFLOAD_CONFORMANCE_NODE` (and optionally
+//! `OFFLOAD_CONFORMANCE_REMOTE_KUBECONFIG`) set, as `scripts/conformance` does,
+//! the same cases run against that installation's virtual node and nothing is
+//! started. A case guards its checks of the remote side with
+//! `s.remote_side("what")` (without the remote kubeconfig the row says what was
+//! not checked) and starts with `s.in_process_only("why")?` when it needs the
+//! components the in-process mode starts (skipped there, with the reason).
+//! `tests/tests/conformance_external.rs` runs this mode against the release
+//! binaries started as separate processes.
 //!
 //! The cases are grouped in the modules below; the suite (setup, runner,
 //! helpers) is `offload_e2e::conformance`.

@@ -8,6 +8,10 @@ use serde_json::json;
 
 /// NET_ADMIN is outside the Baseline capabilities (the plugin's default policy).
 pub async fn refused_by_policy(s: &Suite) -> Result<()> {
+    s.in_process_only(
+        "expects the in-process plugin's default pod security level (Baseline); an \
+         installation's policy is its own",
+    )?;
     let field = "spec.containers[0].securityContext.capabilities.add[0]";
     let rule = "baseline: capabilities";
     let mut c = sh("main", "echo never");
