@@ -2,7 +2,8 @@
 //!
 //! The remote half of pod offloading: an HTTP server speaking the interLink
 //! plugin API (`/create`, `/delete`, `/status`, `/getLogs`, plus `/ping`,
-//! `/bastion/publicKey`, `/healthz`, `/readyz`, `/metrics`) that runs the pods on a remote
+//! `/bastion/publicKey`, `/capabilities`, `/status/watch`, `/healthz`,
+//! `/readyz`, `/metrics`) that runs the pods on a remote
 //! Kubernetes cluster through kube-rs. Drop-in for the Python interLink
 //! Kubernetes plugin (same endpoints, same JSON), see `plugin/README.md`.
 //!
@@ -52,8 +53,9 @@
 //! `http/body.rs` for JSON bodies, `http/middleware.rs` for authentication and
 //! the access log, `http/limits.rs` for the server limits), [`error`] (the JSON error of every endpoint), [`serve`]
 //! (listeners), [`bastion`] (installs and keeps the bastion), the orphan-sweep
-//! task (`sweeper.rs`), [`namespace_gc`] (deletes empty namespaces of ours)
-//! and [`start`] below, which wires them together.
+//! task (`sweeper.rs`), [`namespace_gc`] (deletes empty namespaces of ours),
+//! [`watch`] (`/status/watch`: the journal of status changes the pod watch
+//! feeds, resume tokens, the stream), [`capabilities`] and [`start`] below, which wires them together.
 
 pub mod bastion;
 pub mod caller;
