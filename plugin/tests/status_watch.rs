@@ -389,6 +389,40 @@ async fn capabilities_auth_and_the_switch() -> anyhow::Result<()> {
     assert_eq!(r.status(), StatusCode::BAD_REQUEST);
     p.stop().await;
 
+    // Streams are outside the request timeout and the request concurrency
+    // limit, and have their own limit and gauge.
+    let mut limited = config(&dir, &instance)?;
+    limited.request_timeout = Duration::from_secs(1);
+    limited.max_concurrent_requests = 1;
+    limited.max_watch_streams = 2;
+    let p = Plugin::start(&env, limited).await?;
+    let mut one = open(&p, &node, None).await?;
+    let mut two = open(&p, &format!("{node}-2"), None).await?;
+    for w in [&mut one, &mut two] {
+        w.until("synced", |e| matches!(e, WatchEvent::Synced { .. }))
+            .await?;
+    }
+    let r = open_raw(&p, Some(TOKEN), &node, None).await?;
+    assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert!(r.text().await?.contains("too_many_watches"));
+    let (code, text) = call(&env, Method::GET, p.url("/capabilities"), String::new()).await?;
+    assert_eq!(code, StatusCode::OK, "{text}");
+    let (_, metrics) = send(&env, Method::GET, p.url("/metrics"), String::new()).await?;
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l == "offload_plugin_watch_streams 2"),
+        "{metrics}"
+    );
+    // A bookmark comes after 15 s, long past the 1 s request timeout.
+    let (_, bookmark) = one.next(Duration::from_secs(20)).await?;
+    assert!(
+        matches!(bookmark, WatchEvent::Bookmark { .. }),
+        "{bookmark:?}"
+    );
+    drop((one, two));
+    p.stop().await;
+
     // Switched off: 404, and the capability is not offered.
     let mut off = config(&dir, &instance)?;
     off.status_watch = false;
