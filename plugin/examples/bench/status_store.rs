@@ -26,15 +26,14 @@ use serde_json::{Value, json};
 use super::{ms, percentile};
 
 const INSTANCE: &str = "bench-status";
-const NODE: &str = "bench-node";
 
 /// The pod as interLink sends it to `/status` (the whole local pod).
-fn local_pod(ns: &str, i: usize, uid: &str) -> Value {
+fn local_pod(ns: &str, node: &str, i: usize, uid: &str) -> Value {
     json!({
         "metadata": {"name": format!("s-{i}"), "namespace": ns, "uid": uid,
                      "labels": {"app": "bench", "run": format!("s-{i}")},
                      "annotations": {"kubectl.kubernetes.io/last-applied-configuration": "x".repeat(300)}},
-        "spec": {"nodeName": NODE, "restartPolicy": "Never",
+        "spec": {"nodeName": node, "restartPolicy": "Never",
                  "containers": [{"name": "c", "image": testbed::images::BUSYBOX,
                                  "command": ["sh", "-c", "sleep 3600"],
                                  "env": [{"name": "A", "value": "1"}, {"name": "B", "value": "2"}],
@@ -94,7 +93,7 @@ pub async fn run(
     client: kube::Client,
     sizes: &[usize],
 ) -> anyhow::Result<()> {
-    let caller = Principal::of(&http::Request::new(()).into_parts().0).caller(NODE);
+    let principal = Principal::of(&http::Request::new(()).into_parts().0);
     println!(
         "{:>6} | {:>10} | {:>13} | {:>13} | {:>13} | {:>12} | {:>9}",
         "pods",
@@ -108,6 +107,10 @@ pub async fn run(
     for &n in sizes {
         let local_ns = testbed::namespace_name("bench-status")?;
         let remote_ns = format!("offloading-{local_ns}");
+        // A virtual node (so a caller) of its own: pods of an earlier run
+        // may still be terminating in the cache.
+        let node = format!("node-{local_ns}");
+        let caller = principal.caller(&node);
         let _guard = testbed::TestNamespace {
             name: remote_ns.clone(),
             cluster: tb.remote.clone(),
@@ -119,11 +122,17 @@ pub async fn run(
         testbed::wait_for(
             "the default ServiceAccount",
             Duration::from_secs(60),
-            || async { Ok(accounts.get_opt("default").await?.map(|_| ())) },
+            // Before 1.24 pods are refused until its token Secret exists.
+            || async {
+                let sa = accounts.get_opt("default").await?;
+                Ok(sa
+                    .filter(|a| a.secrets.as_ref().is_some_and(|s| !s.is_empty()))
+                    .map(|_| ()))
+            },
         )
         .await?;
         let locals: Vec<Value> = (0..n)
-            .map(|i| local_pod(&local_ns, i, &uuid::Uuid::new_v4().to_string()))
+            .map(|i| local_pod(&local_ns, &node, i, &uuid::Uuid::new_v4().to_string()))
             .collect();
         let api: Api<Pod> = Api::namespaced(client.clone(), &remote_ns);
         let started = Instant::now();
@@ -171,7 +180,7 @@ pub async fn run(
         // The watch's full replay of all N pods (one caller), until Synced.
         let t = Instant::now();
         let mut replay = http
-            .get(format!("{base}/status/watch?node={NODE}"))
+            .get(format!("{base}/status/watch?node={node}"))
             .send()
             .await?
             .bytes_stream();
