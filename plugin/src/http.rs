@@ -12,6 +12,7 @@ mod body;
 mod handlers;
 mod limits;
 mod middleware;
+mod status_body;
 
 pub use self::limits::Limits;
 

@@ -181,8 +181,9 @@ async fn delete_remote(
 pub(super) async fn status_handler(
     State(state): State<Arc<AppState>>,
     principal: Principal,
-    JsonBody(pods): JsonBody<Vec<Pod>>,
+    JsonBody(pods): JsonBody<Vec<super::status_body::StatusPod>>,
 ) -> Result<Json<Vec<PodStatus>>, ApiError> {
+    let pods: Vec<Pod> = pods.into_iter().map(Pod::from).collect();
     if pods.is_empty() {
         return Ok(Json(vec![]));
     }
