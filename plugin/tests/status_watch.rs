@@ -243,39 +243,118 @@ fn remote_terminated_at(env: &Env, uid: &str) -> tokio::task::JoinHandle<Option<
     })
 }
 
+/// What the phases of the main test share.
+struct Case {
+    env: Env,
+    scope: Scope,
+    dir: tempfile::TempDir,
+    instance: String,
+    node_a: String,
+    node_b: String,
+}
+
+impl Case {
+    fn ns(&self) -> &str {
+        &self.scope.local_ns
+    }
+
+    fn remote_pods(&self) -> Api<Pod> {
+        Api::namespaced(self.env.remote.clone(), &self.scope.remote_ns)
+    }
+
+    async fn plugin(&self) -> anyhow::Result<Plugin> {
+        Plugin::start(&self.env, config(&self.dir, &self.instance)?).await
+    }
+}
+
+/// A pod created through `p` for the test: (uid, the pod for /delete).
+async fn created(
+    c: &Case,
+    p: &Plugin,
+    name: &str,
+    node: &str,
+    script: &str,
+) -> anyhow::Result<(String, Value)> {
+    let (uid, body, pod) = pod(c.ns(), name, node, script)?;
+    create_pod(&c.env, p, &body).await?;
+    Ok((uid, pod))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn changes_stream_resume_and_survive_a_plugin_restart() -> anyhow::Result<()> {
     let env = env().await?;
-    let scope = scope(&env, "plugin-watch")?;
-    let dir = tempfile::tempdir()?;
     let instance = format!("watch-{}", &uid()[..8]);
-    let (node_a, node_b) = (format!("{instance}-a"), format!("{instance}-b"));
-    let ns = scope.local_ns.clone();
-    let p = Plugin::start(&env, config(&dir, &instance)?).await?;
+    let c = Case {
+        scope: scope(&env, "plugin-watch")?,
+        env,
+        dir: tempfile::tempdir()?,
+        node_a: format!("{instance}-a"),
+        node_b: format!("{instance}-b"),
+        instance,
+    };
+    let p = c.plugin().await?;
+    let (uid1, pod1, token1, pod_b) = first_changes(&c, &p).await?;
+    let (pod2, mut resumed) = resume_and_gone(&c, &p, &uid1, &token1).await?;
 
-    // A first connection is a full replay: nothing yet, Synced.
-    let mut a = open(&p, &node_a, None).await?;
+    // A pod that finishes while the plugin is down: the restarted plugin
+    // answers the old token with a full replay holding its final state.
+    let (uid3, pod3) = created(&c, &p, "while-down", &c.node_a, "sleep 6; exit 7").await?;
+    resumed
+        .until("pod 3", |e| status_of(e).is_some_and(|s| s.uid == uid3))
+        .await?;
+    let old_token = resumed.last_token.clone();
+    drop(resumed);
+    p.stop().await;
+    testbed::wait_for("pod 3 to finish remotely", WAIT, || async {
+        let rp = c.remote_pods().get(&format!("while-down-{uid3}")).await?;
+        let phase = rp.status.and_then(|s| s.phase).unwrap_or_default();
+        Ok((phase == "Failed").then_some(()))
+    })
+    .await?;
+    let p = c.plugin().await?;
+    let mut again = open(&p, &c.node_a, Some(&old_token)).await?;
+    let (replay, _, synced) = again
+        .until("synced", |e| matches!(e, WatchEvent::Synced { .. }))
+        .await?;
+    assert!(replay.iter().any(|e| terminated(e, &uid3, 7)), "{replay:?}");
+    assert!(replay.iter().any(|e| terminated(e, &uid1, 3)), "{replay:?}");
+    let mut replayed = uids(&replay);
+    replayed.sort();
+    let mut want = vec![uid1.clone(), uid3.clone()];
+    want.sort();
+    assert_eq!(replayed, want, "only this caller's pods, each once");
+    // The Synced token resumes (no second full replay).
+    drop(again);
+    let mut after = open(&p, &c.node_a, Some(synced.resume())).await?;
+    let (_, first) = after.next(Duration::from_secs(10)).await?;
+    assert!(matches!(first, WatchEvent::Bookmark { .. }), "{first:?}");
+
+    for pod in [&pod1, &pod2, &pod3, &pod_b] {
+        delete_pod(&c.env, &p, pod).await?;
+    }
+    p.stop().await;
+    Ok(())
+}
+
+/// A first full replay; a pod that exits 3 streamed within a second of the
+/// remote change; another caller's pod never in the stream. Returns pod 1
+/// (uid, pod), the token after its end, and the other caller's pod.
+async fn first_changes(c: &Case, p: &Plugin) -> anyhow::Result<(String, Value, String, Value)> {
+    let mut a = open(p, &c.node_a, None).await?;
     let (_, first) = a.next(Duration::from_secs(10)).await?;
     assert!(matches!(first, WatchEvent::Synced { .. }), "{first:?}");
-    let mut b = open(&p, &node_b, None).await?;
+    let mut b = open(p, &c.node_b, None).await?;
     b.until("b synced", |e| matches!(e, WatchEvent::Synced { .. }))
         .await?;
-
-    // A pod that exits 3 after a few seconds: Status lines, the last one
-    // terminated with its exit code, within a second of the remote change.
-    let (uid1, body1, pod1) = pod(&ns, "exits", &node_a, "sleep 4; exit 3")?;
-    let (uid_b, body_b, pod_b) = pod(&ns, "other-caller", &node_b, "sleep 3600")?;
-    let reference = remote_terminated_at(&env, &uid1);
-    create_pod(&env, &p, &body1).await?;
-    create_pod(&env, &p, &body_b).await?;
+    let (uid1, body1, pod1) = pod(c.ns(), "exits", &c.node_a, "sleep 4; exit 3")?;
+    let reference = remote_terminated_at(&c.env, &uid1);
+    create_pod(&c.env, p, &body1).await?;
+    let (uid_b, pod_b) = created(c, p, "other-caller", &c.node_b, "sleep 3600").await?;
     let (before, at, done) = a
         .until("pod 1 terminated with 3", |e| terminated(e, &uid1, 3))
         .await?;
     let s = status_of(&done).context("status")?;
-    assert_eq!(
-        (s.name.as_str(), s.namespace.as_str()),
-        ("exits", ns.as_str())
-    );
+    assert_eq!((s.name.as_str(), s.namespace.as_str()), ("exits", c.ns()));
     assert!(!s.jid.is_empty(), "the remote pod's UID");
     assert!(uids(&before).iter().all(|u| *u == uid1), "{before:?}");
     let remote_at = tokio::time::timeout(Duration::from_secs(30), reference)
@@ -284,21 +363,28 @@ async fn changes_stream_resume_and_survive_a_plugin_restart() -> anyhow::Result<
     let lag = at.saturating_duration_since(remote_at);
     println!("status lag behind the remote change: {lag:?}");
     assert!(lag < Duration::from_secs(1), "lag {lag:?}");
-    let token1 = a.last_token.clone();
-
-    // The other caller sees its pod and never the first caller's.
     let (seen_b, _, _) = b
         .until("pod b", |e| status_of(e).is_some_and(|s| s.uid == uid_b))
         .await?;
     assert!(!uids(&seen_b).contains(&uid1), "{seen_b:?}");
+    Ok((uid1, pod1, a.last_token.clone(), pod_b))
+}
 
-    // A later change, then a resume after token1: only the later one.
-    let (uid2, body2, pod2) = pod(&ns, "later", &node_a, "sleep 3600")?;
-    create_pod(&env, &p, &body2).await?;
+/// A later change, a resume after `token1` that replays only it, then a
+/// remote delete (not through the plugin) seen as Gone on the resumed
+/// stream. Returns pod 2 and the resumed stream.
+async fn resume_and_gone(
+    c: &Case,
+    p: &Plugin,
+    uid1: &str,
+    token1: &str,
+) -> anyhow::Result<(Value, Watch)> {
+    let mut a = open(p, &c.node_a, Some(token1)).await?;
+    let (uid2, pod2) = created(c, p, "later", &c.node_a, "sleep 3600").await?;
     a.until("pod 2", |e| status_of(e).is_some_and(|s| s.uid == uid2))
         .await?;
     drop(a);
-    let mut resumed = open(&p, &node_a, Some(&token1)).await?;
+    let mut resumed = open(p, &c.node_a, Some(token1)).await?;
     let (replayed, _, _) = resumed
         .until("the resume's bookmark", |e| {
             matches!(e, WatchEvent::Bookmark { .. })
@@ -306,10 +392,8 @@ async fn changes_stream_resume_and_survive_a_plugin_restart() -> anyhow::Result<
         .await?;
     assert!(!replayed.is_empty(), "pod 2's changes are replayed");
     assert!(uids(&replayed).iter().all(|u| *u == uid2), "{replayed:?}");
-
-    // A remote delete (not through the plugin): Gone.
-    let remote_pods: Api<Pod> = Api::namespaced(env.remote.clone(), &scope.remote_ns);
-    remote_pods
+    assert!(!uids(&replayed).iter().any(|u| u == uid1));
+    c.remote_pods()
         .delete(
             &format!("later-{uid2}"),
             &DeleteParams::default().grace_period(0),
@@ -322,48 +406,7 @@ async fn changes_stream_resume_and_survive_a_plugin_restart() -> anyhow::Result<
         )
         .await?;
     assert!(matches!(gone, WatchEvent::Gone { ref name, .. } if name == "later"));
-
-    // A pod that finishes while the plugin is down: the restarted plugin
-    // answers the old token with a full replay holding its final state.
-    let (uid3, body3, pod3) = pod(&ns, "while-down", &node_a, "sleep 6; exit 7")?;
-    create_pod(&env, &p, &body3).await?;
-    resumed
-        .until("pod 3", |e| status_of(e).is_some_and(|s| s.uid == uid3))
-        .await?;
-    let old_token = resumed.last_token.clone();
-    drop(resumed);
-    drop(b);
-    p.stop().await;
-    testbed::wait_for("pod 3 to finish remotely", WAIT, || async {
-        let rp = remote_pods.get(&format!("while-down-{uid3}")).await?;
-        let phase = rp.status.and_then(|s| s.phase).unwrap_or_default();
-        Ok((phase == "Failed").then_some(()))
-    })
-    .await?;
-    let p = Plugin::start(&env, config(&dir, &instance)?).await?;
-    let mut again = open(&p, &node_a, Some(&old_token)).await?;
-    let (replay, _, synced) = again
-        .until("synced", |e| matches!(e, WatchEvent::Synced { .. }))
-        .await?;
-    assert!(replay.iter().any(|e| terminated(e, &uid3, 7)), "{replay:?}");
-    assert!(replay.iter().any(|e| terminated(e, &uid1, 3)), "{replay:?}");
-    let mut replayed = uids(&replay);
-    replayed.sort();
-    let mut want = vec![uid1.clone(), uid3.clone()];
-    want.sort();
-    assert_eq!(replayed, want, "only this caller's pods, each once");
-    // The Synced token resumes (no second full replay).
-    let synced_token = synced.resume().to_owned();
-    drop(again);
-    let mut after = open(&p, &node_a, Some(&synced_token)).await?;
-    let (_, first) = after.next(Duration::from_secs(10)).await?;
-    assert!(matches!(first, WatchEvent::Bookmark { .. }), "{first:?}");
-
-    for pod in [&pod1, &pod2, &pod3, &pod_b] {
-        delete_pod(&env, &p, pod).await?;
-    }
-    p.stop().await;
-    Ok(())
+    Ok((pod2, resumed))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
