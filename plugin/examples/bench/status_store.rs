@@ -115,40 +115,11 @@ pub async fn run(
             name: remote_ns.clone(),
             cluster: tb.remote.clone(),
         };
-        tb.remote
-            .run_kubectl(&["create", "namespace", &remote_ns])
-            .await?;
-        let accounts: Api<ServiceAccount> = Api::namespaced(client.clone(), &remote_ns);
-        testbed::wait_for(
-            "the default ServiceAccount",
-            Duration::from_secs(60),
-            // Before 1.24 pods are refused until its token Secret exists.
-            || async {
-                let sa = accounts.get_opt("default").await?;
-                Ok(sa
-                    .filter(|a| a.secrets.as_ref().is_some_and(|s| !s.is_empty()))
-                    .map(|_| ()))
-            },
-        )
-        .await?;
         let locals: Vec<Value> = (0..n)
             .map(|i| local_pod(&local_ns, &node, i, &uuid::Uuid::new_v4().to_string()))
             .collect();
-        let api: Api<Pod> = Api::namespaced(client.clone(), &remote_ns);
         let started = Instant::now();
-        let created: Vec<anyhow::Result<()>> = stream::iter(&locals)
-            .map(|l| {
-                let api = api.clone();
-                let pod = remote_pod(l, &remote_ns, &caller);
-                async move {
-                    api.create(&PostParams::default(), &pod?).await?;
-                    Ok(())
-                }
-            })
-            .buffer_unordered(32)
-            .collect()
-            .await;
-        created.into_iter().collect::<anyhow::Result<()>>()?;
+        create_remote(tb, &client, &remote_ns, &locals, &caller).await?;
         let create_rate = n as f64 / started.elapsed().as_secs_f64();
 
         let mut config = PluginConfig::for_tests();
@@ -159,46 +130,8 @@ pub async fn run(
         }
         let base = format!("http://{}", plugin.addr());
         let http = reqwest::Client::new();
-        let body = serde_json::to_vec(&locals[..n.min(1000)])?;
-        let mut lat = Vec::new();
-        for _ in 0..30 {
-            let t = Instant::now();
-            let r = http
-                .get(format!("{base}/status"))
-                .body(body.clone())
-                .send()
-                .await?;
-            let ok = r.status() == reqwest::StatusCode::OK;
-            let answer = r.bytes().await?;
-            lat.push(t.elapsed());
-            let v: Vec<Value> = serde_json::from_slice(&answer)?;
-            if !ok || v.len() != n.min(1000) || !v.iter().all(|s| s["JID"] != "") {
-                bail!("status answered {} entries, ok {ok}", v.len());
-            }
-        }
-        lat.sort();
-        // The watch's full replay of all N pods (one caller), until Synced.
-        let t = Instant::now();
-        let mut replay = http
-            .get(format!("{base}/status/watch?node={node}"))
-            .send()
-            .await?
-            .bytes_stream();
-        let (mut lines, mut tail) = (0usize, Vec::new());
-        'read: while let Some(chunk) = replay.next().await {
-            tail.extend_from_slice(&chunk?);
-            while let Some(nl) = tail.iter().position(|b| *b == b'\n') {
-                let line: Vec<u8> = tail.drain(..=nl).collect();
-                lines += 1;
-                if line.starts_with(b"{\"type\":\"synced\"") {
-                    break 'read;
-                }
-            }
-        }
-        let replay_time = t.elapsed();
-        if lines != n + 1 {
-            bail!("replay of {n} pods had {lines} lines");
-        }
+        let lat = status_latency(&http, &base, &locals[..n.min(1000)]).await?;
+        let replay_time = replay(&http, &base, &node, n).await?;
         println!(
             "{:>6} | {:>10.1} | {:>13} | {:>13} | {:>13} | {:>12} | {:>9.1}",
             n,
@@ -212,4 +145,101 @@ pub async fn run(
         plugin.shutdown().await;
     }
     Ok(())
+}
+
+/// Creates the remote namespace and the remote pods of `locals`, 32 at a time.
+async fn create_remote(
+    tb: &testbed::Testbed,
+    client: &kube::Client,
+    remote_ns: &str,
+    locals: &[Value],
+    caller: &str,
+) -> anyhow::Result<()> {
+    tb.remote
+        .run_kubectl(&["create", "namespace", remote_ns])
+        .await?;
+    let accounts: Api<ServiceAccount> = Api::namespaced(client.clone(), remote_ns);
+    testbed::wait_for(
+        "the default ServiceAccount",
+        Duration::from_secs(60),
+        // Before 1.24 pods are refused until its token Secret exists.
+        || async {
+            let sa = accounts.get_opt("default").await?;
+            Ok(sa
+                .filter(|a| a.secrets.as_ref().is_some_and(|s| !s.is_empty()))
+                .map(|_| ()))
+        },
+    )
+    .await?;
+    let api: Api<Pod> = Api::namespaced(client.clone(), remote_ns);
+    let created: Vec<anyhow::Result<()>> = stream::iter(locals)
+        .map(|l| {
+            let api = api.clone();
+            let pod = remote_pod(l, remote_ns, caller);
+            async move {
+                api.create(&PostParams::default(), &pod?).await?;
+                Ok(())
+            }
+        })
+        .buffer_unordered(32)
+        .collect()
+        .await;
+    created.into_iter().collect()
+}
+
+/// 30 `/status` requests naming all of `pods`, sorted latencies.
+async fn status_latency(
+    http: &reqwest::Client,
+    base: &str,
+    pods: &[Value],
+) -> anyhow::Result<Vec<Duration>> {
+    let body = serde_json::to_vec(pods)?;
+    let mut lat = Vec::new();
+    for _ in 0..30 {
+        let t = Instant::now();
+        let r = http
+            .get(format!("{base}/status"))
+            .body(body.clone())
+            .send()
+            .await?;
+        let ok = r.status() == reqwest::StatusCode::OK;
+        let answer = r.bytes().await?;
+        lat.push(t.elapsed());
+        let v: Vec<Value> = serde_json::from_slice(&answer)?;
+        if !ok || v.len() != pods.len() || !v.iter().all(|s| s["JID"] != "") {
+            bail!("status answered {} entries, ok {ok}", v.len());
+        }
+    }
+    lat.sort();
+    Ok(lat)
+}
+
+/// How long the watch's full replay of the `n` pods of `node` takes, until Synced.
+async fn replay(
+    http: &reqwest::Client,
+    base: &str,
+    node: &str,
+    n: usize,
+) -> anyhow::Result<Duration> {
+    let t = Instant::now();
+    let mut replay = http
+        .get(format!("{base}/status/watch?node={node}"))
+        .send()
+        .await?
+        .bytes_stream();
+    let (mut lines, mut tail) = (0usize, Vec::new());
+    'read: while let Some(chunk) = replay.next().await {
+        tail.extend_from_slice(&chunk?);
+        while let Some(nl) = tail.iter().position(|b| *b == b'\n') {
+            let line: Vec<u8> = tail.drain(..=nl).collect();
+            lines += 1;
+            if line.starts_with(b"{\"type\":\"synced\"") {
+                break 'read;
+            }
+        }
+    }
+    if lines != n + 1 {
+        bail!("replay of {n} pods had {lines} lines");
+    }
+    Ok(t.elapsed())
 }
