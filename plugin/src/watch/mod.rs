@@ -183,6 +183,19 @@ mod tests {
     }
 
     #[test]
+    fn the_switch_is_on_by_default_and_off_with_false() {
+        let load = |extra: &[&str]| {
+            let mut args = vec!["offload-plugin", "--insecure-no-auth"];
+            args.extend_from_slice(extra);
+            crate::PluginConfig::load(args).expect("parses")
+        };
+        assert!(load(&[]).status_watch);
+        assert!(!load(&["--status-watch=false"]).status_watch);
+        assert!(load(&["--status-watch", "true"]).status_watch);
+        assert!(crate::PluginConfig::load(["offload-plugin", "--max-watch-streams=0"]).is_err());
+    }
+
+    #[test]
     fn a_remote_pod_is_seen_under_its_local_identity_by_its_caller_only() {
         let o = observe(&remote_pod("inst", Some("c1")), "inst").expect("ours");
         assert_eq!(o.caller, "c1");
