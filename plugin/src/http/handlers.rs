@@ -182,10 +182,10 @@ pub(super) async fn status_handler(
     State(state): State<Arc<AppState>>,
     principal: Principal,
     JsonBody(pods): JsonBody<Vec<super::status_body::StatusPod>>,
-) -> Result<Json<Vec<PodStatus>>, ApiError> {
+) -> Result<Response, ApiError> {
     let pods: Vec<Pod> = pods.into_iter().map(Pod::from).collect();
     if pods.is_empty() {
-        return Ok(Json(vec![]));
+        return Ok(Json(Vec::<PodStatus>::new()).into_response());
     }
     let mut ids = Vec::with_capacity(pods.len());
     for (i, p) in pods.iter().enumerate() {
@@ -210,7 +210,7 @@ pub(super) async fn status_handler(
     // pod, cache not ready) must not make its caller look alive while
     // naming nothing, or the sweep would take all of its pods.
     state.status_call(&principal.callers_of(&pods));
-    Ok(Json(out))
+    Ok(super::status_body::json_array(out))
 }
 
 /// The status of one pod from the cache; a remote pod this process saw

@@ -9,6 +9,16 @@ use k8s_openapi::{
     api::core::v1::{Container, Pod, PodSpec},
     apimachinery::pkg::apis::meta::v1::ObjectMeta,
 };
+use std::convert::Infallible;
+
+use axum::{
+    Json,
+    body::{Body, Bytes},
+    http::header,
+    response::{IntoResponse, Response},
+};
+use futures::{StreamExt, stream};
+use offload_wire::PodStatus;
 use serde::Deserialize;
 
 /// One pod of a `/status` body.
@@ -77,6 +87,38 @@ impl From<StatusPod> for Pod {
     }
 }
 
+/// Statuses serialised per chunk of this many.
+const CHUNK: usize = 64;
+
+/// The `/status` answer, a JSON array written in chunks as the client reads:
+/// no second, serialised copy of a 1,000-pod answer in memory at once.
+pub fn json_array(statuses: Vec<PodStatus>) -> Response {
+    if statuses.is_empty() {
+        return Json(statuses).into_response();
+    }
+    let chunks = stream::iter(statuses)
+        .chunks(CHUNK)
+        .enumerate()
+        .map(|(i, chunk)| {
+            let mut buf = Vec::with_capacity(chunk.len() * 512);
+            buf.push(if i == 0 { b'[' } else { b',' });
+            for (j, s) in chunk.iter().enumerate() {
+                if j > 0 {
+                    buf.push(b',');
+                }
+                // Plain structs and string-keyed maps: serialising cannot fail.
+                let _ = serde_json::to_writer(&mut buf, s);
+            }
+            Ok::<_, Infallible>(Bytes::from(buf))
+        })
+        .chain(stream::once(async { Ok(Bytes::from_static(b"]")) }));
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        Body::from_stream(chunks),
+    )
+        .into_response()
+}
+
 #[cfg(test)]
 mod tests {
     use serde_json::json;
@@ -107,5 +149,23 @@ mod tests {
             serde_json::from_value(json!({"metadata": {"name": "p"}})).expect("ok");
         assert!(Pod::from(bare).spec.is_none());
         assert!(serde_json::from_value::<StatusPod>(json!({"metadata": {"name": 5}})).is_err());
+    }
+
+    #[tokio::test]
+    async fn the_answer_is_one_json_array_whatever_the_chunks() {
+        for n in [0, 1, CHUNK, CHUNK + 1, 3 * CHUNK + 5] {
+            let statuses: Vec<PodStatus> = (0..n)
+                .map(|i| PodStatus {
+                    name: format!("p{i}"),
+                    ..Default::default()
+                })
+                .collect();
+            let r = json_array(statuses.clone());
+            let bytes = axum::body::to_bytes(r.into_body(), usize::MAX)
+                .await
+                .expect("body");
+            let back: Vec<PodStatus> = serde_json::from_slice(&bytes).expect("a JSON array");
+            assert_eq!(back, statuses, "{n}");
+        }
     }
 }
