@@ -13,6 +13,13 @@
 //! counts once). The pods never run: by default they carry a nodeSelector no
 //! node has (so other users of the test cluster are not disturbed); with
 //! `--cordon` the remote node is cordoned instead (and uncordoned after).
+//!
+//! `--status-store 1000,10000` measures instead the interLink `/status` path
+//! (1,000 pods in one request) and the status watch's full replay with that
+//! many remote pods in the plugin's cache (`bench/status_store.rs`).
+
+#[path = "bench/status_store.rs"]
+mod status_store;
 
 use std::{
     collections::BTreeMap,
@@ -128,6 +135,17 @@ async fn main() -> anyhow::Result<()> {
     let tb = testbed::testbed().await?;
     let calls = Arc::new(Calls::default());
     let client = counting_client(&tb.remote, calls.clone()).await?;
+    if let Some(sizes) = args
+        .iter()
+        .position(|a| a == "--status-store")
+        .and_then(|i| args.get(i + 1))
+    {
+        let sizes: Vec<usize> = sizes
+            .split(',')
+            .filter_map(|x| x.trim().parse().ok())
+            .collect();
+        return status_store::run(tb, client, &sizes).await;
+    }
     if cordon {
         tb.remote
             .run_kubectl(&["cordon", &tb.remote.node_name])

@@ -1,34 +1,29 @@
-//! `GET /capabilities` ([`offload_wire::watch::CAPABILITIES_PATH`]): the
-//! extensions of the interLink API this plugin offers, so a provider uses
-//! them where they exist and falls back to plain interLink where not.
+//! `GET /capabilities` (contract: `offload_wire::watch::Capabilities`): the
+//! extensions of the interLink plugin API this plugin offers, so a provider
+//! uses them when they are there and falls back to plain interLink when not.
+//! A plain list: each extension adds its line.
 
-use axum::Json;
-use offload_wire::watch::Capabilities;
+use std::sync::Arc;
 
-/// Every extension this plugin offers (each feature adds its names here).
-pub fn extensions() -> Vec<String> {
-    let mut names: Vec<&str> = Vec::new();
-    names.extend(crate::stream::CAPABILITIES);
-    names.into_iter().map(str::to_string).collect()
-}
+use axum::{Json, extract::State};
+use offload_wire::watch::{Capabilities, STATUS_WATCH};
 
-pub async fn capabilities() -> Json<Capabilities> {
-    Json(Capabilities {
-        extensions: extensions(),
-    })
-}
+use crate::http::AppState;
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn streaming_is_offered() {
-        let c = Capabilities {
-            extensions: extensions(),
-        };
-        for name in ["exec", "attach", "portForward"] {
-            assert!(c.offers(name), "{name} missing from {:?}", c.extensions);
-        }
+/// The extensions this process offers now.
+pub fn offered(state: &AppState) -> Vec<String> {
+    let mut extensions: Vec<String> = crate::stream::CAPABILITIES
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    if state.watch.is_some() {
+        extensions.push(STATUS_WATCH.to_owned());
     }
+    extensions
+}
+
+pub(crate) async fn handler(State(state): State<Arc<AppState>>) -> Json<Capabilities> {
+    Json(Capabilities {
+        extensions: offered(&state),
+    })
 }

@@ -12,6 +12,7 @@ mod body;
 mod handlers;
 mod limits;
 mod middleware;
+mod status_body;
 
 pub use self::limits::Limits;
 
@@ -71,6 +72,8 @@ pub struct AppState {
     pub capacity: crate::capacity::RemoteCapacity,
     /// The exec, attach and port-forward streams: their own limit and metrics.
     pub streams: crate::stream::Streams,
+    /// The status watch (`None`: `--status-watch=false`, the route is absent).
+    pub watch: Option<Arc<crate::watch::StatusWatch>>,
 }
 
 impl AppState {
@@ -145,7 +148,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         )
         .route(
             offload_wire::watch::CAPABILITIES_PATH,
-            get(crate::capabilities::capabilities),
+            get(crate::capabilities::handler),
         )
         // WebSocket upgrades: the limits below end with the upgrade answer.
         .merge(crate::stream::routes())
@@ -167,11 +170,20 @@ pub fn router(state: Arc<AppState>) -> Router {
                 ))
                 .layer(tower::timeout::TimeoutLayer::new(timeout)),
         );
+    // Streams live for hours: authenticated like the rest, but outside the
+    // request timeout and concurrency limit (they have their own).
+    let mut streams = Router::new();
+    if state.watch.is_some() {
+        streams = streams
+            .route(offload_wire::watch::WATCH_PATH, get(crate::watch::handler))
+            .route_layer(from_fn_with_state(state.clone(), middleware::auth));
+    }
     let admin = Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_handler));
-    api.merge(admin)
+    api.merge(streams)
+        .merge(admin)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(from_fn_with_state(state.clone(), middleware::observe))

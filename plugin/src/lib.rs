@@ -2,13 +2,16 @@
 //!
 //! The remote half of pod offloading: an HTTP server speaking the interLink
 //! plugin API (`/create`, `/delete`, `/status`, `/getLogs`, plus `/ping`,
-//! `/bastion/publicKey`, `/events`, `/healthz`, `/readyz`, `/metrics`) that runs the pods on a remote
+//! `/bastion/publicKey`, `/healthz`, `/readyz`, `/metrics`) that runs the pods on a remote
 //! Kubernetes cluster through kube-rs. Drop-in for the Python interLink
 //! Kubernetes plugin (same endpoints, same JSON), see `plugin/README.md`.
 //! Our extensions, announced on `GET /capabilities` ([`capabilities`]):
 //! `kubectl exec`, `attach` and `port-forward` as WebSocket streams
 //! (`/stream/exec`, `/stream/attach`, `/stream/portforward`; [`stream`],
-//! contract in `offload_wire::stream`).
+//! contract in `offload_wire::stream`); status changes as a stream
+//! (`/status/watch`, [`watch`], contract in `offload_wire::watch`); remote
+//! Events (`/events`, [`events`]); CPU and memory (`/stats/summary`,
+//! [`stats`]).
 //!
 //! ## Library API (used by the provider's integration tests)
 //!
@@ -61,8 +64,10 @@
 //! (listeners), [`stream`] (exec, attach and port-forward bridged to the
 //! remote apiserver: `exec.rs`, `portforward.rs`, `frames.rs` the pure
 //! framing), [`bastion`] (installs and keeps the bastion), the orphan-sweep
-//! task (`sweeper.rs`), [`namespace_gc`] (deletes empty namespaces of ours)
-//! and [`start`] below, which wires them together.
+//! task (`sweeper.rs`), [`namespace_gc`] (deletes empty namespaces of ours),
+//! [`watch`] (`/status/watch`: the journal of status changes the pod watch
+//! feeds, resume tokens, the stream), [`capabilities`] and [`start`] below,
+//! which wires them together.
 
 pub mod bastion;
 pub mod caller;
@@ -86,6 +91,7 @@ pub mod sweep;
 mod sweeper;
 pub mod token;
 pub mod translate;
+pub mod watch;
 
 use std::{
     net::SocketAddr,
@@ -162,12 +168,24 @@ pub async fn start(config: PluginConfig, remote: Client) -> Result<RunningPlugin
     log_policy(&config.policy());
     let metrics = Arc::new(Metrics::register(&SharedRegistry::default()));
     let cancel = CancellationToken::new();
+    let status_watch = config.status_watch.then(|| {
+        Arc::new(watch::StatusWatch::new(
+            config.instance.clone(),
+            config.status_watch_history as usize,
+            config.max_watch_streams as usize,
+            &metrics,
+        ))
+    });
+    let tap = status_watch.clone().map(|w| -> remote::PodTap {
+        Arc::new(move |event: &kube::runtime::watcher::Event<_>| w.tap(event))
+    });
     let (remote, watch_task) = Remote::start(
         remote,
         metrics.clone(),
         remote_minor,
         config.namespace_ready_timeout,
         config.instance.clone(),
+        tap,
         cancel.clone(),
     );
     let tracker = Arc::new(Mutex::new(Tracker::new(
@@ -206,6 +224,7 @@ pub async fn start(config: PluginConfig, remote: Client) -> Result<RunningPlugin
         events: events_ring.clone(),
         capacity,
         streams: stream::Streams::new(config.max_open_streams as usize, metrics.registry()),
+        watch: status_watch.clone(),
     });
     let app = http::router(state);
     let bound = serve::Bound::bind(&config.listen).await?;
@@ -221,6 +240,9 @@ pub async fn start(config: PluginConfig, remote: Client) -> Result<RunningPlugin
         cancel.clone(),
     ));
     tasks.extend(capacity_task);
+    if let Some(w) = status_watch {
+        tasks.push(tokio::spawn(w.run_bookmarks(cancel.clone())));
+    }
     if let Some(spec) = bastion_spec {
         info!(namespace = %spec.namespace, image = %spec.image, "keeping the bastion");
         tasks.push(tokio::spawn(bastion::keep(

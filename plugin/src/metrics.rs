@@ -60,6 +60,10 @@ pub struct Metrics {
     pub bastion_applies: Family<ResultLabels, Counter>,
     pub policy_refusals: Family<RuleLabels, Counter>,
     pub remote_schedulable_nodes: Gauge,
+    pub watch_streams: Gauge,
+    pub watch_changes: Counter,
+    pub watch_slow_disconnects: Counter,
+    pub watch_replays: Family<ResultLabels, Counter>,
 }
 
 impl Metrics {
@@ -130,6 +134,22 @@ impl Metrics {
             remote_schedulable_nodes: m.add(
                 "remote_schedulable_nodes",
                 "Remote nodes (Ready, not cordoned) whose allocatable the ping reports as the virtual node's capacity",
+            ),
+            watch_streams: m.add(
+                "watch_streams",
+                "Open /status/watch streams (bounded by --max-watch-streams)",
+            ),
+            watch_changes: m.add(
+                "watch_changes",
+                "Status changes of remote pods numbered by the status watch journal",
+            ),
+            watch_slow_disconnects: m.add(
+                "watch_slow_disconnects",
+                "/status/watch streams cut because their reader fell behind (it resumes with a replay)",
+            ),
+            watch_replays: m.add(
+                "watch_replays",
+                "/status/watch streams opened, by how they started (resumed: from the token, full: every pod)",
             ),
         }
     }

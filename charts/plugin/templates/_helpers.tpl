@@ -66,6 +66,9 @@ app.kubernetes.io/component: plugin
   "max-concurrent-requests" .Values.maxConcurrentRequests
   "request-timeout" .Values.requestTimeout
   "max-open-streams" .Values.maxOpenStreams
+  "status-watch" .Values.statusWatch.enabled
+  "max-watch-streams" .Values.statusWatch.maxStreams
+  "status-watch-history" .Values.statusWatch.history
   "allow-host-path" .Values.policy.allowHostPath
   "allow-privileged" .Values.policy.allowPrivileged
   "allow-host-network" .Values.policy.allowHostNetwork

@@ -189,8 +189,9 @@ async fn delete_remote(
 pub(super) async fn status_handler(
     State(state): State<Arc<AppState>>,
     principal: Principal,
-    JsonBody(pods): JsonBody<Vec<Pod>>,
+    JsonBody(pods): JsonBody<Vec<super::status_body::StatusPod>>,
 ) -> Result<Response, ApiError> {
+    let pods: Vec<Pod> = pods.into_iter().map(Pod::from).collect();
     if pods.is_empty() {
         // interLink's ping: since 0.6.2 its Virtual Kubelet reads a
         // `PingResponse` object from it (an array it ignores).
@@ -219,7 +220,7 @@ pub(super) async fn status_handler(
     // pod, cache not ready) must not make its caller look alive while
     // naming nothing, or the sweep would take all of its pods.
     state.status_call(&principal.callers_of(&pods));
-    Ok(Json::<Vec<PodStatus>>(out).into_response())
+    Ok(super::status_body::json_array(out))
 }
 
 /// The status of one pod from the cache; a remote pod this process saw
