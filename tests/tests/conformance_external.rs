@@ -8,9 +8,9 @@
 //!
 //! Also: the external mode's check of the node fails clearly, creating nothing.
 //!
-//! Run: `cargo test -p offload-e2e --test conformance_external -- --nocapture`
-//! (`OFFLOAD_CONFORMANCE_BIN_DIR=<dir>` takes prebuilt binaries instead of
-//! `cargo build --release`).
+//! Run: `deploy/images/prepare-test-images.sh` (the release binaries; `scripts/test`
+//! runs it), then `cargo test -p offload-e2e --test conformance_external --
+//! --nocapture` (`OFFLOAD_CONFORMANCE_BIN_DIR=<dir>` takes the binaries from there).
 
 // A few of the suite's cases; each module's other cases are not used here.
 #[allow(dead_code)]

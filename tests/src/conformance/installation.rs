@@ -33,32 +33,28 @@ pub struct Installation {
 }
 
 /// The directory of the release binaries: `$OFFLOAD_CONFORMANCE_BIN_DIR`, else
-/// `cargo build --release` of them (what `deploy/images/prepare-test-images.sh`
-/// runs: a no-op after it) and `<target>/release`.
-pub async fn release_binaries() -> Result<PathBuf> {
-    if let Some(dir) = std::env::var_os(ENV_BIN_DIR) {
-        return Ok(PathBuf::from(dir));
+/// `<target>/release`, where `deploy/images/prepare-test-images.sh` (run by
+/// `scripts/test` before the tests) builds them. Not built from here: a nested
+/// `cargo build` in the test's environment rebuilds the workspace crates (the
+/// environment differs from a shell's), minutes each time.
+pub fn release_binaries() -> Result<PathBuf> {
+    let dir = match std::env::var_os(ENV_BIN_DIR) {
+        Some(dir) => PathBuf::from(dir),
+        None => std::env::var_os("CARGO_TARGET_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| crate::repo_root().join("target"))
+            .join("release"),
+    };
+    for bin in ["offload-provider", "offload-plugin"] {
+        if !dir.join(bin).is_file() {
+            bail!(
+                "{} is missing: run deploy/images/prepare-test-images.sh (builds the release \
+                 binaries), or set {ENV_BIN_DIR}",
+                dir.join(bin).display()
+            );
+        }
     }
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    crate::output(
-        tokio::process::Command::new(cargo)
-            .current_dir(crate::repo_root())
-            .args(["build", "--release", "--locked"])
-            .args([
-                "-p",
-                "offload-bastion",
-                "-p",
-                "offload-provider",
-                "-p",
-                "offload-plugin",
-            ]),
-        "cargo build --release of offload-provider and offload-plugin",
-    )
-    .await?;
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| crate::repo_root().join("target"));
-    Ok(target.join("release"))
+    Ok(dir)
 }
 
 impl Installation {
@@ -71,7 +67,7 @@ impl Installation {
         instance: &str,
         namespace_prefix: &str,
     ) -> Result<Installation> {
-        let bin = release_binaries().await?;
+        let bin = release_binaries()?;
         let dir = tempfile::tempdir()?;
         let token = dir.path().join("token");
         std::fs::write(&token, uuid::Uuid::new_v4().simple().to_string())?;
