@@ -79,6 +79,17 @@ async fn exec_output_stdin_and_exit_codes(bed: &Bed) -> anyhow::Result<()> {
     let o = collect(&mut ws).await?;
     assert!(status_is_success(&o), "{o:?}");
 
+    // `echo hi | kubectl exec -i -- cat`: stdin and its end at once; what
+    // the process writes in answer still arrives (an old remote cannot end
+    // stdin alone: the close waits for the output to be quiet).
+    let mut ws = bed.exec_ws("web", &["cat"], true, false).await?;
+    ws.send(stdin("hi\n")).await?;
+    ws.send(Message::binary(vec![channel::CLOSE, channel::STDIN]))
+        .await?;
+    let o = collect(&mut ws).await?;
+    assert_eq!(o.out(), "hi\n", "{o:?}");
+    assert!(status_is_success(&o), "{o:?}");
+
     // The exit code survives, as the kubelet reports it.
     let o = bed.exec(&["sh", "-c", "exit 3"]).await?;
     let s = o.status.clone().context("no status")?;

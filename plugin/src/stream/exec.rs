@@ -7,7 +7,10 @@
 //! `v4.channel.k8s.io`, which cannot carry the end of stdin: kube-rs then
 //! closes the remote stream, the process reads end-of-file, and the remote
 //! sends no status; the plugin reports `Success` in that one case (what
-//! `kubectl cp` and `echo x | kubectl exec -i` need), and logs it.
+//! `kubectl cp` and `echo x | kubectl exec -i` need), and logs it. So that
+//! what the process writes in answer to its input still arrives, the close
+//! waits until the output has been quiet for [`STDIN_CLOSE_QUIET`] (at
+//! most [`STDIN_CLOSE_MAX`]) or the process ended.
 //!
 //! Teardown: when the client goes away the remote stream is closed, so the
 //! process reads end-of-file on stdin; an exec'd interactive terminal is
@@ -18,7 +21,7 @@
 use std::{
     sync::{
         Arc,
-        atomic::{AtomicBool, Ordering},
+        atomic::{AtomicBool, AtomicU64, Ordering},
     },
     time::{Duration, Instant},
 };
@@ -47,6 +50,12 @@ use super::{
     metrics::{End, StreamMetrics},
 };
 use crate::{caller::Principal, http::AppState};
+
+/// With a remote older than 1.30, how long the output must have been quiet
+/// after the client ended stdin before the remote stream is closed (the
+/// only way to end stdin there), and the longest wait for that quiet.
+const STDIN_CLOSE_QUIET: Duration = Duration::from_secs(1);
+const STDIN_CLOSE_MAX: Duration = Duration::from_secs(10);
 
 /// Bytes buffered per direction between the client's socket and kube-rs'
 /// (a full buffer stops reading the other side: bounded memory).
@@ -119,6 +128,10 @@ async fn bridge(
                     kind,
                     metrics: &metrics,
                     stdin_closed: AtomicBool::new(false),
+                    lazy_stdin_close: q.stdin
+                        && !super::remote_version::carries_stdin_close(state.remote.client()).await,
+                    started,
+                    last_output_ms: AtomicU64::new(0),
                     // Never on attach: that process is the container's own,
                     // and a client that leaves only detaches from it.
                     hang_up: kind == Kind::Exec && q.tty && q.stdin,
@@ -198,6 +211,12 @@ struct Relay<'a> {
     stdin_closed: AtomicBool,
     /// An exec'd interactive terminal: hang up when the client goes away.
     hang_up: bool,
+    /// The remote cannot carry the end of stdin: close it only once the
+    /// output is quiet (see the module docs).
+    lazy_stdin_close: bool,
+    started: Instant,
+    /// When output last came, in ms since `started`.
+    last_output_ms: AtomicU64,
 }
 
 type Output = Option<ReadHalf<SimplexStream>>;
@@ -250,7 +269,26 @@ impl Relay<'_> {
         stdin: &mut Option<WriteHalf<SimplexStream>>,
         mut resize: Option<futures::channel::mpsc::Sender<TerminalSize>>,
     ) {
-        while let Some(Ok(msg)) = rx.next().await {
+        // The client's end of stdin, held back until the output is quiet.
+        let mut closing: Option<(WriteHalf<SimplexStream>, Instant)> = None;
+        loop {
+            let quiet = async {
+                match &closing {
+                    Some((_, since)) => self.output_quiet(*since).await,
+                    None => std::future::pending().await,
+                }
+            };
+            let msg = tokio::select! {
+                m = rx.next() => m,
+                () = quiet => {
+                    if let Some((mut w, _)) = closing.take() {
+                        debug!("output quiet: closing the remote stream to end stdin");
+                        let _ = w.shutdown().await;
+                    }
+                    continue;
+                }
+            };
+            let Some(Ok(msg)) = msg else { return };
             let bin = match msg {
                 Message::Binary(b) => b,
                 Message::Close(_) => return,
@@ -278,12 +316,30 @@ impl Relay<'_> {
                 Ok(ClientFrame::CloseStdin) => {
                     if let Some(mut w) = stdin.take() {
                         self.stdin_closed.store(true, Ordering::SeqCst);
-                        let _ = w.shutdown().await;
+                        if self.lazy_stdin_close {
+                            closing = Some((w, Instant::now()));
+                        } else {
+                            let _ = w.shutdown().await;
+                        }
                     }
                 }
                 Ok(ClientFrame::Nothing) => {}
                 Err(e) => debug!(error = %e, "client message ignored"),
             }
+        }
+    }
+
+    /// Resolves once the output has been quiet for [`STDIN_CLOSE_QUIET`]
+    /// (or [`STDIN_CLOSE_MAX`] after `since`).
+    async fn output_quiet(&self, since: Instant) {
+        loop {
+            let now = self.started.elapsed();
+            let last = Duration::from_millis(self.last_output_ms.load(Ordering::Relaxed));
+            let quiet_at = last.max(since.duration_since(self.started)) + STDIN_CLOSE_QUIET;
+            if now >= quiet_at || since.elapsed() >= STDIN_CLOSE_MAX {
+                return;
+            }
+            tokio::time::sleep((quiet_at - now).min(STDIN_CLOSE_QUIET)).await;
         }
     }
 
@@ -317,6 +373,9 @@ impl Relay<'_> {
             match read {
                 Ok(n) if n > 0 => {
                     self.metrics.bytes(self.kind, false, n);
+                    let ms = self.started.elapsed().as_millis();
+                    self.last_output_ms
+                        .store(u64::try_from(ms).unwrap_or(u64::MAX), Ordering::Relaxed);
                     let msg = Message::Binary(frames::data(ch, &buf[..n]));
                     if tx.send(msg).await.is_err() {
                         return End::ClientGone;

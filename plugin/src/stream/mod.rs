@@ -15,6 +15,7 @@ mod exec;
 mod frames;
 mod metrics;
 mod portforward;
+mod remote_version;
 
 use std::{sync::Arc, time::Duration};
 
