@@ -39,7 +39,7 @@ use futures::{
     stream::{SplitSink, SplitStream},
 };
 use k8s_openapi::{api::core::v1::Pod, apimachinery::pkg::apis::meta::v1::Status};
-use kube::api::{Api, AttachParams, AttachedProcess, TerminalSize};
+use kube::api::{Api, AttachParams, TerminalSize};
 use offload_wire::stream::{ExecQuery, channel};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, ReadHalf, SimplexStream, WriteHalf};
 use tracing::{Instrument, debug, info, info_span, warn};
@@ -56,6 +56,10 @@ use crate::{caller::Principal, http::AppState};
 /// only way to end stdin there), and the longest wait for that quiet.
 const STDIN_CLOSE_QUIET: Duration = Duration::from_secs(1);
 const STDIN_CLOSE_MAX: Duration = Duration::from_secs(10);
+
+/// Whether stdin sessions to a remote older than 1.30 use SPDY (else
+/// WebSocket with the delayed close above).
+const USE_SPDY: bool = true;
 
 /// Bytes buffered per direction between the client's socket and kube-rs'
 /// (a full buffer stops reading the other side: bounded memory).
@@ -123,20 +127,19 @@ async fn bridge(
                 let _ = finish(&mut tx, &status).await;
                 End::RemoteError
             }
-            Ok(process) => {
+            Ok(remote) => {
                 let relay = Relay {
                     kind,
                     metrics: &metrics,
                     stdin_closed: AtomicBool::new(false),
-                    lazy_stdin_close: q.stdin
-                        && !super::remote_version::carries_stdin_close(state.remote.client()).await,
+                    lazy_stdin_close: q.stdin && !remote.ends_stdin,
                     started,
                     last_output_ms: AtomicU64::new(0),
                     // Never on attach: that process is the container's own,
                     // and a client that leaves only detaches from it.
                     hang_up: kind == Kind::Exec && q.tty && q.stdin,
                 };
-                relay.run(process, &mut tx, rx).await
+                relay.run(remote, &mut tx, rx).await
             }
         }
     };
@@ -153,15 +156,30 @@ async fn bridge(
     drop(open);
 }
 
+/// The remote end of a stream, from kube-rs (WebSocket) or the SPDY
+/// session: what the relay reads and writes.
+struct Remote {
+    stdin: Option<WriteHalf<SimplexStream>>,
+    resize: Option<futures::channel::mpsc::Sender<TerminalSize>>,
+    stdout: Output,
+    stderr: Output,
+    status: futures::future::BoxFuture<'static, Option<Status>>,
+    /// Dropped when the relay ends: closes the remote connection.
+    guard: Box<dyn Send>,
+    /// The remote can end stdin on its own (SPDY, or WebSocket `v5`).
+    ends_stdin: bool,
+}
+
 /// Opens the remote stream; a refusal becomes the `Failure` status sent to
-/// the client.
+/// the client. With stdin and a remote older than 1.30, SPDY (the only way
+/// to end stdin there and still get the output and exit code).
 async fn connect(
     state: &AppState,
     pod: &RemotePod,
     q: &ExecQuery,
     kind: Kind,
-) -> Result<AttachedProcess, Status> {
-    let api: Api<Pod> = Api::namespaced(state.remote.client().clone(), &pod.namespace);
+) -> Result<Remote, Status> {
+    let client = state.remote.client();
     // With a terminal the kubelet merges stderr into stdout; kube-rs refuses
     // the combination instead.
     let ap = AttachParams::default()
@@ -174,11 +192,41 @@ async fn connect(
         .max_stdout_buf_size(BUF)
         .max_stderr_buf_size(BUF);
     state.metrics.remote_call(kind.as_str());
+    let v5 = super::remote_version::carries_stdin_close(client).await;
+    if q.stdin && !v5 && USE_SPDY {
+        let s = super::spdy_client::open(client, pod, kind, &q.command, &ap, BUF).await?;
+        return Ok(Remote {
+            stdin: s.stdin,
+            resize: s.resize,
+            stdout: s.stdout,
+            stderr: s.stderr,
+            status: async move { s.status.await.ok().flatten() }.boxed(),
+            guard: Box::new(s.task),
+            ends_stdin: true,
+        });
+    }
+    let api: Api<Pod> = Api::namespaced(client.clone(), &pod.namespace);
     let r = match kind {
         Kind::Attach => api.attach(&pod.name, &ap).await,
         _ => api.exec(&pod.name, q.command.clone(), &ap).await,
     };
-    r.map_err(|e| remote_failure(&e))
+    let mut p = r.map_err(|e| remote_failure(&e))?;
+    let status = p.take_status();
+    Ok(Remote {
+        stdin: p.stdin(),
+        resize: p.terminal_size(),
+        stdout: p.stdout(),
+        stderr: p.stderr(),
+        status: async move {
+            match status {
+                Some(s) => s.await,
+                None => None,
+            }
+        }
+        .boxed(),
+        guard: Box::new(p),
+        ends_stdin: v5,
+    })
 }
 
 /// The status the client gets for a remote stream that did not open.
@@ -226,24 +274,21 @@ impl Relay<'_> {
     /// then the handle is dropped, which closes the remote stream.
     async fn run(
         &self,
-        mut process: AttachedProcess,
+        remote: Remote,
         tx: &mut SplitSink<WebSocket, Message>,
         rx: SplitStream<WebSocket>,
     ) -> End {
-        let mut stdin = process.stdin();
-        let resize = process.terminal_size();
-        let (mut stdout, mut stderr) = (process.stdout(), process.stderr());
-        let status = process.take_status();
+        let Remote {
+            mut stdin,
+            resize,
+            mut stdout,
+            mut stderr,
+            status,
+            guard,
+            ends_stdin: _,
+        } = remote;
         // Fused: awaited by the relay and, after it, maybe by the hang-up.
-        let mut status = std::pin::pin!(
-            async move {
-                match status {
-                    Some(s) => s.await,
-                    None => None,
-                }
-            }
-            .fuse()
-        );
+        let mut status = std::pin::pin!(status.fuse());
         let end = tokio::select! {
             () = self.upstream(rx, &mut stdin, resize) => End::ClientGone,
             end = self.downstream(tx, &mut stdout, &mut stderr, status.as_mut()) => end,
@@ -256,9 +301,10 @@ impl Relay<'_> {
             };
             hang_up(stdin, outputs, status).await;
         }
-        // Dropping the handle aborts kube-rs' task: the remote connection
-        // closes and the remote process reads end-of-file on stdin.
-        drop(process);
+        // Dropping the handle aborts kube-rs' (or the SPDY session's) task:
+        // the remote connection closes and the remote process reads
+        // end-of-file on stdin.
+        drop(guard);
         end
     }
 

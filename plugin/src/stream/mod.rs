@@ -16,6 +16,7 @@ mod frames;
 mod metrics;
 mod portforward;
 mod remote_version;
+mod spdy_client;
 
 use std::{sync::Arc, time::Duration};
 
