@@ -3,8 +3,10 @@
 //! terminal size and final status).
 //!
 //! The remote status is forwarded as the kubelet sent it, exit code
-//! included. A remote apiserver older than 1.30 speaks
-//! `v4.channel.k8s.io`, which cannot carry the end of stdin: kube-rs then
+//! included. A stream with stdin to a remote apiserver older than 1.30 goes
+//! over SPDY ([`super::spdy_client`]), which ends stdin as kubectl does; the
+//! rest over kube-rs' WebSocket. Should WebSocket `v4.channel.k8s.io`
+//! carry stdin ([`USE_SPDY`] off), it cannot carry its end: kube-rs then
 //! closes the remote stream, the process reads end-of-file, and the remote
 //! sends no status; the plugin reports `Success` in that one case (what
 //! `kubectl cp` and `echo x | kubectl exec -i` need), and logs it. So that
