@@ -79,6 +79,39 @@ async fn exec_output_stdin_and_exit_codes(bed: &Bed) -> anyhow::Result<()> {
     let o = collect(&mut ws).await?;
     assert!(status_is_success(&o), "{o:?}");
 
+    // `echo hi | kubectl exec -i -- cat`: stdin and its end at once; what
+    // the process writes in answer still arrives (an old remote cannot end
+    // stdin alone: the close waits for the output to be quiet).
+    let mut ws = bed.exec_ws("web", &["cat"], true, false).await?;
+    ws.send(stdin("hi\n")).await?;
+    ws.send(Message::binary(vec![channel::CLOSE, channel::STDIN]))
+        .await?;
+    let o = collect(&mut ws).await?;
+    assert_eq!(o.out(), "hi\n", "{o:?}");
+    assert!(status_is_success(&o), "{o:?}");
+
+    // `kubectl exec -i -- wc -c < file`: the output written after the end
+    // of stdin arrives (the plugin ends stdin over SPDY on a remote < 1.30).
+    let mut ws = bed.exec_ws("web", &["wc", "-c"], true, false).await?;
+    ws.send(stdin(&"x".repeat(100_000))).await?;
+    ws.send(Message::binary(vec![channel::CLOSE, channel::STDIN]))
+        .await?;
+    let o = collect(&mut ws).await?;
+    assert_eq!(o.out().trim(), "100000", "{o:?}");
+    assert!(status_is_success(&o), "{o:?}");
+
+    // ... and so does the exit code of a process that read all its input.
+    let mut ws = bed
+        .exec_ws("web", &["sh", "-c", "cat >/dev/null; exit 4"], true, false)
+        .await?;
+    ws.send(stdin("some input\n")).await?;
+    ws.send(Message::binary(vec![channel::CLOSE, channel::STDIN]))
+        .await?;
+    let o = collect(&mut ws).await?;
+    let s = o.status.clone().context("no status")?;
+    assert_eq!(s["reason"], "NonZeroExitCode", "{s}");
+    assert_eq!(s["details"]["causes"][0]["message"], "4", "{s}");
+
     // The exit code survives, as the kubelet reports it.
     let o = bed.exec(&["sh", "-c", "exit 3"]).await?;
     let s = o.status.clone().context("no status")?;

@@ -23,5 +23,6 @@ pub mod cli;
 pub mod duration;
 pub mod kubeapi;
 pub mod shutdown;
+pub mod spdy;
 pub mod telemetry;
 pub mod tls;

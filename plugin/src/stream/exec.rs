@@ -3,11 +3,16 @@
 //! terminal size and final status).
 //!
 //! The remote status is forwarded as the kubelet sent it, exit code
-//! included. A remote apiserver older than 1.30 speaks
-//! `v4.channel.k8s.io`, which cannot carry the end of stdin: kube-rs then
+//! included. A stream with stdin to a remote apiserver older than 1.30 goes
+//! over SPDY ([`super::spdy_client`]), which ends stdin as kubectl does; the
+//! rest over kube-rs' WebSocket. Should WebSocket `v4.channel.k8s.io`
+//! carry stdin ([`USE_SPDY`] off), it cannot carry its end: kube-rs then
 //! closes the remote stream, the process reads end-of-file, and the remote
 //! sends no status; the plugin reports `Success` in that one case (what
-//! `kubectl cp` and `echo x | kubectl exec -i` need), and logs it.
+//! `kubectl cp` and `echo x | kubectl exec -i` need), and logs it. So that
+//! what the process writes in answer to its input still arrives, the close
+//! waits until the output has been quiet for [`STDIN_CLOSE_QUIET`] (at
+//! most [`STDIN_CLOSE_MAX`]) or the process ended.
 //!
 //! Teardown: when the client goes away the remote stream is closed, so the
 //! process reads end-of-file on stdin; an exec'd interactive terminal is
@@ -18,7 +23,7 @@
 use std::{
     sync::{
         Arc,
-        atomic::{AtomicBool, Ordering},
+        atomic::{AtomicBool, AtomicU64, Ordering},
     },
     time::{Duration, Instant},
 };
@@ -36,7 +41,7 @@ use futures::{
     stream::{SplitSink, SplitStream},
 };
 use k8s_openapi::{api::core::v1::Pod, apimachinery::pkg::apis::meta::v1::Status};
-use kube::api::{Api, AttachParams, AttachedProcess, TerminalSize};
+use kube::api::{Api, AttachParams, TerminalSize};
 use offload_wire::stream::{ExecQuery, channel};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, ReadHalf, SimplexStream, WriteHalf};
 use tracing::{Instrument, debug, info, info_span, warn};
@@ -47,6 +52,16 @@ use super::{
     metrics::{End, StreamMetrics},
 };
 use crate::{caller::Principal, http::AppState};
+
+/// With a remote older than 1.30, how long the output must have been quiet
+/// after the client ended stdin before the remote stream is closed (the
+/// only way to end stdin there), and the longest wait for that quiet.
+const STDIN_CLOSE_QUIET: Duration = Duration::from_secs(1);
+const STDIN_CLOSE_MAX: Duration = Duration::from_secs(10);
+
+/// Whether stdin sessions to a remote older than 1.30 use SPDY (else
+/// WebSocket with the delayed close above).
+const USE_SPDY: bool = true;
 
 /// Bytes buffered per direction between the client's socket and kube-rs'
 /// (a full buffer stops reading the other side: bounded memory).
@@ -114,16 +129,19 @@ async fn bridge(
                 let _ = finish(&mut tx, &status).await;
                 End::RemoteError
             }
-            Ok(process) => {
+            Ok(remote) => {
                 let relay = Relay {
                     kind,
                     metrics: &metrics,
                     stdin_closed: AtomicBool::new(false),
+                    lazy_stdin_close: q.stdin && !remote.ends_stdin,
+                    started,
+                    last_output_ms: AtomicU64::new(0),
                     // Never on attach: that process is the container's own,
                     // and a client that leaves only detaches from it.
                     hang_up: kind == Kind::Exec && q.tty && q.stdin,
                 };
-                relay.run(process, &mut tx, rx).await
+                relay.run(remote, &mut tx, rx).await
             }
         }
     };
@@ -140,15 +158,30 @@ async fn bridge(
     drop(open);
 }
 
+/// The remote end of a stream, from kube-rs (WebSocket) or the SPDY
+/// session: what the relay reads and writes.
+struct Remote {
+    stdin: Option<WriteHalf<SimplexStream>>,
+    resize: Option<futures::channel::mpsc::Sender<TerminalSize>>,
+    stdout: Output,
+    stderr: Output,
+    status: futures::future::BoxFuture<'static, Option<Status>>,
+    /// Dropped when the relay ends: closes the remote connection.
+    guard: Box<dyn Send>,
+    /// The remote can end stdin on its own (SPDY, or WebSocket `v5`).
+    ends_stdin: bool,
+}
+
 /// Opens the remote stream; a refusal becomes the `Failure` status sent to
-/// the client.
+/// the client. With stdin and a remote older than 1.30, SPDY (the only way
+/// to end stdin there and still get the output and exit code).
 async fn connect(
     state: &AppState,
     pod: &RemotePod,
     q: &ExecQuery,
     kind: Kind,
-) -> Result<AttachedProcess, Status> {
-    let api: Api<Pod> = Api::namespaced(state.remote.client().clone(), &pod.namespace);
+) -> Result<Remote, Status> {
+    let client = state.remote.client();
     // With a terminal the kubelet merges stderr into stdout; kube-rs refuses
     // the combination instead.
     let ap = AttachParams::default()
@@ -161,11 +194,41 @@ async fn connect(
         .max_stdout_buf_size(BUF)
         .max_stderr_buf_size(BUF);
     state.metrics.remote_call(kind.as_str());
+    let v5 = super::remote_version::carries_stdin_close(client).await;
+    if q.stdin && !v5 && USE_SPDY {
+        let s = super::spdy_client::open(client, pod, kind, &q.command, &ap, BUF).await?;
+        return Ok(Remote {
+            stdin: s.stdin,
+            resize: s.resize,
+            stdout: s.stdout,
+            stderr: s.stderr,
+            status: async move { s.status.await.ok().flatten() }.boxed(),
+            guard: Box::new(s.task),
+            ends_stdin: true,
+        });
+    }
+    let api: Api<Pod> = Api::namespaced(client.clone(), &pod.namespace);
     let r = match kind {
         Kind::Attach => api.attach(&pod.name, &ap).await,
         _ => api.exec(&pod.name, q.command.clone(), &ap).await,
     };
-    r.map_err(|e| remote_failure(&e))
+    let mut p = r.map_err(|e| remote_failure(&e))?;
+    let status = p.take_status();
+    Ok(Remote {
+        stdin: p.stdin(),
+        resize: p.terminal_size(),
+        stdout: p.stdout(),
+        stderr: p.stderr(),
+        status: async move {
+            match status {
+                Some(s) => s.await,
+                None => None,
+            }
+        }
+        .boxed(),
+        guard: Box::new(p),
+        ends_stdin: v5,
+    })
 }
 
 /// The status the client gets for a remote stream that did not open.
@@ -198,6 +261,12 @@ struct Relay<'a> {
     stdin_closed: AtomicBool,
     /// An exec'd interactive terminal: hang up when the client goes away.
     hang_up: bool,
+    /// The remote cannot carry the end of stdin: close it only once the
+    /// output is quiet (see the module docs).
+    lazy_stdin_close: bool,
+    started: Instant,
+    /// When output last came, in ms since `started`.
+    last_output_ms: AtomicU64,
 }
 
 type Output = Option<ReadHalf<SimplexStream>>;
@@ -207,24 +276,21 @@ impl Relay<'_> {
     /// then the handle is dropped, which closes the remote stream.
     async fn run(
         &self,
-        mut process: AttachedProcess,
+        remote: Remote,
         tx: &mut SplitSink<WebSocket, Message>,
         rx: SplitStream<WebSocket>,
     ) -> End {
-        let mut stdin = process.stdin();
-        let resize = process.terminal_size();
-        let (mut stdout, mut stderr) = (process.stdout(), process.stderr());
-        let status = process.take_status();
+        let Remote {
+            mut stdin,
+            resize,
+            mut stdout,
+            mut stderr,
+            status,
+            guard,
+            ends_stdin: _,
+        } = remote;
         // Fused: awaited by the relay and, after it, maybe by the hang-up.
-        let mut status = std::pin::pin!(
-            async move {
-                match status {
-                    Some(s) => s.await,
-                    None => None,
-                }
-            }
-            .fuse()
-        );
+        let mut status = std::pin::pin!(status.fuse());
         let end = tokio::select! {
             () = self.upstream(rx, &mut stdin, resize) => End::ClientGone,
             end = self.downstream(tx, &mut stdout, &mut stderr, status.as_mut()) => end,
@@ -237,9 +303,10 @@ impl Relay<'_> {
             };
             hang_up(stdin, outputs, status).await;
         }
-        // Dropping the handle aborts kube-rs' task: the remote connection
-        // closes and the remote process reads end-of-file on stdin.
-        drop(process);
+        // Dropping the handle aborts kube-rs' (or the SPDY session's) task:
+        // the remote connection closes and the remote process reads
+        // end-of-file on stdin.
+        drop(guard);
         end
     }
 
@@ -250,7 +317,26 @@ impl Relay<'_> {
         stdin: &mut Option<WriteHalf<SimplexStream>>,
         mut resize: Option<futures::channel::mpsc::Sender<TerminalSize>>,
     ) {
-        while let Some(Ok(msg)) = rx.next().await {
+        // The client's end of stdin, held back until the output is quiet.
+        let mut closing: Option<(WriteHalf<SimplexStream>, Instant)> = None;
+        loop {
+            let quiet = async {
+                match &closing {
+                    Some((_, since)) => self.output_quiet(*since).await,
+                    None => std::future::pending().await,
+                }
+            };
+            let msg = tokio::select! {
+                m = rx.next() => m,
+                () = quiet => {
+                    if let Some((mut w, _)) = closing.take() {
+                        debug!("output quiet: closing the remote stream to end stdin");
+                        let _ = w.shutdown().await;
+                    }
+                    continue;
+                }
+            };
+            let Some(Ok(msg)) = msg else { return };
             let bin = match msg {
                 Message::Binary(b) => b,
                 Message::Close(_) => return,
@@ -278,12 +364,30 @@ impl Relay<'_> {
                 Ok(ClientFrame::CloseStdin) => {
                     if let Some(mut w) = stdin.take() {
                         self.stdin_closed.store(true, Ordering::SeqCst);
-                        let _ = w.shutdown().await;
+                        if self.lazy_stdin_close {
+                            closing = Some((w, Instant::now()));
+                        } else {
+                            let _ = w.shutdown().await;
+                        }
                     }
                 }
                 Ok(ClientFrame::Nothing) => {}
                 Err(e) => debug!(error = %e, "client message ignored"),
             }
+        }
+    }
+
+    /// Resolves once the output has been quiet for [`STDIN_CLOSE_QUIET`]
+    /// (or [`STDIN_CLOSE_MAX`] after `since`).
+    async fn output_quiet(&self, since: Instant) {
+        loop {
+            let now = self.started.elapsed();
+            let last = Duration::from_millis(self.last_output_ms.load(Ordering::Relaxed));
+            let quiet_at = last.max(since.duration_since(self.started)) + STDIN_CLOSE_QUIET;
+            if now >= quiet_at || since.elapsed() >= STDIN_CLOSE_MAX {
+                return;
+            }
+            tokio::time::sleep((quiet_at - now).min(STDIN_CLOSE_QUIET)).await;
         }
     }
 
@@ -317,6 +421,9 @@ impl Relay<'_> {
             match read {
                 Ok(n) if n > 0 => {
                     self.metrics.bytes(self.kind, false, n);
+                    let ms = self.started.elapsed().as_millis();
+                    self.last_output_ms
+                        .store(u64::try_from(ms).unwrap_or(u64::MAX), Ordering::Relaxed);
                     let msg = Message::Binary(frames::data(ch, &buf[..n]));
                     if tx.send(msg).await.is_err() {
                         return End::ClientGone;

@@ -15,6 +15,8 @@ mod exec;
 mod frames;
 mod metrics;
 mod portforward;
+mod remote_version;
+mod spdy_client;
 
 use std::{sync::Arc, time::Duration};
 

@@ -13,8 +13,6 @@
 //! small bounded channel and the frame reader waits for room, so a slow
 //! consumer stops the reading of the connection, as in spdystream.
 
-mod codec;
-
 use std::collections::HashMap;
 
 use bytes::Bytes;
@@ -24,8 +22,8 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
-pub use codec::{Frame, FrameError, Headers};
-use codec::{HeaderCodec, read_frame, write_frame};
+pub use offload_runtime::spdy::{Frame, FrameError, Headers};
+use offload_runtime::spdy::{HeaderCodec, read_frame, write_frame};
 
 /// Largest DATA frame we send (spdystream reads any size; smaller frames
 /// keep streams of one connection interleaved).

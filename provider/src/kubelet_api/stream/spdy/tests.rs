@@ -1,5 +1,5 @@
-use super::codec::{HeaderCodec, read_frame, write_frame};
 use super::*;
+use offload_runtime::spdy::{HeaderCodec, read_frame, write_frame};
 use std::time::Duration;
 
 fn h(pairs: &[(&str, &str)]) -> Headers {

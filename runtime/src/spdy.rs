@@ -1,3 +1,6 @@
+//! Shared by the provider (the kubelet API's SPDY server) and the plugin
+//! (its SPDY client to a remote apiserver older than 1.30).
+//!
 //! SPDY/3.1 frames on the wire (draft 3.1, sections 2.2 and 2.6) and the
 //! header block compression: one zlib stream per direction for the whole
 //! connection, primed with the protocol's dictionary, each block ended by a
@@ -8,7 +11,7 @@ use flate2::{Compress, Compression, Decompress, FlushCompress, FlushDecompress};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 /// The zlib dictionary of SPDY/3 header blocks (draft 3, section 2.6.10.1).
-const DICTIONARY: &[u8] = include_bytes!("../spdy_dictionary.bin");
+const DICTIONARY: &[u8] = include_bytes!("spdy_dictionary.bin");
 const VERSION: u16 = 3;
 const SYN_STREAM: u16 = 1;
 const SYN_REPLY: u16 = 2;
