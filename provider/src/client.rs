@@ -33,6 +33,7 @@ use crate::tls::CertFingerprint;
 use tracing::warn;
 
 mod link;
+pub mod watch;
 use link::with_tls;
 pub use link::{Scheme, check_scheme, read_capped};
 
