@@ -187,6 +187,22 @@ pub struct PluginConfig {
     #[arg(long, env = "OFFLOAD_PLUGIN_MAX_CONCURRENT_REQUESTS", default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_concurrent_requests: u32,
 
+    /// Offer the status-change stream (`GET /status/watch`, capability
+    /// `statusWatch`). With `--status-watch=false` the route answers 404 and
+    /// providers poll `/status` as interLink does.
+    #[arg(long, env = "OFFLOAD_PLUGIN_STATUS_WATCH", default_value_t = true, action = ArgAction::Set, value_name = "BOOL")]
+    pub status_watch: bool,
+
+    /// Most status watch streams open at once (they do not count against
+    /// --max-concurrent-requests nor --request-timeout); more get 503.
+    #[arg(long, env = "OFFLOAD_PLUGIN_MAX_WATCH_STREAMS", default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_watch_streams: u32,
+
+    /// Status changes kept for resuming a watch stream; a stream resuming
+    /// from further back gets a full replay.
+    #[arg(long, env = "OFFLOAD_PLUGIN_STATUS_WATCH_HISTORY", default_value_t = 4096, value_parser = clap::value_parser!(u32).range(1..))]
+    pub status_watch_history: u32,
+
     /// Longest an API request may take until its answer starts (a create
     /// waits up to --namespace-ready-timeout for a new namespace); then 504.
     #[arg(long, env = "OFFLOAD_PLUGIN_REQUEST_TIMEOUT", value_parser = parse_duration, default_value = "120s")]

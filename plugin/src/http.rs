@@ -63,6 +63,8 @@ pub struct AppState {
     pub bastion: Arc<BastionKey>,
     /// Concurrency and time limits of the API routes.
     pub limits: Limits,
+    /// The status watch (`None`: `--status-watch=false`, the route is absent).
+    pub watch: Option<Arc<crate::watch::StatusWatch>>,
 }
 
 impl AppState {
@@ -127,6 +129,10 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/getLogs", get(get_logs).post(get_logs))
         .route("/ping", get(ping).post(ping))
         .route("/bastion/publicKey", get(bastion_public_key))
+        .route(
+            offload_wire::watch::CAPABILITIES_PATH,
+            get(crate::capabilities::handler),
+        )
         // Innermost first: the body is read only for an authenticated
         // caller, and all of it within the time and concurrency limits.
         .route_layer(from_fn_with_state(state.clone(), limits::body_limit))
@@ -145,11 +151,20 @@ pub fn router(state: Arc<AppState>) -> Router {
                 ))
                 .layer(tower::timeout::TimeoutLayer::new(timeout)),
         );
+    // Streams live for hours: authenticated like the rest, but outside the
+    // request timeout and concurrency limit (they have their own).
+    let mut streams = Router::new();
+    if state.watch.is_some() {
+        streams = streams
+            .route(offload_wire::watch::WATCH_PATH, get(crate::watch::handler))
+            .route_layer(from_fn_with_state(state.clone(), middleware::auth));
+    }
     let admin = Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_handler));
-    api.merge(admin)
+    api.merge(streams)
+        .merge(admin)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(from_fn_with_state(state.clone(), middleware::observe))

@@ -57,6 +57,7 @@
 
 pub mod bastion;
 pub mod caller;
+pub mod capabilities;
 pub mod config;
 pub mod error;
 pub mod http;
@@ -72,6 +73,7 @@ pub mod sweep;
 mod sweeper;
 pub mod token;
 pub mod translate;
+pub mod watch;
 
 use std::{
     net::SocketAddr,
@@ -148,12 +150,24 @@ pub async fn start(config: PluginConfig, remote: Client) -> Result<RunningPlugin
     log_policy(&config.policy());
     let metrics = Arc::new(Metrics::register(&SharedRegistry::default()));
     let cancel = CancellationToken::new();
+    let status_watch = config.status_watch.then(|| {
+        Arc::new(watch::StatusWatch::new(
+            config.instance.clone(),
+            config.status_watch_history as usize,
+            config.max_watch_streams as usize,
+            &metrics,
+        ))
+    });
+    let tap = status_watch.clone().map(|w| -> remote::PodTap {
+        Arc::new(move |event: &kube::runtime::watcher::Event<_>| w.tap(event))
+    });
     let (remote, watch_task) = Remote::start(
         remote,
         metrics.clone(),
         remote_minor,
         config.namespace_ready_timeout,
         config.instance.clone(),
+        tap,
         cancel.clone(),
     );
     let tracker = Arc::new(Mutex::new(Tracker::new(
@@ -176,12 +190,16 @@ pub async fn start(config: PluginConfig, remote: Client) -> Result<RunningPlugin
         shutdown: cancel.clone(),
         bastion: bastion_key.clone(),
         limits: http::Limits::of(&config),
+        watch: status_watch.clone(),
     });
     let app = http::router(state);
     let bound = serve::Bound::bind(&config.listen).await?;
     let addr = bound.addr();
     let server = tokio::spawn(serve::run(bound, tls, app, cancel.clone()));
     let mut tasks = vec![server, watch_task];
+    if let Some(w) = status_watch {
+        tasks.push(tokio::spawn(w.run_bookmarks(cancel.clone())));
+    }
     if let Some(spec) = bastion_spec {
         info!(namespace = %spec.namespace, image = %spec.image, "keeping the bastion");
         tasks.push(tokio::spawn(bastion::keep(

@@ -59,6 +59,10 @@ pub struct Metrics {
     pub namespace_gc: Family<ResultLabels, Counter>,
     pub bastion_applies: Family<ResultLabels, Counter>,
     pub policy_refusals: Family<RuleLabels, Counter>,
+    pub watch_streams: Gauge,
+    pub watch_changes: Counter,
+    pub watch_slow_disconnects: Counter,
+    pub watch_replays: Family<ResultLabels, Counter>,
 }
 
 impl Metrics {
@@ -125,6 +129,22 @@ impl Metrics {
             policy_refusals: m.add(
                 "policy_refusals",
                 "Pods refused by the pod security policy, once per broken rule (e.g. baseline: capabilities)",
+            ),
+            watch_streams: m.add(
+                "watch_streams",
+                "Open /status/watch streams (bounded by --max-watch-streams)",
+            ),
+            watch_changes: m.add(
+                "watch_changes",
+                "Status changes of remote pods numbered by the status watch journal",
+            ),
+            watch_slow_disconnects: m.add(
+                "watch_slow_disconnects",
+                "/status/watch streams cut because their reader fell behind (it resumes with a replay)",
+            ),
+            watch_replays: m.add(
+                "watch_replays",
+                "/status/watch streams opened, by how they started (resumed: from the token, full: every pod)",
             ),
         }
     }

@@ -2,7 +2,9 @@
 //!
 //! - remote pods are watched once (kube-runtime reflector, label-selected on
 //!   our managed-by label, plain list+watch: no streaming lists, which the
-//!   1.20 test apiserver lacks) and status is answered from that cache;
+//!   1.20 test apiserver lacks) and status is answered from that cache, which
+//!   keeps only what is read (`strip`) and is indexed by local pod UID too
+//!   (`index`); every event also goes to a [`PodTap`] (the status watch);
 //! - namespaces are created only when missing, with our labels, and never
 //!   deleted; create waits for the namespace's `default` ServiceAccount (and,
 //!   before 1.24, its token Secret), without which pods are refused;
@@ -83,9 +85,15 @@ fn is_status(e: &kube::Error, code: u16) -> bool {
     matches!(e, kube::Error::Api(s) if s.code == code)
 }
 
+mod index;
 mod owned;
+mod strip;
 
 pub use self::owned::{Deleted, Ownership, ownership};
+pub use self::strip::strip;
+
+/// Sees every event of the remote pod watch, right after the store took it.
+pub type PodTap = Arc<dyn Fn(&watcher::Event<Pod>) + Send + Sync>;
 
 /// What `Api::namespaced` and create need of an object type.
 trait Namespaced:
@@ -131,6 +139,7 @@ pub(crate) fn namespace_labels(offloading: bool) -> BTreeMap<String, String> {
 pub struct Remote {
     client: Client,
     pods: Store<Pod>,
+    by_uid: Arc<index::UidIndex>,
     ready_namespaces: Mutex<HashSet<String>>,
     /// One in-flight namespace setup per namespace: concurrent creates in a
     /// new namespace wait for the first instead of racing it.
@@ -148,27 +157,35 @@ pub struct Remote {
 
 impl Remote {
     /// Starts the pod watch (stopped by `cancel`) and returns the handle.
+    /// `tap` sees every event after the store took it.
     pub fn start(
         client: Client,
         metrics: Arc<Metrics>,
         remote_minor: u32,
         namespace_ready_timeout: Duration,
         instance: String,
+        tap: Option<PodTap>,
         cancel: CancellationToken,
     ) -> (Arc<Self>, tokio::task::JoinHandle<()>) {
         let api: Api<Pod> = Api::all(client.clone());
         let (reader, writer) = reflector::store();
         let cfg = watcher::Config::default().labels(&managed_selector());
-        let stream = reflector::reflector(writer, watcher(api, cfg))
-            .default_backoff()
-            .applied_objects();
+        let stream =
+            reflector::reflector(writer, watcher(api, cfg).modify(strip::strip)).default_backoff();
+        let by_uid = Arc::new(index::UidIndex::default());
+        let index = by_uid.clone();
         let task = tokio::spawn(async move {
             let mut stream = std::pin::pin!(stream);
             loop {
                 tokio::select! {
                     _ = cancel.cancelled() => break,
                     item = stream.next() => match item {
-                        Some(Ok(_)) => {}
+                        Some(Ok(event)) => {
+                            index.apply(&event);
+                            if let Some(tap) = &tap {
+                                tap(&event);
+                            }
+                        }
                         Some(Err(e)) => warn!(error = %e, "remote pod watch error (retrying with backoff)"),
                         None => break,
                     }
@@ -179,6 +196,7 @@ impl Remote {
             Arc::new(Self {
                 client,
                 pods: reader,
+                by_uid,
                 ready_namespaces: Mutex::new(HashSet::new()),
                 namespace_locks: Mutex::new(HashMap::new()),
                 create_locks: Mutex::new(HashMap::new()),
@@ -219,13 +237,15 @@ impl Remote {
     /// The cached remote pod of a local pod UID (found by label), for pods
     /// created under another configuration (e.g. a different prefix).
     pub fn cached_by_uid(&self, uid: &str) -> Option<Arc<Pod>> {
-        self.pods.find(|p| {
-            p.metadata
-                .labels
-                .as_ref()
-                .and_then(|l| l.get(keys::LABEL_SOURCE_POD_UID))
-                .is_some_and(|v| v == uid)
-        })
+        let found = self.pods.get(&self.by_uid.get(uid)?)?;
+        // The index follows the store by one event at most: check.
+        found
+            .metadata
+            .labels
+            .as_ref()
+            .and_then(|l| l.get(keys::LABEL_SOURCE_POD_UID))
+            .is_some_and(|v| v == uid)
+            .then_some(found)
     }
 
     /// The remote pod, from the cache or (if not there yet) the apiserver.

@@ -16,7 +16,11 @@
 //! after it. A token the plugin cannot honour (another plugin process, or
 //! older than what it keeps) is answered with a full replay: the current
 //! status of every pod of the caller, then [`WatchEvent::Synced`]. A first
-//! connection (no token) is a full replay too. So a transition that happened
+//! connection (no token) is a full replay too. The `Status` lines of a full
+//! replay carry a token that asks for a full replay again: a replay cut short
+//! is not complete, so a reconnect must not resume from its middle; the
+//! token of [`WatchEvent::Synced`] is the first that resumes. An empty
+//! `resume` is no token. So a transition that happened
 //! while either side was down is never lost: at worst its final state comes
 //! in the replay. [`WatchEvent::Bookmark`] lines (about every
 //! [`BOOKMARK_SECONDS`]) keep an idle connection alive and advance the

@@ -65,6 +65,9 @@ app.kubernetes.io/component: plugin
   "instance" (default (include "plugin.fullname" .) .Values.instance)
   "max-concurrent-requests" .Values.maxConcurrentRequests
   "request-timeout" .Values.requestTimeout
+  "status-watch" .Values.statusWatch.enabled
+  "max-watch-streams" .Values.statusWatch.maxStreams
+  "status-watch-history" .Values.statusWatch.history
   "allow-host-path" .Values.policy.allowHostPath
   "allow-privileged" .Values.policy.allowPrivileged
   "allow-host-network" .Values.policy.allowHostNetwork
