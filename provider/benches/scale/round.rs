@@ -131,7 +131,7 @@ async fn create_all(pods: &Api<Pod>, list: Vec<Pod>) -> anyhow::Result<Vec<Strin
                         Err(kube::Error::Api(e)) if e.message.contains("serviceaccount") => {
                             tokio::time::sleep(Duration::from_millis(200)).await
                         }
-                        Err(e) => return Err(e),
+                        Err(e) => return Err(anyhow::Error::from(e)),
                     }
                 }
                 bail!("namespace's service account never came")
