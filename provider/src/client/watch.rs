@@ -136,7 +136,7 @@ mod tests {
         let json = serde_json::to_string(&id).expect("json");
         assert_eq!(
             json,
-            r#"{"metadata":{"name":"p","namespace":"ns","uid":"u1"},"spec":{"containers":[],"nodeName":"vn"}}"#
+            r#"{"apiVersion":"v1","kind":"Pod","metadata":{"name":"p","namespace":"ns","uid":"u1"},"spec":{"containers":[],"nodeName":"vn"}}"#
         );
     }
 
