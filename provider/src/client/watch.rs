@@ -42,9 +42,10 @@ pub fn identity(pod: &Pod) -> Pod {
 }
 
 impl PluginClient {
-    /// The extensions the plugin offers. A plugin without the route (HTTP
-    /// 404, or any other error status: the interLink API server, another
-    /// plugin) offers none; only a plugin that cannot be reached is an error.
+    /// The extensions the plugin offers. A plugin without the route (404,
+    /// 405 or 501: the interLink API server, another plugin) offers none;
+    /// any other failure (unreachable, 503 while it starts) is an error, to
+    /// be asked again: it must not switch the provider to polling.
     pub async fn capabilities(&self) -> Result<Capabilities, PluginError> {
         let asked = self
             .call::<()>(
@@ -57,7 +58,9 @@ impl PluginClient {
             .await;
         match asked {
             Ok(resp) => self.json(resp).await,
-            Err(PluginError::Status { .. }) => Ok(Capabilities::default()),
+            Err(PluginError::Status { status, .. }) if offers_nothing(status) => {
+                Ok(Capabilities::default())
+            }
             Err(e) => Err(e),
         }
     }
@@ -99,6 +102,11 @@ impl PluginClient {
     }
 }
 
+/// An answer to `GET /capabilities` that means "no such route".
+fn offers_nothing(status: u16) -> bool {
+    matches!(status, 404 | 405 | 501)
+}
+
 fn query_string(query: &WatchQuery) -> String {
     let mut qs = form_urlencoded::Serializer::new(String::new());
     qs.append_pair("node", &query.node);
@@ -138,6 +146,17 @@ mod tests {
             json,
             r#"{"apiVersion":"v1","kind":"Pod","metadata":{"name":"p","namespace":"ns","uid":"u1"},"spec":{"containers":[],"nodeName":"vn"}}"#
         );
+    }
+
+    #[test]
+    fn only_a_missing_route_means_no_extension() {
+        assert!(offers_nothing(404) && offers_nothing(405) && offers_nothing(501));
+        assert!(!offers_nothing(503) && !offers_nothing(401) && !offers_nothing(500));
+        let q = WatchQuery {
+            node: "vn 1".into(),
+            resume: Some("e:1&x".into()),
+        };
+        assert_eq!(query_string(&q), "node=vn+1&resume=e%3A1%26x");
     }
 
     #[test]

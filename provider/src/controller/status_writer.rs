@@ -4,8 +4,9 @@
 //! write of the latest, so the local apiserver sees at most one request per
 //! status change (none when the change does not alter the local status).
 
+use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
@@ -27,6 +28,10 @@ use crate::tunnel;
 
 /// Attempts of one write before it is left to the next change or resync.
 const WRITE_ATTEMPTS: u32 = 5;
+/// How often changes of pods not offloaded yet are tried again.
+const PARKED_RETRY: Duration = Duration::from_secs(1);
+/// How long such a change is kept (then the resync has it).
+const PARK_AT_MOST: Duration = Duration::from_secs(600);
 
 /// One remote change of one pod.
 #[derive(Clone, Debug)]
@@ -106,48 +111,89 @@ async fn dispatch(
     let limit = ctx.config.status_write_concurrency.max(1);
     let mut queue: Coalescer<Update> = Coalescer::default();
     let mut running = FuturesUnordered::new();
+    // Changes of pods whose job id is not in the store yet (the remote pod
+    // changed before the create's annotation came back, or a restarted
+    // provider has not adopted it yet): tried again every second.
+    let mut parked: HashMap<String, Update> = HashMap::new();
+    let mut retry = tokio::time::interval(PARKED_RETRY);
+    retry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         while running.len() < limit {
             let Some((key, u)) = queue.take() else { break };
             running.push(write_one(Arc::clone(&ctx), metrics.clone(), key, u));
         }
-        metrics.pending(queue.pending());
+        metrics.pending(queue.pending() + parked.len());
         tokio::select! {
             _ = cancel.cancelled() => return,
             u = rx.recv() => match u {
                 Some(u) => {
                     let key = u.uid.clone();
+                    // A newer change supersedes a parked one.
+                    parked.remove(&key);
                     if queue.push(&key, u, merge) == Pushed::Coalesced {
                         metrics.coalesced();
                     }
                 }
                 None => return,
             },
-            Some(key) = running.next(), if !running.is_empty() => queue.done(&key),
+            Some((key, park)) = running.next(), if !running.is_empty() => {
+                queue.done(&key);
+                if let Some(u) = park.filter(|u| u.received.elapsed() < PARK_AT_MOST) {
+                    parked.insert(key, u);
+                }
+            }
+            _ = retry.tick(), if !parked.is_empty() => {
+                for (key, u) in parked.drain() {
+                    // A change queued meanwhile is newer: it stays.
+                    queue.push(&key, u, |queued, _parked| queued);
+                }
+            }
         }
     }
 }
 
-/// The pod of `u` in the store, if its status is still followed (offloaded,
-/// not terminal, not being deleted, the same UID).
-fn followed_pod(ctx: &Context, u: &Update) -> Option<Arc<Pod>> {
-    let pod = ctx
-        .pods
-        .get(&ObjectRef::new(&u.name).within(&u.namespace))?;
-    (uid(&pod) == u.uid
-        && pod.metadata.deletion_timestamp.is_none()
-        && job_id(&pod).is_some()
-        && status::needs_polling(&pod))
-    .then_some(pod)
+/// Where the change of `u` goes.
+enum Target {
+    /// The pod, followed: write.
+    Followed(Arc<Pod>),
+    /// The pod is there, live, but not offloaded yet (no job id in the
+    /// store): keep the change for later.
+    NotYet,
+    /// Gone, another pod of that name, final, or being deleted.
+    Skip,
+}
+
+fn target(ctx: &Context, u: &Update) -> Target {
+    let Some(pod) = ctx.pods.get(&ObjectRef::new(&u.name).within(&u.namespace)) else {
+        return Target::Skip;
+    };
+    if uid(&pod) != u.uid
+        || pod.metadata.deletion_timestamp.is_some()
+        || !status::needs_polling(&pod)
+    {
+        Target::Skip
+    } else if job_id(&pod).is_none() {
+        Target::NotYet
+    } else {
+        Target::Followed(pod)
+    }
 }
 
 /// Write the status of one pod (retried a few times on apiserver errors;
 /// the pod stays in flight meanwhile, so a newer change waits for it and is
-/// written after). Returns the pod's key.
-async fn write_one(ctx: Arc<Context>, metrics: StatusMetrics, key: String, u: Update) -> String {
+/// written after). Returns the pod's key, and the change when it must wait
+/// for the pod's job id.
+async fn write_one(
+    ctx: Arc<Context>,
+    metrics: StatusMetrics,
+    key: String,
+    u: Update,
+) -> (String, Option<Update>) {
     for attempt in 0..WRITE_ATTEMPTS {
-        let Some(pod) = followed_pod(&ctx, &u) else {
-            break;
+        let pod = match target(&ctx, &u) {
+            Target::Followed(pod) => pod,
+            Target::NotYet => return (key, Some(u)),
+            Target::Skip => break,
         };
         let remote = u.remote.clone().unwrap_or_else(|| gone_status(&pod));
         let now = Timestamp::now();
@@ -176,7 +222,7 @@ async fn write_one(ctx: Arc<Context>, metrics: StatusMetrics, key: String, u: Up
             }
         }
     }
-    key
+    (key, None)
 }
 
 /// The latest container start or finish time of `statuses`.
