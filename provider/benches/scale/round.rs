@@ -137,7 +137,8 @@ async fn create_all(pods: &Api<Pod>, list: Vec<Pod>) -> anyhow::Result<Vec<Strin
                 bail!("namespace's service account never came")
             }
         })
-        .buffer_unordered(32)
+        // In order: the first ones are the changing pods.
+        .buffered(32)
         .collect::<Vec<_>>()
         .await;
     made.into_iter().collect()
@@ -206,6 +207,9 @@ async fn measure(s: &Setup<'_>, ns: &str, n: usize) -> anyhow::Result<()> {
             .all(|u| o.local.get(u).is_some_and(|l| l.finished.is_some()))
     })
     .await;
+    if !finished {
+        explain(s, &pods, &remote_ns, &obs, &changing).await;
+    }
     let s2 = snap(s).await;
     // Idle: nothing changes any more.
     tokio::time::sleep(Duration::from_secs(5)).await;
@@ -276,4 +280,40 @@ async fn measure(s: &Setup<'_>, ns: &str, n: usize) -> anyhow::Result<()> {
         bail!("round of {n} pods did not complete (see above)");
     }
     Ok(())
+}
+
+/// What the changing pods that did not end locally look like on both sides.
+async fn explain(s: &Setup<'_>, pods: &Api<Pod>, remote_ns: &str, obs: &Shared, uids: &[String]) {
+    let unfinished: Vec<String> = {
+        let o = obs.lock().unwrap_or_else(|e| e.into_inner());
+        uids.iter()
+            .filter(|u| o.local.get(*u).is_none_or(|l| l.finished.is_none()))
+            .cloned()
+            .collect()
+    };
+    let state = |p: &Pod| {
+        let st = p.status.as_ref();
+        format!(
+            "phase={:?} containers={}",
+            st.and_then(|s| s.phase.clone()),
+            serde_json::to_string(&st.and_then(|s| s.container_statuses.clone())).unwrap_or_default()
+        )
+    };
+    let local = pods.list(&ListParams::default()).await.map(|l| l.items).unwrap_or_default();
+    let remote = Api::<Pod>::namespaced(s.remote.clone(), remote_ns)
+        .list(&ListParams::default())
+        .await
+        .map(|l| l.items)
+        .unwrap_or_default();
+    for u in unfinished {
+        for p in local.iter().filter(|p| p.metadata.uid.as_deref() == Some(&u)) {
+            eprintln!("local {:?}: {}", p.metadata.name, state(p));
+        }
+        let src = offload_wire::keys::LABEL_SOURCE_POD_UID;
+        for p in remote.iter().filter(|p| {
+            p.metadata.labels.as_ref().and_then(|l| l.get(src)) == Some(&u)
+        }) {
+            eprintln!("remote {:?}: {}", p.metadata.name, state(p));
+        }
+    }
 }
