@@ -296,23 +296,32 @@ async fn explain(s: &Setup<'_>, pods: &Api<Pod>, remote_ns: &str, obs: &Shared, 
         format!(
             "phase={:?} containers={}",
             st.and_then(|s| s.phase.clone()),
-            serde_json::to_string(&st.and_then(|s| s.container_statuses.clone())).unwrap_or_default()
+            serde_json::to_string(&st.and_then(|s| s.container_statuses.clone()))
+                .unwrap_or_default()
         )
     };
-    let local = pods.list(&ListParams::default()).await.map(|l| l.items).unwrap_or_default();
+    let local = pods
+        .list(&ListParams::default())
+        .await
+        .map(|l| l.items)
+        .unwrap_or_default();
     let remote = Api::<Pod>::namespaced(s.remote.clone(), remote_ns)
         .list(&ListParams::default())
         .await
         .map(|l| l.items)
         .unwrap_or_default();
     for u in unfinished {
-        for p in local.iter().filter(|p| p.metadata.uid.as_deref() == Some(&u)) {
+        for p in local
+            .iter()
+            .filter(|p| p.metadata.uid.as_deref() == Some(&u))
+        {
             eprintln!("local {:?}: {}", p.metadata.name, state(p));
         }
         let src = offload_wire::keys::LABEL_SOURCE_POD_UID;
-        for p in remote.iter().filter(|p| {
-            p.metadata.labels.as_ref().and_then(|l| l.get(src)) == Some(&u)
-        }) {
+        for p in remote
+            .iter()
+            .filter(|p| p.metadata.labels.as_ref().and_then(|l| l.get(src)) == Some(&u))
+        {
             eprintln!("remote {:?}: {}", p.metadata.name, state(p));
         }
     }

@@ -138,7 +138,10 @@ async fn dispatch(
             },
             Some((key, park)) = running.next(), if !running.is_empty() => {
                 queue.done(&key);
-                if let Some(u) = park.filter(|u| u.received.elapsed() < PARK_AT_MOST) {
+                // Not when a newer change came meanwhile: it would be
+                // written after it.
+                let park = park.filter(|u| u.received.elapsed() < PARK_AT_MOST);
+                if let Some(u) = park.filter(|_| !queue.contains(&key)) {
                     parked.insert(key, u);
                 }
             }

@@ -80,6 +80,11 @@ impl<V> Coalescer<V> {
         }
     }
 
+    /// Whether a value waits for `key`.
+    pub fn contains(&self, key: &str) -> bool {
+        self.latest.contains_key(key)
+    }
+
     /// Values waiting (not in flight).
     pub fn pending(&self) -> usize {
         self.latest.len()
@@ -120,6 +125,7 @@ mod tests {
         assert_eq!(c.take(), Some(("a".into(), 1)));
         assert_eq!(c.in_flight(), 1);
         assert_eq!(c.push("a", 2, keep_new), Pushed::Deferred);
+        assert!(c.contains("a"));
         assert_eq!(c.push("a", 3, keep_new), Pushed::Coalesced);
         assert_eq!(c.take(), None, "a is being written");
         c.done("a");
