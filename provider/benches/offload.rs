@@ -46,6 +46,10 @@ struct Args {
     /// against the remote cluster); the provider binary runs as a subprocess.
     #[arg(long, conflicts_with = "fake_plugin")]
     testbed: bool,
+    /// Provider binary to run with --fake-plugin/--testbed (default: this
+    /// build's), e.g. an older build for before/after figures.
+    #[arg(long)]
+    provider_bin: Option<String>,
     /// Image of the pods.
     #[arg(long, default_value = "localhost/busybox:local")]
     image: String,
@@ -323,7 +327,11 @@ async fn main() -> anyhow::Result<()> {
             }
         };
         let node = format!("bench-{}", &uuid::Uuid::new_v4().simple().to_string()[..6]);
-        let c = std::process::Command::new(env!("CARGO_BIN_EXE_offload-provider"))
+        let bin = args
+            .provider_bin
+            .clone()
+            .unwrap_or_else(|| env!("CARGO_BIN_EXE_offload-provider").to_string());
+        let c = std::process::Command::new(bin)
             .args([
                 "--node-name",
                 &node,

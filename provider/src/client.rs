@@ -35,6 +35,7 @@ use tracing::warn;
 mod link;
 mod stats;
 pub mod stream;
+pub mod watch;
 use link::with_tls;
 pub use link::{Scheme, check_scheme, read_capped};
 

@@ -207,6 +207,26 @@ pub struct Config {
     #[arg(long, env = "STATUS_BATCH", default_value_t = 100)]
     pub status_batch: usize,
 
+    /// Follow statuses through the plugin's status-change stream when it
+    /// offers one (`GET /capabilities` lists `statusWatch`): the cost follows
+    /// the rate of change, not the number of pods. Off, or with a plugin
+    /// that does not offer it (the interLink API server): `/status` is
+    /// polled every --status-interval, as interLink does.
+    #[arg(long, env = "STATUS_WATCH", default_value_t = true, action = clap::ArgAction::Set)]
+    pub status_watch: bool,
+
+    /// With the stream: how often every followed pod's status is read again
+    /// through `/status` anyway (a safety net). While polling: how often the
+    /// plugin is asked again whether it offers the stream.
+    #[arg(long, env = "STATUS_RESYNC", default_value = "10m", value_parser = parse_duration)]
+    pub status_resync: Duration,
+
+    /// Status writes to the local apiserver at once, from the stream. Changes
+    /// of one pod that arrive before its write are coalesced into one write
+    /// of the latest.
+    #[arg(long, env = "STATUS_WRITE_CONCURRENCY", default_value_t = 8)]
+    pub status_write_concurrency: usize,
+
     /// Interval between plugin pings (node readiness).
     #[arg(long, env = "PING_INTERVAL", default_value = "5s", value_parser = parse_duration)]
     pub ping_interval: Duration,

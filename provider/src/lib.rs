@@ -18,6 +18,7 @@ pub mod bastion_pin;
 pub mod client;
 pub mod config;
 pub mod controller;
+pub mod kube_requests;
 pub mod kubelet_api;
 pub mod logs;
 pub mod metrics;

@@ -3,6 +3,7 @@
 use anyhow::Context as _;
 use clap::Parser;
 use offload_provider::config::Config;
+use offload_provider::kube_requests;
 use offload_provider::provider::{local_ip_towards, start};
 use offload_runtime::{shutdown, telemetry};
 
@@ -25,7 +26,10 @@ async fn main() -> anyhow::Result<()> {
             local_ip_towards(host, port).context("cannot determine the node IP; pass --node-ip")?
         }
     };
-    let client = kube::Client::try_from(kube_config).context("cannot build the kube client")?;
+    let client = kube::client::ClientBuilder::try_from(kube_config)
+        .context("cannot build the kube client")?
+        .with_layer(&kube_requests::layer(kube_requests::process_counter()))
+        .build();
     let running = start(config, client, node_ip).await?;
     stop.cancelled().await;
     running.shutdown().await;

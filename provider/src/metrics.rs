@@ -115,6 +115,11 @@ impl Inner {
             "1 when the virtual node is Ready",
             Gauge::default(),
         );
+        registry.register(
+            "kube_requests",
+            "Requests to the local apiserver by method (WATCH: a watch), counted on the client",
+            crate::kube_requests::process_counter(),
+        );
         let plugin_reachable = registered(
             registry,
             "plugin_reachable",

@@ -160,7 +160,7 @@ async fn spawn_admin(
 }
 
 /// The pod Controller, the handling of vanished pods and, once the pod cache is
-/// synced (`/readyz` turns ready), the status poller. The Controller's pod
+/// synced (`/readyz` turns ready), status following (stream or poller). The Controller's pod
 /// store is returned (the kubelet API and the tests read it).
 fn spawn_pod_machinery(
     base: Shared,
@@ -208,7 +208,7 @@ fn spawn_pod_machinery(
             pods = s.state().len(),
             "pod cache synced; state rebuilt from the node's pods"
         );
-        controller::run_status_poller(poller_ctx, c).await;
+        controller::run_status_updates(poller_ctx, c).await;
     });
     store
 }

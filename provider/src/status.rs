@@ -20,7 +20,9 @@ use k8s_openapi::api::core::v1::{
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use offload_wire::PodStatus as RemoteStatus;
 
+pub mod coalesce;
 mod phase;
+pub mod stream;
 pub use phase::{Phase, compute_phase, local_phase, needs_polling};
 
 fn restart_policy(pod: &Pod) -> &str {

@@ -54,6 +54,7 @@ async fn tls_plugin(
     config.tls_cert = Some(cert.to_owned());
     config.tls_key = Some(key.to_owned());
     config.tls_client_ca = client_ca.map(Path::to_owned);
+    config.status_watch = common::status_watch_default();
     let p = offload_plugin::start(config, env.remote.clone())
         .await
         .expect("plugin starts");

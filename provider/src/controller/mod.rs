@@ -11,7 +11,10 @@
 //!   that `reconcile` turns into an [`Action`];
 //! - `vanished.rs`: force-deleted pods (the Controller never reconciles a
 //!   pod that is gone: the `Delete` events of its watch stream are tapped);
-//! - `status_poll.rs`: the batched status poller;
+//! - `status_watch.rs`: where statuses come from: the plugin's status-change
+//!   stream when it offers one (`status_writer.rs` writes the changes,
+//!   coalesced, `status_metrics.rs` counts them), else `status_poll.rs`, the
+//!   batched status poller;
 //! - `context.rs`: [`Context`], built with a struct literal.
 //!
 //! Every step is idempotent and restart-safe: the cluster (the `JobID`
@@ -21,7 +24,10 @@
 mod context;
 mod create;
 mod delete;
+mod status_metrics;
 mod status_poll;
+mod status_watch;
+mod status_writer;
 mod vanished;
 
 use std::sync::Arc;
@@ -45,6 +51,7 @@ use crate::status::{self, Phase};
 
 pub use context::{Context, State, recorder};
 pub use status_poll::{poll_once, run_status_poller};
+pub use status_watch::run_status_updates;
 pub use vanished::run_vanished;
 
 #[derive(Debug, thiserror::Error)]
@@ -166,6 +173,9 @@ pub fn pod_controller(
     let listed = store.clone();
     let pods = watcher(api, cfg)
         .default_backoff()
+        // Nothing reads the managed fields: at 10,000 pods they would be
+        // a good part of the store.
+        .modify(|p| p.metadata.managed_fields = None)
         .reflect(writer)
         .inspect_ok(move |ev| match ev {
             watcher::Event::InitDone => {

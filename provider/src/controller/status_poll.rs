@@ -61,7 +61,7 @@ pub async fn poll_once(ctx: &Arc<Context>) {
 }
 
 /// Pods per phase, and the Controller's queue.
-fn record_gauges(ctx: &Context, all: &[Arc<Pod>]) {
+pub(super) fn record_gauges(ctx: &Context, all: &[Arc<Pod>]) {
     let mut counts: HashMap<Phase, i64> = HashMap::new();
     for p in all {
         *counts.entry(status::local_phase(p)).or_default() += 1;
@@ -72,15 +72,17 @@ fn record_gauges(ctx: &Context, all: &[Arc<Pod>]) {
     ctx.metrics.set_queue(waiting, in_flight);
 }
 
+/// Whether the remote status of `p` is followed: offloaded, not terminal,
+/// not being deleted.
+pub(super) fn is_followed(p: &Pod) -> bool {
+    p.metadata.deletion_timestamp.is_none() && job_id(p).is_some() && status::needs_polling(p)
+}
+
 /// The pods whose remote status is followed, without their managed fields
 /// (the plugin does not need them).
-fn followed(all: &[Arc<Pod>]) -> Vec<Pod> {
+pub(super) fn followed(all: &[Arc<Pod>]) -> Vec<Pod> {
     all.iter()
-        .filter(|p| {
-            p.metadata.deletion_timestamp.is_none()
-                && job_id(p).is_some()
-                && status::needs_polling(p)
-        })
+        .filter(|p| is_followed(p))
         .map(|p| {
             let mut p = (**p).clone();
             p.metadata.managed_fields = None;

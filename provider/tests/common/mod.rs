@@ -48,22 +48,38 @@ pub async fn env() -> Env {
 pub struct Plugin {
     addr: SocketAddr,
     remote: kube::Client,
+    status_watch: bool,
     running: Option<RunningPlugin>,
+}
+
+/// Whether the in-process plugin offers the status stream: yes, unless
+/// `OFFLOAD_STATUS_WATCH=false`, which runs every test of this crate against
+/// a plugin polled through `/status` as interLink does.
+pub fn status_watch_default() -> bool {
+    std::env::var("OFFLOAD_STATUS_WATCH").map_or(true, |v| v != "false" && v != "0")
 }
 
 impl Plugin {
     pub async fn start(remote: &kube::Client) -> Plugin {
-        let running = Self::run(remote, SocketAddr::from(([127, 0, 0, 1], 0))).await;
+        Self::start_with_status_watch(remote, status_watch_default()).await
+    }
+
+    /// The plugin with its status stream on or off (`--status-watch`).
+    pub async fn start_with_status_watch(remote: &kube::Client, status_watch: bool) -> Plugin {
+        let addr = SocketAddr::from(([127, 0, 0, 1], 0));
+        let running = Self::run(remote, addr, status_watch).await;
         Plugin {
             addr: running.addr(),
             remote: remote.clone(),
+            status_watch,
             running: Some(running),
         }
     }
 
-    async fn run(remote: &kube::Client, addr: SocketAddr) -> RunningPlugin {
+    async fn run(remote: &kube::Client, addr: SocketAddr, status_watch: bool) -> RunningPlugin {
         let mut config = PluginConfig::for_tests();
         config.listen = Listen::Tcp(addr);
+        config.status_watch = status_watch;
         let p = offload_plugin::start(config, remote.clone())
             .await
             .expect("plugin starts");
@@ -88,7 +104,7 @@ impl Plugin {
     /// Starts a fresh plugin on the same address (state comes from the remote cluster).
     pub async fn restart(&mut self) {
         self.stop().await;
-        self.running = Some(Self::run(&self.remote, self.addr).await);
+        self.running = Some(Self::run(&self.remote, self.addr, self.status_watch).await);
     }
 }
 
