@@ -216,9 +216,11 @@ pub struct Config {
     pub status_watch: bool,
 
     /// With the stream: how often every followed pod's status is read again
-    /// through `/status` anyway (a safety net). While polling: how often the
+    /// through `/status` anyway (a safety net; keep it under the plugin's
+    /// --caller-alive-within, 5m, or its orphan sweep takes this provider for
+    /// silent and never sweeps its orphans). While polling: how often the
     /// plugin is asked again whether it offers the stream.
-    #[arg(long, env = "STATUS_RESYNC", default_value = "10m", value_parser = parse_duration)]
+    #[arg(long, env = "STATUS_RESYNC", default_value = "4m", value_parser = parse_duration)]
     pub status_resync: Duration,
 
     /// Status writes to the local apiserver at once, from the stream. Changes
