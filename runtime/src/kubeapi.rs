@@ -45,6 +45,9 @@ pub mod field_manager {
     pub const PROVIDER: &str = "offload-provider";
     /// The provider's status writes (node and pod status subresources).
     pub const PROVIDER_STATUS: &str = "offload-provider-status";
+    /// The provider's tunnel condition of a pod whose status follows the
+    /// plugin's stream (only that condition, merged by its type).
+    pub const PROVIDER_TUNNEL: &str = "offload-provider-tunnel";
     /// The plugin: the remote objects of offloaded pods.
     pub const PLUGIN: &str = "offload-plugin";
     /// gateway-manager (embedded or standalone): the gateway, tunnel

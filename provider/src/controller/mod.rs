@@ -28,6 +28,7 @@ mod status_metrics;
 mod status_poll;
 mod status_watch;
 mod status_writer;
+mod tunnel_status;
 mod vanished;
 
 use std::sync::Arc;

@@ -125,11 +125,14 @@ async fn watch(
         ctx.config.status_resync,
     );
     let mut gauges = tokio::time::interval(GAUGES_EVERY);
+    let tunnels_refreshing = Arc::new(AtomicBool::new(false));
+    let mut tunnels = tokio::time::interval(super::tunnel_status::REFRESH_EVERY);
     let end = loop {
         tokio::select! {
             _ = cancel.cancelled() => break None,
             _ = gauges.tick() => record_gauges(ctx, &ctx.pods.state()),
             _ = resync.tick() => spawn_resync(ctx, writer, &resyncing),
+            _ = tunnels.tick() => super::tunnel_status::spawn_refresh(ctx, &tunnels_refreshing),
             line = tokio::time::timeout(SILENCE, events.next()) => match line {
                 Err(_) => break Some(format!("no line for {}s", SILENCE.as_secs())),
                 Ok(None) => break Some("closed by the plugin".into()),
