@@ -395,7 +395,17 @@ async fn mtls_the_plugin_serves_only_a_provider_with_the_client_certificate() {
         .ping()
         .await
         .expect("the client certificate opens the door");
-    client(with).status(&[]).await.expect("status with mTLS");
+    // A pod the plugin does not know (`/status` with `[]` is the ping,
+    // answered with the ping's object since the plugin reports capacity).
+    let unknown: k8s_openapi::api::core::v1::Pod = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "nobody", "namespace": "default", "uid": "00000000-0000-4000-8000-000000000000"},
+        "spec": {"nodeName": "vn-mtls", "containers": []},
+    }))
+    .expect("pod");
+    client(with)
+        .status(&[unknown])
+        .await
+        .expect("status with mTLS");
 
     // The whole provider over mTLS: the node turns Ready.
     let node = node_name("vn-mtls");
