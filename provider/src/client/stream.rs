@@ -204,21 +204,6 @@ impl PluginClient {
     /// Whether the plugin offers extension `name` (`offload_wire::watch`):
     /// `false` when it has no capabilities route (interLink's plugins).
     pub async fn offers(&self, name: &str) -> Result<bool, PluginError> {
-        let resp = match self
-            .call::<()>(
-                "capabilities",
-                http::Method::GET,
-                offload_wire::watch::CAPABILITIES_PATH,
-                None,
-                Some(self.ping_timeout()),
-            )
-            .await
-        {
-            Ok(r) => r,
-            Err(PluginError::Status { status: 404, .. }) => return Ok(false),
-            Err(e) => return Err(e),
-        };
-        let c: offload_wire::watch::Capabilities = self.json(resp).await?;
-        Ok(c.offers(name))
+        Ok(self.capabilities().await?.offers(name))
     }
 }
