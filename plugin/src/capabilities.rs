@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use axum::{Json, extract::State};
-use offload_wire::watch::{Capabilities, STATUS_WATCH};
+use offload_wire::watch::{Capabilities, STATUS_FOLLOW, STATUS_WATCH};
 
 use crate::http::AppState;
 
@@ -19,6 +19,8 @@ pub fn offered(state: &AppState) -> Vec<String> {
     if state.watch.is_some() {
         extensions.push(STATUS_WATCH.to_owned());
     }
+    // A streaming caller's sign of life for the orphan sweep.
+    extensions.push(STATUS_FOLLOW.to_owned());
     extensions
 }
 

@@ -14,6 +14,7 @@ mod limits;
 mod middleware;
 mod status_body;
 
+pub(crate) use self::body::JsonBody;
 pub use self::limits::Limits;
 
 use std::{
@@ -99,6 +100,17 @@ impl AppState {
         }
     }
 
+    /// `caller` follows these pods (`/status/follow`): alive, and each named.
+    pub(crate) fn follow<'a>(&self, caller: &str, uids: impl IntoIterator<Item = &'a str>) {
+        if let Ok(mut t) = self.tracker.lock() {
+            let now = Instant::now();
+            for u in uids {
+                t.touch(u, now);
+            }
+            t.status_call(caller, now);
+        }
+    }
+
     /// This plugin instance (the label of what it creates).
     pub(crate) fn instance(&self) -> String {
         self.tracker
@@ -149,6 +161,10 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route(
             offload_wire::watch::CAPABILITIES_PATH,
             get(crate::capabilities::handler),
+        )
+        .route(
+            offload_wire::watch::FOLLOW_PATH,
+            post(crate::follow::handler),
         )
         // WebSocket upgrades: the limits below end with the upgrade answer.
         .merge(crate::stream::routes())

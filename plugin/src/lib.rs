@@ -76,6 +76,7 @@ pub mod capacity;
 pub mod config;
 pub mod error;
 pub mod events;
+pub mod follow;
 pub mod http;
 pub mod logs;
 pub mod metrics;

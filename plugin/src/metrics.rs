@@ -64,6 +64,7 @@ pub struct Metrics {
     pub watch_changes: Counter,
     pub watch_slow_disconnects: Counter,
     pub watch_replays: Family<ResultLabels, Counter>,
+    pub follow_calls: Family<ResultLabels, Counter>,
 }
 
 impl Metrics {
@@ -150,6 +151,10 @@ impl Metrics {
             watch_replays: m.add(
                 "watch_replays",
                 "/status/watch streams opened, by how they started (resumed: from the token, full: every pod)",
+            ),
+            follow_calls: m.add(
+                "follow_calls",
+                "/status/follow calls, by result (matched: the digest named every running pod of the caller, mismatched: it did not and the UIDs were asked for, listed: the UIDs were sent)",
             ),
         }
     }

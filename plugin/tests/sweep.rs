@@ -9,6 +9,10 @@
 //! grace, 5 s liveness window, a sweep every second), its own namespace
 //! prefix (no other test's plugin may own its namespaces) and its own
 //! instance names, and cleans up after itself.
+//!
+//! The follow call of a streaming caller (`/status/follow`) is judged here
+//! too: it names only its own caller's pods, and a digest alone that does
+//! not match proves nothing.
 
 mod common;
 
@@ -305,6 +309,106 @@ async fn an_orphan_of_a_polling_caller_is_swept_exactly_once() -> anyhow::Result
     assert_untouched(&env, &kept_uid, "the polled pod").await?;
     delete_and_wait(&env, &p, &kept_pod, &kept_uid).await?;
     wait_gone(&env, &orphan).await?;
+    p.stop().await;
+    Ok(())
+}
+
+/// One `/status/follow` call of the caller on `node`: `uids` sent, or only
+/// the count and digest of `digest_of`. Whether the plugin answered matched.
+async fn follow(
+    env: &Env,
+    p: &Plugin,
+    node: &str,
+    digest_of: &[&str],
+    uids: Option<&[&str]>,
+) -> anyhow::Result<bool> {
+    let body = json!({
+        "node": node,
+        "count": digest_of.len(),
+        "digest": offload_wire::watch::follow_digest(digest_of.iter().copied()),
+        "uids": uids,
+    });
+    let (code, text) = send(env, Method::POST, p.url("/status/follow"), body.to_string()).await?;
+    anyhow::ensure!(code == StatusCode::OK, "follow answered {code}: {text}");
+    let answer: Value = serde_json::from_str(&text)?;
+    Ok(answer["matched"] == json!(true))
+}
+
+/// A streaming provider names its pods through `/status/follow`: the pods
+/// it lists are kept, the one it no longer lists is swept, another caller
+/// cannot keep that one alive by listing its UID, and a digest that does
+/// not match (no UIDs) makes nobody alive, so its caller's pods stay.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn follow_calls_keep_only_the_callers_listed_pods() -> anyhow::Result<()> {
+    let env = env().await?;
+    let scope = scope_mapped(&env, "swp-fol", "swpf")?;
+    let ns = scope.local_ns.as_str();
+    let p = Plugin::start(&env, sweeping("swp-fol", "swpf")).await?;
+    let mut made = Vec::new();
+    for (name, node) in [
+        ("a1", "vn-a"),
+        ("a2", "vn-a"),
+        ("b1", "vn-b"),
+        ("d1", "vn-d"),
+    ] {
+        let (uid, body, _) = sleeper(ns, name, node)?;
+        // `sleep` ignores SIGTERM: a short grace keeps the cleanup short.
+        let mut body: Value = serde_json::from_str(&body)?;
+        body["pod"]["spec"]["terminationGracePeriodSeconds"] = json!(1);
+        create(&env, &p, &body.to_string()).await?;
+        made.push((uid, body["pod"].clone()));
+    }
+    let [a1, a2, b1, d1] = [0, 1, 2, 3].map(|i| made[i].0.clone());
+    let round = async || -> anyhow::Result<()> {
+        follow(&env, &p, "vn-a", &[&a1], Some(&[&a1])).await?;
+        // Caller B lists A's a2 too: it names nothing of A's.
+        follow(&env, &p, "vn-b", &[&a2, &b1], Some(&[&a2, &b1])).await?;
+        // Caller D sends a digest of nothing: it does not match its pod.
+        let matched = follow(&env, &p, "vn-d", &[], None).await?;
+        anyhow::ensure!(!matched, "a wrong digest was answered matched");
+        Ok(())
+    };
+    let started = Instant::now();
+    testbed::wait_for("a2 to be swept", Duration::from_secs(90), || async {
+        round().await?;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let pod = remote_pod(&env, &a2).await?;
+        Ok(pod
+            .is_none_or(|p| p.metadata.deletion_timestamp.is_some())
+            .then_some(()))
+    })
+    .await?;
+    assert!(started.elapsed() >= GRACE, "swept before its grace ended");
+    let end = Instant::now() + GRACE + Duration::from_secs(4);
+    while Instant::now() < end {
+        round().await?;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    assert_untouched(&env, &a1, "a1, listed by its caller").await?;
+    assert_untouched(&env, &b1, "b1, listed by its caller").await?;
+    assert_untouched(&env, &d1, "d1, whose caller only sent a wrong digest").await?;
+    // a2 is being deleted, so A's running pods are exactly a1 now.
+    assert!(
+        follow(&env, &p, "vn-a", &[&a1], None).await?,
+        "the digest of a1 alone should match caller A's running pods"
+    );
+    assert!(
+        metric(
+            &env,
+            &p,
+            "offload_plugin_follow_calls_total{result=\"listed\"}"
+        )
+        .await?
+            > 0.0
+    );
+    for (_, pod) in &made {
+        let (code, text) = send(&env, Method::POST, p.url("/delete"), pod.to_string()).await?;
+        anyhow::ensure!(code == StatusCode::OK, "delete answered {code}: {text}");
+    }
+    for (uid, _) in &made {
+        wait_gone(&env, uid).await?;
+    }
+    eprintln!("cleanup done after {:?}", started.elapsed());
     p.stop().await;
     Ok(())
 }

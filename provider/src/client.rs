@@ -151,6 +151,9 @@ struct Inner {
     backoff: Backoff,
     timeout: Duration,
     max_response: u64,
+    /// Slots for create, delete, status and follow calls
+    /// (`--plugin-max-requests`).
+    in_flight: Arc<tokio::sync::Semaphore>,
     metrics: Option<Metrics>,
     /// WebSockets of the streaming extension (exec, attach, port-forward).
     stream: stream::StreamConnector,
@@ -184,6 +187,8 @@ pub struct ClientSettings {
     pub insecure: bool,
     /// Largest answer read.
     pub max_response: u64,
+    /// Create, delete, status and follow calls in flight at once.
+    pub max_in_flight: usize,
 }
 
 impl ClientSettings {
@@ -204,6 +209,7 @@ impl ClientSettings {
                 .zip(c.plugin_client_key_file.clone()),
             insecure: c.plugin_insecure,
             max_response: c.plugin_max_response_size,
+            max_in_flight: c.plugin_max_requests,
         }
     }
 
@@ -221,6 +227,7 @@ impl ClientSettings {
             client_cert: None,
             insecure: false,
             max_response: 64 << 20,
+            max_in_flight: 32,
         }
     }
 }
@@ -278,6 +285,7 @@ impl PluginClient {
                 backoff: s.backoff,
                 timeout: s.timeout,
                 max_response: s.max_response,
+                in_flight: Arc::new(tokio::sync::Semaphore::new(s.max_in_flight.max(1))),
                 metrics,
                 stream,
             }),
@@ -319,6 +327,20 @@ impl PluginClient {
             None => None,
         };
         let token = self.token()?;
+        // The bulk calls share a bound under the plugin's own concurrency
+        // limit: thousands of pods created or deleted at once wait here
+        // rather than being shed with 503 and retried after a backoff. The
+        // ping, streams and logs do not wait behind them.
+        let _slot = match op {
+            "create" | "delete" | "status" | "follow" => Some(
+                self.inner
+                    .in_flight
+                    .acquire()
+                    .await
+                    .map_err(|_| PluginError::Other("the plugin client is closed".into()))?,
+            ),
+            _ => None,
+        };
         let started = Instant::now();
         tracing::debug!(op, %url, "plugin call");
         let mut attempt = 0;

@@ -216,12 +216,27 @@ pub struct Config {
     pub status_watch: bool,
 
     /// With the stream: how often every followed pod's status is read again
-    /// through `/status` anyway (a safety net; keep it under the plugin's
-    /// --caller-alive-within, 5m, or its orphan sweep takes this provider for
-    /// silent and never sweeps its orphans). While polling: how often the
-    /// plugin is asked again whether it offers the stream.
-    #[arg(long, env = "STATUS_RESYNC", default_value = "4m", value_parser = parse_duration)]
+    /// through `/status` anyway (a safety net; the stream's resume tokens
+    /// already replay what a restart missed). Against a plugin that offers
+    /// the stream but not `statusFollow`, at most 4m: its orphan sweep then
+    /// counts only `/status` calls as signs of life. While polling: how often
+    /// (at most 5m) the plugin is asked again whether it offers the stream.
+    #[arg(long, env = "STATUS_RESYNC", default_value = "30m", value_parser = parse_duration)]
     pub status_resync: Duration,
+
+    /// With the stream: how often the plugin is told which pods this node
+    /// follows (`/status/follow`: a count and a digest of their UIDs, the
+    /// UIDs themselves only when they differ from the plugin's). It is the
+    /// plugin's orphan sweep's sign of life: keep it well under the plugin's
+    /// --caller-alive-within (5m).
+    #[arg(long, env = "STATUS_FOLLOW_INTERVAL", default_value = "1m", value_parser = parse_duration)]
+    pub status_follow_interval: Duration,
+
+    /// Plugin calls in flight at once for create, delete and status (more
+    /// wait for a free slot). Keep it under the plugin's
+    /// --max-concurrent-requests (64), or it sheds them with 503.
+    #[arg(long, env = "PLUGIN_MAX_REQUESTS", default_value_t = 32)]
+    pub plugin_max_requests: usize,
 
     /// Status writes to the local apiserver at once, from the stream. Changes
     /// of one pod that arrive before its write are coalesced into one write
@@ -237,8 +252,9 @@ pub struct Config {
     #[arg(long, env = "PING_FAILURES", default_value_t = 2)]
     pub ping_failures: u32,
 
-    /// Maximum parallel plugin calls for create/delete (the work queue's workers).
-    #[arg(long, env = "WORKERS", default_value_t = 16)]
+    /// Pods created or deleted at once (the work queue's workers); their
+    /// plugin calls are bounded by --plugin-max-requests too.
+    #[arg(long, env = "WORKERS", default_value_t = 64)]
     pub workers: usize,
 
     /// How long a pod may wait for a missing ConfigMap/Secret before it fails.

@@ -8,7 +8,11 @@
 //!   make it);
 //! - a pod that finished while the plugin, then the provider, was down ends
 //!   Succeeded/Failed locally with the right exit code (resume or replay);
-//! - a remote pod deleted behind our back fails the local pod.
+//! - a remote pod deleted behind our back fails the local pod;
+//! - the plugin's orphan sweep removes a remote pod whose local pod went
+//!   while the provider was down, and never one the provider follows (with
+//!   the stream, through `/status/follow`: the provider calls `/status` only
+//!   for its half-hourly resync).
 
 mod common;
 
@@ -253,4 +257,76 @@ async fn a_remote_pod_deleted_behind_our_back_fails_the_pod_through_the_stream()
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_remote_pod_deleted_behind_our_back_fails_the_pod_polled() {
     remote_delete_fails_the_pod(false).await;
+}
+
+/// The sweep's grace in [`orphans_are_swept`]: a pod older than this that
+/// its live caller did not name for this long is an orphan.
+const ORPHAN_AFTER: Duration = Duration::from_secs(8);
+
+fn sweeping(c: &mut offload_plugin::PluginConfig) {
+    c.no_sweep = false;
+    c.sweep_interval = Duration::from_secs(1);
+    c.orphan_after = ORPHAN_AFTER;
+}
+
+async fn orphans_are_swept(watch: bool) {
+    let env = env().await;
+    let plugin = Plugin::start_with(&env.remote, watch, sweeping).await;
+    let node = node_name(if watch { "vn-sw-orph" } else { "vn-sp-orph" });
+    let mut config = provider_config(&env, &node, &plugin);
+    // With the stream only the follow call can name the pods in time.
+    config.status_resync = Duration::from_secs(600);
+    config.status_follow_interval = Duration::from_secs(1);
+    let prov = start_provider(&env, config.clone()).await;
+    let (_ns, _cleanup, pods) = test_namespace(&env, "prov-sw-orph", &[&node]).await;
+    for name in ["kept", "orphan"] {
+        let p = pod(name, &node, "Never", None, container("main", "sleep 3600"));
+        pods.create(&PostParams::default(), &p)
+            .await
+            .expect("create");
+    }
+    let kept = uid(&wait_phase(&pods, "kept", "Running", RUN).await);
+    let orphan = uid(&wait_phase(&pods, "orphan", "Running", RUN).await);
+
+    // The local pod goes while no provider sees it: nobody tells the plugin.
+    prov.shutdown().await;
+    let force = kube::api::DeleteParams {
+        grace_period_seconds: Some(0),
+        ..Default::default()
+    };
+    pods.delete("orphan", &force).await.expect("force delete");
+    wait_gone(&pods, "orphan", Duration::from_secs(30)).await;
+    let prov = start_provider(&env, config).await;
+
+    wait_for(
+        "the orphan swept remotely",
+        Duration::from_secs(120),
+        async || {
+            let left = remote_pods(&env.remote, &orphan).await;
+            left.iter()
+                .all(|p| p.metadata.deletion_timestamp.is_some())
+                .then_some(())
+        },
+    )
+    .await;
+    // Well past the grace: the pod the provider follows is still there.
+    tokio::time::sleep(ORPHAN_AFTER + Duration::from_secs(5)).await;
+    let still = remote_pods(&env.remote, &kept).await;
+    assert!(
+        still.len() == 1 && still[0].metadata.deletion_timestamp.is_none(),
+        "the followed pod's remote pod was swept: {} left",
+        still.len()
+    );
+    assert_eq!(phase(&pods.get("kept").await.expect("kept")), "Running");
+    prov.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn orphans_are_swept_and_followed_pods_kept_through_the_stream() {
+    orphans_are_swept(true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn orphans_are_swept_and_followed_pods_kept_polled() {
+    orphans_are_swept(false).await;
 }

@@ -26,7 +26,19 @@
 //! [`BOOKMARK_SECONDS`]) keep an idle connection alive and advance the
 //! token; the provider treats a silent connection (no line for
 //! 3 x [`BOOKMARK_SECONDS`]) as dead and reconnects. The provider still
-//! re-reads everything through `/status` every few minutes, as a safety net.
+//! re-reads everything through `/status` every half hour, as a safety net.
+//!
+//! [`FOLLOW_PATH`] ([`STATUS_FOLLOW`]): the stream names no pods, but the
+//! plugin's orphan sweep needs a caller that says which pods it still
+//! follows (interLink's polling does it with every `/status` call). So a
+//! streaming provider `POST`s a [`FollowRequest`] about every
+//! [`FOLLOW_SECONDS`]: the number and [`follow_digest`] of the local pod UIDs
+//! it follows (a few dozen bytes, whatever the number of pods). The plugin
+//! compares them with the caller's running remote pods: equal, the caller is
+//! alive and names all of them ([`FollowAnswer::matched`]); different, the
+//! provider sends the UIDs themselves, and only those count as named. A
+//! digest alone that does not match proves nothing: it keeps no pod and
+//! does not make the caller look alive.
 
 use serde::{Deserialize, Serialize};
 
@@ -38,6 +50,13 @@ pub const CAPABILITIES_PATH: &str = "/capabilities";
 pub const WATCH_PATH: &str = "/status/watch";
 /// Capability name of [`WATCH_PATH`].
 pub const STATUS_WATCH: &str = "statusWatch";
+/// `POST`: which pods a streaming caller follows ([`FollowRequest`]).
+pub const FOLLOW_PATH: &str = "/status/follow";
+/// Capability name of [`FOLLOW_PATH`].
+pub const STATUS_FOLLOW: &str = "statusFollow";
+/// Seconds between two [`FollowRequest`]s of a streaming provider: well
+/// under the plugin's default liveness window (5 min).
+pub const FOLLOW_SECONDS: u64 = 60;
 /// Capability names of the streaming endpoints ([`crate::stream`]).
 pub const EXEC: &str = "exec";
 pub const ATTACH: &str = "attach";
@@ -67,6 +86,43 @@ pub struct WatchQuery {
     /// The last token processed; absent on a first connection.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resume: Option<String>,
+}
+
+/// Body of [`FOLLOW_PATH`].
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FollowRequest {
+    /// The virtual node: with the principal, the caller.
+    pub node: String,
+    /// How many pods the caller follows.
+    pub count: u64,
+    /// [`follow_digest`] of their local UIDs.
+    pub digest: String,
+    /// The UIDs themselves: sent after an answer `matched: false`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uids: Option<Vec<String>>,
+}
+
+/// Answer of [`FOLLOW_PATH`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FollowAnswer {
+    /// The plugin's running pods of the caller are exactly the ones named.
+    pub matched: bool,
+}
+
+/// A digest of a set of pod UIDs: order and repeats do not matter
+/// (SHA-256 over the sorted, distinct UIDs, 32 hex digits).
+pub fn follow_digest<'a>(uids: impl IntoIterator<Item = &'a str>) -> String {
+    use sha2::{Digest, Sha256};
+    let mut sorted: Vec<&str> = uids.into_iter().collect();
+    sorted.sort_unstable();
+    sorted.dedup();
+    let mut h = Sha256::new();
+    h.update(b"offload-follow/v1");
+    for u in sorted {
+        h.update((u.len() as u64).to_be_bytes());
+        h.update(u.as_bytes());
+    }
+    hex::encode(&h.finalize()[..16])
 }
 
 /// One line of the stream.
@@ -115,5 +171,27 @@ mod tests {
         assert_eq!(line, r#"{"type":"synced","resume":"a:1"}"#);
         let back: WatchEvent = serde_json::from_str(&line).expect("parses");
         assert_eq!(back.resume(), "a:1");
+    }
+
+    #[test]
+    fn follow_digest_is_of_the_set() {
+        let a = follow_digest(["u2", "u1", "u1"]);
+        assert_eq!(a, follow_digest(["u1", "u2"]));
+        assert_eq!(a.len(), 32);
+        assert_ne!(a, follow_digest(["u1"]));
+        assert_ne!(follow_digest(["u1u2"]), follow_digest(["u1", "u2"]));
+        assert_ne!(follow_digest([]), follow_digest([""]));
+    }
+
+    #[test]
+    fn follow_request_omits_absent_uids() {
+        let r = FollowRequest {
+            node: "vn".into(),
+            count: 0,
+            digest: follow_digest([]),
+            uids: None,
+        };
+        let line = serde_json::to_string(&r).expect("serialises");
+        assert!(!line.contains("uids"), "{line}");
     }
 }

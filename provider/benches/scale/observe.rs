@@ -3,7 +3,7 @@
 //! and when the local pod showed each of those. All times are this
 //! process's clock at the watch event, so the two sides compare directly.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -64,18 +64,38 @@ fn note(seen: &mut Seen, p: &Pod, terminal_phase: bool, now: Instant) {
 }
 
 /// Watch `api` until the task is aborted; `key` gives the local UID.
+///
+/// After a re-list (the watch expired or broke, common under this load) a
+/// pod that was deleted meanwhile has no `Delete` event: it is simply not
+/// in the new list, and counts as gone when the list is complete.
 pub fn spawn_watch(api: Api<Pod>, obs: Shared, remote: bool) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut s = std::pin::pin!(watcher(api, watcher::Config::default()).default_backoff());
+        let mut listed: Option<HashSet<String>> = None;
         while let Some(ev) = s.next().await {
             let now = Instant::now();
             let Ok(ev) = ev else { continue };
             let mut o = obs.lock().unwrap_or_else(|e| e.into_inner());
             let side = if remote { &mut o.remote } else { &mut o.local };
             match ev {
-                watcher::Event::Apply(p) | watcher::Event::InitApply(p) => {
+                watcher::Event::Apply(p) => {
                     if let Some(k) = key(&p, remote) {
                         note(side.entry(k).or_default(), &p, !remote, now);
+                    }
+                }
+                watcher::Event::InitApply(p) => {
+                    if let Some(k) = key(&p, remote) {
+                        note(side.entry(k.clone()).or_default(), &p, !remote, now);
+                        listed.get_or_insert_with(HashSet::new).insert(k);
+                    }
+                }
+                watcher::Event::Init => listed = Some(HashSet::new()),
+                watcher::Event::InitDone => {
+                    let present = listed.take().unwrap_or_default();
+                    for (k, seen) in side.iter_mut() {
+                        if !present.contains(k) && seen.gone.is_none() {
+                            seen.gone = Some(now);
+                        }
                     }
                 }
                 watcher::Event::Delete(p) => {
@@ -83,7 +103,6 @@ pub fn spawn_watch(api: Api<Pod>, obs: Shared, remote: bool) -> tokio::task::Joi
                         side.entry(k).or_default().gone.get_or_insert(now);
                     }
                 }
-                _ => {}
             }
         }
     })

@@ -238,7 +238,15 @@ async fn measure(s: &Setup<'_>, ns: &str, n: usize) -> anyhow::Result<()> {
         .filter(|u| {
             let r = o.remote.get(*u).and_then(|x| x.exit_code);
             let l = o.local.get(*u).and_then(|x| x.exit_code);
-            r.is_none() || r != l
+            let wrong = r.is_none() || r != l;
+            if wrong {
+                eprintln!(
+                    "exit code of {u}: remote {r:?} local {l:?} (remote seen {:?}, local seen {:?})",
+                    o.remote.get(*u),
+                    o.local.get(*u)
+                );
+            }
+            wrong
         })
         .count();
     let idle = i1.at - i0.at;

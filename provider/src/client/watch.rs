@@ -8,7 +8,10 @@ use futures::{Stream, StreamExt, TryStreamExt};
 use http::Method;
 use k8s_openapi::api::core::v1::{Pod, PodSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use offload_wire::watch::{CAPABILITIES_PATH, Capabilities, WATCH_PATH, WatchEvent, WatchQuery};
+use offload_wire::watch::{
+    CAPABILITIES_PATH, Capabilities, FOLLOW_PATH, FollowAnswer, FollowRequest, WATCH_PATH,
+    WatchEvent, WatchQuery,
+};
 use tokio_util::codec::{FramedRead, LinesCodec, LinesCodecError};
 use tokio_util::io::StreamReader;
 
@@ -63,6 +66,20 @@ impl PluginClient {
             }
             Err(e) => Err(e),
         }
+    }
+
+    /// Tell the plugin which pods this node follows (`/status/follow`).
+    pub async fn follow(&self, req: &FollowRequest) -> Result<FollowAnswer, PluginError> {
+        let resp = self
+            .call(
+                "follow",
+                Method::POST,
+                FOLLOW_PATH,
+                Some(req),
+                Some(self.timeout()),
+            )
+            .await?;
+        self.json(resp).await
     }
 
     /// Open the status-change stream of `query`. The answer's headers must

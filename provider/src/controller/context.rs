@@ -67,6 +67,18 @@ pub struct State {
     port_waiters: Mutex<HashSet<ObjectRef<Pod>>>,
     /// Reconciles running now.
     in_flight: AtomicUsize,
+    /// Event writes sent off the reconcile path, in flight at once.
+    background_events: EventSlots,
+}
+
+/// Bounds the event writes that run in the background.
+#[derive(Debug)]
+struct EventSlots(Arc<tokio::sync::Semaphore>);
+
+impl Default for EventSlots {
+    fn default() -> Self {
+        Self(Arc::new(tokio::sync::Semaphore::new(16)))
+    }
 }
 
 /// Per pod.
@@ -249,6 +261,37 @@ impl Context {
         if let Err(e) = self.recorder.publish(&ev, &pod.object_ref(&())).await {
             warn!(error = %e, reason, "cannot publish event");
         }
+    }
+
+    /// [`Context::event`] without waiting for the write: for the one event
+    /// every offloaded pod gets, so that a burst of creates is not paced by
+    /// event writes (at most 16 of them in flight; an event is not state).
+    pub(super) fn event_later(
+        &self,
+        pod: &Pod,
+        type_: EventType,
+        reason: &'static str,
+        action: &'static str,
+        note: String,
+    ) {
+        self.metrics.event(reason);
+        let ev = KEvent {
+            type_,
+            reason: reason.into(),
+            note: Some(note.chars().take(1000).collect()),
+            action: action.into(),
+            secondary: None,
+        };
+        let (recorder, reference) = (self.recorder.clone(), pod.object_ref(&()));
+        let slots = Arc::clone(&self.state.background_events.0);
+        tokio::spawn(async move {
+            let Ok(_slot) = slots.acquire_owned().await else {
+                return;
+            };
+            if let Err(e) = recorder.publish(&ev, &reference).await {
+                warn!(error = %e, reason, "cannot publish event");
+            }
+        });
     }
 
     /// A Warning event for `pod` about `failure`, once per failure streak

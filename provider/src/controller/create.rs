@@ -195,8 +195,7 @@ async fn create(
     });
     info!(%jid, "offloaded");
     let note = format!("created remotely, job id {jid}");
-    ctx.event(pod, EventType::Normal, "Offloaded", "Create", note)
-        .await;
+    ctx.event_later(pod, EventType::Normal, "Offloaded", "Create", note);
     Ok(Outcome::Done)
 }
 

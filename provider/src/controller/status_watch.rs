@@ -8,8 +8,14 @@
 //! (the plugin replays what was missed, or everything and `Synced`), and
 //! treated as dead after 3 x `BOOKMARK_SECONDS` without a line. Every
 //! `--status-resync` the whole node is read again through `/status` (pod
-//! identities only) as a safety net. Without the capability the poller runs,
-//! and the plugin is asked again every `--status-resync`.
+//! identities only) as a safety net. Every `--status-follow-interval` the
+//! plugin is told which pods the node follows (`/status/follow`, with
+//! `statusFollow`): a count and a digest, the UIDs only when the plugin's
+//! differ; it is its orphan sweep's sign of life. Against a plugin without
+//! `statusFollow` the resync runs at least every [`UNFOLLOWED_RESYNC`]
+//! instead, since only `/status` calls keep its sweep going. Without the
+//! stream the poller runs, and the plugin is asked again every
+//! `--status-resync` (at most [`RECHECK`]).
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -18,12 +24,15 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Pod;
-use offload_wire::watch::{BOOKMARK_SECONDS, STATUS_WATCH, WatchEvent, WatchQuery};
+use offload_wire::watch::{
+    BOOKMARK_SECONDS, FollowRequest, STATUS_FOLLOW, STATUS_WATCH, WatchEvent, WatchQuery,
+    follow_digest,
+};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use super::status_metrics::{Source, StatusMetrics};
-use super::status_poll::{followed, record_gauges, run_status_poller};
+use super::status_poll::{followed, is_followed, record_gauges, run_status_poller};
 use super::status_writer::{StatusWriter, Update, status_writer};
 use super::{Context, uid};
 use crate::client::PluginError;
@@ -36,6 +45,13 @@ const SILENCE: Duration = Duration::from_secs(3 * BOOKMARK_SECONDS);
 /// How often the pod gauges are refreshed while streaming (the poller does
 /// it every round).
 const GAUGES_EVERY: Duration = Duration::from_secs(5);
+/// The resync period against a plugin without `statusFollow`: under its
+/// default `--caller-alive-within` (5 min), so that its orphan sweep still
+/// sees this provider name its pods.
+const UNFOLLOWED_RESYNC: Duration = Duration::from_secs(4 * 60);
+/// While polling, the plugin is asked at least this often whether it offers
+/// the stream now.
+const RECHECK: Duration = Duration::from_secs(5 * 60);
 
 /// Follow the statuses of the node's pods until `cancel`.
 pub async fn run_status_updates(ctx: Arc<Context>, cancel: CancellationToken) {
@@ -61,13 +77,14 @@ async fn follow(
         match ctx.plugin.capabilities().await {
             Ok(c) if c.offers(STATUS_WATCH) => {
                 metrics.source(Source::Watch);
-                let opened = watch(&ctx, &writer, &metrics, &mut stream, &cancel).await;
+                let follows = c.offers(STATUS_FOLLOW);
+                let opened = watch(&ctx, &writer, &metrics, &mut stream, follows, &cancel).await;
                 failures = if opened { 0 } else { failures + 1 };
             }
             Ok(_) => {
                 info!("the plugin does not offer the status stream: polling /status");
                 metrics.source(Source::Poll);
-                poll_for(&ctx, ctx.config.status_resync, &cancel).await;
+                poll_for(&ctx, ctx.config.status_resync.min(RECHECK), &cancel).await;
                 failures = 0;
                 continue;
             }
@@ -103,6 +120,7 @@ async fn watch(
     writer: &StatusWriter,
     metrics: &StatusMetrics,
     stream: &mut StreamState,
+    follows: bool,
     cancel: &CancellationToken,
 ) -> bool {
     let query = WatchQuery {
@@ -120,10 +138,17 @@ async fn watch(
     stream.connected();
     metrics.connected(true);
     let resyncing = Arc::new(AtomicBool::new(false));
-    let mut resync = tokio::time::interval_at(
-        tokio::time::Instant::now() + jittered_period(ctx.config.status_resync),
-        ctx.config.status_resync,
-    );
+    let every = if follows {
+        ctx.config.status_resync
+    } else {
+        ctx.config.status_resync.min(UNFOLLOWED_RESYNC)
+    };
+    let mut resync =
+        tokio::time::interval_at(tokio::time::Instant::now() + jittered_period(every), every);
+    let following = Arc::new(AtomicBool::new(false));
+    // The first one at once: a plugin that restarted learns at once that
+    // this caller is alive.
+    let mut follow_tick = tokio::time::interval(ctx.config.status_follow_interval);
     let mut gauges = tokio::time::interval(GAUGES_EVERY);
     let tunnels_refreshing = Arc::new(AtomicBool::new(false));
     let mut tunnels = tokio::time::interval(super::tunnel_status::REFRESH_EVERY);
@@ -132,6 +157,7 @@ async fn watch(
             _ = cancel.cancelled() => break None,
             _ = gauges.tick() => record_gauges(ctx, &ctx.pods.state()),
             _ = resync.tick() => spawn_resync(ctx, writer, &resyncing),
+            _ = follow_tick.tick(), if follows => spawn_follow(ctx, &following),
             _ = tunnels.tick() => super::tunnel_status::spawn_refresh(ctx, &tunnels_refreshing),
             line = tokio::time::timeout(SILENCE, events.next()) => match line {
                 Err(_) => break Some(format!("no line for {}s", SILENCE.as_secs())),
@@ -207,6 +233,53 @@ fn spawn_resync(ctx: &Arc<Context>, writer: &StatusWriter, running: &Arc<AtomicB
         let pods: Vec<Pod> = followed(&ctx.pods.state()).iter().map(identity).collect();
         debug!(pods = pods.len(), "status resync");
         ask_status(&ctx, &writer, pods, "resync").await;
+        running.store(false, Ordering::Release);
+    });
+}
+
+/// Tell the plugin which pods this node follows: a count and a digest,
+/// then the UIDs if the plugin's pods differ. One at a time.
+fn spawn_follow(ctx: &Arc<Context>, running: &Arc<AtomicBool>) {
+    if running.swap(true, Ordering::AcqRel) {
+        return;
+    }
+    let (ctx, running) = (Arc::clone(ctx), Arc::clone(running));
+    tokio::spawn(async move {
+        let uids: Vec<String> = ctx
+            .pods
+            .state()
+            .iter()
+            .filter(|p| is_followed(p))
+            .map(|p| uid(p))
+            .collect();
+        let mut req = FollowRequest {
+            node: ctx.config.node_name.clone(),
+            count: uids.len() as u64,
+            digest: follow_digest(uids.iter().map(String::as_str)),
+            uids: None,
+        };
+        let answer = match ctx.plugin.follow(&req).await {
+            Ok(a) if a.matched => Ok(a),
+            Ok(_) => {
+                debug!(
+                    pods = uids.len(),
+                    "the plugin's pods differ: sending the followed UIDs"
+                );
+                req.uids = Some(uids);
+                ctx.plugin.follow(&req).await
+            }
+            Err(e) => Err(e),
+        };
+        match answer {
+            Ok(a) => debug!(
+                pods = req.count,
+                matched = a.matched,
+                "told the plugin which pods are followed"
+            ),
+            Err(e) => {
+                warn!(error = %e, "cannot tell the plugin which pods are followed; the next round tries again")
+            }
+        }
         running.store(false, Ordering::Release);
     });
 }

@@ -49,6 +49,7 @@ pub struct Plugin {
     addr: SocketAddr,
     remote: kube::Client,
     status_watch: bool,
+    tweak: fn(&mut PluginConfig),
     running: Option<RunningPlugin>,
 }
 
@@ -66,20 +67,37 @@ impl Plugin {
 
     /// The plugin with its status stream on or off (`--status-watch`).
     pub async fn start_with_status_watch(remote: &kube::Client, status_watch: bool) -> Plugin {
+        Self::start_with(remote, status_watch, |_| {}).await
+    }
+
+    /// The plugin with its status stream on or off and the test
+    /// configuration changed by `tweak` (kept across restarts).
+    pub async fn start_with(
+        remote: &kube::Client,
+        status_watch: bool,
+        tweak: fn(&mut PluginConfig),
+    ) -> Plugin {
         let addr = SocketAddr::from(([127, 0, 0, 1], 0));
-        let running = Self::run(remote, addr, status_watch).await;
+        let running = Self::run(remote, addr, status_watch, tweak).await;
         Plugin {
             addr: running.addr(),
             remote: remote.clone(),
             status_watch,
+            tweak,
             running: Some(running),
         }
     }
 
-    async fn run(remote: &kube::Client, addr: SocketAddr, status_watch: bool) -> RunningPlugin {
+    async fn run(
+        remote: &kube::Client,
+        addr: SocketAddr,
+        status_watch: bool,
+        tweak: fn(&mut PluginConfig),
+    ) -> RunningPlugin {
         let mut config = PluginConfig::for_tests();
         config.listen = Listen::Tcp(addr);
         config.status_watch = status_watch;
+        tweak(&mut config);
         let p = offload_plugin::start(config, remote.clone())
             .await
             .expect("plugin starts");
@@ -104,7 +122,8 @@ impl Plugin {
     /// Starts a fresh plugin on the same address (state comes from the remote cluster).
     pub async fn restart(&mut self) {
         self.stop().await;
-        self.running = Some(Self::run(&self.remote, self.addr, self.status_watch).await);
+        self.running =
+            Some(Self::run(&self.remote, self.addr, self.status_watch, self.tweak).await);
     }
 }
 
