@@ -2,7 +2,8 @@
 //! real clusters, through the real plugin: what `kubectl get --raw
 //! /api/v1/nodes/<virtual node>/proxy/...` shows of a busy offloaded pod
 //! (its CPU rising, its memory as the remote kubelet reports it), the
-//! kubelet's authorization (`nodes/stats`, `nodes/metrics`), the plugin
+//! kubelet's authorization (`nodes/stats`, `nodes/metrics`; that right
+//! opens no exec, attach, port-forward or logs, which are `nodes/proxy`), the plugin
 //! extension's own checks (token, only the caller's pods), and a plugin
 //! without the extension (empty figures, not an error).
 
@@ -338,11 +339,20 @@ async fn service_account_token(env: &Env, ns: &str, name: &str) -> String {
 
 /// (status, body) of GET `url` on the provider's kubelet port with `token`.
 async fn get(url: &str, token: &str) -> (u16, String) {
+    send(reqwest::Method::GET, url, token).await
+}
+
+async fn send(method: reqwest::Method, url: &str, token: &str) -> (u16, String) {
     let c = reqwest::Client::builder()
         .tls_danger_accept_invalid_certs(true)
         .build()
         .expect("client");
-    let r = c.get(url).bearer_auth(token).send().await.expect("send");
+    let r = c
+        .request(method, url)
+        .bearer_auth(token)
+        .send()
+        .await
+        .expect("send");
     (r.status().as_u16(), r.text().await.unwrap_or_default())
 }
 
@@ -430,6 +440,33 @@ async fn stats_need_nodes_stats_and_metrics_need_nodes_metrics() {
     assert_eq!(
         get(&metrics, &reader).await,
         (403, forbidden("reader", "metrics"))
+    );
+    // exec, attach, port-forward and logs are nodes/proxy, as on a kubelet:
+    // holding another right of the node opens none of them, whatever the pod.
+    let proxy_denied = |verb: &str| {
+        format!(
+            "Forbidden (user=system:serviceaccount:{ns}:reader, verb={verb}, resource=nodes, subresource=proxy)"
+        )
+    };
+    for path in [
+        format!("/exec/{ns}/any/main?command=id&output=1"),
+        format!("/attach/{ns}/any/main?output=1"),
+        format!("/portForward/{ns}/any?port=80"),
+    ] {
+        assert_eq!(
+            send(reqwest::Method::POST, &format!("{base}{path}"), &reader).await,
+            (403, proxy_denied("create")),
+            "POST {path}"
+        );
+        assert_eq!(
+            send(reqwest::Method::GET, &format!("{base}{path}"), &reader).await,
+            (403, proxy_denied("get")),
+            "GET {path}"
+        );
+    }
+    assert_eq!(
+        get(&format!("{base}/containerLogs/{ns}/any/main"), &reader).await,
+        (403, proxy_denied("get"))
     );
 
     let _ = Api::<ClusterRoleBinding>::all(env.local.clone())

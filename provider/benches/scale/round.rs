@@ -127,9 +127,20 @@ async fn create_all(pods: &Api<Pod>, list: Vec<Pod>) -> anyhow::Result<Vec<Strin
                 for _ in 0..50 {
                     match pods.create(&PostParams::default(), &p).await {
                         Ok(p) => return Ok(p.metadata.uid.unwrap_or_default()),
-                        // The namespace's service account is not there yet.
-                        Err(kube::Error::Api(e)) if e.message.contains("serviceaccount") => {
+                        // The namespace's service account is not there yet,
+                        // or the apiserver (its etcd) is overloaded: again.
+                        Err(kube::Error::Api(e))
+                            if e.message.contains("serviceaccount")
+                                || e.code >= 500
+                                || e.code == 429 =>
+                        {
                             tokio::time::sleep(Duration::from_millis(200)).await
+                        }
+                        // Already made by an attempt whose answer was lost.
+                        Err(kube::Error::Api(e)) if e.code == 409 => {
+                            let name = p.metadata.name.as_deref().unwrap_or_default();
+                            let got = pods.get(name).await?;
+                            return Ok(got.metadata.uid.unwrap_or_default());
                         }
                         Err(e) => return Err(anyhow::Error::from(e)),
                     }
@@ -163,8 +174,23 @@ pub async fn round(s: &Setup<'_>, n: usize) -> anyhow::Result<()> {
         .create(&PostParams::default(), &namespace)
         .await?;
     let result = measure(s, &ns, n).await;
+    if result.is_err() {
+        // Nothing waits for a graceful delete on a failed round.
+        let force = DeleteParams {
+            grace_period_seconds: Some(0),
+            ..Default::default()
+        };
+        let _ = Api::<Pod>::namespaced(s.local.clone(), &ns)
+            .delete_collection(&force, &ListParams::default())
+            .await;
+    }
     let _ = Api::<Namespace>::all(s.local.clone())
         .delete(&ns, &DeleteParams::default())
+        .await;
+    // The bench's plugin has no namespace GC: its remote namespace too.
+    let remote_ns = offload_plugin::naming::NamespaceMapper::new("offloading", vec![]).remote(&ns);
+    let _ = Api::<Namespace>::all(s.remote.clone())
+        .delete(&remote_ns, &DeleteParams::default())
         .await;
     result
 }

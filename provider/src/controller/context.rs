@@ -8,8 +8,11 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use jiff::Timestamp;
-use k8s_openapi::api::core::v1::{ConfigMap, Pod, PodStatus as LocalStatus, Secret};
-use kube::api::{Api, Patch};
+use k8s_openapi::api::core::v1::{
+    ConfigMap, Event as CoreEvent, EventSource, Pod, PodStatus as LocalStatus, Secret,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
+use kube::api::{Api, Patch, PostParams};
 use kube::runtime::events::{Event as KEvent, EventType, Recorder, Reporter};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Resource, ResourceExt};
@@ -69,6 +72,15 @@ pub struct State {
     in_flight: AtomicUsize,
     /// Event writes sent off the reconcile path, in flight at once.
     background_events: EventSlots,
+}
+
+/// `<pod>.<uid prefix>.<reason>`, within the 253 characters of a name (a
+/// long pod name is cut where a name part may end).
+fn one_off_event_name(pod: &str, uid: &str, reason: &str) -> String {
+    let head: String = pod.chars().take(200).collect();
+    let head = head.trim_end_matches(['-', '.']);
+    let uid: String = uid.chars().take(8).collect();
+    format!("{head}.{uid}.{}", reason.to_lowercase())
 }
 
 /// Bounds the event writes that run in the background.
@@ -263,33 +275,50 @@ impl Context {
         }
     }
 
-    /// [`Context::event`] without waiting for the write: for the one event
-    /// every offloaded pod gets, so that a burst of creates is not paced by
-    /// event writes (at most 16 of them in flight; an event is not state).
-    pub(super) fn event_later(
-        &self,
-        pod: &Pod,
-        type_: EventType,
-        reason: &'static str,
-        action: &'static str,
-        note: String,
-    ) {
+    /// The one Normal event every offloaded pod gets, without waiting for
+    /// the write, so that a burst of creates is not paced by event writes (at
+    /// most 16 in flight; an event is not state). A plain core/v1 Event with
+    /// a name of its own, as the kubelet writes its one-off events, not
+    /// through the [`Recorder`]: the Recorder keeps every event it wrote
+    /// for six minutes and walks them all on each write, which at 10,000
+    /// pods was megabytes and most of a burst's CPU.
+    pub(super) fn event_later(&self, pod: &Pod, reason: &'static str, note: String) {
         self.metrics.event(reason);
-        let ev = KEvent {
-            type_,
-            reason: reason.into(),
-            note: Some(note.chars().take(1000).collect()),
-            action: action.into(),
-            secondary: None,
+        let ns = pod.namespace().unwrap_or_default();
+        let uid = super::uid(pod);
+        let now = Time(Timestamp::now());
+        let event = CoreEvent {
+            metadata: ObjectMeta {
+                name: Some(one_off_event_name(&pod.name_any(), &uid, reason)),
+                namespace: Some(ns.clone()),
+                ..Default::default()
+            },
+            involved_object: pod.object_ref(&()),
+            type_: Some("Normal".into()),
+            reason: Some(reason.into()),
+            message: Some(note.chars().take(1000).collect()),
+            count: Some(1),
+            first_timestamp: Some(now.clone()),
+            last_timestamp: Some(now),
+            source: Some(EventSource {
+                component: Some(field_manager::PROVIDER.into()),
+                host: Some(self.config.node_name.clone()),
+            }),
+            reporting_component: Some(field_manager::PROVIDER.into()),
+            reporting_instance: Some(self.config.node_name.clone()),
+            ..Default::default()
         };
-        let (recorder, reference) = (self.recorder.clone(), pod.object_ref(&()));
+        let api: Api<CoreEvent> = Api::namespaced(self.client.clone(), &ns);
         let slots = Arc::clone(&self.state.background_events.0);
         tokio::spawn(async move {
             let Ok(_slot) = slots.acquire_owned().await else {
                 return;
             };
-            if let Err(e) = recorder.publish(&ev, &reference).await {
-                warn!(error = %e, reason, "cannot publish event");
+            match api.create(&PostParams::default(), &event).await {
+                // Written by an attempt whose answer was lost.
+                Ok(_) => {}
+                Err(kube::Error::Api(s)) if s.code == 409 => {}
+                Err(e) => warn!(error = %e, reason, "cannot publish event"),
             }
         });
     }
@@ -378,5 +407,25 @@ impl Context {
             f.secrets.insert(name.clone(), secrets.get_opt(name).await?);
         }
         Ok(f)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::one_off_event_name;
+
+    #[test]
+    fn one_off_event_names_fit_and_end_a_name_part_cleanly() {
+        assert_eq!(
+            one_off_event_name("web", "0123456789ab", "Offloaded"),
+            "web.01234567.offloaded"
+        );
+        let long = format!("{}-{}", "a".repeat(199), "b".repeat(60));
+        let n = one_off_event_name(&long, "u", "Offloaded");
+        assert!(n.len() <= 253, "{}", n.len());
+        assert!(
+            n.starts_with(&"a".repeat(199)) && n.contains("a.u.offloaded"),
+            "{n}"
+        );
     }
 }

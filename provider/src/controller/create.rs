@@ -195,7 +195,7 @@ async fn create(
     });
     info!(%jid, "offloaded");
     let note = format!("created remotely, job id {jid}");
-    ctx.event_later(pod, EventType::Normal, "Offloaded", "Create", note);
+    ctx.event_later(pod, "Offloaded", note);
     Ok(Outcome::Done)
 }
 

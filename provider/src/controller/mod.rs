@@ -24,6 +24,7 @@
 mod context;
 mod create;
 mod delete;
+mod slim;
 mod status_metrics;
 mod status_poll;
 mod status_watch;
@@ -174,9 +175,15 @@ pub fn pod_controller(
     let listed = store.clone();
     let pods = watcher(api, cfg)
         .default_backoff()
-        // Nothing reads the managed fields: at 10,000 pods they would be
-        // a good part of the store.
-        .modify(|p| p.metadata.managed_fields = None)
+        // Nothing reads the managed fields, and once a pod is offloaded
+        // (it has its job id) most of its spec is not read again: at
+        // 10,000 pods they would be most of the store.
+        .modify(|p| {
+            p.metadata.managed_fields = None;
+            if job_id(p).is_some() && p.metadata.deletion_timestamp.is_none() {
+                slim::slim(p);
+            }
+        })
         .reflect(writer)
         .inspect_ok(move |ev| match ev {
             watcher::Event::InitDone => {

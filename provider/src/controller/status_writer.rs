@@ -94,6 +94,19 @@ pub fn status_writer(
     (StatusWriter { tx }, dispatch(ctx, metrics, rx, cancel))
 }
 
+/// Whether `u` says more than "still waiting": its remote pod is gone, or a
+/// container runs or ended.
+fn urgent(u: &Update) -> bool {
+    let Some(r) = &u.remote else {
+        return true;
+    };
+    r.containers
+        .iter()
+        .chain(r.init_containers.iter())
+        .filter_map(|c| c.state.as_ref())
+        .any(|s| s.running.is_some() || s.terminated.is_some())
+}
+
 /// The newer change wins; the lag counts from the first one.
 fn merge(old: Update, new: Update) -> Update {
     Update {
@@ -109,7 +122,10 @@ async fn dispatch(
     cancel: CancellationToken,
 ) {
     let limit = ctx.config.status_write_concurrency.max(1);
-    let mut queue: Coalescer<Update> = Coalescer::default();
+    // A pod that started, ended or vanished is written before the pods
+    // that are still pending remotely: during a burst of thousands of
+    // creates, their waiting reasons must not delay a transition.
+    let mut queue: Coalescer<Update> = Coalescer::with_priority(urgent);
     let mut running = FuturesUnordered::new();
     // Changes of pods whose job id is not in the store yet (the remote pod
     // changed before the create's annotation came back, or a restarted

@@ -20,51 +20,73 @@ pub enum Pushed {
     Deferred,
 }
 
-/// Pending values by key, in arrival order of their first pending value.
+/// Pending values by key, in arrival order of their first pending value;
+/// the values the priority says are urgent first (e.g. a pod that started
+/// or ended, before a burst of thousands of pods that are still pending).
 #[derive(Debug)]
 pub struct Coalescer<V> {
     latest: HashMap<String, V>,
     /// Keys with a pending value that are not in flight (each once).
     order: VecDeque<String>,
+    /// Keys whose pending value is urgent, also not in flight (each once;
+    /// such a key may also sit in `order`, where it is skipped).
+    urgent: VecDeque<String>,
+    queued_urgent: HashSet<String>,
     in_flight: HashSet<String>,
+    is_urgent: fn(&V) -> bool,
 }
 
 impl<V> Default for Coalescer<V> {
     fn default() -> Self {
-        Coalescer {
-            latest: HashMap::new(),
-            order: VecDeque::new(),
-            in_flight: HashSet::new(),
-        }
+        Self::with_priority(|_| false)
     }
 }
 
 impl<V> Coalescer<V> {
+    /// A coalescer that hands out the values `is_urgent` picks before the
+    /// others (each kind in arrival order).
+    pub fn with_priority(is_urgent: fn(&V) -> bool) -> Self {
+        Coalescer {
+            latest: HashMap::new(),
+            order: VecDeque::new(),
+            urgent: VecDeque::new(),
+            queued_urgent: HashSet::new(),
+            in_flight: HashSet::new(),
+            is_urgent,
+        }
+    }
+
     /// Keep `value` as the one to write for `key`; `merge(old, new)` makes
     /// the kept value when one was waiting (e.g. to keep the first arrival
     /// time for the lag metric).
     pub fn push(&mut self, key: &str, value: V, merge: impl FnOnce(V, V) -> V) -> Pushed {
-        let value = match self.latest.remove(key) {
-            Some(old) => {
-                self.latest.insert(key.to_owned(), merge(old, value));
-                return Pushed::Coalesced;
+        let (value, pushed) = match self.latest.remove(key) {
+            Some(old) => (merge(old, value), Pushed::Coalesced),
+            None if self.in_flight.contains(key) => (value, Pushed::Deferred),
+            None => {
+                self.order.push_back(key.to_owned());
+                (value, Pushed::Queued)
             }
-            None => value,
         };
+        if !self.in_flight.contains(key) {
+            self.queue_if_urgent(key, &value);
+        }
         self.latest.insert(key.to_owned(), value);
-        if self.in_flight.contains(key) {
-            Pushed::Deferred
-        } else {
-            self.order.push_back(key.to_owned());
-            Pushed::Queued
+        pushed
+    }
+
+    fn queue_if_urgent(&mut self, key: &str, value: &V) {
+        if (self.is_urgent)(value) && self.queued_urgent.insert(key.to_owned()) {
+            self.urgent.push_back(key.to_owned());
         }
     }
 
-    /// The oldest pending key and its latest value; the key is in flight
-    /// until [`Coalescer::done`].
+    /// The oldest urgent pending key, else the oldest pending key, and its
+    /// latest value; the key is in flight until [`Coalescer::done`].
     pub fn take(&mut self) -> Option<(String, V)> {
-        while let Some(key) = self.order.pop_front() {
+        while let Some(key) = self.urgent.pop_front().or_else(|| self.order.pop_front()) {
             if let Some(v) = self.latest.remove(&key) {
+                self.queued_urgent.remove(&key);
                 self.in_flight.insert(key.clone());
                 return Some((key, v));
             }
@@ -75,8 +97,10 @@ impl<V> Coalescer<V> {
     /// The write of `key` ended; a value that came meanwhile is queued.
     pub fn done(&mut self, key: &str) {
         self.in_flight.remove(key);
-        if self.latest.contains_key(key) {
+        if let Some(v) = self.latest.remove(key) {
             self.order.push_back(key.to_owned());
+            self.queue_if_urgent(key, &v);
+            self.latest.insert(key.to_owned(), v);
         }
     }
 
@@ -132,6 +156,30 @@ mod tests {
         assert_eq!(c.take(), Some(("a".into(), 3)));
         c.done("a");
         assert_eq!(c.take(), None);
+        assert_eq!((c.pending(), c.in_flight()), (0, 0));
+    }
+
+    #[test]
+    fn urgent_values_go_first_and_a_change_can_make_a_key_urgent() {
+        let mut c = Coalescer::with_priority(|v: &u32| *v >= 100);
+        for k in ["a", "b", "c"] {
+            c.push(k, 1, keep_new);
+        }
+        c.push("d", 100, keep_new);
+        // b became urgent while waiting: it goes before a and c.
+        assert_eq!(c.push("b", 200, keep_new), Pushed::Coalesced);
+        assert_eq!(c.take(), Some(("d".into(), 100)));
+        assert_eq!(c.take(), Some(("b".into(), 200)));
+        assert_eq!(c.take(), Some(("a".into(), 1)));
+        // An urgent change of a key in flight goes first once it is done.
+        c.push("a", 300, keep_new);
+        c.done("a");
+        assert_eq!(c.take(), Some(("a".into(), 300)));
+        assert_eq!(c.take(), Some(("c".into(), 1)));
+        assert_eq!(c.take(), None, "b's old place in the queue is skipped");
+        for k in ["a", "b", "c", "d"] {
+            c.done(k);
+        }
         assert_eq!((c.pending(), c.in_flight()), (0, 0));
     }
 

@@ -1,0 +1,117 @@
+//! What the pod store keeps of a pod once it is offloaded (it carries its
+//! `JobID`): the parts of the spec the provider still reads (container names,
+//! images, ports and resources, whether a readiness or startup probe is set,
+//! restart policies, the deadline, the node, tolerations), not what only the
+//! create needed (volumes, env, commands, probe and lifecycle contents,
+//! security contexts, scheduling constraints). At 10,000 pods the full specs
+//! were most of the provider's memory. Pure.
+
+use k8s_openapi::api::core::v1::{Container, Pod, Probe};
+
+/// Drops from `pod` what no step after the create reads.
+pub fn slim(pod: &mut Pod) {
+    pod.metadata.managed_fields = None;
+    let Some(spec) = pod.spec.as_mut() else {
+        return;
+    };
+    spec.volumes = None;
+    spec.affinity = None;
+    spec.security_context = None;
+    spec.image_pull_secrets = None;
+    spec.host_aliases = None;
+    spec.dns_config = None;
+    spec.topology_spread_constraints = None;
+    spec.readiness_gates = None;
+    spec.overhead = None;
+    spec.ephemeral_containers = None;
+    spec.containers.iter_mut().for_each(slim_container);
+    if let Some(init) = spec.init_containers.as_mut() {
+        init.iter_mut().for_each(slim_container);
+    }
+}
+
+fn slim_container(c: &mut Container) {
+    c.env = None;
+    c.env_from = None;
+    c.volume_mounts = None;
+    c.volume_devices = None;
+    c.command = None;
+    c.args = None;
+    c.lifecycle = None;
+    c.security_context = None;
+    c.working_dir = None;
+    c.liveness_probe = None;
+    // Only whether they are set is read (readiness of a running container).
+    c.readiness_probe = c.readiness_probe.as_ref().map(|_| Probe::default());
+    c.startup_probe = c.startup_probe.as_ref().map(|_| Probe::default());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pod() -> Pod {
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "p", "namespace": "n", "uid": "u",
+                         "annotations": {"JobID": "j"}},
+            "spec": {
+                "nodeName": "vn", "restartPolicy": "Never", "activeDeadlineSeconds": 30,
+                "tolerations": [{"operator": "Exists"}],
+                "volumes": [{"name": "v", "secret": {"secretName": "s"}}],
+                "initContainers": [{"name": "i", "image": "busybox", "command": ["true"],
+                                    "restartPolicy": "Always",
+                                    "startupProbe": {"exec": {"command": ["x"]}}}],
+                "containers": [{"name": "c", "image": "busybox",
+                                "env": [{"name": "A", "value": "secret"}],
+                                "ports": [{"containerPort": 80}],
+                                "resources": {"requests": {"cpu": "1"}},
+                                "volumeMounts": [{"name": "v", "mountPath": "/v"}],
+                                "readinessProbe": {"httpGet": {"port": 80}},
+                                "livenessProbe": {"httpGet": {"port": 80}}}]
+            },
+            "status": {"phase": "Running"}
+        }))
+        .expect("pod")
+    }
+
+    #[test]
+    fn keeps_what_is_read_after_the_create() {
+        let mut p = pod();
+        slim(&mut p);
+        let spec = p.spec.as_ref().expect("spec");
+        assert_eq!(spec.node_name.as_deref(), Some("vn"));
+        assert_eq!(spec.restart_policy.as_deref(), Some("Never"));
+        assert_eq!(spec.active_deadline_seconds, Some(30));
+        assert!(spec.tolerations.is_some());
+        let c = &spec.containers[0];
+        assert_eq!(
+            (c.name.as_str(), c.image.as_deref()),
+            ("c", Some("busybox"))
+        );
+        assert!(c.ports.is_some() && c.resources.is_some());
+        assert!(
+            c.readiness_probe.is_some(),
+            "a readiness probe is still set"
+        );
+        let i = &spec.init_containers.as_ref().expect("init")[0];
+        assert_eq!(i.restart_policy.as_deref(), Some("Always"));
+        assert!(i.startup_probe.is_some());
+        assert_eq!(p.status.and_then(|s| s.phase).as_deref(), Some("Running"));
+        assert!(p.metadata.annotations.is_some());
+    }
+
+    #[test]
+    fn drops_what_only_the_create_needs() {
+        let mut p = pod();
+        slim(&mut p);
+        let spec = p.spec.as_ref().expect("spec");
+        assert!(spec.volumes.is_none());
+        let c = &spec.containers[0];
+        assert!(c.env.is_none() && c.volume_mounts.is_none() && c.liveness_probe.is_none());
+        assert_eq!(c.readiness_probe, Some(Probe::default()));
+        let i = &spec.init_containers.as_ref().expect("init")[0];
+        assert!(i.command.is_none());
+        let json = serde_json::to_string(&p).expect("json");
+        assert!(!json.contains("secret"), "{json}");
+    }
+}
