@@ -243,8 +243,19 @@ async fn measure(s: &Setup<'_>, ns: &str, n: usize) -> anyhow::Result<()> {
     tokio::time::sleep(s.idle).await;
     let i1 = snap(s).await;
     let t1 = Instant::now();
-    pods.delete_collection(&DeleteParams::default(), &ListParams::default())
-        .await?;
+    // Retried: with 10,000 pods the apiserver's etcd may time out.
+    let mut attempt = 0;
+    while let Err(e) = pods
+        .delete_collection(&DeleteParams::default(), &ListParams::default())
+        .await
+    {
+        attempt += 1;
+        if attempt >= 10 {
+            return Err(e.into());
+        }
+        eprintln!("delete of the round's pods failed ({e}); again");
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
     let all_gone = until(s, &obs, "every pod gone on both sides", |o| {
         uids.iter().all(|u| {
             o.remote.get(u).is_some_and(|r| r.gone.is_some())
