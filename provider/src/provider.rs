@@ -273,7 +273,8 @@ pub async fn start(
             config.kubelet_auth.clone(),
             metrics.registry(),
         ),
-    );
+    )
+    .with_client(client.clone());
     info!(addr = ?listener.local_addr().ok(), "kubelet API listening");
     tasks.spawn(tls::serve_tls(
         listener,

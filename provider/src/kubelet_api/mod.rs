@@ -54,6 +54,9 @@ pub struct KubeletState {
     pub auth: Auth,
     /// Open exec, attach and port-forward streams.
     pub streams: stream::StreamMetrics,
+    /// Reads the node's pods whole for `/pods` (the store keeps offloaded
+    /// pods slimmed); without it `/pods` answers from the store.
+    pub client: Option<kube::Client>,
 }
 
 impl KubeletState {
@@ -71,7 +74,14 @@ impl KubeletState {
             streams: stream::StreamMetrics::register(metrics.registry()),
             metrics,
             auth,
+            client: None,
         }
+    }
+
+    /// `/pods` reads the node's pods from the apiserver through `client`.
+    pub fn with_client(mut self, client: kube::Client) -> Self {
+        self.client = Some(client);
+        self
     }
 }
 
@@ -166,8 +176,30 @@ async fn not_supported(State(st): State<KubeletState>, req: Request) -> Response
     )
 }
 
+/// The node's pods with their whole spec, as a kubelet answers: read from
+/// the apiserver (on demand, not per period), since the store keeps an
+/// offloaded pod without what only its create needed; the store's view if
+/// that read fails.
 async fn pods(State(st): State<KubeletState>) -> Response {
-    let items: Vec<Pod> = st.pods.state().iter().map(|p| (**p).clone()).collect();
+    let listed = match &st.client {
+        Some(c) => {
+            let lp =
+                kube::api::ListParams::default().fields(&format!("spec.nodeName={}", st.node_name));
+            match kube::Api::<Pod>::all(c.clone()).list(&lp).await {
+                Ok(l) => Some(l.items),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot list the node's pods for /pods; answering from the store");
+                    None
+                }
+            }
+        }
+        None => None,
+    };
+    let mut items: Vec<Pod> =
+        listed.unwrap_or_else(|| st.pods.state().iter().map(|p| (**p).clone()).collect());
+    for p in &mut items {
+        p.metadata.managed_fields = None;
+    }
     let list =
         serde_json::json!({"kind": "PodList", "apiVersion": "v1", "metadata": {}, "items": items});
     axum::Json(list).into_response()
