@@ -500,9 +500,23 @@ async fn namespace_gc_deletes_only_our_empty_namespaces() -> anyhow::Result<()> 
             "image": testbed::images::BUSYBOX, "imagePullPolicy": "IfNotPresent",
             "command": ["sleep", "3600"]}]}
     }))?;
-    Api::<Pod>::namespaced(env.remote.clone(), &busy.name)
-        .create(&PostParams::default(), &squatter)
-        .await?;
+    // A fresh namespace's service account token may lag under load (the
+    // apiserver answers 500 "No API token found ..., retry after ...").
+    testbed::wait_for(
+        "the squatter pod created",
+        Duration::from_secs(60),
+        || async {
+            match Api::<Pod>::namespaced(env.remote.clone(), &busy.name)
+                .create(&PostParams::default(), &squatter)
+                .await
+            {
+                Ok(_) => Ok(Some(())),
+                Err(kube::Error::Api(e)) if e.message.contains("service account") => Ok(None),
+                Err(e) => Err(e.into()),
+            }
+        },
+    )
+    .await?;
 
     let started = Instant::now();
     testbed::wait_for(
