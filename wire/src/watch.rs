@@ -32,7 +32,7 @@
 //! plugin's orphan sweep needs a caller that says which pods it still
 //! follows (interLink's polling does it with every `/status` call). So a
 //! streaming provider `POST`s a [`FollowRequest`] about every
-//! [`FOLLOW_SECONDS`]: the number and [`follow_digest`] of the local pod UIDs
+//! minute (the provider's `--status-follow-interval`): the number and [`follow_digest`] of the local pod UIDs
 //! it follows (a few dozen bytes, whatever the number of pods). The plugin
 //! compares them with the caller's running remote pods: equal, the caller is
 //! alive and names all of them ([`FollowAnswer::matched`]); different, the
@@ -54,9 +54,6 @@ pub const STATUS_WATCH: &str = "statusWatch";
 pub const FOLLOW_PATH: &str = "/status/follow";
 /// Capability name of [`FOLLOW_PATH`].
 pub const STATUS_FOLLOW: &str = "statusFollow";
-/// Seconds between two [`FollowRequest`]s of a streaming provider: well
-/// under the plugin's default liveness window (5 min).
-pub const FOLLOW_SECONDS: u64 = 60;
 /// Capability names of the streaming endpoints ([`crate::stream`]).
 pub const EXEC: &str = "exec";
 pub const ATTACH: &str = "attach";
