@@ -363,14 +363,15 @@ async fn supervisor_follows_desired_and_goes_idle() {
     let gw = start(3);
     let echo = echo_server().await;
     let (sup, mut ready) = Supervisor::new(config(&gw), Arc::new(Metrics::default()));
-    let (dtx, drx) = watch::channel(Desired::new());
-    let stop = CancellationToken::new();
-    let run = tokio::spawn(sup.run(drx, stop.clone()));
     let p = gw.range.first();
-    dtx.send_replace(BTreeMap::from([(
+    // The forward is desired before the supervisor starts: with nothing
+    // desired it is (rightly) ready at once, which would race the wait below.
+    let (dtx, drx) = watch::channel(BTreeMap::from([(
         gateway(&gw),
         Forwards::from([(p, local(echo))]),
     )]));
+    let stop = CancellationToken::new();
+    let run = tokio::spawn(sup.run(drx, stop.clone()));
     tokio::time::timeout(WAIT, ready.wait_for(|r| *r))
         .await
         .expect("ready in time")
