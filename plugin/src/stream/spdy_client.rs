@@ -204,8 +204,9 @@ where
         return None;
     }
     let (pong_tx, pong_rx) = tokio::sync::mpsc::channel(4);
-    let writer = write_loop(wr, codec, ids, stdin, resize, pong_rx);
-    let reader = read_loop(rd, ids, stdout, stderr, pong_tx);
+    let (replied_tx, replied_rx) = oneshot::channel();
+    let writer = write_loop(wr, codec, ids, stdin, resize, (pong_rx, replied_rx));
+    let reader = read_loop(rd, ids, stdout, stderr, (pong_tx, replied_tx));
     tokio::select! {
         status = reader => status,
         // The writer ends only on a broken connection; the reader sees it.
@@ -214,17 +215,31 @@ where
 }
 
 /// Client -> remote: stdin (its end a FIN), terminal sizes, ping answers.
+/// Stdin is sent once the remote has accepted its stream (its SYN_REPLY), as
+/// kubectl does: the remote is then ready for it, its end included.
 async fn write_loop<W: AsyncWrite + Unpin>(
     mut wr: W,
     mut codec: HeaderCodec,
     ids: Ids,
-    mut stdin: Option<ReadHalf<SimplexStream>>,
+    stdin: Option<ReadHalf<SimplexStream>>,
     mut resize: Option<mpsc::Receiver<TerminalSize>>,
-    mut pongs: tokio::sync::mpsc::Receiver<u32>,
+    (mut pongs, replied): (tokio::sync::mpsc::Receiver<u32>, oneshot::Receiver<()>),
 ) {
     let mut buf = vec![0u8; 32 * 1024];
+    let (mut stdin, mut pending) = (None, stdin);
+    let mut replied = std::pin::pin!(replied);
     loop {
         let frame = tokio::select! {
+            r = &mut replied, if pending.is_some() => {
+                // Refused (the reader gone) leaves stdin unsent: the
+                // session is ending.
+                if r.is_ok() {
+                    stdin = pending.take();
+                } else {
+                    pending = None;
+                }
+                continue;
+            }
             r = read_opt(&mut stdin, &mut buf) => match r {
                 Ok(n) if n > 0 => Frame::Data {
                     id: ids.stdin,
@@ -271,8 +286,9 @@ async fn read_loop<R: AsyncRead + Unpin>(
     ids: Ids,
     mut stdout: Option<WriteHalf<SimplexStream>>,
     mut stderr: Option<WriteHalf<SimplexStream>>,
-    pongs: tokio::sync::mpsc::Sender<u32>,
+    (pongs, replied): (tokio::sync::mpsc::Sender<u32>, oneshot::Sender<()>),
 ) -> Option<Status> {
+    let mut replied = Some(replied);
     let mut rd = tokio::io::BufReader::new(rd);
     let mut codec = HeaderCodec::new();
     let mut error = Vec::new();
@@ -322,6 +338,11 @@ async fn read_loop<R: AsyncRead + Unpin>(
                 }
                 if fin {
                     end(out).await;
+                }
+            }
+            Frame::SynReply { id, .. } if id == ids.stdin && id != 0 => {
+                if let Some(r) = replied.take() {
+                    let _ = r.send(());
                 }
             }
             Frame::RstStream { id, .. } if id == ids.error => error_done = true,
