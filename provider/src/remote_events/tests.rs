@@ -166,8 +166,24 @@ fn memory_is_bounded_and_pods_that_left_are_forgotten() {
         m.observe(&ev("r", &format!("p{i}"), "Pulling", "m", 1), t0 + i * S);
     }
     assert_eq!(m.series_len(), 3);
+    // The newest are kept, with what was written of them.
+    let p9 = ev("r", "p9", "Pulling", "m", 1);
+    m.written(&SeriesKey::of(&p9), 1);
+    assert_eq!(m.observe(&p9, t0 + 10 * S), Decision::Unchanged);
     m.retain_pods(&HashSet::from(["p9".to_string()]));
     assert_eq!(m.series_len(), 1);
+
+    // A large mirror makes room by the oldest eighth at once.
+    let mut m = Mirror::new(64);
+    for i in 0..64 {
+        m.observe(&ev("r", &format!("p{i}"), "Pulling", "m", 1), t0 + i * S);
+    }
+    assert_eq!(m.series_len(), 64);
+    m.observe(&ev("r", "late", "Pulling", "m", 1), t0 + 64 * S);
+    assert_eq!(m.series_len(), 64 - 8 + 1);
+    let oldest_kept = ev("r", "p8", "Pulling", "m", 1);
+    m.written(&SeriesKey::of(&oldest_kept), 1);
+    assert_eq!(m.observe(&oldest_kept, t0 + 65 * S), Decision::Unchanged);
 }
 
 #[test]
