@@ -1,27 +1,37 @@
 //! What the pod store keeps of a pod once it is offloaded (it carries its
-//! `JobID`): the parts of the spec the provider still reads (container names,
-//! images, ports and resources, whether a readiness or startup probe is set,
-//! restart policies, the deadline, the node, tolerations), not what only the
-//! create needed (volumes, env, commands, probe and lifecycle contents,
-//! security contexts, scheduling constraints). At 10,000 pods the full specs
-//! were most of the provider's memory. The lists kept are shrunk to their
-//! length: deserialized one by one they have room for four, and four
-//! container statuses of 752 bytes each were a fifth of a slimmed pod. Pure.
+//! `JobID`): the name, namespace, UID and annotations, the status, and the
+//! parts of the spec the provider still reads (container names, images and
+//! ports, whether a readiness or startup probe is set, restart policies, the
+//! deadline, the node); not what only the create needed (labels, volumes,
+//! env, commands, resources, probe and lifecycle contents, security
+//! contexts, scheduling constraints and tolerations, owners). At 10,000 pods
+//! the full specs were most of the provider's memory. The lists kept are
+//! shrunk to their length: deserialized one by one they have room for four,
+//! and four container statuses of 752 bytes each were a fifth of a slimmed
+//! pod. Pure.
+//!
+//! A pod being deleted is not slimmed (the watch hands it whole): its
+//! delete, the one step after the create that sends the pod to the plugin,
+//! sends it as it is.
 
 use k8s_openapi::api::core::v1::{Container, Pod, PodStatus, Probe};
 
 /// Drops from `pod` what no step after the create reads.
 pub fn slim(pod: &mut Pod) {
-    pod.metadata.managed_fields = None;
-    shrink(&mut pod.metadata.owner_references);
-    shrink(&mut pod.metadata.finalizers);
+    let meta = &mut pod.metadata;
+    meta.managed_fields = None;
+    meta.labels = None;
+    meta.owner_references = None;
+    meta.generate_name = None;
+    shrink(&mut meta.finalizers);
     if let Some(status) = pod.status.as_mut() {
         shrink_status(status);
     }
     let Some(spec) = pod.spec.as_mut() else {
         return;
     };
-    shrink(&mut spec.tolerations);
+    spec.tolerations = None;
+    spec.node_selector = None;
     spec.containers.shrink_to_fit();
     shrink(&mut spec.init_containers);
     spec.volumes = None;
@@ -64,6 +74,7 @@ fn shrink<T>(list: &mut Option<Vec<T>>) {
 
 fn slim_container(c: &mut Container) {
     shrink(&mut c.ports);
+    c.resources = None;
     c.env = None;
     c.env_from = None;
     c.volume_mounts = None;
@@ -86,6 +97,7 @@ mod tests {
     fn pod() -> Pod {
         serde_json::from_value(serde_json::json!({
             "metadata": {"name": "p", "namespace": "n", "uid": "u",
+                         "labels": {"app": "web"},
                          "annotations": {"JobID": "j"}},
             "spec": {
                 "nodeName": "vn", "restartPolicy": "Never", "activeDeadlineSeconds": 30,
@@ -115,13 +127,12 @@ mod tests {
         assert_eq!(spec.node_name.as_deref(), Some("vn"));
         assert_eq!(spec.restart_policy.as_deref(), Some("Never"));
         assert_eq!(spec.active_deadline_seconds, Some(30));
-        assert!(spec.tolerations.is_some());
         let c = &spec.containers[0];
         assert_eq!(
             (c.name.as_str(), c.image.as_deref()),
             ("c", Some("busybox"))
         );
-        assert!(c.ports.is_some() && c.resources.is_some());
+        assert!(c.ports.is_some());
         assert!(
             c.readiness_probe.is_some(),
             "a readiness probe is still set"
@@ -161,7 +172,6 @@ mod tests {
         let conditions = status.conditions.as_ref().expect("conditions");
         assert_eq!(conditions.capacity(), 1);
         let spec = p.spec.as_ref().expect("spec");
-        assert_eq!(spec.tolerations.as_ref().map(Vec::capacity), Some(1));
         assert_eq!(
             spec.containers[0].ports.as_ref().map(Vec::capacity),
             Some(1)
@@ -173,7 +183,9 @@ mod tests {
         let mut p = pod();
         slim(&mut p);
         let spec = p.spec.as_ref().expect("spec");
-        assert!(spec.volumes.is_none());
+        assert!(spec.volumes.is_none() && spec.tolerations.is_none());
+        assert!(p.metadata.labels.is_none());
+        assert!(spec.containers[0].resources.is_none());
         let c = &spec.containers[0];
         assert!(c.env.is_none() && c.volume_mounts.is_none() && c.liveness_probe.is_none());
         assert_eq!(c.readiness_probe, Some(Probe::default()));
