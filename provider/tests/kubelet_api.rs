@@ -429,6 +429,21 @@ async fn only_callers_allowed_nodes_proxy_read_pods_and_logs() {
     .await
     .expect("create victim");
     wait_phase(&pods, "victim", "Running", Duration::from_secs(300)).await;
+    // A bystander bound to another node: /pods (read from the apiserver with
+    // the provider's rights) must not hand it to this node's readers.
+    let mut other = container("main", "sleep 600");
+    other.env = Some(vec![EnvVar {
+        name: "DB_PASSWORD".into(),
+        value: Some("bystander-env-secret".into()),
+        ..Default::default()
+    }]);
+    let elsewhere = format!("{node}-elsewhere");
+    pods.create(
+        &PostParams::default(),
+        &pod("bystander", &elsewhere, "Never", None, other),
+    )
+    .await
+    .expect("create bystander");
 
     let nobody = service_account_token(&env, &ns, "nobody").await;
     let reader = service_account_token(&env, &ns, "reader").await;
@@ -490,6 +505,16 @@ async fn only_callers_allowed_nodes_proxy_read_pods_and_logs() {
         let (status, body) = get(c, &pods_url, token).await;
         assert_eq!(status, 200, "{who} on /pods: {body}");
         assert!(body.contains("victim-env-secret"), "{who} sees the spec");
+        assert!(
+            !body.contains("bystander-env-secret"),
+            "{who} sees another node's pod: {body}"
+        );
+        let list: serde_json::Value = serde_json::from_str(&body).expect("a PodList");
+        let items = list["items"].as_array().expect("items");
+        assert!(
+            items.iter().all(|p| p["spec"]["nodeName"] == node.as_str()),
+            "{who}: /pods holds pods of other nodes: {body}"
+        );
     }
 
     // kubectl logs goes through the apiserver, which presents its certificate.
@@ -512,9 +537,11 @@ async fn only_callers_allowed_nodes_proxy_read_pods_and_logs() {
         ) >= 2.0
     );
 
-    pods.delete("victim", &DeleteParams::default().grace_period(0))
-        .await
-        .expect("delete victim");
+    for name in ["victim", "bystander"] {
+        pods.delete(name, &DeleteParams::default().grace_period(0))
+            .await
+            .expect("delete the test's pods");
+    }
     prov.shutdown().await;
 }
 
