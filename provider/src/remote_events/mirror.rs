@@ -84,9 +84,10 @@ impl SeriesKey {
 
     /// What the mirror remembers the series by.
     fn id(&self) -> SeriesId {
+        let d = self.digest();
         SeriesId {
-            key: digest16(&self.digest()),
-            pod: digest16(&Sha256::digest(self.pod_uid.as_bytes()).into()),
+            key: first16(&d),
+            pod: digest16(&self.pod_uid),
         }
     }
 }
@@ -99,7 +100,12 @@ struct SeriesId {
     pod: [u8; 16],
 }
 
-fn digest16(d: &[u8; 32]) -> [u8; 16] {
+/// 128 bits of SHA-256 of `s`: a UID as remembered.
+fn digest16(s: &str) -> [u8; 16] {
+    first16(&Sha256::digest(s.as_bytes()).into())
+}
+
+fn first16(d: &[u8; 32]) -> [u8; 16] {
     let mut out = [0u8; 16];
     out.copy_from_slice(&d[..16]);
     out
@@ -175,7 +181,7 @@ impl Mirror {
             touched: now,
         });
         s.touched = now;
-        let event = digest16(&Sha256::digest(e.id.as_bytes()).into());
+        let event = digest16(&e.id);
         let count = e.count.max(1);
         match s.counts.iter_mut().find(|(id, _)| *id == event) {
             Some((_, seen)) => *seen = (*seen).max(count),
@@ -217,10 +223,7 @@ impl Mirror {
     /// Forgets the pods not in `alive` (their buckets and series).
     pub fn retain_pods(&mut self, alive: &HashSet<String>) {
         self.buckets.retain(|uid, _| alive.contains(uid));
-        let alive: HashSet<[u8; 16]> = alive
-            .iter()
-            .map(|uid| digest16(&Sha256::digest(uid.as_bytes()).into()))
-            .collect();
+        let alive: HashSet<[u8; 16]> = alive.iter().map(|uid| digest16(uid)).collect();
         self.series.retain(|k, _| alive.contains(&k.pod));
     }
 
